@@ -1,0 +1,1 @@
+"""Backbones: registry, cutting a model at its nodes, activations and their sparsity. No file I/O."""

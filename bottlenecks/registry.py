@@ -1,0 +1,173 @@
+"""The supported backbones: builder, preprocessing, input sizes, node catalogue and weight loading."""
+
+import dataclasses
+import os
+from typing import Callable
+
+import keras
+
+POOL = "pool"  # the pooled feature vector that feeds the classifier, in every backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """Everything the pipeline needs to know about one pretrained CNN."""
+
+    name: str
+    builder: Callable[..., keras.Model]
+    preprocess: Callable  # pixels in [0, 255] -> the backbone's input range
+    default_input_size: int
+    min_input_size: int
+    imagenet_file: str  # what Keras caches in ~/.keras/models for weights="imagenet"
+    imagenet_url: str
+    nodes: tuple[str, ...]  # every node a user may cut at, input to output order
+    # The thesis's block-by-block schedule (or a sensible one): the node each stage reads.
+    default_stages: tuple[str, ...]
+    # Thesis names of the blocks that the stages after the first unfreeze, for reports.
+    thesis_block_names: dict = dataclasses.field(default_factory=dict)
+
+
+def _resnet50_v2_nodes() -> tuple[str, ...]:
+    blocks_per_stage = {2: 3, 3: 4, 4: 6, 5: 3}
+    nodes = [f"conv{stage}_block{block}_out"
+             for stage, count in blocks_per_stage.items() for block in range(1, count + 1)]
+    return tuple(nodes) + ("post_relu", POOL)
+
+
+def _mobilenet_v2_nodes() -> tuple[str, ...]:
+    # Blocks whose stride is 1 and whose width does not change end in a residual `add`.
+    residual_blocks = {2, 4, 5, 7, 8, 9, 11, 12, 14, 15}
+    nodes = ["expanded_conv_project_BN"]
+    for block in range(1, 17):
+        nodes.append(f"block_{block}_expand_relu")
+        nodes.append(f"block_{block}_add" if block in residual_blocks else f"block_{block}_project_BN")
+    return tuple(nodes) + ("out_relu", POOL)
+
+
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+BACKBONES = {
+    "inception_v3": Backbone(
+        name="inception_v3",
+        builder=keras.applications.InceptionV3,
+        preprocess=keras.applications.inception_v3.preprocess_input,
+        default_input_size=299,
+        min_input_size=75,
+        imagenet_file="inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        imagenet_url=_KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        nodes=tuple(f"mixed{index}" for index in range(11)) + (POOL,),
+        default_stages=(POOL, "mixed9", "mixed8", "mixed7"),
+        thesis_block_names={POOL: "fully connected layer", "mixed9": "mixed_10",
+                            "mixed8": "mixed_9", "mixed7": "mixed_8"},
+    ),
+    "resnet50_v2": Backbone(
+        name="resnet50_v2",
+        builder=keras.applications.ResNet50V2,
+        preprocess=keras.applications.resnet_v2.preprocess_input,
+        default_input_size=224,
+        min_input_size=32,
+        imagenet_file="resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+        imagenet_url=_KERAS_WEIGHTS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+        nodes=_resnet50_v2_nodes(),
+        default_stages=(POOL, "conv4_block6_out"),
+        thesis_block_names={POOL: "logits", "conv4_block6_out": "block 4"},
+    ),
+    "mobilenet_v2": Backbone(
+        name="mobilenet_v2",
+        builder=keras.applications.MobileNetV2,
+        preprocess=keras.applications.mobilenet_v2.preprocess_input,
+        default_input_size=224,
+        min_input_size=32,
+        imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+        imagenet_url=_KERAS_WEIGHTS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+        nodes=_mobilenet_v2_nodes(),
+        # The last two inverted-residual blocks and the 1x1 head conv, one stage each.
+        default_stages=(POOL, "block_16_project_BN", "block_15_add"),
+        thesis_block_names={POOL: "fully connected layer", "block_16_project_BN": "out_conv",
+                            "block_15_add": "block_16"},
+    ),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    """Looks a backbone up by name, failing with the list of valid names."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def check_nodes(backbone: Backbone, nodes) -> tuple[str, ...]:
+    """Returns the nodes in catalogue order, failing on any unknown name with the valid ones."""
+    nodes = tuple(nodes)
+    unknown = [node for node in nodes if node not in backbone.nodes]
+    if unknown:
+        raise ValueError(
+            f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}; "
+            f"valid nodes are: {', '.join(backbone.nodes)}")
+    if not nodes:
+        raise ValueError(f"no nodes given; valid nodes for {backbone.name} are: {', '.join(backbone.nodes)}")
+    return tuple(node for node in backbone.nodes if node in nodes)
+
+
+def check_input_size(backbone: Backbone, input_size: int | None) -> int:
+    size = backbone.default_input_size if input_size is None else int(input_size)
+    if size < backbone.min_input_size:
+        raise ValueError(f"--input-size {size} is too small for {backbone.name}: "
+                         f"it needs at least {backbone.min_input_size} px")
+    return size
+
+
+def build(backbone: Backbone, weights: str, input_size: int | None = None) -> keras.Model:
+    """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none."""
+    size = check_input_size(backbone, input_size)
+    weights_kind = weights_identity(weights)["kind"]
+    if weights_kind == "imagenet" and size != backbone.default_input_size:
+        # Keras refuses a non-default input size with its ImageNet top; the weights fit any size.
+        model = _build_imagenet_any_size(backbone, size)
+    elif weights_kind == "imagenet":
+        model = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
+    else:
+        model = backbone.builder(weights=None, input_shape=(size, size, 3))
+        if weights_kind == "file":
+            _load_weights_file(model, weights, backbone)
+    model.trainable = False
+    return model
+
+
+def _build_imagenet_any_size(backbone: Backbone, size: int) -> keras.Model:
+    reference = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
+    model = backbone.builder(weights=None, input_shape=(size, size, 3))
+    model.set_weights(reference.get_weights())
+    return model
+
+
+def _download_guard(backbone: Backbone, build_call):
+    try:
+        return build_call()
+    except Exception as error:  # Keras wraps URL and socket errors in a bare Exception
+        cache = os.path.join(os.path.expanduser("~"), ".keras", "models", backbone.imagenet_file)
+        raise RuntimeError(
+            f"could not obtain the ImageNet weights of {backbone.name} ({error}). "
+            f"Without internet, download {backbone.imagenet_url} elsewhere and place it at {cache}, "
+            f"or pass --weights PATH to a weights file for keras.applications "
+            f"(or --weights none for random weights).") from None
+
+
+def _load_weights_file(model: keras.Model, path: str, backbone: Backbone) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--weights {path}: no such file; pass imagenet, none or the path "
+                                f"of a {backbone.name} weights file")
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ValueError(f"--weights {path} does not fit {backbone.name} with the classifier "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def weights_identity(weights: str) -> dict:
+    """What the manifest records of the weights: their kind, and the file's path and checksum."""
+    if weights in (None, "none", "None"):
+        return {"kind": "none"}
+    if weights == "imagenet":
+        return {"kind": "imagenet"}
+    return {"kind": "file", "path": os.path.abspath(weights)}

@@ -1,0 +1,353 @@
+"""The offline stage: decode, build the JPEG ladder, run the frozen CNN once for all nodes, write shards.
+
+Streaming and restartable: images flow through a tf.data pipeline (decode and ladder in parallel,
+prefetched behind the CNN), and each shard is renamed into place only when complete and verified.
+Per-shard progress lives in OUT/.progress/, so a killed job rerun with the same command redoes only
+the shards that were not finished and ends with output identical to an uninterrupted run.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from bottlenecks import cut
+from bottlenecks import registry
+from bottlenecks import sparsity
+from pipeline import config as config_lib
+from pipeline import images
+from pipeline import ladder
+from tfrecords import codec
+from tfrecords import example
+from tfrecords import manifest as manifest_lib
+from tfrecords import shards
+from tfrecords import writer
+
+PROGRESS_DIR = ".progress"
+QUARANTINE_NAME = "quarantine.csv"
+TIMINGS_NAME = "timings.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardTask:
+    split: str
+    index: int
+    num_shards: int
+    items: tuple[images.ImageItem, ...]
+
+    @property
+    def name(self) -> str:
+        return shards.shard_filename(self.split, self.index, self.num_shards)
+
+
+def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
+    if config.data_dir is not None:
+        return images.index_directory(config.data_dir, config.validation_percent)
+    return images.index_csv(config.labels_csv, config.validation_percent)
+
+
+def plan(index: images.ImageIndex, config: config_lib.ExtractConfig,
+         example_shapes: dict[str, tuple[int, ...]]) -> list[ShardTask]:
+    """Deterministic shard assignment of every image, per split."""
+    largest = max(len(index.split(split)) for split in index.split_names)
+    tasks = []
+    for split in index.split_names:
+        items = index.split(split)
+        if config.num_shards is not None:
+            num_shards = max(1, round(config.num_shards * len(items) / largest))
+        else:
+            dense_bytes = max(4 * math.prod(shape) for shape in example_shapes.values())
+            num_shards = shards.num_shards_for(len(items), dense_bytes, int(config.shard_size_mb * 2**20))
+        chunks = shards.plan_shards([item.image_id for item in items], num_shards)
+        tasks.extend(ShardTask(split, number, len(chunks), tuple(items[i] for i in chunk))
+                     for number, chunk in enumerate(chunks))
+    return tasks
+
+
+def _job_identity(config, nodes, input_size, index) -> dict:
+    """Everything that determines the output; a rerun must match it to resume."""
+    weights = registry.weights_identity(config.weights)
+    if weights["kind"] == "file":
+        weights["sha256"] = writer.file_sha256(config.weights)
+    listing = hashlib.sha256("\n".join(f"{item.image_id},{item.label},{item.split}"
+                                       for item in index.items).encode()).hexdigest()
+    return {
+        "backbone": config.backbone, "weights": weights, "nodes": list(nodes),
+        "input_size": input_size, "central_crop": config.central_crop,
+        "qualities": list(config.qualities), "num_shards": config.num_shards,
+        "shard_size_mb": config.shard_size_mb, "validation_percent": config.validation_percent,
+        "compression": config.compression, "batch_size": config.batch_size,
+        "seed": config.seed if weights["kind"] == "none" else None, "images": listing,
+    }
+
+
+class _Progress:
+    """The job's state on disk: its identity, node encodings and one result file per shard."""
+
+    def __init__(self, out_dir: str):
+        self.directory = os.path.join(out_dir, PROGRESS_DIR)
+        os.makedirs(self.directory, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def _read(self, name: str):
+        try:
+            with open(self._path(name)) as file:
+                return json.load(file)
+        except FileNotFoundError:
+            return None
+
+    def start(self, identity: dict, out_dir: str) -> None:
+        stored = self._read("job.json")
+        if stored is None:
+            manifest_lib.write_json_atomic(self._path("job.json"), identity)
+        elif stored != identity:
+            changed = sorted(key for key in identity.keys() | stored.keys()
+                             if identity.get(key) != stored.get(key))
+            raise ValueError(
+                f"{out_dir} holds the output of a different job (it differs in: {', '.join(changed)}). "
+                f"Rerun with the original settings to resume it, or choose another --out-dir.")
+
+    def encodings(self):
+        return self._read("encodings.json")
+
+    def save_encodings(self, encodings: dict) -> None:
+        manifest_lib.write_json_atomic(self._path("encodings.json"), encodings)
+
+    def shard_result(self, task: ShardTask):
+        return self._read(task.name + ".json")
+
+    def save_shard_result(self, task: ShardTask, result: dict) -> None:
+        manifest_lib.write_json_atomic(self._path(task.name + ".json"), result)
+
+
+def _is_complete(result, out_dir: str) -> bool:
+    return result is not None and all(
+        os.path.isfile(os.path.join(out_dir, file["path"])) for file in result["files"].values())
+
+
+def _decoded_branches(tasks, input_size, qualities, central_crop) -> tf.data.Dataset:
+    """(branch images float32 [B, S, S, 3], error message) per image, in order, decoded in parallel."""
+
+    def load(path):
+        try:
+            return ladder.load_rgb(path.numpy().decode()), ""
+        except ladder.BadImage as error:
+            return np.zeros((8, 8, 3), np.uint8), str(error)
+
+    def decode_and_ladder(path):
+        image, error = tf.py_function(load, [path], [tf.uint8, tf.string])
+        image.set_shape([None, None, 3])
+        return ladder.branch_images(image, input_size, qualities, central_crop), error
+
+    paths = [item.path for task in tasks for item in task.items]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    dataset = dataset.map(decode_and_ladder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class _ShardBuilder:
+    """Writes one shard of every node: the open writers, its quarantine and its statistics."""
+
+    def __init__(self, task: ShardTask, out_dir: str, nodes, compression: str):
+        self.task = task
+        self.out_dir = out_dir
+        self.writers = {node: writer.ShardWriter(os.path.join(out_dir, node, task.name), compression or None)
+                        for node in nodes}
+        self.quarantine = []
+        self.zeros = {node: sparsity.ZeroCounter() for node in nodes}
+        self.num_records = 0
+
+    def add_batch(self, batch_items, activations: dict, encodings: dict) -> None:
+        for node, values in activations.items():
+            self.zeros[node].update(values)
+            for item, bottleneck in zip(batch_items, values):
+                self.writers[node].write(example.serialize(item.image_id, item.label, bottleneck,
+                                                           encodings[node]))
+        self.num_records += len(batch_items)
+
+    def finish(self) -> dict:
+        files = {}
+        for node, shard_writer in self.writers.items():
+            info = shard_writer.close()
+            files[node] = {"path": os.path.relpath(info.path, self.out_dir).replace(os.sep, "/"),
+                           "sha256": info.sha256, "num_bytes": info.num_bytes}
+        return {"split": self.task.split, "index": self.task.index, "num_records": self.num_records,
+                "files": files, "quarantine": self.quarantine,
+                "zeros": {node: [counter.zeros, counter.total] for node, counter in self.zeros.items()}}
+
+    def abort(self) -> None:
+        for shard_writer in self.writers.values():
+            shard_writer.abort()
+
+
+def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
+    """Runs (or resumes) the offline stage and returns its summary; see the module docstring."""
+    started = time.perf_counter()
+    backbone = registry.get_backbone(config.backbone)
+    nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
+    input_size = registry.check_input_size(backbone, config.input_size)
+    index = index_images(config)
+    os.makedirs(config.out_dir, exist_ok=True)
+    with writer.OutputLock(config.out_dir):
+        progress = _Progress(config.out_dir)
+        identity = _job_identity(config, nodes, input_size, index)
+        progress.start(identity, config.out_dir)
+        if registry.weights_identity(config.weights)["kind"] == "none":
+            keras.utils.set_random_seed(config.seed)  # the same random weights on every rerun
+        model = registry.build(backbone, config.weights, input_size)
+        num_branches = 1 + len(config.qualities)
+        example_shapes = {node: (num_branches,) + shape for node, shape in cut.node_shapes(model, nodes).items()}
+        tasks = plan(index, config, example_shapes)
+        pending = [task for task in tasks if not _is_complete(progress.shard_result(task), config.out_dir)]
+        for node in nodes:
+            os.makedirs(os.path.join(config.out_dir, node), exist_ok=True)
+            writer.remove_temporaries(os.path.join(config.out_dir, node))
+        if pending:
+            _run(config, backbone, model, nodes, input_size, pending, progress)
+        results = [progress.shard_result(task) for task in tasks]
+        manifest = _manifest(config, identity, index, example_shapes, progress.encodings(), results)
+        manifest_lib.write_json_atomic(os.path.join(config.out_dir, manifest_lib.MANIFEST_NAME), manifest)
+        _write_quarantine(config.out_dir, results)
+        summary = _summary(manifest, results, pending, time.perf_counter() - started)
+        manifest_lib.write_json_atomic(os.path.join(config.out_dir, TIMINGS_NAME), summary)
+    print(summary["text"])
+    return summary
+
+
+def _run(config, backbone, model, nodes, input_size, pending, progress) -> None:
+    num_branches = 1 + len(config.qualities)
+    extract_model = cut.extractor(model, backbone, nodes)
+    batch_images = config.batch_size * num_branches
+
+    # A fixed batch shape: one trace, and the same kernels for every batch, so a resumed shard
+    # computes exactly what an uninterrupted run would.
+    @tf.function(input_signature=[tf.TensorSpec([batch_images, input_size, input_size, 3], tf.float32)])
+    def forward(pixels):
+        return extract_model(pixels, training=False)
+
+    encodings = progress.encodings()
+    stream = iter(_decoded_branches(pending, input_size, config.qualities, config.central_crop))
+    total = sum(len(task.items) for task in pending)
+    with tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
+                   desc="make_tfrecords") as bar:
+        for task in pending:
+            builder = _ShardBuilder(task, config.out_dir, nodes, config.compression)
+            try:
+                batch_items, batch_pixels = [], []
+
+                def flush():
+                    nonlocal encodings
+                    if not batch_items:
+                        return
+                    count = len(batch_items)
+                    pixels = np.zeros((config.batch_size, num_branches, input_size, input_size, 3), np.float32)
+                    pixels[:count] = np.stack(batch_pixels)
+                    outputs = forward(tf.constant(pixels.reshape((batch_images, input_size, input_size, 3))))
+                    activations = {node: outputs[node].numpy()[:count * num_branches].reshape(
+                        (count, num_branches) + tuple(outputs[node].shape[1:])) for node in nodes}
+                    if encodings is None:  # decided once, from the job's first batch, then kept
+                        encodings = {node: codec.choose_encoding(activations[node]) for node in nodes}
+                        progress.save_encodings(encodings)
+                    builder.add_batch(batch_items, activations, encodings)
+                    bar.update(count)
+                    batch_items.clear()
+                    batch_pixels.clear()
+
+                for item in task.items:
+                    branches, error = next(stream)
+                    if error.numpy():
+                        builder.quarantine.append([item.path, error.numpy().decode()])
+                        bar.update(1)
+                        continue
+                    batch_items.append(item)
+                    batch_pixels.append(branches.numpy())
+                    if len(batch_items) == config.batch_size:
+                        flush()
+                flush()
+                progress.save_shard_result(task, builder.finish())
+            except BaseException:
+                builder.abort()
+                raise
+
+
+def _manifest(config, identity, index, example_shapes, encodings, results) -> dict:
+    nodes = identity["nodes"]
+    encodings = encodings or {node: codec.DENSE for node in nodes}  # every image was quarantined
+    splits = {}
+    for result in results:
+        split = splits.setdefault(result["split"], {"num_records": 0, "shards": []})
+        split["num_records"] += result["num_records"]
+        split["shards"].append({key: result[key] for key in ("index", "num_records", "files")})
+    for split in splits.values():
+        split["num_shards"] = len(split["shards"])
+    node_entries = {}
+    num_records = sum(result["num_records"] for result in results)
+    for node in nodes:
+        zeros = sum(result["zeros"][node][0] for result in results)
+        total = sum(result["zeros"][node][1] for result in results)
+        stored = sum(result["files"][node]["num_bytes"] for result in results)
+        node_entries[node] = {
+            "shape": list(example_shapes[node]), "dtype": "float32", "encoding": encodings[node],
+            "zero_fraction": zeros / total if total else 0.0,
+            "bytes_per_image": stored / num_records if num_records else 0.0,
+            "float32_bytes_per_image": 4 * math.prod(example_shapes[node]),
+        }
+    run_config = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in dataclasses.asdict(config).items() if key != "progress"}
+    return {
+        "format_version": 1,
+        "backbone": identity["backbone"],
+        "weights": identity["weights"],
+        "input_size": identity["input_size"],
+        "central_crop": config.central_crop,
+        "qualities": list(config.qualities),
+        "branches": list(config_lib.branch_names(config.qualities)),
+        "class_names": list(index.class_names),
+        "compression": config.compression,
+        "nodes": node_entries,
+        "splits": splits,
+        "num_quarantined": sum(len(result["quarantine"]) for result in results),
+        "config": run_config,
+    }
+
+
+def _write_quarantine(out_dir: str, results) -> None:
+    rows = [row for result in results for row in result["quarantine"]]
+    buffer = io.StringIO()
+    csv_writer = csv.writer(buffer)
+    csv_writer.writerow(["path", "reason"])
+    csv_writer.writerows(rows)
+    temporary = os.path.join(out_dir, f".{QUARANTINE_NAME}.tmp")
+    with open(temporary, "w", newline="") as file:
+        file.write(buffer.getvalue())
+    os.replace(temporary, os.path.join(out_dir, QUARANTINE_NAME))
+
+
+def _summary(manifest: dict, results, pending, seconds: float) -> dict:
+    written = sum(result["num_records"] for result in results)
+    processed = sum(len(task.items) for task in pending)
+    node_lines = "; ".join(
+        f"{node} ({entry['encoding']}): {100 * entry['zero_fraction']:.1f} % zeros, "
+        f"{entry['bytes_per_image'] / 1024:.1f} KiB/image = "
+        f"{entry['bytes_per_image'] / entry['float32_bytes_per_image']:.2f}x float32"
+        for node, entry in manifest["nodes"].items())
+    num_shards = sum(split["num_shards"] for split in manifest["splits"].values())
+    text = (f"make_tfrecords: {written} images written and {manifest['num_quarantined']} skipped "
+            f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; this run processed {processed} "
+            f"images in {seconds:.1f} s ({processed / seconds:.2f} images/s, "
+            f"{len(pending)} shards redone). Per node: {node_lines}.")
+    return {"images_written": written, "images_skipped": manifest["num_quarantined"],
+            "images_processed": processed, "seconds": seconds,
+            "images_per_second": processed / seconds if seconds else 0.0,
+            "shards_redone": len(pending), "text": text}

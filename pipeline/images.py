@@ -1,0 +1,119 @@
+"""Indexing a dataset: image files, labels, stable ids and train/validation splits."""
+
+import csv
+import dataclasses
+import os
+
+from tfrecords import shards
+
+TRAIN, VALIDATION = "train", "validation"
+_SPLIT_DIRECTORIES = {"train": TRAIN, "val": VALIDATION, "validation": VALIDATION}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageItem:
+    path: str
+    label: int
+    image_id: str  # the path relative to the dataset root: stable across machines and runs
+    split: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageIndex:
+    items: tuple[ImageItem, ...]
+    class_names: tuple[str, ...]
+
+    def split(self, name: str) -> list[ImageItem]:
+        return [item for item in self.items if item.split == name]
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(name for name in (TRAIN, VALIDATION) if self.split(name))
+
+
+def _files_below(directory: str) -> list[str]:
+    # Every visible file is a candidate: the format is read from the content, not the name,
+    # and whatever is not an image ends up in quarantine rather than silently ignored.
+    found = []
+    for root, directories, files in os.walk(directory):
+        directories[:] = sorted(name for name in directories if not name.startswith("."))
+        found.extend(os.path.join(root, name) for name in sorted(files) if not name.startswith("."))
+    return found
+
+
+def _class_directories(directory: str) -> list[str]:
+    return sorted(name for name in os.listdir(directory)
+                  if os.path.isdir(os.path.join(directory, name)) and not name.startswith("."))
+
+
+def index_directory(data_dir: str, validation_percent: float) -> ImageIndex:
+    """root/<class>/* (split by a stable hash of the id) or root/train|val/<class>/*."""
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"--data-dir {data_dir}: no such directory")
+    top = _class_directories(data_dir)
+    presplit = bool(top) and all(name in _SPLIT_DIRECTORIES for name in top)
+    roots = [(os.path.join(data_dir, name), _SPLIT_DIRECTORIES[name]) for name in top] if presplit \
+        else [(data_dir, None)]
+    class_names = sorted({name for root, _ in roots for name in _class_directories(root)})
+    if not class_names:
+        raise ValueError(f"--data-dir {data_dir} has no class folders: expected root/<class>/* "
+                         f"or root/train|val/<class>/*")
+    label_of = {name: label for label, name in enumerate(class_names)}
+    items = []
+    for root, split in roots:
+        for class_name in _class_directories(root):
+            for path in _files_below(os.path.join(root, class_name)):
+                image_id = os.path.relpath(path, data_dir).replace(os.sep, "/")
+                items.append(ImageItem(path, label_of[class_name], image_id,
+                                       split or shards.split_for(image_id, validation_percent)))
+    return _checked(ImageIndex(tuple(items), tuple(class_names)), f"--data-dir {data_dir}")
+
+
+def index_csv(labels_csv: str, validation_percent: float) -> ImageIndex:
+    """A CSV of file,label[,split] (a header row is optional); files relative to the CSV's folder.
+
+    Labels that are all integers are used as class indices; otherwise they are class names,
+    numbered in sorted order.
+    """
+    if not os.path.isfile(labels_csv):
+        raise FileNotFoundError(f"--labels-csv {labels_csv}: no such file")
+    with open(labels_csv, newline="") as file:
+        rows = [row for row in csv.reader(file) if row and not row[0].startswith("#")]
+    if rows and rows[0][0].strip().lower() in ("file", "path", "filename"):
+        rows = rows[1:]
+    bad = [number for number, row in enumerate(rows, 1) if len(row) not in (2, 3)]
+    if bad:
+        raise ValueError(f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]")
+    labels = [row[1].strip() for row in rows]
+    if labels and all(label.lstrip("-").isdigit() for label in labels):
+        numbers = [int(label) for label in labels]
+        if min(numbers) < 0:
+            raise ValueError(f"--labels-csv {labels_csv}: negative label {min(numbers)}")
+        class_names = tuple(str(number) for number in range(max(numbers) + 1))
+    else:
+        class_names = tuple(sorted(set(labels)))
+        numbers = [class_names.index(label) for label in labels]
+    root = os.path.dirname(os.path.abspath(labels_csv))
+    items = []
+    for row, label in zip(rows, numbers):
+        file_name = row[0].strip()
+        split = _SPLIT_DIRECTORIES.get(row[2].strip().lower()) if len(row) == 3 else None
+        if len(row) == 3 and split is None:
+            raise ValueError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
+                             f"(use train or val)")
+        path = os.path.join(root, file_name)
+        image_id = os.path.normpath(file_name).replace(os.sep, "/")
+        items.append(ImageItem(path, label, image_id,
+                               split or shards.split_for(image_id, validation_percent)))
+    return _checked(ImageIndex(tuple(items), class_names), f"--labels-csv {labels_csv}")
+
+
+def _checked(index: ImageIndex, source: str) -> ImageIndex:
+    if not index.items:
+        raise ValueError(f"{source} lists no image files")
+    seen = set()
+    for item in index.items:
+        if item.image_id in seen:
+            raise ValueError(f"{source} lists {item.image_id} twice")
+        seen.add(item.image_id)
+    return index

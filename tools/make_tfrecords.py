@@ -1,0 +1,66 @@
+"""Command line of the offline stage: flags -> ExtractConfig -> pipeline.extract.make_tfrecords."""
+
+import argparse
+import sys
+
+from pipeline import config as config_lib
+
+
+def parse_flags(argv=None) -> config_lib.ExtractConfig:
+    parser = argparse.ArgumentParser(
+        description="Cache the bottlenecks of every image and its JPEG re-encodings in sharded TFRecords.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="root/<class>/* or root/train|val/<class>/*")
+    source.add_argument("--labels-csv", help="CSV of file,label[,split]; files relative to the CSV")
+    parser.add_argument("--out-dir", required=True, help="where the shards and manifest.json go")
+    parser.add_argument("--backbone", default="inception_v3",
+                        help="inception_v3 | resnet50_v2 | mobilenet_v2 (default: %(default)s)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | PATH | none (default: %(default)s)")
+    parser.add_argument("--nodes", help="comma-separated node names (default: the backbone's training stages)")
+    parser.add_argument("--qualities", default=",".join(map(str, config_lib.QUALITIES)),
+                        help="JPEG qualities of branches 1.. (default: %(default)s)")
+    parser.add_argument("--input-size", type=int, help="CNN input size in px (default: the backbone's)")
+    parser.add_argument("--central-crop", type=float, default=1.0,
+                        help="fraction of each side kept before resizing (default: %(default)s)")
+    shard_size = parser.add_mutually_exclusive_group()
+    shard_size.add_argument("--num-shards", type=int, help="shards in the largest split")
+    shard_size.add_argument("--shard-size-mb", type=float, default=256.0,
+                            help="target shard size per node (default: %(default)s)")
+    parser.add_argument("--validation-percent", type=float, default=10.0,
+                        help="hash split when the input has none (default: %(default)s)")
+    parser.add_argument("--compression", default="", choices=["", "GZIP"])
+    parser.add_argument("--batch-size", type=int, default=8, help="images per CNN call (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random weights seed with --weights none")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    flags = parser.parse_args(argv)
+    try:
+        qualities = tuple(int(quality) for quality in flags.qualities.split(",") if quality.strip())
+    except ValueError:
+        parser.error(f"--qualities must be comma-separated integers, got {flags.qualities!r}")
+    nodes = tuple(node.strip() for node in flags.nodes.split(",") if node.strip()) if flags.nodes else None
+    try:
+        return config_lib.ExtractConfig(
+            out_dir=flags.out_dir, data_dir=flags.data_dir, labels_csv=flags.labels_csv,
+            backbone=flags.backbone, weights=flags.weights, nodes=nodes, qualities=qualities,
+            input_size=flags.input_size, central_crop=flags.central_crop, num_shards=flags.num_shards,
+            shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
+            compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,
+            progress=not flags.no_progress)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    config = parse_flags(argv)
+    from pipeline import extract  # after flag parsing, so --help is instant
+
+    try:
+        extract.make_tfrecords(config)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"make_tfrecords: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
