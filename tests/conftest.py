@@ -1,0 +1,81 @@
+"""Shared test set-up: two logical CPU devices, tiny generated datasets and the ../shared data."""
+
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow as tf
+
+# Two logical CPUs so MirroredStrategy runs with two replicas; must happen before TF initialises.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
+
+
+def shared_path(*parts: str) -> str:
+    """A file under ../shared: missing fails loudly in CI (CI=true) and skips elsewhere."""
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        message = f"{path} is missing: tests with real weights and photos need ../shared beside the project"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int = 4, seed: int = 0,
+                        split_dirs: tuple[str, ...] = ()) -> list[str]:
+    """Random JPEGs of 32-75 px (varied sizes and qualities) in root/[split/]<class>/."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for split in split_dirs or ("",):
+        for class_index, class_name in enumerate(classes):
+            directory = os.path.join(root, split, class_name)
+            os.makedirs(directory, exist_ok=True)
+            for number in range(per_class):
+                height, width = rng.integers(32, 76, size=2)
+                # A class-dependent colour cast so that a model can learn something.
+                pixels = rng.integers(0, 160, size=(height, width, 3)) + 40 * np.eye(3)[class_index % 3] * 2
+                image = PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+                path = os.path.join(directory, f"{class_name}_{number:03d}.jpg")
+                image.save(path, quality=int(rng.integers(50, 96)))
+                paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    root = str(tmp_path / "images")
+    write_random_images(root)
+    return root
+
+
+def write_odd_inputs(directory: str) -> dict[str, str | None]:
+    """One file of each awkward kind; maps file name -> the quarantine reason fragment, or None if usable."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rgb = PIL.Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+    rgb.save(os.path.join(directory, "good.jpg"), quality=90)
+    open(os.path.join(directory, "zero_bytes.jpg"), "wb").close()
+    with open(os.path.join(directory, "good.jpg"), "rb") as file:
+        data = file.read()
+    with open(os.path.join(directory, "truncated.jpg"), "wb") as file:
+        file.write(data[: len(data) // 2])
+    with open(os.path.join(directory, "text.jpg"), "w") as file:
+        file.write("this is not an image\n")
+    rgb.convert("CMYK").save(os.path.join(directory, "cmyk.jpg"), quality=90)
+    rgb.convert("L").save(os.path.join(directory, "grayscale.jpg"), quality=90)
+    rgb.save(os.path.join(directory, "png_named.jpg"), format="PNG")
+    palette = rgb.convert("P", palette=PIL.Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    palette.save(os.path.join(directory, "palette.gif"), transparency=0)
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(os.path.join(directory, "alpha.png"))
+    return {"good.jpg": None, "zero_bytes.jpg": "empty", "truncated.jpg": "unreadable",
+            "text.jpg": "not an image", "cmyk.jpg": None, "grayscale.jpg": None, "png_named.jpg": None,
+            "palette.gif": None, "alpha.png": None}

@@ -1,0 +1,82 @@
+"""Tests the value/position codec: bit-identical round trips, small gaps, and the encoding choice."""
+
+import numpy as np
+import pytest
+
+from tfrecords import codec
+
+
+def _random_activations(shape, zero_fraction, seed=0):
+    generator = np.random.default_rng(seed)
+    array = generator.normal(size=shape).astype(np.float32)
+    array[generator.random(shape) < zero_fraction] = 0.0
+    return array
+
+
+CASES = {
+    "random_sparse": _random_activations((11, 5, 5, 8), 0.7),
+    "random_dense": _random_activations((11, 16), 0.0),
+    "all_zero": np.zeros((11, 3, 3, 2), np.float32),
+    "no_zero": np.arange(1, 25, dtype=np.float32).reshape(2, 3, 4),
+    "last_element_nonzero": np.array([0, 0, 0, 0, 7.5], np.float32),
+    "first_element_nonzero": np.array([3.0, 0, 0, 0, 0], np.float32),
+    "negative": -np.abs(_random_activations((4, 6), 0.5)),
+    "negative_zero": np.array([0.0, -0.0, 1.0, -0.0, 0.0], np.float32),
+    "nan_and_infinities": np.array([0, np.nan, 0, np.inf, -np.inf, 0, 1e-45], np.float32),
+}
+
+
+@pytest.mark.parametrize("encoding", codec.ENCODINGS)
+@pytest.mark.parametrize("name", CASES)
+def test_round_trip_is_bit_identical(name, encoding):
+    array = CASES[name]
+    values, gaps = codec.encode(array, encoding)
+    decoded = codec.decode(values, gaps, array.size, encoding)
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded.view(np.uint32), array.reshape(-1).view(np.uint32))
+
+
+def test_sparse_keeps_negative_zero_and_last_element_but_not_zeros():
+    values, gaps = codec.encode(CASES["negative_zero"], codec.SPARSE)
+    assert values.view(np.uint32).tolist() == np.array([-0.0, 1.0, -0.0], np.float32).view(np.uint32).tolist()
+    assert gaps.tolist() == [1, 1, 1]
+    values, gaps = codec.encode(CASES["last_element_nonzero"], codec.SPARSE)
+    assert values.tolist() == [7.5] and gaps.tolist() == [4]
+
+
+def test_dense_encoding_has_no_gaps_and_all_values():
+    array = CASES["random_sparse"]
+    values, gaps = codec.encode(array, codec.DENSE)
+    assert gaps is None and values.size == array.size
+
+
+def test_gaps_are_small_int64():
+    _, gaps = codec.encode(CASES["random_sparse"], codec.SPARSE)
+    assert gaps.dtype == np.int64
+    assert gaps.min() >= 0 and gaps.max() < 128  # one varint byte each at 70 % zeros
+
+
+def test_choose_encoding():
+    assert codec.choose_encoding(_random_activations((8, 11, 4, 4, 16), 0.9)) == codec.SPARSE
+    assert codec.choose_encoding(_random_activations((8, 11, 64), 0.0)) == codec.DENSE
+
+
+def test_sparse_at_70_percent_zeros_is_under_45_percent_of_raw():
+    array = _random_activations((11, 8, 8, 16), 0.7)
+    assert codec.encoded_nbytes(array, codec.SPARSE) <= 0.45 * array.nbytes
+    assert codec.encoded_nbytes(array, codec.DENSE) == array.nbytes
+
+
+def test_encoded_nbytes_counts_multibyte_varints():
+    array = np.zeros(20000, np.float32)
+    array[[0, 127, 127 + 128, 127 + 128 + 16384]] = 1.0  # gaps 0, 127, 128, 16384
+    assert codec.encoded_nbytes(array, codec.SPARSE) == 4 * 4 + (1 + 1 + 2 + 3)
+
+
+def test_bad_input_names_the_fix():
+    with pytest.raises(ValueError, match="astype"):
+        codec.encode(np.zeros(3, np.float64), codec.SPARSE)
+    with pytest.raises(ValueError, match="use 'sparse' or 'dense'"):
+        codec.encode(np.zeros(3, np.float32), "zip")
+    with pytest.raises(ValueError, match="shape"):
+        codec.decode(np.ones(2, np.float32), np.array([0, 5]), 4, codec.SPARSE)

@@ -1,0 +1,213 @@
+"""Tests writing shards and reading them back: bit-identical values, compression, restart and locking."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrecords import codec, example, manifest, reader, shards, writer
+
+NODES = {"mixed7": ((11, 3, 3, 4), codec.SPARSE), "pool": ((11, 6), codec.DENSE)}
+NUM_IMAGES = 8
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _bottleneck(shape, seed):
+    generator = np.random.default_rng(seed)
+    array = np.maximum(generator.normal(size=shape), 0).astype(np.float32)
+    flat = array.reshape(-1)
+    flat[[1, -2]] = [-0.0, np.nan]  # values a value-based codec would corrupt
+    flat[-1] = 2.5  # the last element is where the thesis's encoder lost data
+    return array
+
+
+IMAGES = {f"class_{index % 2}/image_{index}.jpg": index % 2 for index in range(NUM_IMAGES)}
+BOTTLENECKS = {node: {image_id: _bottleneck(shape, seed) for seed, image_id in enumerate(IMAGES)}
+               for node, (shape, _) in NODES.items()}
+
+
+def _bits(array):
+    return np.asarray(array, np.float32).view(np.uint32)
+
+
+def _write_records(out_dir, compression="", num_shards=3):
+    image_ids = sorted(IMAGES)
+    plan = shards.plan_shards(image_ids, num_shards)
+    shard_entries = []
+    for index, indices in enumerate(plan):
+        files = {}
+        for node, (_, encoding) in NODES.items():
+            relative = os.path.join(node, shards.shard_filename("train", index, len(plan)))
+            os.makedirs(out_dir / node, exist_ok=True)
+            with writer.ShardWriter(str(out_dir / relative), compression) as shard_writer:
+                for image_index in indices:
+                    image_id = image_ids[image_index]
+                    shard_writer.write(example.serialize(
+                        image_id, IMAGES[image_id], BOTTLENECKS[node][image_id], encoding))
+            info = shard_writer.info
+            files[node] = {"path": relative, "sha256": info.sha256, "num_bytes": info.num_bytes}
+        shard_entries.append({"index": index, "num_records": len(indices), "files": files})
+    manifest.write_json_atomic(str(out_dir / manifest.MANIFEST_NAME), {
+        "format_version": 1,
+        "compression": compression,
+        "nodes": {node: {"shape": list(shape), "dtype": "float32", "encoding": encoding}
+                  for node, (shape, encoding) in NODES.items()},
+        "splits": {"train": {"num_records": NUM_IMAGES, "shards": shard_entries}},
+    })
+    return out_dir
+
+
+def _check_batches(batches, node, branches=slice(None)):
+    seen = []
+    for bottleneck, label, image_ids in batches:
+        assert bottleneck.dtype == tf.float32 and label.dtype == tf.int32
+        for row, image_label, image_id in zip(bottleneck.numpy(), label.numpy(), image_ids.numpy()):
+            image_id = image_id.decode()
+            np.testing.assert_array_equal(_bits(row), _bits(BOTTLENECKS[node][image_id][branches]))
+            assert image_label == IMAGES[image_id]
+            seen.append(image_id)
+    return seen
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_parse_batch_is_bit_identical_eagerly_and_in_dataset_map(node):
+    shape, encoding = NODES[node]
+    image_ids = sorted(IMAGES)
+    serialized = [example.serialize(image_id, IMAGES[image_id], BOTTLENECKS[node][image_id], encoding)
+                  for image_id in image_ids]
+    eager = example.parse_batch(tf.constant(serialized), shape, encoding)
+    mapped = tf.data.Dataset.from_tensor_slices(serialized).batch(3).map(
+        lambda batch: example.parse_batch(batch, shape, encoding))
+    mapped_bottlenecks = np.concatenate([batch["bottleneck"].numpy() for batch in mapped])
+    expected = np.stack([BOTTLENECKS[node][image_id] for image_id in image_ids])
+    for bottleneck in (eager["bottleneck"].numpy(), mapped_bottlenecks):
+        assert bottleneck.shape == (NUM_IMAGES, *shape)
+        np.testing.assert_array_equal(_bits(bottleneck), _bits(expected))
+    assert eager["label"].numpy().tolist() == [IMAGES[image_id] for image_id in image_ids]
+    assert [image_id.decode() for image_id in eager["image_id"].numpy()] == image_ids
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_parse_batch_rejects_a_record_of_another_shape(node):
+    shape, encoding = NODES[node]
+    serialized = example.serialize("x", 0, BOTTLENECKS[node]["class_0/image_0.jpg"], encoding)
+    smaller = (shape[0] - 1, *shape[1:])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        example.parse_batch(tf.constant([serialized]), smaller, encoding)
+
+
+@pytest.mark.parametrize("compression", ["", "GZIP"])
+@pytest.mark.parametrize("node", NODES)
+def test_make_dataset_reads_every_record_bit_identical(tmp_path, node, compression):
+    records_dir = str(_write_records(tmp_path, compression))
+    dataset = reader.make_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
+    assert sorted(_check_batches(dataset, node)) == sorted(IMAGES)
+    assert reader.dataset_size(records_dir, "train") == NUM_IMAGES
+    with open(os.path.join(records_dir, manifest.MANIFEST_NAME)) as file:
+        first_file = json.load(file)["splits"]["train"]["shards"][0]["files"][node]
+    assert writer.file_sha256(os.path.join(records_dir, first_file["path"])) == first_file["sha256"]
+
+
+def test_make_dataset_selects_branches(tmp_path):
+    records_dir = str(_write_records(tmp_path))
+    dataset = reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(0, 10), with_ids=True)
+    assert dataset.element_spec[0].shape.as_list() == [None, 2, 3, 3, 4]
+    assert len(_check_batches(dataset, "mixed7", branches=[0, 10])) == NUM_IMAGES
+    with pytest.raises(ValueError, match="subset of 0..10"):
+        reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(11,))
+
+
+def test_shuffle_and_repeat_yield_every_record(tmp_path):
+    records_dir = str(_write_records(tmp_path))
+    dataset = reader.make_dataset(records_dir, "pool", "train", batch_size=4, shuffle=True, seed=1,
+                                  repeat=True, drop_remainder=True, with_ids=True, shuffle_buffer=8)
+    seen = _check_batches(dataset.take(4), "pool")
+    assert sorted(seen[:NUM_IMAGES]) == sorted(IMAGES) == sorted(seen[NUM_IMAGES:])
+    unshuffled = _check_batches(reader.make_dataset(records_dir, "pool", "train", batch_size=4, with_ids=True),
+                                "pool")
+    assert seen[:NUM_IMAGES] != unshuffled
+
+
+def test_manifest_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run make_tfrecords first"):
+        reader.make_dataset(str(tmp_path), "pool", "train", batch_size=2)
+    records_dir = str(_write_records(tmp_path))
+    with pytest.raises(ValueError, match=r"available nodes: \['mixed7', 'pool'\]"):
+        reader.make_dataset(records_dir, "mixed6", "train", batch_size=2)
+    with pytest.raises(ValueError, match=r"available splits: \['train'\]"):
+        reader.make_dataset(records_dir, "pool", "validation", batch_size=2)
+
+
+def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
+    final_path = tmp_path / "train-00000-of-00001.tfrecord"
+    monkeypatch.setattr(writer, "count_records", lambda path, compression: 0)
+    shard_writer = writer.ShardWriter(str(final_path), "GZIP")
+    shard_writer.write(example.serialize("x", 0, np.ones(3, np.float32), codec.DENSE))
+    with pytest.raises(RuntimeError, match="failed verification"):
+        shard_writer.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_exception_while_writing_leaves_no_file(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with writer.ShardWriter(str(tmp_path / "train-00000-of-00001.tfrecord")) as shard_writer:
+            shard_writer.write(b"not even an Example")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_lock_is_exclusive_and_reusable(tmp_path):
+    with writer.OutputLock(str(tmp_path)):
+        with pytest.raises(writer.JobAlreadyRunning, match=f"pid {os.getpid()}"):
+            with writer.OutputLock(str(tmp_path)):
+                pass
+    with writer.OutputLock(str(tmp_path)):
+        pass
+
+
+KILLED_JOB = """
+import sys
+import numpy as np
+from tfrecords import codec, example, writer
+with writer.OutputLock(sys.argv[1]):
+    shard_writer = writer.ShardWriter(sys.argv[1] + "/train-00000-of-00001.tfrecord", None)
+    shard_writer.write(example.serialize("x", 0, np.ones(3, np.float32), codec.DENSE))
+    print("ready", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_killed_job_leaves_only_a_temporary_file_and_releases_its_lock(tmp_path):
+    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), TF_CPP_MIN_LOG_LEVEL="3")
+    job = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(tmp_path)], env=environment,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        with pytest.raises(writer.JobAlreadyRunning, match=f"another job \\(pid {job.pid}\\)"):
+            with writer.OutputLock(str(tmp_path)):
+                pass
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    with writer.OutputLock(str(tmp_path)):
+        assert sorted(os.listdir(tmp_path)) == [".lock", ".train-00000-of-00001.tfrecord.tmp"]
+        assert writer.remove_temporaries(str(tmp_path)) == [str(tmp_path / ".train-00000-of-00001.tfrecord.tmp")]
+    assert os.listdir(tmp_path) == [".lock"]
+
+
+def test_mirrored_strategy_distributes_the_dataset(tmp_path):
+    records_dir = str(_write_records(tmp_path))
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    dataset = reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, with_ids=True)
+    seen = []
+    for batch in strategy.experimental_distribute_dataset(dataset):
+        local = [tf.concat(strategy.experimental_local_results(part), axis=0) for part in batch]
+        seen += _check_batches([local], "mixed7")
+    assert sorted(seen) == sorted(IMAGES)

@@ -1,0 +1,1 @@
+"""The bottleneck storage format: Example spec, codec, shard planning, writer, manifest and reader."""

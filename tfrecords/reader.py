@@ -1,0 +1,59 @@
+"""Builds the tf.data pipeline that reads one node's bottleneck records of one split."""
+
+import tensorflow as tf
+
+from tfrecords import example
+from tfrecords import manifest as manifest_lib
+
+# More parallel files than this gains little read throughput and costs one buffer each.
+MAX_PARALLEL_FILES = 16
+
+
+def dataset_size(records_dir: str, split: str) -> int:
+    return int(manifest_lib.split_info(manifest_lib.read_manifest(records_dir), split)["num_records"])
+
+
+def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, shuffle: bool = False,
+                 seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
+                 branches: tuple[int, ...] | None = None, with_ids: bool = False,
+                 shuffle_buffer: int = 1000) -> tf.data.Dataset:
+    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string])."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size is {batch_size}: pass at least 1")
+    manifest = manifest_lib.read_manifest(records_dir)
+    info = manifest_lib.node_info(manifest, node)
+    if info.get("dtype", "float32") != "float32":
+        raise ValueError(f"node {node!r} is stored as {info['dtype']}, this reader reads float32: rerun make_tfrecords")
+    shape = tuple(info["shape"])
+    encoding = info["encoding"]
+    if branches is not None:
+        branches = tuple(branches)
+        if not branches or not all(0 <= branch < shape[0] for branch in branches):
+            raise ValueError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
+    paths = manifest_lib.shard_paths(records_dir, manifest, node, split)
+    compression = manifest.get("compression") or ""
+
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    if shuffle:
+        files = files.shuffle(max(1, len(paths)), seed=seed)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        cycle_length=max(1, min(len(paths), MAX_PARALLEL_FILES)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        # A seed asks for a reproducible order; otherwise let the fastest file go first.
+        deterministic=not shuffle or seed is not None)
+    if shuffle:
+        records = records.shuffle(shuffle_buffer, seed=seed)
+    if repeat:
+        records = records.repeat()
+
+    def parse(serialized):
+        parsed = example.parse_batch(serialized, shape, encoding)
+        bottleneck = parsed["bottleneck"]
+        if branches is not None:
+            bottleneck = tf.gather(bottleneck, branches, axis=1)
+        label = tf.cast(parsed["label"], tf.int32)
+        return (bottleneck, label, parsed["image_id"]) if with_ids else (bottleneck, label)
+
+    batches = records.batch(batch_size, drop_remainder=drop_remainder)
+    return batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
