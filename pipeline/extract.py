@@ -304,7 +304,9 @@ def _manifest(config, identity, index, example_shapes, encodings, results) -> di
             "float32_bytes_per_image": 4 * math.prod(example_shapes[node]),
         }
     run_config = {key: list(value) if isinstance(value, tuple) else value
-                  for key, value in dataclasses.asdict(config).items() if key != "progress"}
+                  for key, value in dataclasses.asdict(config).items()
+                  # Where the output lives and how it was watched do not describe it.
+                  if key not in ("out_dir", "progress")}
     return {
         "format_version": 1,
         "backbone": identity["backbone"],

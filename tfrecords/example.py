@@ -24,7 +24,9 @@ def serialize(image_id: str, label: int, bottleneck: np.ndarray, encoding: str) 
     }
     if gaps is not None:
         feature[GAPS_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=gaps.tolist()))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # Features is a protobuf map, serialized in hash order unless asked otherwise: deterministic
+    # output makes shards byte-identical across runs, so a resumed job equals an uninterrupted one.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def _feature_spec(size: int, encoding: str) -> dict:

@@ -1,0 +1,181 @@
+"""The offline stage end to end: records equal the model's activations; bad input; restart; locking."""
+
+import csv
+import dataclasses
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from bottlenecks import cut
+from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline import extract
+from pipeline import ladder
+from tests import conftest
+from tfrecords import reader
+from tfrecords import writer
+
+
+def _expected_activations(config, paths):
+    """What the backbone computes for each image's branches, one image at a time."""
+    keras.utils.set_random_seed(config.seed)
+    backbone = registry.get_backbone(config.backbone)
+    model = registry.build(backbone, config.weights, config.input_size)
+    extractor = cut.extractor(model, backbone, config.nodes)
+    expected = {}
+    for path in paths:
+        branches = ladder.branch_images(ladder.load_rgb(path), config.input_size, config.qualities)
+        expected[path] = {node: value.numpy() for node, value in extractor(branches).items()}
+    return expected
+
+
+def _read_all(out_dir, node, split):
+    records = {}
+    for bottleneck, label, image_id in reader.make_dataset(out_dir, node, split, batch_size=3, with_ids=True):
+        for one, one_label, one_id in zip(bottleneck.numpy(), label.numpy(), image_id.numpy()):
+            records[one_id.decode()] = (one, int(one_label))
+    return records
+
+
+def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset):
+    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30)
+    summary = extract.make_tfrecords(config)
+    with open(tmp_path / "out" / "manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["class_names"] == ["cat", "dog", "fox"]
+    assert manifest["branches"] == ["original"] + [f"q{quality}" for quality in range(10, 101, 10)]
+    assert manifest["nodes"]["pool"]["shape"] == [11, 1280]
+    assert manifest["nodes"]["block_16_project_BN"]["shape"] == [11, 1, 1, 320]
+    assert set(manifest["splits"]) == {"train", "validation"}
+    assert sum(split["num_records"] for split in manifest["splits"].values()) == 12 == summary["images_written"]
+    paths = {os.path.relpath(os.path.join(root, name), tiny_dataset): os.path.join(root, name)
+             for root, _, names in os.walk(tiny_dataset) for name in names}
+    expected = _expected_activations(config, sorted(paths.values()))
+    for node in config.nodes:
+        seen = {}
+        for split in manifest["splits"]:
+            seen.update(_read_all(str(tmp_path / "out"), node, split))
+        assert set(seen) == set(paths)
+        for image_id, (bottleneck, label) in seen.items():
+            assert label == ["cat", "dog", "fox"].index(image_id.split("/")[0])
+            np.testing.assert_allclose(bottleneck, expected[paths[image_id]][node], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
+    expected = conftest.write_odd_inputs(os.path.join(tiny_dataset, "dog"))
+    os.remove(os.path.join(tiny_dataset, "dog", "good.jpg"))  # keep the listing simple below
+    summary = extract.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), tiny_dataset))
+    with open(tmp_path / "out" / "quarantine.csv") as file:
+        rows = list(csv.DictReader(file))
+    bad = {name: reason for name, reason in expected.items() if reason is not None}
+    assert sorted(os.path.basename(row["path"]) for row in rows) == sorted(bad)
+    for row in rows:
+        assert bad[os.path.basename(row["path"])] in row["reason"]
+    usable = 12 + len(expected) - 1 - len(bad)
+    assert summary["images_written"] == usable and summary["images_skipped"] == len(bad)
+    assert f"{len(bad)} skipped" in summary["text"]
+
+
+def _tree(out_dir):
+    """Every output file that must not depend on the job having been interrupted."""
+    return sorted(os.path.relpath(os.path.join(root, name), out_dir)
+                  for root, directories, names in os.walk(out_dir)
+                  for name in names if not (root.endswith(".progress") or name in (".lock", "timings.json")))
+
+
+def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path):
+    data = str(tmp_path / "images")
+    conftest.write_random_images(data, per_class=12)
+    command = [sys.executable, "-m", "tools.make_tfrecords", "--data-dir", data, "--backbone", "mobilenet_v2",
+               "--weights", "none", "--input-size", "64", "--nodes", "block_16_project_BN,pool",
+               "--num-shards", "12", "--validation-percent", "0", "--batch-size", "2", "--no-progress"]
+    environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
+    killed = str(tmp_path / "killed")
+    job = subprocess.Popen(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = os.path.join(killed, extract.PROGRESS_DIR)
+    deadline = time.time() + 120
+    while job.poll() is None and time.time() < deadline:
+        if os.path.isdir(progress) and any(name.startswith("train-") for name in os.listdir(progress)):
+            job.send_signal(signal.SIGSTOP)  # freeze it, then look, then kill it without warning
+            break
+        time.sleep(0.002)
+    done_at_kill = [name for name in os.listdir(progress) if name.startswith("train-")]
+    job.kill()
+    job.wait()
+    assert 1 <= len(done_at_kill) < 12, "the job must be killed part-way through"
+    assert not os.path.exists(os.path.join(killed, "manifest.json"))
+
+    resumed = subprocess.run(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{12 - len(done_at_kill)} shards redone" in resumed.stdout
+    straight = str(tmp_path / "straight")
+    subprocess.run(command + ["--out-dir", straight], env=environment, cwd=conftest.PROJECT_ROOT,
+                   check=True, capture_output=True, timeout=300)
+    assert _tree(killed) == _tree(straight)
+    assert not [name for name in _tree(killed) if name.endswith(".tmp")]
+    for name in _tree(straight):
+        assert filecmp.cmp(os.path.join(killed, name), os.path.join(straight, name), shallow=False), name
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path, tiny_dataset):
+    out_dir = str(tmp_path / "out")
+    os.makedirs(out_dir)
+    with writer.OutputLock(out_dir):
+        with pytest.raises(writer.JobAlreadyRunning, match="another job"):
+            extract.make_tfrecords(config_lib.tiny(out_dir, tiny_dataset))
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(tmp_path, tiny_dataset):
+    config = config_lib.tiny(str(tmp_path / "out"), tiny_dataset)
+    extract.make_tfrecords(config)
+    before = os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord")
+    assert extract.make_tfrecords(config)["shards_redone"] == 0
+    assert os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord") == before
+    with pytest.raises(ValueError, match="different job.*qualities"):
+        extract.make_tfrecords(dataclasses.replace(config, qualities=(50, 90)))
+
+
+def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
+    rows = [("cat/cat_000.jpg", 7, "train"), ("dog/dog_001.jpg", 2, "val"), ("fox/fox_002.jpg", 7, "val")]
+    csv_path = os.path.join(tiny_dataset, "labels.csv")
+    with open(csv_path, "w") as file:
+        file.write("file,label,split\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), data_dir=None,
+                                 labels_csv=csv_path, qualities=(30, 60))
+    extract.make_tfrecords(config)
+    validation = _read_all(str(tmp_path / "out"), "pool", "validation")
+    assert {image_id: label for image_id, (_, label) in validation.items()} == \
+        {"dog/dog_001.jpg": 2, "fox/fox_002.jpg": 7}
+    assert next(iter(validation.values()))[0].shape == (3, 1280)
+    with open(tmp_path / "out" / "manifest.json") as file:
+        assert len(json.load(file)["class_names"]) == 8
+
+
+def test_presplit_directory_keeps_its_splits(tmp_path):
+    data = str(tmp_path / "images")
+    conftest.write_random_images(data, per_class=2, split_dirs=("train", "val"))
+    extract.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), data))
+    validation = _read_all(str(tmp_path / "out"), "pool", "validation")
+    assert sorted(validation) == sorted(f"val/{name}/{name}_{number:03d}.jpg"
+                                        for name in ("cat", "dog", "fox") for number in range(2))
+
+
+def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
+    from tools import make_tfrecords
+
+    code = make_tfrecords.main(["--data-dir", tiny_dataset, "--out-dir", str(tmp_path / "out"),
+                                "--backbone", "mobilenet_v2", "--weights", "none", "--nodes", "mixed7"])
+    assert code == 2
+    assert "valid nodes are: expanded_conv_project_BN" in capsys.readouterr().err
+    code = make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")])
+    assert code == 2 and "no such directory" in capsys.readouterr().err

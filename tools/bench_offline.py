@@ -1,0 +1,405 @@
+"""Benchmarks the offline stage on real photos and real MobileNetV2 weights, with targets.
+
+Four figures, each compared with a reference measured in the same run (shared machines are noisy,
+so only same-run ratios mean anything):
+  (a) speed: make_tfrecords images/s end to end versus bare `model.predict` of the same frozen
+      multi-output extractor over the same branch images prepared in memory (target >= 0.85);
+  (b) storage: bytes per image per node versus raw float32 (target <= 0.45 at a node with >= 70 %
+      zeros, <= 1.01 everywhere);
+  (c) reading: examples/s of tfrecords.reader.make_dataset versus a one-.txt-file-per-bottleneck cache
+      read back with Python, as TF's old retrain.py did (target >= 20x);
+  (d) memory: peak resident memory of the job for N and 4N images, each in a fresh process
+      (target: 4N within 20 % of N).
+
+Run from the project root (about 5-10 minutes on 2 CPU cores):
+  PYTHONPATH=. python tools/bench_offline.py --out /tmp/bench_offline
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from bottlenecks import cut
+from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline import extract
+from pipeline import ladder
+from tfrecords import manifest as manifest_lib
+from tfrecords import reader
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.join(PROJECT_ROOT, "..", "shared", "data", "imagenette-mini")
+DEFAULT_WEIGHTS = os.path.join(PROJECT_ROOT, "..", "shared", "weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+BACKBONE = "mobilenet_v2"
+INPUT_SIZE = 224
+SPLIT = "train"  # the round-robin image selection below takes training images first
+
+SPEED_TARGET = 0.85
+SPARSE_ZERO_FRACTION = 0.70
+SPARSE_STORAGE_TARGET = 0.45
+DENSE_STORAGE_TARGET = 1.01
+READER_TARGET = 20.0
+MEMORY_GROWTH_TARGET = 1.20
+
+# Runs the job's real command line in a fresh interpreter, then reports that process's own peak RSS,
+# so imports, the model and the job are all counted and nothing of this benchmark's process is.
+CHILD_JOB = """
+import json, resource, sys
+from tools import make_tfrecords
+status = make_tfrecords.main(sys.argv[1:])
+print(json.dumps({"status": status, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def parse_flags(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="imagenette-mini: labels.csv with file,split,wnid,... (default: ../shared/data/imagenette-mini)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                        help="MobileNetV2 ImageNet weights file (default: ../shared/weights/ beside the project)")
+    parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "bench_offline"),
+                        help="working directory; its bench_* subdirectories are recreated (default: %(default)s)")
+    parser.add_argument("--json", help="where the figures go (default: OUT/bench_offline.json)")
+    parser.add_argument("--num-images", type=int, default=120,
+                        help="images for the speed, storage and reader figures (default: %(default)s)")
+    parser.add_argument("--memory-images", type=int, default=60,
+                        help="N of the memory figure, which also runs 4N (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images per CNN call, times 11 branches (default: %(default)s)")
+    parser.add_argument("--reader-batch-size", type=int, default=32,
+                        help="batch size of make_dataset in the reader figure (default: %(default)s)")
+    parser.add_argument("--dense-nodes", default="block_15_add,block_16_project_BN",
+                        help="dense nodes stored beside the sparse one (default: %(default)s)")
+    parser.add_argument("--sparse-node",
+                        help="a mostly-zero node (default: the catalogued node with the most zeros, measured first)")
+    parser.add_argument("--survey-images", type=int, default=6,
+                        help="images whose 11 branches measure every node's zeros (default: %(default)s)")
+    flags = parser.parse_args(argv)
+    if not os.path.isfile(flags.weights):
+        parser.error(f"--weights {flags.weights}: no such file. This benchmark needs the real MobileNetV2 "
+                     f"ImageNet weights (../shared/weights/{os.path.basename(DEFAULT_WEIGHTS)} beside the "
+                     f"project, or pass --weights PATH)")
+    if not os.path.isfile(os.path.join(flags.data_dir, "labels.csv")):
+        parser.error(f"--data-dir {flags.data_dir}: no labels.csv there (expected ../shared/data/imagenette-mini)")
+    if min(flags.num_images, flags.memory_images, flags.batch_size, flags.reader_batch_size,
+           flags.survey_images) < 1:
+        parser.error("--num-images, --memory-images, --batch-size, --reader-batch-size and "
+                     "--survey-images must be at least 1")
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def select_images(data_dir: str, count: int) -> list[dict]:
+    """The first `count` images of a round-robin over the classes, so any prefix covers every class."""
+    with open(os.path.join(data_dir, "labels.csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    by_class = collections.defaultdict(list)
+    for row in rows:
+        by_class[row["wnid"]].append(row)
+    for class_rows in by_class.values():  # training images first: the reader figure reads one split
+        class_rows.sort(key=lambda row: (row["split"] != "train", row["file"]))
+    ordered = [class_rows[rank] for rank in range(max(map(len, by_class.values())))
+               for _, class_rows in sorted(by_class.items()) if rank < len(class_rows)]
+    if count > len(ordered):
+        raise ValueError(f"{data_dir} holds {len(ordered)} images, fewer than the {count} asked for")
+    return [{"path": os.path.abspath(os.path.join(data_dir, row["file"])), "label": row["wnid"],
+             "split": row["split"]} for row in ordered[:count]]
+
+
+def write_labels_csv(images: list[dict], path: str) -> str:
+    with open(path, "w", newline="") as file:
+        csv_writer = csv.writer(file)
+        csv_writer.writerow(["file", "label", "split"])
+        csv_writer.writerows([image["path"], image["label"], image["split"]] for image in images)
+    return path
+
+
+def prepare_branches(images: list[dict], qualities) -> np.ndarray:
+    """float32 [len(images) * branches, S, S, 3]: the CNN inputs the job would compute, ladder done up front."""
+    return np.concatenate([ladder.branch_images(ladder.load_rgb(image["path"]), INPUT_SIZE, qualities).numpy()
+                           for image in images])
+
+
+def fresh_directory(path: str) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# (b, first) which nodes are mostly zeros on these photos
+
+
+def survey_zero_fractions(model, backbone, pixels: np.ndarray, num_branches: int) -> dict[str, float]:
+    """Zero fraction of every catalogued post-ReLU node (and pool), one image's branches per call.
+
+    Batch norm and residual-add nodes are linear and never sparse, so only ReLU outputs are surveyed;
+    one image per call keeps the early 112x112 nodes from filling memory.
+    """
+    nodes = [node for node in backbone.nodes if node.endswith("relu") or node == registry.POOL]
+    survey_model = cut.extractor(model, backbone, nodes)
+    zeros = dict.fromkeys(nodes, 0)
+    totals = dict.fromkeys(nodes, 0)
+    for start in range(0, len(pixels), num_branches):
+        outputs = survey_model(pixels[start:start + num_branches], training=False)
+        for node in nodes:
+            values = outputs[node].numpy()
+            zeros[node] += values.size - np.count_nonzero(values)
+            totals[node] += values.size
+    return {node: zeros[node] / totals[node] for node in nodes}
+
+
+# ---------------------------------------------------------------------------------------------------
+# (a) the job versus bare predict
+
+
+def predict_images_per_second(extractor, pixels: np.ndarray, batch_size: int, num_branches: int) -> float:
+    started = time.perf_counter()
+    extractor.predict(pixels, batch_size=batch_size * num_branches, verbose=0)
+    return len(pixels) / num_branches / (time.perf_counter() - started)
+
+
+def run_job(labels_csv: str, out_dir: str, weights: str, nodes, batch_size: int) -> tuple[dict, float]:
+    """make_tfrecords as users run it, timed around the whole call (model building included)."""
+    config = config_lib.ExtractConfig(out_dir=out_dir, labels_csv=labels_csv, backbone=BACKBONE,
+                                      weights=weights, nodes=tuple(nodes), input_size=INPUT_SIZE,
+                                      batch_size=batch_size, progress=False)
+    started = time.perf_counter()
+    summary = extract.make_tfrecords(config)
+    return summary, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------------
+# (c) the reader versus one .txt file per bottleneck
+
+
+def reader_pass(records_dir: str, node: str, batch_size: int) -> tuple[int, float]:
+    dataset = reader.make_dataset(records_dir, node, SPLIT, batch_size)
+    started = time.perf_counter()
+    count = 0
+    for bottleneck, _ in dataset:
+        count += int(bottleneck.shape[0])
+    return count, time.perf_counter() - started
+
+
+def write_txt_cache(records_dir: str, node: str, txt_dir: str) -> list[list[str]]:
+    """retrain.py's cache: one file per image per branch, its floats joined by commas. Returns the paths."""
+    fresh_directory(txt_dir)
+    paths = []
+    for bottlenecks, _ in reader.make_dataset(records_dir, node, SPLIT, 16):
+        for bottleneck in bottlenecks.numpy():
+            image_paths = []
+            for branch, values in enumerate(bottleneck):
+                path = os.path.join(txt_dir, f"{len(paths):06d}_{branch:02d}.txt")
+                with open(path, "w") as file:
+                    # numpy's float32 -> str is the shortest exact text, as str(np.float32) in retrain.py.
+                    file.write(",".join(values.reshape(-1).astype(str).tolist()))
+                image_paths.append(path)
+            paths.append(image_paths)
+    return paths
+
+
+def read_txt_image(image_paths: list[str], branch_shape) -> np.ndarray:
+    branches = []
+    for path in image_paths:
+        with open(path) as file:
+            text = file.read()
+        branches.append(np.array([float(value) for value in text.split(",")], np.float32).reshape(branch_shape))
+    return np.stack(branches)
+
+
+def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int) -> dict:
+    shape = manifest_lib.node_info(manifest_lib.read_manifest(records_dir), node)["shape"]
+    reader_pass(records_dir, node, batch_size)  # warm-up: traces the parse function, fills the page cache
+    num_examples, reader_seconds = reader_pass(records_dir, node, batch_size)
+    txt_paths = write_txt_cache(records_dir, node, txt_dir)
+    first = next(iter(reader.make_dataset(records_dir, node, SPLIT, 1)))[0].numpy()[0]
+    if not np.array_equal(read_txt_image(txt_paths[0], shape[1:]), first):
+        raise RuntimeError(f"the .txt cache of {node} does not read back what the records hold")
+    started = time.perf_counter()
+    for image_paths in txt_paths:
+        read_txt_image(image_paths, shape[1:])
+    txt_seconds = time.perf_counter() - started
+    txt_bytes = sum(os.path.getsize(path) for image_paths in txt_paths for path in image_paths)
+    shutil.rmtree(txt_dir)
+    reader_rate = num_examples / reader_seconds
+    txt_rate = len(txt_paths) / txt_seconds
+    return {"node": node, "shape": shape, "examples": num_examples,
+            "reader_examples_per_second": reader_rate, "txt_examples_per_second": txt_rate,
+            "txt_files": len(txt_paths) * shape[0], "txt_bytes_per_image": txt_bytes / len(txt_paths),
+            "ratio": reader_rate / txt_rate}
+
+
+# ---------------------------------------------------------------------------------------------------
+# (d) peak memory in a fresh process
+
+
+def job_peak_rss(labels_csv: str, out_dir: str, weights: str, nodes, batch_size: int) -> dict:
+    fresh_directory(out_dir)
+    command = [sys.executable, "-c", CHILD_JOB, "--labels-csv", labels_csv, "--out-dir", out_dir,
+               "--backbone", BACKBONE, "--weights", weights, "--nodes", ",".join(nodes),
+               "--input-size", str(INPUT_SIZE), "--batch-size", str(batch_size), "--no-progress"]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [PROJECT_ROOT] + [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]))
+    started = time.perf_counter()
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    seconds = time.perf_counter() - started
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"the job in a fresh process failed ({completed.returncode}):\n"
+                           f"{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    result = json.loads(lines[-1])
+    if result["status"] != 0:
+        raise RuntimeError(f"make_tfrecords exited with {result['status']}:\n{completed.stderr[-4000:]}")
+    return {"peak_rss_mib": result["max_rss_kib"] / 1024, "seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
+def print_table(rows: list[dict]) -> None:
+    headers = ("figure", "measured", "reference", "ratio", "target", "")
+    cells = [(row["figure"], row["measured"], row["reference"], f"{row['ratio']:.3f}", row["target"],
+              verdict(row["pass"])) for row in rows]
+    widths = [max(len(str(line[column])) for line in cells + [headers]) for column in range(len(headers))]
+    for line in [headers, tuple("-" * width for width in widths)] + cells:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def main(argv=None) -> int:
+    flags = parse_flags(argv)
+    started = time.perf_counter()
+    out = os.path.abspath(flags.out)
+    os.makedirs(out, exist_ok=True)
+    json_path = flags.json or os.path.join(out, "bench_offline.json")
+    backbone = registry.get_backbone(BACKBONE)
+    qualities = config_lib.QUALITIES
+    num_branches = 1 + len(qualities)
+    dense_nodes = tuple(node.strip() for node in flags.dense_nodes.split(",") if node.strip())
+    images = select_images(flags.data_dir, max(flags.num_images, 4 * flags.memory_images))
+    speed_images = images[:flags.num_images]
+    speed_csv = write_labels_csv(speed_images, os.path.join(out, "bench_images.csv"))
+
+    print(f"bench_offline: {BACKBONE} at {INPUT_SIZE} px, {num_branches} branches, batch {flags.batch_size} "
+          f"images; preparing the branches of {len(speed_images)} images in memory", flush=True)
+    pixels = prepare_branches(speed_images, qualities)
+    model = registry.build(backbone, flags.weights, INPUT_SIZE)
+
+    survey = survey_zero_fractions(model, backbone, pixels[:flags.survey_images * num_branches], num_branches)
+    sparse_node = flags.sparse_node or max(survey, key=survey.get)
+    print("zero fractions over the branches of {} images: {}".format(flags.survey_images, ", ".join(
+        f"{node} {fraction:.2f}" for node, fraction in survey.items())), flush=True)
+    nodes = registry.check_nodes(backbone, set(backbone.default_stages) | set(dense_nodes) | {sparse_node})
+    print(f"nodes: {', '.join(nodes)} (mostly zeros: {sparse_node})", flush=True)
+
+    # (a) Bare predict is timed before and after the job and averaged, so a slow spell on a shared
+    # machine does not land on one side only.
+    extractor = cut.extractor(model, backbone, nodes)
+    extractor.predict(pixels[:flags.batch_size * num_branches], batch_size=flags.batch_size * num_branches,
+                      verbose=0)  # traces once, as the job's own set-up does before its timing matters
+    predict_before = predict_images_per_second(extractor, pixels, flags.batch_size, num_branches)
+    print(f"(a) bare predict: {predict_before:.2f} images/s", flush=True)
+    records_dir = fresh_directory(os.path.join(out, "bench_records"))
+    summary, job_seconds = run_job(speed_csv, records_dir, flags.weights, nodes, flags.batch_size)
+    job_rate = len(speed_images) / job_seconds
+    print(f"(a) make_tfrecords: {job_rate:.2f} images/s", flush=True)
+    predict_after = predict_images_per_second(extractor, pixels, flags.batch_size, num_branches)
+    print(f"(a) bare predict again: {predict_after:.2f} images/s", flush=True)
+    predict_rate = (predict_before + predict_after) / 2
+    del pixels, extractor, model
+
+    # (b) from the job's own manifest
+    manifest = manifest_lib.read_manifest(records_dir)
+    storage = {}
+    for node, entry in manifest["nodes"].items():
+        ratio = entry["bytes_per_image"] / entry["float32_bytes_per_image"]
+        target = SPARSE_STORAGE_TARGET if entry["zero_fraction"] >= SPARSE_ZERO_FRACTION else DENSE_STORAGE_TARGET
+        storage[node] = {key: entry[key] for key in
+                         ("encoding", "zero_fraction", "bytes_per_image", "float32_bytes_per_image")}
+        storage[node].update(ratio=ratio, target=target, passed=ratio <= target)
+
+    # (c) on the sparse node (the reader's scatter path) and on each dense node (its plain path)
+    reading = {node: reader_versus_txt(records_dir, node, os.path.join(out, "bench_txt_cache"),
+                                       flags.reader_batch_size)
+               for node in (sparse_node,) + tuple(node for node in dense_nodes if node in nodes)}
+    for node, figures in reading.items():
+        print(f"(c) {node}: reader {figures['reader_examples_per_second']:.1f} examples/s, "
+              f".txt {figures['txt_examples_per_second']:.2f} examples/s", flush=True)
+
+    # (d) N then 4N images, each in a fresh process
+    memory = {}
+    for count in (flags.memory_images, 4 * flags.memory_images):
+        labels_csv = write_labels_csv(images[:count], os.path.join(out, f"bench_memory_{count}.csv"))
+        memory[count] = job_peak_rss(labels_csv, os.path.join(out, f"bench_memory_{count}"), flags.weights,
+                                     nodes, flags.batch_size)
+        memory[count]["images"] = count
+        print(f"(d) {count} images: peak RSS {memory[count]['peak_rss_mib']:.0f} MiB "
+              f"({memory[count]['seconds']:.0f} s)", flush=True)
+    small, large = memory[flags.memory_images], memory[4 * flags.memory_images]
+    memory_ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
+
+    rows = [{"figure": "(a) make_tfrecords vs bare predict", "measured": f"{job_rate:.2f} img/s",
+             "reference": f"{predict_rate:.2f} img/s", "ratio": job_rate / predict_rate,
+             "target": f">= {SPEED_TARGET}", "pass": job_rate / predict_rate >= SPEED_TARGET}]
+    for node, figures in storage.items():
+        rows.append({"figure": f"(b) {node} ({figures['encoding']}, {100 * figures['zero_fraction']:.0f} % zeros)",
+                     "measured": f"{figures['bytes_per_image'] / 1024:.1f} KiB/img",
+                     "reference": f"{figures['float32_bytes_per_image'] / 1024:.1f} KiB/img",
+                     "ratio": figures["ratio"], "target": f"<= {figures['target']}", "pass": figures["passed"]})
+    for node, figures in reading.items():
+        rows.append({"figure": f"(c) make_dataset vs .txt cache, {node}",
+                     "measured": f"{figures['reader_examples_per_second']:.1f} ex/s",
+                     "reference": f"{figures['txt_examples_per_second']:.2f} ex/s", "ratio": figures["ratio"],
+                     "target": f">= {READER_TARGET:g}", "pass": figures["ratio"] >= READER_TARGET})
+    rows.append({"figure": f"(d) peak RSS, {4 * flags.memory_images} vs {flags.memory_images} images",
+                 "measured": f"{large['peak_rss_mib']:.0f} MiB", "reference": f"{small['peak_rss_mib']:.0f} MiB",
+                 "ratio": memory_ratio, "target": f"<= {MEMORY_GROWTH_TARGET}",
+                 "pass": memory_ratio <= MEMORY_GROWTH_TARGET})
+    wall_seconds = time.perf_counter() - started
+    print()
+    print_table(rows)
+    print(f"\nwall time {wall_seconds:.0f} s; figures in {json_path}")
+
+    results = {
+        "backbone": BACKBONE, "input_size": INPUT_SIZE, "branches": num_branches, "batch_size": flags.batch_size,
+        "weights": os.path.abspath(flags.weights), "data_dir": os.path.abspath(flags.data_dir),
+        "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "nodes": list(nodes),
+        "sparse_node": sparse_node, "survey_zero_fractions": survey,
+        "speed": {"images": len(speed_images), "job_images_per_second": job_rate, "job_seconds": job_seconds,
+                  "job_own_summary_images_per_second": summary["images_per_second"],
+                  "predict_images_per_second": predict_rate,
+                  "predict_images_per_second_before_and_after": [predict_before, predict_after],
+                  "ratio": job_rate / predict_rate, "target": SPEED_TARGET},
+        "storage": storage, "reader": reading,
+        "memory": {"runs": list(memory.values()), "ratio": memory_ratio, "target": MEMORY_GROWTH_TARGET},
+        "table": [{key: row[key] for key in ("figure", "measured", "reference", "ratio", "target", "pass")}
+                  for row in rows],
+        "all_pass": all(row["pass"] for row in rows), "wall_seconds": wall_seconds,
+        "peak_rss_mib_of_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    manifest_lib.write_json_atomic(json_path, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
