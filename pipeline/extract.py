@@ -213,19 +213,21 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
         for node in nodes:
             os.makedirs(os.path.join(config.out_dir, node), exist_ok=True)
             writer.remove_temporaries(os.path.join(config.out_dir, node))
+        extracting_seconds = 0.0
         if pending:
-            _run(config, backbone, model, nodes, input_size, pending, progress)
+            extracting_seconds = _run(config, backbone, model, nodes, input_size, pending, progress)
         results = [progress.shard_result(task) for task in tasks]
         manifest = _manifest(config, identity, index, example_shapes, progress.encodings(), results)
         manifest_lib.write_json_atomic(os.path.join(config.out_dir, manifest_lib.MANIFEST_NAME), manifest)
         _write_quarantine(config.out_dir, results)
-        summary = _summary(manifest, results, pending, time.perf_counter() - started)
+        summary = _summary(manifest, results, pending, time.perf_counter() - started, extracting_seconds)
         manifest_lib.write_json_atomic(os.path.join(config.out_dir, TIMINGS_NAME), summary)
     print(summary["text"])
     return summary
 
 
-def _run(config, backbone, model, nodes, input_size, pending, progress) -> None:
+def _run(config, backbone, model, nodes, input_size, pending, progress) -> float:
+    """Extracts and writes the pending shards; returns the seconds spent doing so."""
     num_branches = 1 + len(config.qualities)
     extract_model = cut.extractor(model, backbone, nodes)
     batch_images = config.batch_size * num_branches
@@ -239,6 +241,7 @@ def _run(config, backbone, model, nodes, input_size, pending, progress) -> None:
     encodings = progress.encodings()
     stream = iter(_decoded_branches(pending, input_size, config.qualities, config.central_crop))
     total = sum(len(task.items) for task in pending)
+    started = time.perf_counter()
     with tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
                    desc="make_tfrecords") as bar:
         for task in pending:
@@ -279,6 +282,7 @@ def _run(config, backbone, model, nodes, input_size, pending, progress) -> None:
             except BaseException:
                 builder.abort()
                 raise
+    return time.perf_counter() - started
 
 
 def _manifest(config, identity, index, example_shapes, encodings, results) -> dict:
@@ -336,7 +340,7 @@ def _write_quarantine(out_dir: str, results) -> None:
     os.replace(temporary, os.path.join(out_dir, QUARANTINE_NAME))
 
 
-def _summary(manifest: dict, results, pending, seconds: float) -> dict:
+def _summary(manifest: dict, results, pending, seconds: float, extracting_seconds: float) -> dict:
     written = sum(result["num_records"] for result in results)
     processed = sum(len(task.items) for task in pending)
     node_lines = "; ".join(
@@ -347,9 +351,14 @@ def _summary(manifest: dict, results, pending, seconds: float) -> dict:
     num_shards = sum(split["num_shards"] for split in manifest["splits"].values())
     text = (f"make_tfrecords: {written} images written and {manifest['num_quarantined']} skipped "
             f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; this run processed {processed} "
-            f"images in {seconds:.1f} s ({processed / seconds:.2f} images/s, "
-            f"{len(pending)} shards redone). Per node: {node_lines}.")
+            f"images in {seconds:.1f} s wall time ({_rate(processed, extracting_seconds):.2f} images/s "
+            f"while extracting; {len(pending)} shards redone). Per node: {node_lines}.")
     return {"images_written": written, "images_skipped": manifest["num_quarantined"],
             "images_processed": processed, "seconds": seconds,
-            "images_per_second": processed / seconds if seconds else 0.0,
+            "extracting_seconds": extracting_seconds,
+            "images_per_second": _rate(processed, extracting_seconds),
             "shards_redone": len(pending), "text": text}
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0

@@ -1,0 +1,49 @@
+"""Real ImageNet MobileNetV2 weights on real photos: the cached bottlenecks are the model's true activations."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+
+from bottlenecks import cut
+from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline import extract
+from tests import conftest
+from tfrecords import reader
+
+
+def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(tmp_path):
+    weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+    data = conftest.shared_path("data", "imagenette-mini")
+    with open(os.path.join(data, "labels.csv")) as file:
+        rows = [row for row in csv.DictReader(file) if row["split"] == "val"]
+    labels_csv = str(tmp_path / "val.csv")
+    with open(labels_csv, "w") as file:
+        file.write("file,label,split\n")
+        file.writelines(f"{os.path.join(data, row['file'])},{row['imagenet_class_index']},val\n" for row in rows)
+    # One re-encoding keeps the test short; branch 0 is what this test is about.
+    config = config_lib.ExtractConfig(out_dir=str(tmp_path / "out"), labels_csv=labels_csv,
+                                      backbone="mobilenet_v2", weights=weights, nodes=("pool",),
+                                      qualities=(50,), batch_size=16, progress=False)
+    extract.make_tfrecords(config)
+
+    backbone = registry.get_backbone("mobilenet_v2")
+    stock = keras.applications.MobileNetV2(weights=weights)
+    classifier = cut.classifier_layer(registry.build(backbone, weights))
+    cached, labels, image_ids = [], [], []
+    for bottleneck, label, image_id in reader.make_dataset(config.out_dir, "pool", "validation", 50,
+                                                           with_ids=True):
+        cached.append(classifier(bottleneck[:, 0]).numpy())
+        labels.append(label.numpy())
+        image_ids.extend(image_id.numpy().astype(str))
+    cached, labels = np.concatenate(cached), np.concatenate(labels)
+    assert len(image_ids) == len(rows) == 200
+
+    pixels = np.stack([keras.utils.img_to_array(keras.utils.load_img(path)) for path in image_ids])
+    expected = stock.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), batch_size=50, verbose=0)
+    np.testing.assert_array_equal(cached.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(cached, expected, atol=2e-4)
+    # Real weights, real photos: most of these easy classes are right (this is no random model).
+    assert (cached.argmax(axis=1) == labels).mean() > 0.7
