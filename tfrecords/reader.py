@@ -16,8 +16,12 @@ def dataset_size(records_dir: str, split: str) -> int:
 def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, shuffle: bool = False,
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
                  branches: tuple[int, ...] | None = None, with_ids: bool = False,
-                 shuffle_buffer: int = 1000) -> tf.data.Dataset:
-    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string])."""
+                 shuffle_buffer: int = 1000, start_batch: int = 0) -> tf.data.Dataset:
+    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]).
+
+    `start_batch` resumes a seeded stream part-way: the records before it are read but not decoded,
+    so a resumed training sees exactly the batches an uninterrupted one would have.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
     manifest = manifest_lib.read_manifest(records_dir)
@@ -46,6 +50,8 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         records = records.shuffle(shuffle_buffer, seed=seed)
     if repeat:
         records = records.repeat()
+    if start_batch:
+        records = records.skip(start_batch * batch_size)
 
     def parse(serialized):
         parsed = example.parse_batch(serialized, shape, encoding)

@@ -1,0 +1,74 @@
+"""The exported model: a decoded raw image in, class probabilities out, through the offline stage's ladder.
+
+    export/                  a TensorFlow SavedModel with one endpoint, `classify`:
+                             uint8 image [H, W, 3] -> {"probabilities": float32 [classes]}
+    export/classes.json      class names, branches, node, input size: what predict.py prints by
+"""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bottlenecks import cut
+from pipeline import ladder
+from pipeline import topology
+from tfrecords import manifest as manifest_lib
+
+CLASSES_NAME = "classes.json"
+
+
+def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
+    """Writes the final stage's best model, from raw pixels to probabilities, to export_dir."""
+    tf.train.Checkpoint(backbone=setup.backbone_model, head=setup.head).read(
+        checkpoint_path).assert_existing_objects_matched()
+    manifest = setup.manifest
+    input_size, qualities = manifest["input_size"], tuple(manifest["qualities"])
+    central_crop = manifest.get("central_crop", 1.0)
+    branches = tf.constant(setup.branches, tf.int32)
+    front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
+    model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
+
+    def classify(image):
+        # The very function the offline stage used, so serving sees the pixels training saw.
+        pixels = tf.gather(ladder.branch_images(image, input_size, qualities, central_crop), branches)
+        bottlenecks = front(pixels, training=False)[stage.node]
+        logits = model(bottlenecks[tf.newaxis], training=False)
+        return {"probabilities": tf.nn.softmax(logits)[0]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(front)
+    archive.track(model)
+    archive.add_endpoint("classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    temporary = export_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    archive.write_out(temporary, verbose=False)
+    description = {"class_names": list(setup.class_names), "node": stage.node,
+                   "branches": [manifest["branches"][branch] for branch in setup.branches],
+                   "input_size": input_size, "qualities": list(qualities), "backbone": setup.backbone.name}
+    manifest_lib.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
+    shutil.rmtree(export_dir, ignore_errors=True)
+    os.replace(temporary, export_dir)
+    return {"path": export_dir, "node": stage.node}
+
+
+class ExportedClassifier:
+    """Loads an export and classifies image files, decoding them as the offline stage does."""
+
+    def __init__(self, export_dir: str):
+        if not os.path.isfile(os.path.join(export_dir, CLASSES_NAME)):
+            raise FileNotFoundError(f"{export_dir} is not an exported model (no {CLASSES_NAME}); "
+                                    f"pass LOGDIR/export of a finished training")
+        with open(os.path.join(export_dir, CLASSES_NAME)) as file:
+            self.description = json.load(file)
+        self.class_names = self.description["class_names"]
+        self._loaded = tf.saved_model.load(export_dir)
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        return self._loaded.classify(tf.constant(image, tf.uint8))["probabilities"].numpy()
+
+    def classify_file(self, path: str) -> np.ndarray:
+        return self.probabilities(ladder.load_rgb(path))

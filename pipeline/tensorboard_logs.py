@@ -1,0 +1,98 @@
+"""TensorBoard logs of a training run: per-stage scalars, hparams, best top-1 per stage, a JPEG ladder."""
+
+import os
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from pipeline import images
+from pipeline import ladder
+
+STAGES_RUN = "stages"
+
+
+class StageWriters:
+    """The train and validation runs of one stage: loss, top-1, top-5 and learning rate."""
+
+    def __init__(self, directory: str):
+        self._train = tf.summary.create_file_writer(os.path.join(directory, "train"))
+        self._validation = tf.summary.create_file_writer(os.path.join(directory, "validation"))
+
+    @staticmethod
+    def _write(writer, step: int, metrics: dict, learning_rate: float) -> None:
+        with writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+            tf.summary.scalar("learning_rate", learning_rate)
+        writer.flush()
+
+    def train(self, step: int, metrics: dict, learning_rate: float) -> None:
+        self._write(self._train, step, metrics, learning_rate)
+
+    def validation(self, step: int, metrics: dict, learning_rate: float) -> None:
+        self._write(self._validation, step, metrics, learning_rate)
+
+    def close(self) -> None:
+        self._train.close()
+        self._validation.close()
+
+
+class RunLogs:
+    def __init__(self, logdir: str):
+        self.logdir = logdir
+        self._stages = tf.summary.create_file_writer(os.path.join(logdir, STAGES_RUN))
+
+    def stage_writers(self, stage, config, setup) -> StageWriters:
+        directory = os.path.join(self.logdir, stage.name)
+        hparams_writer = tf.summary.create_file_writer(directory)
+        with hparams_writer.as_default():
+            hparams_api.hparams({
+                "stage": stage.index, "node": stage.node, "learning_rate": stage.learning_rate,
+                "branches": ",".join(map(str, setup.branches)), "batch_size": config.batch_size,
+                "momentum": config.momentum, "head_init": config.head_init,
+                "train_batchnorm": config.train_batchnorm, "backbone": setup.backbone.name,
+            }, trial_id=stage.name)
+        hparams_writer.close()
+        return StageWriters(directory)
+
+    def stage_summary(self, stage, outcome: dict, config, setup) -> None:
+        """The cross-stage view: best validation top-1/top-5 at x = stage index (the thesis's Figure 4.2)."""
+        with self._stages.as_default(step=stage.index):
+            tf.summary.scalar("best_top1", outcome["best_top1"])
+            tf.summary.scalar("best_top5", outcome["best_top5"])
+            tf.summary.text("stage", f"stage {stage.index}: node {stage.node} "
+                                     f"({outcome['thesis_block']}), lr {stage.learning_rate:g}, "
+                                     f"{outcome['steps']} steps, ended by {outcome['ended_by']}")
+        self._stages.flush()
+
+    def sample_ladder(self, manifest: dict) -> str | None:
+        """One validation image's branches as TensorBoard images, when the source images are at hand."""
+        sample = _first_source_image(manifest)
+        if sample is None:
+            return None
+        branches = ladder.jpeg_ladder(ladder.load_rgb(sample), manifest["qualities"])
+        with self._stages.as_default(step=0):
+            tf.summary.image("jpeg_ladder", branches, max_outputs=len(manifest["branches"]),
+                             description=f"{sample}: " + ", ".join(manifest["branches"]))
+        self._stages.flush()
+        return sample
+
+
+def _first_source_image(manifest: dict) -> str | None:
+    run = manifest.get("config", {})
+    try:
+        if run.get("data_dir"):
+            index = images.index_directory(run["data_dir"], run.get("validation_percent", 10.0))
+        elif run.get("labels_csv"):
+            index = images.index_csv(run["labels_csv"], run.get("validation_percent", 10.0))
+        else:
+            return None
+    except (OSError, ValueError):  # the images need not live beside the records
+        return None
+    for item in index.split(images.VALIDATION) + index.split(images.TRAIN):
+        try:
+            ladder.load_rgb(item.path)
+            return item.path
+        except ladder.BadImage:
+            continue
+    return None

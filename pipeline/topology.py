@@ -1,0 +1,70 @@
+"""The multi-quality topology: every branch through one shared tail, concatenated, one decision layer.
+
+    bottlenecks [B, branches, *node_shape]
+        -> one batched call of the backbone's own layers after the node   (shared weights)
+        -> pooled features [B, branches, D] -> concatenated [B, branches * D]
+        -> decision layer -> logits [B, classes]
+"""
+
+import keras
+import numpy as np
+
+from bottlenecks import cut
+from bottlenecks import registry
+
+HEAD_INITS = ("random", "baseline")
+
+
+def decision_layer(num_classes: int, seed: int = 0) -> keras.layers.Dense:
+    """The one layer that maps the concatenated features to the classes; it lives across stages."""
+    return keras.layers.Dense(num_classes, name="decision",
+                              kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+
+
+def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Dense) -> keras.Model:
+    """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head`."""
+    tail = cut.tail(backbone_model, node)
+    node_shape = tuple(int(size) for size in tail.input.shape[1:])
+    feature_size = int(tail.output.shape[-1])
+    bottlenecks = keras.Input(shape=(num_branches,) + node_shape, name="bottlenecks")
+    # Branches share the tail, so they can go through it as one batch: the same result as eleven
+    # calls, with one kernel launch per layer instead of eleven.
+    flat = keras.ops.reshape(bottlenecks, (-1,) + node_shape)
+    features = keras.ops.reshape(tail(flat), (-1, num_branches * feature_size))
+    return keras.Model(bottlenecks, head(features), name=f"topology_from_{node}")
+
+
+def unfreeze_tail(backbone_model: keras.Model, node: str, train_batchnorm: bool) -> list[keras.layers.Layer]:
+    """Makes the layers after `node` trainable (BatchNorm stays in inference mode unless asked)."""
+    backbone_model.trainable = True  # the container must be trainable for its layers to be
+    for layer in backbone_model.layers:
+        layer.trainable = False
+    tail_layers = [layer for layer in cut.tail(backbone_model, node).layers
+                   if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in tail_layers:
+        # A frozen BatchNormalization runs in inference mode in Keras: moving statistics are kept.
+        layer.trainable = train_batchnorm or not isinstance(layer, keras.layers.BatchNormalization)
+    return tail_layers
+
+
+def init_head_from_classifier(head: keras.layers.Dense, backbone_model: keras.Model, class_indices,
+                              original_position: int, num_branches: int) -> None:
+    """The original branch's slice gets the backbone's classifier (for these classes), the others zeros.
+
+    Stage 0 then starts exactly at the stock model's accuracy.
+    """
+    kernel, bias = (np.asarray(weight) for weight in cut.classifier_layer(backbone_model).get_weights())
+    feature_size = kernel.shape[0]
+    if head.kernel.shape != (num_branches * feature_size, len(class_indices)):
+        raise ValueError(f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
+                         f"{(num_branches * feature_size, len(class_indices))}")
+    new_kernel = np.zeros(head.kernel.shape, np.float32)
+    start = original_position * feature_size
+    new_kernel[start:start + feature_size] = kernel[:, class_indices]
+    head.set_weights([new_kernel, bias[class_indices].astype(np.float32)])
+
+
+def check_stage(backbone: registry.Backbone, backbone_model: keras.Model, node: str) -> None:
+    """A stage must be a catalogued node at a block boundary."""
+    registry.check_nodes(backbone, [node])
+    cut.tail(backbone_model, node)

@@ -1,0 +1,67 @@
+"""Command line of the trainer: flags -> TrainConfig -> pipeline.train.train_and_evaluate."""
+
+import argparse
+import sys
+
+from pipeline import config as config_lib
+
+
+def _tuple(text, kind=str):
+    return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
+
+
+def parse_flags(argv=None) -> config_lib.TrainConfig:
+    defaults = config_lib.TrainConfig(records_dir="", logdir="")
+    parser = argparse.ArgumentParser(description="Train the multi-quality topology block by block on cached "
+                                                 "bottlenecks; rerun the same command to resume.")
+    parser.add_argument("--records", required=True, help="make_tfrecords's --out-dir")
+    parser.add_argument("--logdir", required=True, help="TensorBoard logs, checkpoints, results.json, export/")
+    parser.add_argument("--stages", help="comma-separated nodes, one stage each (default: the backbone's "
+                                         "schedule, e.g. pool,mixed9,mixed8,mixed7 for inception_v3)")
+    parser.add_argument("--branches", help="comma-separated branch indices, 0 = original (default: all); "
+                                           "--branches 0 trains the single-branch baseline")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="of the first stage; divided by 10 at each later stage (default: %(default)s)")
+    parser.add_argument("--momentum", type=float, default=defaults.momentum)
+    parser.add_argument("--eval-every-steps", type=int, default=defaults.eval_every_steps)
+    parser.add_argument("--max-epochs-per-stage", type=float, default=defaults.max_epochs_per_stage)
+    parser.add_argument("--plateau-epochs", type=float, default=defaults.plateau_epochs,
+                        help="a stage ends when validation top-1 has not improved for this many epochs")
+    parser.add_argument("--head-init", choices=["random", "baseline"], default=defaults.head_init)
+    parser.add_argument("--imagenet-labels", action="store_true",
+                        help="integer labels are ImageNet class indices (wnid folders are recognised anyway)")
+    parser.add_argument("--train-batchnorm", action="store_true",
+                        help="update BatchNorm statistics in unfrozen blocks (default: inference mode)")
+    parser.add_argument("--devices", help="comma-separated devices for MirroredStrategy (default: all GPUs, "
+                                          "else the CPU)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--no-progress", action="store_true")
+    flags = parser.parse_args(argv)
+    try:
+        return config_lib.TrainConfig(
+            records_dir=flags.records, logdir=flags.logdir, stages=_tuple(flags.stages),
+            branches=_tuple(flags.branches, int), batch_size=flags.batch_size, learning_rate=flags.learning_rate,
+            momentum=flags.momentum, eval_every_steps=flags.eval_every_steps,
+            max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
+            head_init=flags.head_init, imagenet_labels=flags.imagenet_labels,
+            train_batchnorm=flags.train_batchnorm, devices=_tuple(flags.devices), seed=flags.seed,
+            progress=not flags.no_progress)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    config = parse_flags(argv)
+    from pipeline import train  # after flag parsing, so --help is instant
+
+    try:
+        train.train_and_evaluate(config)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"train_block_by_block: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
