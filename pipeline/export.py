@@ -23,7 +23,9 @@ CLASSES_NAME = "classes.json"
 
 def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     """Writes the final stage's best model, from raw pixels to probabilities, to export_dir."""
-    tf.train.Checkpoint(backbone=setup.backbone_model, head=setup.head).read(
+    from pipeline import train
+
+    tf.train.Checkpoint(**train.checkpoint_objects(setup, stage.node)).read(
         checkpoint_path).assert_existing_objects_matched()
     manifest = setup.manifest
     input_size, qualities = manifest["input_size"], tuple(manifest["qualities"])

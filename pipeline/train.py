@@ -190,12 +190,16 @@ class _Steps:
             return (self.strategy.reduce("SUM", loss, axis=None), self.strategy.reduce("SUM", correct, axis=None))
 
         @tf.function
-        def evaluate(batch):
-            sums = self.strategy.run(evaluate_replica, args=batch)
-            return [self.strategy.reduce("SUM", value, axis=None) for value in sums]
+        def evaluate(dataset):
+            # The loop runs inside one graph: no retracing for the smaller last batch of every pass.
+            totals = tf.zeros([4])
+            for batch in dataset:
+                sums = self.strategy.run(evaluate_replica, args=batch)
+                totals += tf.stack([self.strategy.reduce("SUM", value, axis=None) for value in sums])
+            return totals
 
         self.train = train
-        self.evaluate_batch = evaluate
+        self._evaluate = evaluate
 
     @staticmethod
     def _correct(labels, logits, k):
@@ -203,10 +207,7 @@ class _Steps:
         return tf.reduce_sum(tf.cast(tf.math.in_top_k(tf.cast(labels, tf.int32), logits, k), tf.float32))
 
     def evaluate(self, dataset) -> dict:
-        totals = np.zeros(4)
-        for batch in dataset:
-            totals += [float(value) for value in self.evaluate_batch(batch)]
-        loss, top1, top5, count = totals
+        loss, top1, top5, count = (float(value) for value in self._evaluate(dataset))
         return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count}
 
 
@@ -276,9 +277,16 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     return results
 
 
-def _checkpoint_objects(setup: Setup):
-    # Object-based checkpoints follow the model's structure, not Keras's session-dependent layer names.
-    return {"backbone": setup.backbone_model, "head": setup.head}
+def checkpoint_objects(setup: Setup, node: str) -> dict:
+    """What a stage changes: the head and the backbone layers after `node`, keyed by graph position.
+
+    Keys are positions in the backbone, not Keras's session-dependent layer names, and the frozen
+    front of the backbone (its pretrained weights) is not copied into every checkpoint.
+    """
+    tail_layers = {id(layer) for layer in cut.tail(setup.backbone_model, node).layers}
+    objects = {f"layer{position:04d}": layer for position, layer in enumerate(setup.backbone_model.layers)
+               if id(layer) in tail_layers and layer.weights}
+    return {"head": setup.head, **objects}
 
 
 def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
@@ -290,9 +298,9 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
         optimizer = keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=config.momentum)
         optimizer.build(model.trainable_variables)
         state = _stage_state()
-        latest = tf.train.Checkpoint(optimizer=optimizer, **state, **_checkpoint_objects(setup))
+        latest = tf.train.Checkpoint(optimizer=optimizer, **state, **checkpoint_objects(setup, stage.node))
         manager = tf.train.CheckpointManager(latest, os.path.join(directory, "latest"), max_to_keep=1)
-        best = tf.train.Checkpoint(**_checkpoint_objects(setup))
+        best = tf.train.Checkpoint(**checkpoint_objects(setup, stage.node))
         best_path = os.path.join(directory, "best", "ckpt")
         if manager.latest_checkpoint:
             latest.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -357,7 +365,7 @@ def _start_stage(setup: Setup, stage: Stage) -> None:
         return
     previous = setup.stages[stage.index - 1]
     path = os.path.join(setup.config.logdir, "checkpoints", previous.name, "best", "ckpt")
-    tf.train.Checkpoint(**_checkpoint_objects(setup)).read(path).assert_existing_objects_matched()
+    tf.train.Checkpoint(**checkpoint_objects(setup, previous.node)).read(path).assert_existing_objects_matched()
 
 
 def _record_evaluation(state, metrics, step, eval_every, best, best_path) -> None:
@@ -383,6 +391,19 @@ def evaluate_baseline(setup: Setup) -> dict:
         totals += [float(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, k), tf.float32)))
                    for k in (1, 5)] + [float(labels.shape[0])]
     return {"node": node, "top1": totals[0] / totals[2], "top5": totals[1] / totals[2]}
+
+
+def predict_records(setup: Setup, stage: Stage, checkpoint_path: str, split: str = "validation") -> dict:
+    """Class probabilities per image id, from the cached bottlenecks of `stage` with a stage checkpoint."""
+    tf.train.Checkpoint(**checkpoint_objects(setup, stage.node)).read(checkpoint_path).assert_existing_objects_matched()
+    model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
+    probabilities = {}
+    for bottlenecks, _, image_ids in reader.make_dataset(setup.config.records_dir, stage.node, split,
+                                                         setup.config.batch_size, branches=setup.branches,
+                                                         with_ids=True):
+        batch = tf.nn.softmax(model(bottlenecks, training=False)).numpy()
+        probabilities.update(zip(image_ids.numpy().astype(str), batch))
+    return probabilities
 
 
 def summary_text(results: dict) -> str:
