@@ -5,12 +5,15 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline import extract
+from pipeline import train
 from tests import conftest
+from tests import test_train
 from tfrecords import reader
 
 
@@ -47,3 +50,34 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
     np.testing.assert_allclose(cached, expected, atol=2e-4)
     # Real weights, real photos: most of these easy classes are right (this is no random model).
     assert (cached.argmax(axis=1) == labels).mean() > 0.7
+
+
+def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path):
+    weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+    data = conftest.shared_path("data", "imagenette-mini")
+    subset = tmp_path / "images"
+    for split, count in (("train", 3), ("val", 6)):
+        for wnid in sorted(os.listdir(os.path.join(data, split))):
+            os.makedirs(subset / split / wnid)
+            for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
+                os.symlink(os.path.join(data, split, wnid, name), subset / split / wnid / name)
+    records = str(tmp_path / "records")
+    extract.make_tfrecords(config_lib.ExtractConfig(
+        out_dir=records, data_dir=str(subset), backbone="mobilenet_v2", weights=weights, nodes=("pool",),
+        qualities=(50,), batch_size=16, progress=False))
+    logdir = tmp_path / "run"
+    results = train.train_and_evaluate(config_lib.TrainConfig(
+        records_dir=records, logdir=str(logdir), stages=("pool",), head_init="baseline", batch_size=10,
+        eval_every_steps=1, max_epochs_per_stage=1, export=False, progress=False))
+    assert results["label_space"] == "imagenet"
+    first = test_train._scalars(str(logdir / "stage0_pool" / "validation"), "top1")[0]
+    assert first[0] == 0 and first[1] == pytest.approx(results["baseline"]["top1"], abs=1e-6)  # TensorBoard keeps float32
+
+    # The baseline is the stock Keras model on the original images, over all 1000 classes.
+    stock = keras.applications.MobileNetV2(weights=weights)
+    classes = [wnid for wnid, _ in registry.imagenet_classes()]
+    paths = sorted(str(path) for path in (subset / "val").glob("*/*"))
+    pixels = np.stack([keras.utils.img_to_array(keras.utils.load_img(path)) for path in paths])
+    predicted = stock.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0).argmax(1)
+    truth = [classes.index(os.path.basename(os.path.dirname(path))) for path in paths]
+    assert results["baseline"]["top1"] == pytest.approx(np.mean(predicted == np.asarray(truth)), abs=1e-9)
