@@ -139,7 +139,7 @@ def prepare(config: config_lib.TrainConfig) -> Setup:
                  reader.dataset_size(config.records_dir, "validation"))
 
 
-def _dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
+def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
              branches=None):
     config = setup.config
     dataset = reader.make_dataset(
@@ -160,7 +160,7 @@ def _dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int =
     return dataset.map(labels_in_head_space, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-class _Steps:
+class Steps:
     """Distributed train and evaluation steps of one stage model."""
 
     def __init__(self, setup: Setup, model: keras.Model, optimizer):
@@ -289,14 +289,21 @@ def checkpoint_objects(setup: Setup, node: str) -> dict:
     return {"head": setup.head, **objects}
 
 
+def stage_model(setup: Setup, stage: Stage):
+    """The stage's model, with the layers after its node unfrozen, and a fresh SGD optimizer."""
+    with setup.strategy.scope():
+        topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
+        model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
+        optimizer = keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=setup.config.momentum)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
 def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
     config = setup.config
     directory = os.path.join(config.logdir, "checkpoints", stage.name)
+    model, optimizer = stage_model(setup, stage)
     with setup.strategy.scope():
-        topology.unfreeze_tail(setup.backbone_model, stage.node, config.train_batchnorm)
-        model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
-        optimizer = keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=config.momentum)
-        optimizer.build(model.trainable_variables)
         state = _stage_state()
         latest = tf.train.Checkpoint(optimizer=optimizer, **state, **checkpoint_objects(setup, stage.node))
         manager = tf.train.CheckpointManager(latest, os.path.join(directory, "latest"), max_to_keep=1)
@@ -306,9 +313,9 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
             latest.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         else:
             _start_stage(setup, stage)
-    steps = _Steps(setup, model, optimizer)
+    steps = Steps(setup, model, optimizer)
     validation = setup.strategy.experimental_distribute_dataset(
-        _dataset(setup, stage.node, "validation", training=False))
+        stage_dataset(setup, stage.node, "validation", training=False))
     steps_per_epoch = setup.steps_per_epoch
     eval_every = min(config.eval_every_steps, steps_per_epoch)
     plateau_steps = max(1, round(config.plateau_epochs * steps_per_epoch))
@@ -321,7 +328,7 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
         _record_evaluation(state, metrics, 0, eval_every, best, best_path)
         manager.save(checkpoint_number=0)
     train = iter(setup.strategy.experimental_distribute_dataset(
-        _dataset(setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
+        stage_dataset(setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
     interval_loss = interval_correct = 0.0
     interval_steps = 0
     with tqdm.tqdm(total=max_steps, initial=step, unit="step", disable=not config.progress,
@@ -385,7 +392,7 @@ def evaluate_baseline(setup: Setup) -> dict:
     tail = cut.tail(setup.backbone_model, node)
     classifier = cut.classifier_layer(setup.backbone_model)
     totals = np.zeros(3)
-    for bottlenecks, labels in _dataset(setup, node, "validation", training=False, branches=(0,)):
+    for bottlenecks, labels in stage_dataset(setup, node, "validation", training=False, branches=(0,)):
         probabilities = classifier(tail(bottlenecks[:, 0], training=False))
         labels = tf.cast(labels, tf.int32)
         totals += [float(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, k), tf.float32)))

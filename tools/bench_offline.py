@@ -52,13 +52,16 @@ DENSE_STORAGE_TARGET = 1.01
 READER_TARGET = 20.0
 MEMORY_GROWTH_TARGET = 1.20
 
-# Runs the job's real command line in a fresh interpreter, then reports that process's own peak RSS,
-# so imports, the model and the job are all counted and nothing of this benchmark's process is.
+# Runs the job's real command line in a fresh interpreter, then reports that process's own peak RSS.
+# VmHWM, not getrusage: Linux carries the parent's peak over into a spawned child's ru_maxrss (the
+# memory image replaced at exec counts), so a child of this 4 GB benchmark would report 4 GB.
 CHILD_JOB = """
-import json, resource, sys
+import json, sys
 from tools import make_tfrecords
 status = make_tfrecords.main(sys.argv[1:])
-print(json.dumps({"status": status, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+with open("/proc/self/status") as file:
+    peak_kib = next(int(line.split()[1]) for line in file if line.startswith("VmHWM:"))
+print(json.dumps({"status": status, "peak_rss_kib": peak_kib}))
 """
 
 
@@ -265,7 +268,7 @@ def job_peak_rss(labels_csv: str, out_dir: str, weights: str, nodes, batch_size:
     result = json.loads(lines[-1])
     if result["status"] != 0:
         raise RuntimeError(f"make_tfrecords exited with {result['status']}:\n{completed.stderr[-4000:]}")
-    return {"peak_rss_mib": result["max_rss_kib"] / 1024, "seconds": seconds}
+    return {"peak_rss_mib": result["peak_rss_kib"] / 1024, "seconds": seconds}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -321,6 +324,8 @@ def main(argv=None) -> int:
     records_dir = fresh_directory(os.path.join(out, "bench_records"))
     summary, job_seconds = run_job(speed_csv, records_dir, flags.weights, nodes, flags.batch_size)
     job_rate = len(speed_images) / job_seconds
+    extracting_seconds = summary.get("extracting_seconds") or 0.0
+    extracting_rate = len(speed_images) / extracting_seconds if extracting_seconds else 0.0
     print(f"(a) make_tfrecords: {job_rate:.2f} images/s", flush=True)
     predict_after = predict_images_per_second(extractor, pixels, flags.batch_size, num_branches)
     print(f"(a) bare predict again: {predict_after:.2f} images/s", flush=True)
@@ -360,6 +365,10 @@ def main(argv=None) -> int:
     rows = [{"figure": "(a) make_tfrecords vs bare predict", "measured": f"{job_rate:.2f} img/s",
              "reference": f"{predict_rate:.2f} img/s", "ratio": job_rate / predict_rate,
              "target": f">= {SPEED_TARGET}", "pass": job_rate / predict_rate >= SPEED_TARGET}]
+    if summary.get("extracting_seconds"):  # the job's own clock, without building the model
+        rows.append({"figure": "(a) ... its extraction phase only", "measured": f"{extracting_rate:.2f} img/s",
+                     "reference": f"{predict_rate:.2f} img/s", "ratio": extracting_rate / predict_rate,
+                     "target": f">= {SPEED_TARGET}", "pass": extracting_rate / predict_rate >= SPEED_TARGET})
     for node, figures in storage.items():
         rows.append({"figure": f"(b) {node} ({figures['encoding']}, {100 * figures['zero_fraction']:.0f} % zeros)",
                      "measured": f"{figures['bytes_per_image'] / 1024:.1f} KiB/img",
@@ -385,7 +394,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "nodes": list(nodes),
         "sparse_node": sparse_node, "survey_zero_fractions": survey,
         "speed": {"images": len(speed_images), "job_images_per_second": job_rate, "job_seconds": job_seconds,
-                  "job_own_summary_images_per_second": summary["images_per_second"],
+                  "job_extracting_seconds": extracting_seconds, "job_extracting_images_per_second": extracting_rate,
                   "predict_images_per_second": predict_rate,
                   "predict_images_per_second_before_and_after": [predict_before, predict_after],
                   "ratio": job_rate / predict_rate, "target": SPEED_TARGET},
