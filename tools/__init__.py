@@ -2,5 +2,21 @@
 
 import os
 
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the tools' own output.
+# TensorFlow's C++ INFO logs (dataset buffer sizes and the like) would interleave with progress bars.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+# The errors a user can fix: bad flags, missing files, unknown names, offline weights, a busy output.
+USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+
+
+def run(program: str, job, config) -> int:
+    """Runs one pipeline function; a user error becomes one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        job(config)
+    except USER_ERRORS as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

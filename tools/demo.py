@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+import tools
 from pipeline import config as config_lib
 
 
@@ -31,10 +32,7 @@ def main(argv=None) -> int:
     config = config_lib.ExtractConfig(
         out_dir=os.path.join(flags.out_dir, "records"), data_dir=data_dir, backbone=flags.backbone,
         weights=flags.weights, input_size=flags.input_size, num_shards=2, validation_percent=20)
-    try:
-        extract.make_tfrecords(config)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"demo: error: {error}", file=sys.stderr)
+    if tools.run("demo", extract.make_tfrecords, config):
         return 2
     print(f"demo: records and manifest.json are in {config.out_dir}")
     return 0

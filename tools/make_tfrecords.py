@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+import tools
 from pipeline import config as config_lib
 
 
@@ -54,12 +55,7 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     from pipeline import extract  # after flag parsing, so --help is instant
 
-    try:
-        extract.make_tfrecords(config)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"make_tfrecords: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return tools.run("make_tfrecords", extract.make_tfrecords, config)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+import tools
 from pipeline import config as config_lib
 
 
@@ -55,12 +56,7 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     from pipeline import train  # after flag parsing, so --help is instant
 
-    try:
-        train.train_and_evaluate(config)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"train_block_by_block: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return tools.run("train_block_by_block", train.train_and_evaluate, config)
 
 
 if __name__ == "__main__":
