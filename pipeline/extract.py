@@ -6,6 +6,7 @@ Per-shard progress lives in OUT/.progress/, so a killed job rerun with the same 
 the shards that were not finished and ends with output identical to an uninterrupted run.
 """
 
+import concurrent.futures
 import csv
 import dataclasses
 import hashlib
@@ -226,62 +227,101 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
     return summary
 
 
+class _BatchRunner:
+    """Fills a fixed-size pixel batch, runs the CNN on it and hands the activations to a writer thread.
+
+    Serializing and writing a batch (in the thread) overlaps the CNN's next batch, which matters
+    most when the CNN runs on a GPU and the CPU would otherwise leave it idle.
+    """
+
+    def __init__(self, config, backbone, model, nodes, input_size, progress):
+        self.config = config
+        self.nodes = nodes
+        self.num_branches = 1 + len(config.qualities)
+        self.progress = progress
+        self.encodings = progress.encodings()
+        extract_model = cut.extractor(model, backbone, nodes)
+        images_per_call = config.batch_size * self.num_branches
+        self.pixels = np.zeros((images_per_call, input_size, input_size, 3), np.float32)  # reused
+        self.items = []
+
+        # A fixed batch shape: one trace, and the same kernels for every batch, so a resumed shard
+        # computes exactly what an uninterrupted run would.
+        @tf.function(input_signature=[tf.TensorSpec(self.pixels.shape, tf.float32)])
+        def forward(pixels):
+            return extract_model(pixels, training=False)
+
+        self.forward = forward
+        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.pending_write = None
+
+    def add(self, item, branches: np.ndarray, builder, bar) -> None:
+        slot = len(self.items) * self.num_branches
+        self.pixels[slot:slot + self.num_branches] = branches
+        self.items.append(item)
+        if len(self.items) == self.config.batch_size:
+            self.flush(builder, bar)
+
+    def flush(self, builder, bar) -> None:
+        if not self.items:
+            return
+        count = len(self.items)
+        self.pixels[count * self.num_branches:] = 0.0  # padding: the same input on every run
+        outputs = self.forward(self.pixels)
+        activations = {node: outputs[node].numpy()[:count * self.num_branches].reshape(
+            (count, self.num_branches) + tuple(outputs[node].shape[1:])) for node in self.nodes}
+        if self.encodings is None:  # decided once, from the job's first batch, then kept
+            self.encodings = {node: codec.choose_encoding(activations[node]) for node in self.nodes}
+            self.progress.save_encodings(self.encodings)
+        self.wait()
+        self.pending_write = self.writer.submit(builder.add_batch, list(self.items), activations, self.encodings)
+        self.pending_write.add_done_callback(lambda _: bar.update(count))
+        self.items.clear()
+
+    def wait(self) -> None:
+        """Waits for the batch being written; its errors surface here."""
+        if self.pending_write is not None:
+            self.pending_write.result()
+            self.pending_write = None
+
+    def wait_quietly(self) -> None:
+        """On the way out after an error: let the writer finish before its files are removed."""
+        if self.pending_write is not None:
+            concurrent.futures.wait([self.pending_write])
+            self.pending_write = None
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+
+
 def _run(config, backbone, model, nodes, input_size, pending, progress) -> float:
     """Extracts and writes the pending shards; returns the seconds spent doing so."""
-    num_branches = 1 + len(config.qualities)
-    extract_model = cut.extractor(model, backbone, nodes)
-    batch_images = config.batch_size * num_branches
-
-    # A fixed batch shape: one trace, and the same kernels for every batch, so a resumed shard
-    # computes exactly what an uninterrupted run would.
-    @tf.function(input_signature=[tf.TensorSpec([batch_images, input_size, input_size, 3], tf.float32)])
-    def forward(pixels):
-        return extract_model(pixels, training=False)
-
-    encodings = progress.encodings()
+    runner = _BatchRunner(config, backbone, model, nodes, input_size, progress)
     stream = iter(_decoded_branches(pending, input_size, config.qualities, config.central_crop))
     total = sum(len(task.items) for task in pending)
     started = time.perf_counter()
     with tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
                    desc="make_tfrecords") as bar:
-        for task in pending:
-            builder = _ShardBuilder(task, config.out_dir, nodes, config.compression)
-            try:
-                batch_items, batch_pixels = [], []
-
-                def flush():
-                    nonlocal encodings
-                    if not batch_items:
-                        return
-                    count = len(batch_items)
-                    pixels = np.zeros((config.batch_size, num_branches, input_size, input_size, 3), np.float32)
-                    pixels[:count] = np.stack(batch_pixels)
-                    outputs = forward(tf.constant(pixels.reshape((batch_images, input_size, input_size, 3))))
-                    activations = {node: outputs[node].numpy()[:count * num_branches].reshape(
-                        (count, num_branches) + tuple(outputs[node].shape[1:])) for node in nodes}
-                    if encodings is None:  # decided once, from the job's first batch, then kept
-                        encodings = {node: codec.choose_encoding(activations[node]) for node in nodes}
-                        progress.save_encodings(encodings)
-                    builder.add_batch(batch_items, activations, encodings)
-                    bar.update(count)
-                    batch_items.clear()
-                    batch_pixels.clear()
-
-                for item in task.items:
-                    branches, error = next(stream)
-                    if error.numpy():
-                        builder.quarantine.append([item.path, error.numpy().decode()])
-                        bar.update(1)
-                        continue
-                    batch_items.append(item)
-                    batch_pixels.append(branches.numpy())
-                    if len(batch_items) == config.batch_size:
-                        flush()
-                flush()
-                progress.save_shard_result(task, builder.finish())
-            except BaseException:
-                builder.abort()
-                raise
+        try:
+            for task in pending:
+                builder = _ShardBuilder(task, config.out_dir, nodes, config.compression)
+                try:
+                    for item in task.items:
+                        branches, error = next(stream)
+                        if error.numpy():
+                            builder.quarantine.append([item.path, error.numpy().decode()])
+                            bar.update(1)
+                        else:
+                            runner.add(item, branches.numpy(), builder, bar)
+                    runner.flush(builder, bar)
+                    runner.wait()
+                    progress.save_shard_result(task, builder.finish())
+                except BaseException:
+                    runner.wait_quietly()
+                    builder.abort()
+                    raise
+        finally:
+            runner.close()
     return time.perf_counter() - started
 
 

@@ -65,8 +65,12 @@ def resize_for_backbone(images: tf.Tensor, input_size: int, central_crop: float 
     """uint8 [N, H, W, 3] -> float32 [N, S, S, 3] in [0, 255], cropped centrally then resized."""
     if central_crop < 1.0:
         images = tf.image.central_crop(images, central_crop)
-    # Bilinear with antialiasing is exact (the identity) when the size already matches.
-    return tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    # Resizing to the same size is the identity (bilinear with antialiasing is exact there), so
+    # skip its cost, which is most of the ladder's for images already at the CNN's size.
+    return tf.cond(tf.logical_and(tf.equal(height, input_size), tf.equal(width, input_size)),
+                   lambda: tf.cast(images, tf.float32),
+                   lambda: tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True))
 
 
 def branch_images(image: tf.Tensor, input_size: int, qualities=config_lib.QUALITIES,

@@ -23,6 +23,8 @@ CASES = {
     "negative": -np.abs(_random_activations((4, 6), 0.5)),
     "negative_zero": np.array([0.0, -0.0, 1.0, -0.0, 0.0], np.float32),
     "nan_and_infinities": np.array([0, np.nan, 0, np.inf, -np.inf, 0, 1e-45], np.float32),
+    "long_runs_of_zeros": np.eye(1, 2000, 1999, dtype=np.float32)[0] + np.eye(1, 2000, 255, dtype=np.float32)[0],
+    "first_nonzero_far_away": np.eye(1, 1000, 765, dtype=np.float32)[0],
 }
 
 
@@ -50,10 +52,15 @@ def test_dense_encoding_has_no_gaps_and_all_values():
     assert gaps is None and values.size == array.size
 
 
-def test_gaps_are_small_int64():
+def test_gaps_are_one_byte_and_long_gaps_are_bridged_by_zero_fillers():
     _, gaps = codec.encode(CASES["random_sparse"], codec.SPARSE)
-    assert gaps.dtype == np.int64
-    assert gaps.min() >= 0 and gaps.max() < 128  # one varint byte each at 70 % zeros
+    assert gaps.dtype == np.uint8
+    array = np.zeros(2000, np.float32)
+    array[[255, 256, 1999]] = [1.0, 2.0, 3.0]  # gaps 255, 1 and 1743 = 6 x 255 + 213
+    values, gaps = codec.encode(array, codec.SPARSE)
+    assert gaps.tolist() == [255, 1] + [255] * 6 + [213]
+    assert values.tolist() == [1.0, 2.0] + [0.0] * 6 + [3.0]
+    assert values[2:8].view(np.uint32).tolist() == [0] * 6  # +0.0, exactly what was there
 
 
 def test_choose_encoding():
@@ -67,10 +74,10 @@ def test_sparse_at_70_percent_zeros_is_under_45_percent_of_raw():
     assert codec.encoded_nbytes(array, codec.DENSE) == array.nbytes
 
 
-def test_encoded_nbytes_counts_multibyte_varints():
+def test_encoded_nbytes_counts_values_gaps_and_fillers():
     array = np.zeros(20000, np.float32)
-    array[[0, 127, 127 + 128, 127 + 128 + 16384]] = 1.0  # gaps 0, 127, 128, 16384
-    assert codec.encoded_nbytes(array, codec.SPARSE) == 4 * 4 + (1 + 1 + 2 + 3)
+    array[[0, 127, 127 + 256, 127 + 256 + 16384]] = 1.0  # gaps 0, 127, 256 (one filler), 16384 (64)
+    assert codec.encoded_nbytes(array, codec.SPARSE) == 5 * (4 + 1 + 64)
 
 
 def test_bad_input_names_the_fix():

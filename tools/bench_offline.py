@@ -288,6 +288,8 @@ def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int
     shutil.rmtree(txt_dir)
     reader_rate = num_examples / reader_seconds
     txt_rate = len(txt_paths) / txt_seconds
+    print(f"(c) {node}: make_dataset {reader_rate:.1f} examples/s, .txt cache {txt_rate:.2f} examples/s",
+          flush=True)
     return {"node": node, "shape": shape, "examples": num_examples,
             "reader_examples_per_second": reader_rate, "txt_examples_per_second": txt_rate,
             "reader_examples_per_second_per_pass": [count / seconds for count, seconds in passes],
@@ -415,10 +417,6 @@ def main(argv=None) -> int:
     reading = {node: reader_versus_txt(records_dir, node, os.path.join(out, "bench_txt_cache"),
                                        flags.reader_batch_size)
                for node in (sparse_node,) + tuple(node for node in dense_nodes if node in nodes)}
-    for node, figures in reading.items():
-        print(f"(c) {node}: reader {figures['reader_examples_per_second']:.1f} examples/s, "
-              f".txt {figures['txt_examples_per_second']:.2f} examples/s", flush=True)
-
     memory = memory_figures(images, out, flags.weights, nodes, flags.batch_size, flags.memory_images)
 
     rows = table_rows(speed, storage, reading, memory)
