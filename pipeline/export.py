@@ -1,7 +1,11 @@
 """The exported model: a decoded raw image in, class probabilities out, through the offline stage's ladder.
 
-    export/                  a TensorFlow SavedModel with one endpoint, `classify`:
-                             uint8 image [H, W, 3] -> {"probabilities": float32 [classes]}
+    export/                  a TensorFlow SavedModel with three endpoints, one per way in:
+        classify(uint8 image [H, W, 3])                      -> {"probabilities": [classes]}
+        classify_pixels(float32 [B, branches, S, S, 3])      -> {"probabilities": [B, classes]}
+        classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
+    The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
+    the very same model from raw images or from the records.
     export/classes.json      class names, branches, node, input size: what predict.py prints by
 """
 
@@ -34,23 +38,41 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
     model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
 
+    num_branches = len(setup.branches)
+    node_shape = tuple(int(size) for size in model.input.shape[2:])
+
+    def classify_bottlenecks(bottlenecks):
+        return {"probabilities": tf.nn.softmax(model(bottlenecks, training=False))}
+
+    def classify_pixels(pixels):
+        flat = tf.reshape(pixels, [-1, input_size, input_size, 3])
+        bottlenecks = front(flat, training=False)[stage.node]
+        return classify_bottlenecks(tf.reshape(bottlenecks, (-1, num_branches) + node_shape))
+
     def classify(image):
         # The very function the offline stage used, so serving sees the pixels training saw.
         pixels = tf.gather(ladder.branch_images(image, input_size, qualities, central_crop), branches)
-        bottlenecks = front(pixels, training=False)[stage.node]
-        logits = model(bottlenecks[tf.newaxis], training=False)
-        return {"probabilities": tf.nn.softmax(logits)[0]}
+        return {"probabilities": classify_pixels(pixels[tf.newaxis])["probabilities"][0]}
 
     archive = keras.export.ExportArchive()
     archive.track(front)
     archive.track(model)
     archive.add_endpoint("classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    archive.add_endpoint("classify_pixels", classify_pixels, input_signature=[
+        tf.TensorSpec([None, num_branches, input_size, input_size, 3], tf.float32)])
+    archive.add_endpoint("classify_bottlenecks", classify_bottlenecks, input_signature=[
+        tf.TensorSpec((None, num_branches) + node_shape, tf.float32)])
     temporary = export_dir.rstrip("/") + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)
     description = {"class_names": list(setup.class_names), "node": stage.node,
                    "branches": [manifest["branches"][branch] for branch in setup.branches],
-                   "input_size": input_size, "qualities": list(qualities), "backbone": setup.backbone.name}
+                   "branch_indices": list(setup.branches), "input_size": input_size,
+                   "central_crop": central_crop, "qualities": list(qualities), "backbone": setup.backbone.name,
+                   "weights": manifest["weights"], "label_space": "imagenet" if setup.label_map is not None
+                   else "dataset", "records_class_names": list(manifest["class_names"]),
+                   "weights_seed": manifest["config"].get("seed", 0),
+                   "validation_percent": manifest["config"].get("validation_percent", 10.0)}
     manifest_lib.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(temporary, export_dir)
@@ -71,6 +93,14 @@ class ExportedClassifier:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         return self._loaded.classify(tf.constant(image, tf.uint8))["probabilities"].numpy()
+
+    def probabilities_of_pixels(self, pixels) -> np.ndarray:
+        """[B, branches, S, S, 3] ladder pixels -> [B, classes]."""
+        return self._loaded.classify_pixels(tf.constant(pixels, tf.float32))["probabilities"].numpy()
+
+    def probabilities_of_bottlenecks(self, bottlenecks) -> np.ndarray:
+        """[B, branches, *node_shape] cached bottlenecks -> [B, classes]."""
+        return self._loaded.classify_bottlenecks(tf.constant(bottlenecks, tf.float32))["probabilities"].numpy()
 
     def classify_file(self, path: str) -> np.ndarray:
         return self.probabilities(ladder.load_rgb(path))

@@ -229,7 +229,9 @@ def _read_json(path):
 def _check_config(config: config_lib.TrainConfig) -> None:
     os.makedirs(config.logdir, exist_ok=True)
     settings = {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(config).items() if key not in ("progress", "export")}
+                for key, value in dataclasses.asdict(config).items()
+                # Resuming on other devices (or without a progress bar) is still the same run.
+                if key not in ("progress", "export", "devices")}
     path = os.path.join(config.logdir, "config.json")
     stored = _read_json(path)
     if stored is None:

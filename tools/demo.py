@@ -1,41 +1,38 @@
-"""The demo: make a small synthetic dataset offline and run the offline stage on it.
+"""The demo: a small dataset -> sharded multi-quality bottlenecks -> two training stages -> evaluation -> report.
 
-    jpeg-ladder-demo --out-dir demo            # random weights: runs anywhere, no download
-    jpeg-ladder-demo --data-dir DIR --weights imagenet --backbone inception_v3 --out-dir demo
+    jpeg-ladder-demo --out-dir demo          # synthetic images, random weights: runs offline anywhere
+    jpeg-ladder-demo --data-dir DIR --backbone inception_v3 --weights imagenet --out-dir demo
 """
 
 import argparse
-import os
 import sys
 
 import tools
-from pipeline import config as config_lib
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default="demo", help="where everything goes (default: %(default)s)")
-    parser.add_argument("--data-dir", help="a real dataset (root/<class>/*) instead of the synthetic one")
-    parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--weights", default="none", help="imagenet | PATH | none (default: %(default)s)")
-    parser.add_argument("--input-size", type=int, default=96)
-    parser.add_argument("--images-per-class", type=int, default=20, help="synthetic images per class")
-    flags = parser.parse_args(argv)
-    from pipeline import demo_data
-    from pipeline import extract
+    from pipeline import demo
 
-    data_dir = flags.data_dir
-    if data_dir is None:
-        data_dir = os.path.join(flags.out_dir, "synthetic-shapes")
-        print(f"demo: writing a SYNTHETIC dataset (coloured shapes, not real photos) to {data_dir}")
-        demo_data.write_shapes_dataset(data_dir, per_class=flags.images_per_class)
-    config = config_lib.ExtractConfig(
-        out_dir=os.path.join(flags.out_dir, "records"), data_dir=data_dir, backbone=flags.backbone,
-        weights=flags.weights, input_size=flags.input_size, num_shards=2, validation_percent=20)
-    if tools.run("demo", extract.make_tfrecords, config):
-        return 2
-    print(f"demo: records and manifest.json are in {config.out_dir}")
-    return 0
+    defaults = demo.DemoConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", default=defaults.out_dir, help="where everything goes (default: %(default)s)")
+    parser.add_argument("--data-dir", help="a real dataset (root/<class>/* or root/train|val/<class>/*) "
+                                           "instead of the synthetic one")
+    parser.add_argument("--backbone", default=defaults.backbone)
+    parser.add_argument("--weights", default=defaults.weights, help="imagenet | PATH | none (default: %(default)s)")
+    parser.add_argument("--input-size", type=int, default=defaults.input_size,
+                        help="CNN input size (default: %(default)s; 0 = the backbone's own)")
+    parser.add_argument("--images-per-class", type=int, default=defaults.images_per_class)
+    parser.add_argument("--max-epochs-per-stage", type=float, default=defaults.max_epochs_per_stage)
+    parser.add_argument("--head-init", choices=["random", "baseline"], default=defaults.head_init)
+    parser.add_argument("--no-progress", action="store_true")
+    flags = parser.parse_args(argv)
+    config = demo.DemoConfig(
+        out_dir=flags.out_dir, data_dir=flags.data_dir, backbone=flags.backbone, weights=flags.weights,
+        input_size=flags.input_size or None, images_per_class=flags.images_per_class,
+        max_epochs_per_stage=flags.max_epochs_per_stage, head_init=flags.head_init,
+        progress=not flags.no_progress)
+    return tools.run("demo", demo.run_demo, config)
 
 
 if __name__ == "__main__":

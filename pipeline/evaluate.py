@@ -1,0 +1,271 @@
+"""Evaluation through one path: the trained topology, the baseline, each branch alone, oracle, ensemble.
+
+Every figure comes from two prediction arrays over the same images and labels:
+  topology [N, classes]            the exported model;
+  branches [N, 11, classes]        the baseline model on each branch alone (branch 0 = the baseline):
+                                   the stock backbone when the classes are ImageNet's, otherwise a
+                                   single-branch model trained by the same trainer (--baseline).
+Both are computed either from the cached records or from the raw images, through the same models.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import scipy.stats
+
+from bottlenecks import cut
+from pipeline import export
+from pipeline import images
+from pipeline import ladder
+from tfrecords import manifest as manifest_lib
+from tfrecords import reader
+
+TOP_K = (1, 5, 10)
+
+
+@dataclasses.dataclass
+class Predictions:
+    image_ids: list
+    labels: np.ndarray  # [N], in the model's class space
+    topology: np.ndarray  # [N, classes]
+    branches: np.ndarray | None  # [N, branches, classes]; None without a baseline model
+    branch_names: list
+    class_names: list
+
+
+class _BaselineModel:
+    """The model that scores one branch at a time: the stock backbone, or a trained single-branch export."""
+
+    def __init__(self, description: dict, baseline_logdir: str | None):
+        self.trained = None
+        self.stock = None
+        if baseline_logdir:
+            self.trained = export.ExportedClassifier(os.path.join(baseline_logdir, "export"))
+            if self.trained.description["branch_indices"] != [0]:
+                raise ValueError(f"--baseline {baseline_logdir} was trained on branches "
+                                 f"{self.trained.description['branches']}; train it with --branches 0")
+            if self.trained.class_names != description["class_names"]:
+                raise ValueError(f"--baseline {baseline_logdir} has other classes than the model")
+        elif description["label_space"] == "imagenet":
+            from pipeline import train
+
+            manifest_like = {"backbone": description["backbone"], "weights": description["weights"],
+                             "input_size": description["input_size"],
+                             "config": {"seed": description.get("weights_seed", 0)}}
+            self.stock = train.build_backbone(manifest_like)
+            self.backbone = train.registry.get_backbone(description["backbone"])
+
+    @property
+    def available(self) -> bool:
+        return self.trained is not None or self.stock is not None
+
+    def node(self, description: dict) -> str:
+        return self.trained.description["node"] if self.trained else description["node"]
+
+    def from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """[B, branches, S, S, 3] -> [B, branches, classes], each branch alone."""
+        count, num_branches = pixels.shape[:2]
+        flat = pixels.reshape((count * num_branches, 1) + pixels.shape[2:])
+        if self.trained:
+            scores = self.trained.probabilities_of_pixels(flat)
+        else:
+            scores = self.stock(self.backbone.preprocess(flat[:, 0]), training=False).numpy()
+        return scores.reshape(count, num_branches, -1)
+
+    def from_bottlenecks(self, bottlenecks: np.ndarray, node: str) -> np.ndarray:
+        """[B, branches, *node_shape] -> [B, branches, classes], each branch alone."""
+        count, num_branches = bottlenecks.shape[:2]
+        flat = bottlenecks.reshape((count * num_branches, 1) + bottlenecks.shape[2:])
+        if self.trained:
+            scores = self.trained.probabilities_of_bottlenecks(flat)
+        else:
+            features = cut.tail(self.stock, node)(flat[:, 0], training=False)
+            scores = cut.classifier_layer(self.stock)(features).numpy()
+        return scores.reshape(count, num_branches, -1)
+
+
+def _label_mapper(description: dict):
+    """Dataset class name -> index in the model's classes."""
+    if description["label_space"] == "imagenet":
+        from bottlenecks import registry
+
+        names = description["records_class_names"]
+        indices = registry.imagenet_indices(names, integers_are_indices=True)
+        return dict(zip(names, indices))
+    return {name: index for index, name in enumerate(description["class_names"])}
+
+
+def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=None, split="validation",
+                             batch_size=32) -> Predictions:
+    model = export.ExportedClassifier(model_dir)
+    description = model.description
+    baseline = _BaselineModel(description, baseline_logdir)
+    manifest = manifest_lib.read_manifest(records_dir)
+    mapper = _label_mapper(description)
+    label_of = np.asarray([mapper[name] for name in manifest["class_names"]])
+    node = description["node"]
+    topology, labels, image_ids = [], [], []
+    for bottlenecks, label, image_id in reader.make_dataset(records_dir, node, split, batch_size,
+                                                            branches=description["branch_indices"], with_ids=True):
+        topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
+        labels.append(label_of[label.numpy()])
+        image_ids.extend(image_id.numpy().astype(str))
+    branches = None
+    if baseline.available:
+        by_id = {}
+        for bottlenecks, _, image_id in reader.make_dataset(records_dir, baseline.node(description), split,
+                                                            batch_size, with_ids=True):
+            by_id.update(zip(image_id.numpy().astype(str),
+                             baseline.from_bottlenecks(bottlenecks.numpy(), baseline.node(description))))
+        branches = np.stack([by_id[image_id] for image_id in image_ids])
+    return Predictions(image_ids, np.concatenate(labels), np.concatenate(topology), branches,
+                       list(manifest["branches"]), list(description["class_names"]))
+
+
+def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_logdir=None,
+                            split: str | None = "validation", batch_size: int = 8) -> Predictions:
+    """The same figures from raw image files, decoded and laddered as the offline stage does."""
+    import tensorflow as tf
+
+    model = export.ExportedClassifier(model_dir)
+    description = model.description
+    baseline = _BaselineModel(description, baseline_logdir)
+    mapper = _label_mapper(description)
+    items = index.items if split is None else index.split(split)
+    selected = np.asarray(description["branch_indices"])
+    topology, branches, labels, image_ids = [], [], [], []
+    for start in range(0, len(items), batch_size):
+        batch, pixels = [], []
+        for item in items[start:start + batch_size]:
+            try:
+                image = ladder.load_rgb(item.path)
+            except ladder.BadImage:
+                continue  # the offline stage quarantined it too
+            pixels.append(ladder.branch_images(tf.constant(image), description["input_size"],
+                                               description["qualities"], description["central_crop"]).numpy())
+            batch.append(item)
+        if not batch:
+            continue
+        pixels = np.stack(pixels)
+        topology.append(model.probabilities_of_pixels(pixels[:, selected]))
+        if baseline.available:
+            branches.append(baseline.from_pixels(pixels))
+        labels.extend(mapper[index.class_names[item.label]] for item in batch)
+        image_ids.extend(item.image_id for item in batch)
+    branch_names = ["original"] + [f"q{quality}" for quality in description["qualities"]]
+    return Predictions(image_ids, np.asarray(labels), np.concatenate(topology),
+                       np.concatenate(branches) if branches else None, branch_names,
+                       list(description["class_names"]))
+
+
+def _ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1-based rank of each label among its row's scores (ties counted in the label's favour)."""
+    label_scores = np.take_along_axis(scores, labels[:, None], axis=-1)
+    return 1 + (scores > label_scores).sum(axis=-1)
+
+
+def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
+    ranks = _ranks(scores, labels)
+    return {f"top{k}": float(np.mean(ranks <= k)) for k in TOP_K}
+
+
+def compare(topology_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000, seed: int = 0) -> dict:
+    """Type A (topology right, baseline wrong), Type B (the reverse), exact McNemar, bootstrap 95 % CI."""
+    type_a = int(np.sum(topology_right & ~baseline_right))
+    type_b = int(np.sum(~topology_right & baseline_right))
+    discordant = type_a + type_b
+    p_value = float(scipy.stats.binomtest(type_a, discordant, 0.5).pvalue) if discordant else 1.0
+    rng = np.random.default_rng(seed)
+    count = len(topology_right)
+    difference = topology_right.astype(np.float64) - baseline_right.astype(np.float64)
+    samples = rng.integers(0, count, size=(resamples, count))
+    means = difference[samples].mean(axis=1)
+    return {"type_a": type_a, "type_b": type_b, "mcnemar_exact_p": p_value,
+            "top1_difference": float(difference.mean()),
+            "top1_difference_ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]}
+
+
+def evaluate(predictions: Predictions, image_ids=()) -> dict:
+    labels = predictions.labels
+    result = {"num_images": len(labels), "topology": _top_k(predictions.topology, labels)}
+    if predictions.branches is None:
+        result["note"] = ("no baseline: the classes are not ImageNet's, so pass --baseline LOGDIR of a "
+                          "single-branch training (train-block-by-block --branches 0)")
+        return result
+    branches = predictions.branches
+    result["baseline"] = _top_k(branches[:, 0], labels)
+    result["branches"] = {name: _top_k(branches[:, index], labels)
+                          for index, name in enumerate(predictions.branch_names)}
+    branch_ranks = np.stack([_ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1)
+    result["oracle"] = {f"top{k}": float(np.mean((branch_ranks <= k).any(axis=1))) for k in TOP_K}
+    result["ensemble"] = _top_k(branches.mean(axis=1), labels)
+    topology_right = predictions.topology.argmax(1) == labels
+    baseline_right = branches[:, 0].argmax(1) == labels
+    result["versus_baseline"] = compare(topology_right, baseline_right)
+    result["images"] = {image_id: image_table(predictions, predictions.image_ids.index(image_id))
+                        for image_id in image_ids if image_id in predictions.image_ids}
+    missing = [image_id for image_id in image_ids if image_id not in predictions.image_ids]
+    if missing:
+        result["images_not_found"] = missing
+    return result
+
+
+def image_table(predictions: Predictions, row: int) -> dict:
+    """Rank and confidence of the true label and of the baseline's top label, per branch (Tables 4.9-4.12)."""
+    scores = predictions.branches[row]
+    true_label = int(predictions.labels[row])
+    baseline_label = int(scores[0].argmax())
+    per_branch = {}
+    for index, name in enumerate(predictions.branch_names):
+        branch = scores[index]
+        per_branch[name] = {
+            "true_rank": int(1 + np.sum(branch > branch[true_label])), "true_confidence": float(branch[true_label]),
+            "baseline_top_rank": int(1 + np.sum(branch > branch[baseline_label])),
+            "baseline_top_confidence": float(branch[baseline_label])}
+    return {"true_label": predictions.class_names[true_label],
+            "baseline_top_label": predictions.class_names[baseline_label],
+            "topology_top_label": predictions.class_names[int(predictions.topology[row].argmax())],
+            "branches": per_branch}
+
+
+def markdown(result: dict, title: str) -> str:
+    def percent(value):
+        return f"{100 * value:.2f}"
+
+    lines = [f"# {title}", "", f"{result['num_images']} images.", "",
+             "| model | top-1 % | top-5 % | top-10 % |", "|---|---:|---:|---:|"]
+    rows = [("topology", result["topology"])]
+    if "baseline" in result:
+        rows = ([("baseline (original only)", result["baseline"])] + rows +
+                [("oracle: any branch right", result["oracle"]), ("ensemble: mean probability", result["ensemble"])] +
+                [(f"branch {name} alone", scores) for name, scores in result["branches"].items()])
+    lines.extend(f"| {name} | {percent(scores['top1'])} | {percent(scores['top5'])} | {percent(scores['top10'])} |"
+                 for name, scores in rows)
+    if "versus_baseline" in result:
+        versus = result["versus_baseline"]
+        low, high = versus["top1_difference_ci95"]
+        lines += ["", "## Topology versus baseline", "",
+                  f"- Type A (topology right, baseline wrong): {versus['type_a']}",
+                  f"- Type B (baseline right, topology wrong): {versus['type_b']}",
+                  f"- exact McNemar p-value: {versus['mcnemar_exact_p']:.4g}",
+                  f"- top-1 difference: {percent(versus['top1_difference'])} points, bootstrap 95 % interval "
+                  f"[{percent(low)}, {percent(high)}]"]
+    else:
+        lines += ["", f"Note: {result['note']}"]
+    for image_id, table in result.get("images", {}).items():
+        lines += ["", f"## {image_id}", "",
+                  f"True label: {table['true_label']}; baseline's top label: {table['baseline_top_label']}; "
+                  f"topology's: {table['topology_top_label']}.", "",
+                  "| branch | true rank | true confidence | baseline-top rank | baseline-top confidence |",
+                  "|---|---:|---:|---:|---:|"]
+        lines.extend(f"| {name} | {row['true_rank']} | {row['true_confidence']:.4f} | {row['baseline_top_rank']} | "
+                     f"{row['baseline_top_confidence']:.4f} |" for name, row in table["branches"].items())
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    manifest_lib.write_json_atomic(os.path.join(out_dir, "evaluation.json"), result)
+    with open(os.path.join(out_dir, "evaluation.md"), "w") as file:
+        file.write(markdown(result, title))

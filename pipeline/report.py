@@ -1,0 +1,168 @@
+"""One Markdown report with PNG plots: the analyses that let a researcher judge the idea.
+
+Accuracy versus quality factor; best top-1 per training stage (thesis Figure 4.2); zero fraction per
+node (Table 4.1); bytes per node and shard sizes (Table 4.2); timings (Table 4.3); the dataset's
+JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every number shown.
+"""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+from matplotlib import pyplot  # noqa: E402
+
+from pipeline import jpeg_quality  # noqa: E402
+from tfrecords import manifest as manifest_lib  # noqa: E402
+
+
+def _read(path):
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except FileNotFoundError:
+        return None
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _save(figure, directory, name) -> str:
+    figure.tight_layout()
+    figure.savefig(os.path.join(directory, name), dpi=100)
+    pyplot.close(figure)
+    return name
+
+
+def _accuracy_versus_quality(evaluation: dict, directory: str):
+    branches = evaluation.get("branches")
+    if not branches:
+        return None
+    qualities = [int(name[1:]) for name in branches if name != "original"]
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    for metric, marker in (("top1", "o"), ("top5", "s")):
+        axes.plot(qualities, [100 * branches[f"q{q}"][metric] for q in qualities], marker=marker,
+                  label=f"one branch alone, {metric}")
+        axes.axhline(100 * branches["original"][metric], linestyle=":", color="gray")
+    axes.axhline(100 * evaluation["topology"]["top1"], color="green", label="topology top1")
+    axes.set_xlabel("JPEG quality factor of the branch")
+    axes.set_ylabel("accuracy %")
+    axes.set_title("Accuracy per quality factor (dotted: the original image)")
+    axes.legend(fontsize=8)
+    return _save(figure, directory, "accuracy_per_quality.png")
+
+
+def _stages_plot(results: dict, directory: str):
+    stages = results["stages"]
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    labels = [f"{stage['stage']}: {stage['node']}" for stage in stages]
+    axes.plot(labels, [100 * stage["best_top1"] for stage in stages], marker="o", label="topology, best top-1")
+    if results.get("baseline"):
+        axes.axhline(100 * results["baseline"]["top1"], linestyle="--", color="gray", label="baseline top-1")
+    axes.set_ylabel("validation top-1 %")
+    axes.set_title("Best top-1 per training stage")
+    axes.legend()
+    return _save(figure, directory, "best_top1_per_stage.png")
+
+
+def _nodes_plot(manifest: dict, directory: str):
+    nodes = list(manifest["nodes"])
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    left.bar(nodes, [100 * manifest["nodes"][node]["zero_fraction"] for node in nodes])
+    left.set_ylabel("zeros %")
+    left.set_title("Zero fraction per node")
+    right.bar(nodes, [manifest["nodes"][node]["bytes_per_image"] / 1024 for node in nodes], label="stored")
+    right.bar(nodes, [manifest["nodes"][node]["float32_bytes_per_image"] / 1024 for node in nodes],
+              fill=False, label="float32")
+    right.set_ylabel("KiB per image")
+    right.set_title("Storage per node")
+    right.legend()
+    for axes in (left, right):
+        axes.tick_params(axis="x", rotation=30)
+    return _save(figure, directory, "nodes.png")
+
+
+def _data_directory(manifest: dict, data_dir: str | None):
+    if data_dir:
+        return data_dir
+    run = manifest.get("config", {})
+    if run.get("data_dir"):
+        return run["data_dir"]
+    if run.get("labels_csv"):
+        return os.path.dirname(os.path.abspath(run["labels_csv"]))
+    return None
+
+
+def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir: str | None = None,
+                 bench_files=()) -> dict:
+    """Writes out_dir/report.md, its PNGs and report.json; returns the numbers."""
+    os.makedirs(out_dir, exist_ok=True)
+    results = _read(os.path.join(logdir, "results.json"))
+    if results is None:
+        raise FileNotFoundError(f"{logdir} has no results.json: pass the --logdir of a training run")
+    evaluation = _read(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
+    manifest = manifest_lib.read_manifest(results["records"])
+    timings = _read(os.path.join(results["records"], "timings.json"))
+    numbers = {"results": results, "evaluation": evaluation, "nodes": manifest["nodes"], "timings": timings}
+    lines = ["# Multi-quality JPEG topology: report", "",
+             f"Backbone {results['backbone']}, branches {', '.join(results['branches'])}; records "
+             f"`{results['records']}`; training run `{logdir}`.", ""]
+
+    lines += ["## Training stages (best validation top-1 per stage)", "",
+              "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best top-5 % |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {stage['stage']} | {stage['node']} | {stage['thesis_block']} | {stage['learning_rate']:g} | "
+              f"{stage['steps']} | {stage['seconds']:.0f} | {_percent(stage['best_top1'])} | "
+              f"{_percent(stage['best_top5'])} |" for stage in results["stages"]]
+    if results.get("baseline"):
+        lines += ["", f"Baseline (the stock model on the original images): top-1 "
+                      f"{_percent(results['baseline']['top1'])} %, top-5 {_percent(results['baseline']['top5'])} %."]
+    lines += ["", f"![best top-1 per stage]({_stages_plot(results, out_dir)})", ""]
+
+    if evaluation:
+        from pipeline import evaluate
+
+        lines += ["## Evaluation", "", evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2]]
+        plot = _accuracy_versus_quality(evaluation, out_dir)
+        if plot:
+            lines += [f"![accuracy per quality factor]({plot})", ""]
+
+    lines += ["## Nodes: sparsity and storage", "",
+              "| node | encoding | zeros % | KiB per image | float32 KiB per image | ratio | shards | MiB on disk |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for node, entry in manifest["nodes"].items():
+        files = [shard["files"][node] for split in manifest["splits"].values() for shard in split["shards"]]
+        lines.append(f"| {node} | {entry['encoding']} | {_percent(entry['zero_fraction'])} | "
+                     f"{entry['bytes_per_image'] / 1024:.1f} | {entry['float32_bytes_per_image'] / 1024:.1f} | "
+                     f"{entry['bytes_per_image'] / entry['float32_bytes_per_image']:.3f} | {len(files)} | "
+                     f"{sum(file['num_bytes'] for file in files) / 2**20:.1f} |")
+    lines += ["", f"![nodes]({_nodes_plot(manifest, out_dir)})", ""]
+
+    lines += ["## Timings", ""]
+    if timings:
+        lines.append(f"- offline stage: {timings['images_processed']} images in {timings['seconds']:.1f} s "
+                     f"({timings['images_per_second']:.2f} images/s while extracting)")
+    lines += [f"- training stage {stage['stage']} ({stage['node']}): {stage['seconds']:.1f} s"
+              for stage in results["stages"]]
+    numbers["benchmarks"] = {}
+    for path in bench_files:
+        bench = _read(path)
+        if bench is not None:
+            numbers["benchmarks"][os.path.basename(path)] = bench
+            lines += ["", f"Benchmark `{path}`:", "", "```", json.dumps(bench, indent=1)[:3000], "```"]
+    lines.append("")
+
+    source = _data_directory(manifest, data_dir)
+    if source and os.path.isdir(source):
+        histogram = jpeg_quality.histogram_of_directory(source)
+        jpeg_quality.plot(histogram, os.path.join(out_dir, "quality_histogram.png"), os.path.basename(source))
+        numbers["quality_histogram"] = histogram.to_json()
+        lines += ["## JPEG quality of the dataset", "", "```", histogram.text(), "```", "",
+                  "![quality-factor histogram](quality_histogram.png)", ""]
+
+    with open(os.path.join(out_dir, "report.md"), "w") as file:
+        file.write("\n".join(lines))
+    manifest_lib.write_json_atomic(os.path.join(out_dir, "report.json"), numbers)
+    return numbers

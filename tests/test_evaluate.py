@@ -1,0 +1,77 @@
+"""Evaluation: one path from records or raw images, the statistics, and the per-image tables."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from pipeline import evaluate
+from pipeline import images
+from pipeline import train
+from tests.test_train import STAGES, _config, records  # noqa: F401 (records is a fixture)
+
+
+@pytest.fixture(scope="module")
+def trained(records, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("evaluate")
+    topology = _config(records, root / "topology", stages=STAGES[:1], max_epochs_per_stage=2.0)
+    baseline = dataclasses.replace(topology, logdir=str(root / "baseline"), branches=(0,))
+    train.train_and_evaluate(topology)
+    train.train_and_evaluate(baseline)
+    return topology.logdir, baseline.logdir
+
+
+def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path):  # noqa: F811
+    topology_dir, baseline_dir = trained
+    model = os.path.join(topology_dir, "export")
+    from_records = evaluate.predictions_from_records(model, records, baseline_dir)
+    manifest = json.load(open(os.path.join(records, "manifest.json")))
+    index = images.index_directory(manifest["config"]["data_dir"], manifest["config"]["validation_percent"])
+    from_images = evaluate.predictions_from_images(model, index, baseline_dir)
+    order = [from_images.image_ids.index(image_id) for image_id in from_records.image_ids]
+    assert sorted(from_records.image_ids) == sorted(from_images.image_ids)
+    np.testing.assert_array_equal(from_records.labels, from_images.labels[order])
+    np.testing.assert_allclose(from_records.topology, from_images.topology[order], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(from_records.branches, from_images.branches[order], rtol=1e-4, atol=1e-6)
+    image_id = from_records.image_ids[0]
+    result_records = evaluate.evaluate(from_records, [image_id])
+    result_images = evaluate.evaluate(from_images, [image_id])
+    assert result_records == result_images
+    assert set(result_records["branches"]) == {"original"} | {f"q{q}" for q in range(10, 101, 10)}
+    assert result_records["oracle"]["top1"] >= max(scores["top1"] for scores in result_records["branches"].values())
+    table = result_records["images"][image_id]["branches"]
+    assert len(table) == 11 and all(row["true_rank"] >= 1 for row in table.values())
+    evaluate.write(result_records, str(tmp_path / "out"))
+    text = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "exact McNemar" in text and image_id in text
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["num_images"] == len(order)
+
+
+def test_without_a_baseline_only_the_topology_is_scored(records, trained):  # noqa: F811
+    predictions = evaluate.predictions_from_records(os.path.join(trained[0], "export"), records)
+    result = evaluate.evaluate(predictions)
+    assert predictions.branches is None and "--baseline" in result["note"] and "topology" in result
+
+
+def test_compare_counts_type_a_and_b_with_an_exact_test_and_an_interval():
+    rng = np.random.default_rng(0)
+    baseline = rng.random(400) < 0.7
+    topology = baseline.copy()
+    topology[np.flatnonzero(~baseline)[:30]] = True  # 30 images won
+    topology[np.flatnonzero(baseline)[:10]] = False  # 10 lost
+    result = evaluate.compare(topology, baseline)
+    assert (result["type_a"], result["type_b"]) == (30, 10)
+    assert result["mcnemar_exact_p"] == pytest.approx(scipy.stats.binomtest(30, 40, 0.5).pvalue)
+    assert result["top1_difference"] == pytest.approx(20 / 400)
+    low, high = result["top1_difference_ci95"]
+    assert low < 20 / 400 < high and low > 0
+
+
+def test_ranks_and_top_k():
+    scores = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    labels = np.array([2, 1])
+    assert evaluate._ranks(scores, labels).tolist() == [2, 3]
+    assert evaluate._top_k(scores, labels) == {"top1": 0.0, "top5": 1.0, "top10": 1.0}

@@ -1,0 +1,52 @@
+"""Evaluate a trained topology against its baseline, every branch alone, the oracle and the ensemble.
+
+    evaluate --model LOGDIR/export --records RECORDS --out-dir OUT
+    evaluate --model LOGDIR/export --data-dir DIR [--baseline BASELINE_LOGDIR] --out-dir OUT
+writes OUT/evaluation.json and OUT/evaluation.md.
+"""
+
+import argparse
+import sys
+
+import tools
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="LOGDIR/export of the trained topology")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--records", help="make_tfrecords's --out-dir (evaluates its validation split)")
+    source.add_argument("--data-dir", help="raw images, root/<class>/* or root/train|val/<class>/*")
+    source.add_argument("--labels-csv", help="raw images listed as file,label[,split]")
+    parser.add_argument("--split", default="validation", choices=["validation", "train", "all"],
+                        help="which images of the source to evaluate (default: %(default)s)")
+    parser.add_argument("--baseline", help="LOGDIR of a single-branch training (--branches 0), needed when "
+                                           "the classes are not ImageNet's")
+    parser.add_argument("--image-ids", default="", help="comma-separated image ids for per-image tables")
+    parser.add_argument("--out-dir", required=True)
+    flags = parser.parse_args(argv)
+    from pipeline import evaluate
+    from pipeline import export
+    from pipeline import images
+
+    def run(_):
+        split = None if flags.split == "all" else flags.split
+        if flags.records:
+            predictions = evaluate.predictions_from_records(flags.model, flags.records, flags.baseline,
+                                                            split or "validation")
+        else:
+            percent = export.ExportedClassifier(flags.model).description["validation_percent"]
+            index = (images.index_directory(flags.data_dir, percent) if flags.data_dir
+                     else images.index_csv(flags.labels_csv, percent))
+            predictions = evaluate.predictions_from_images(flags.model, index, flags.baseline, split)
+        image_ids = [image_id for image_id in flags.image_ids.split(",") if image_id]
+        result = evaluate.evaluate(predictions, image_ids)
+        evaluate.write(result, flags.out_dir, f"Evaluation of {flags.model}")
+        print(evaluate.markdown(result, f"Evaluation of {flags.model}").split("\n## ")[0])
+        print(f"evaluate: wrote {flags.out_dir}/evaluation.json and evaluation.md")
+
+    return tools.run("evaluate", run, None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
