@@ -30,6 +30,9 @@ class DemoConfig:
     num_stages: int = 2
     batch_size: int = 16
     max_epochs_per_stage: float = 4.0
+    # Random-weight features are small, so the synthetic demo needs a bolder start than the thesis's 0.01.
+    learning_rate: float = 0.1
+    momentum: float = 0.9
     head_init: str = "random"
     progress: bool = True
 
@@ -50,7 +53,8 @@ def run_demo(config: DemoConfig) -> dict:
     training = config_lib.TrainConfig(
         records_dir=records, logdir=os.path.join(config.out_dir, "runs", "topology"), stages=stages,
         batch_size=config.batch_size, eval_every_steps=5, max_epochs_per_stage=config.max_epochs_per_stage,
-        head_init=config.head_init, progress=config.progress)
+        learning_rate=config.learning_rate, momentum=config.momentum, head_init=config.head_init,
+        progress=config.progress)
     results = train.train_and_evaluate(training)
     baseline_logdir = None
     if results["label_space"] != "imagenet":  # no stock classifier: train the single-branch baseline

@@ -85,15 +85,26 @@ class _BaselineModel:
         return scores.reshape(count, num_branches, -1)
 
 
-def _label_mapper(description: dict):
-    """Dataset class name -> index in the model's classes."""
-    if description["label_space"] == "imagenet":
-        from bottlenecks import registry
+class _LabelMapper(dict):
+    """Dataset class name -> index in the model's classes (a missing name fails with the fix)."""
 
-        names = description["records_class_names"]
-        indices = registry.imagenet_indices(names, integers_are_indices=True)
-        return dict(zip(names, indices))
-    return {name: index for index, name in enumerate(description["class_names"])}
+    def __init__(self, description: dict):
+        super().__init__()
+        self.imagenet = description["label_space"] == "imagenet"
+        self.class_names = description["class_names"]
+        if not self.imagenet:
+            self.update((name, index) for index, name in enumerate(self.class_names))
+
+    def __missing__(self, name: str) -> int:
+        if self.imagenet:  # wnids, or integer ImageNet indices as in ILSVRC validation label files
+            from bottlenecks import registry
+
+            indices = registry.imagenet_indices([name], integers_are_indices=True)
+            if indices is not None:
+                self[name] = indices[0]
+                return indices[0]
+        raise ValueError(f"class {name!r} is not one of the model's classes "
+                         f"({', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
 
 
 def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=None, split="validation",
@@ -102,7 +113,7 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
     manifest = manifest_lib.read_manifest(records_dir)
-    mapper = _label_mapper(description)
+    mapper = _LabelMapper(description)
     label_of = np.asarray([mapper[name] for name in manifest["class_names"]])
     node = description["node"]
     topology, labels, image_ids = [], [], []
@@ -131,7 +142,7 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
-    mapper = _label_mapper(description)
+    mapper = _LabelMapper(description)
     items = index.items if split is None else index.split(split)
     selected = np.asarray(description["branch_indices"])
     topology, branches, labels, image_ids = [], [], [], []
@@ -229,6 +240,11 @@ def image_table(predictions: Predictions, row: int) -> dict:
             "branches": per_branch}
 
 
+def _branch_order(name: str) -> int:
+    """original first, then by quality (JSON files keep keys sorted as text: q10, q100, q20, ...)."""
+    return -1 if name == "original" else int(name.lstrip("q"))
+
+
 def markdown(result: dict, title: str) -> str:
     def percent(value):
         return f"{100 * value:.2f}"
@@ -239,7 +255,8 @@ def markdown(result: dict, title: str) -> str:
     if "baseline" in result:
         rows = ([("baseline (original only)", result["baseline"])] + rows +
                 [("oracle: any branch right", result["oracle"]), ("ensemble: mean probability", result["ensemble"])] +
-                [(f"branch {name} alone", scores) for name, scores in result["branches"].items()])
+                [(f"branch {name} alone", result["branches"][name])
+                 for name in sorted(result["branches"], key=_branch_order)])
     lines.extend(f"| {name} | {percent(scores['top1'])} | {percent(scores['top5'])} | {percent(scores['top10'])} |"
                  for name, scores in rows)
     if "versus_baseline" in result:
@@ -260,7 +277,8 @@ def markdown(result: dict, title: str) -> str:
                   "| branch | true rank | true confidence | baseline-top rank | baseline-top confidence |",
                   "|---|---:|---:|---:|---:|"]
         lines.extend(f"| {name} | {row['true_rank']} | {row['true_confidence']:.4f} | {row['baseline_top_rank']} | "
-                     f"{row['baseline_top_confidence']:.4f} |" for name, row in table["branches"].items())
+                     f"{row['baseline_top_confidence']:.4f} |"
+                     for name, row in sorted(table["branches"].items(), key=lambda pair: _branch_order(pair[0])))
     return "\n".join(lines) + "\n"
 
 

@@ -37,10 +37,24 @@ class StageWriters:
         self._validation.close()
 
 
+_HPARAMS = ("stage", "node", "learning_rate", "branches", "batch_size", "momentum", "head_init",
+            "train_batchnorm", "backbone")
+
+
 class RunLogs:
     def __init__(self, logdir: str):
         self.logdir = logdir
         self._stages = tf.summary.create_file_writer(os.path.join(logdir, STAGES_RUN))
+        # Declaring the metrics makes the hparams view show each stage's best top-1 rather than
+        # whatever scalar happened to be logged last.
+        experiment = tf.summary.create_file_writer(logdir)
+        with experiment.as_default():
+            hparams_api.hparams_config(
+                hparams=[hparams_api.HParam(name) for name in _HPARAMS],
+                metrics=[hparams_api.Metric("best_top1", group="validation", display_name="best top-1"),
+                         hparams_api.Metric("top5", group="validation", display_name="last top-5"),
+                         hparams_api.Metric("loss", group="validation", display_name="last loss")])
+        experiment.close()
 
     def stage_writers(self, stage, config, setup) -> StageWriters:
         directory = os.path.join(self.logdir, stage.name)

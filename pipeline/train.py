@@ -326,8 +326,8 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
     step = int(state["step"].numpy())
     if step == 0 and state["best_top1"].numpy() < 0:  # the stage's starting point counts as a candidate
         metrics = steps.evaluate(validation)
-        writers.validation(0, metrics, stage.learning_rate)
         _record_evaluation(state, metrics, 0, eval_every, best, best_path)
+        writers.validation(0, {**metrics, "best_top1": float(state["best_top1"].numpy())}, stage.learning_rate)
         manager.save(checkpoint_number=0)
     train = iter(setup.strategy.experimental_distribute_dataset(
         stage_dataset(setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
@@ -350,8 +350,9 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
                 interval_loss = interval_correct = 0.0
                 interval_steps = 0
                 metrics = steps.evaluate(validation)
-                writers.validation(step, metrics, stage.learning_rate)
                 _record_evaluation(state, metrics, step, eval_every, best, best_path)
+                writers.validation(step, {**metrics, "best_top1": float(state["best_top1"].numpy())},
+                                   stage.learning_rate)
                 manager.save(checkpoint_number=step)
                 bar.set_postfix(top1=f"{metrics['top1']:.4f}", best=f"{float(state['best_top1'].numpy()):.4f}")
     writers.close()

@@ -16,7 +16,7 @@ from pipeline import train
 from tests.test_train import STAGES, _config, _scalars, records  # noqa: F401  (records: a fixture)
 
 RUN_NAMES = tuple(f"stage{index}_{node}" for index, node in enumerate(STAGES))
-VALIDATION_TAGS = {"top1", "top5", "loss", "learning_rate"}
+VALIDATION_TAGS = {"top1", "top5", "loss", "learning_rate", "best_top1"}
 TRAIN_TAGS = {"top1", "loss", "learning_rate"}
 START_SECONDS = 90  # TensorBoard imports TensorFlow before it listens: seconds, more on a busy machine
 LOAD_SECONDS = 60  # the first load of the logdir happens after the server already answers

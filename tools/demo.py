@@ -24,13 +24,16 @@ def main(argv=None) -> int:
                         help="CNN input size (default: %(default)s; 0 = the backbone's own)")
     parser.add_argument("--images-per-class", type=int, default=defaults.images_per_class)
     parser.add_argument("--max-epochs-per-stage", type=float, default=defaults.max_epochs_per_stage)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="of the first stage, then divided by 10 (default: %(default)s)")
     parser.add_argument("--head-init", choices=["random", "baseline"], default=defaults.head_init)
     parser.add_argument("--no-progress", action="store_true")
     flags = parser.parse_args(argv)
     config = demo.DemoConfig(
         out_dir=flags.out_dir, data_dir=flags.data_dir, backbone=flags.backbone, weights=flags.weights,
         input_size=flags.input_size or None, images_per_class=flags.images_per_class,
-        max_epochs_per_stage=flags.max_epochs_per_stage, head_init=flags.head_init,
+        max_epochs_per_stage=flags.max_epochs_per_stage, learning_rate=flags.learning_rate,
+        head_init=flags.head_init,
         progress=not flags.no_progress)
     return tools.run("demo", demo.run_demo, config)
 

@@ -1,0 +1,58 @@
+"""The demo end to end: real photos and real weights on a tiny budget, and the synthetic default."""
+
+import dataclasses
+import json
+import os
+import re
+
+import pytest
+
+from pipeline import demo
+from tests import conftest
+
+
+def _stage_rows(report_text):
+    """(node, best top-1 %, best top-5 %) from the report's stage table."""
+    rows = re.findall(r"^\| (\d+) \| (\S+) \| [^|]+ \| [^|]+ \| \d+ \| \d+ \| ([\d.]+) \| ([\d.]+) \|$",
+                      report_text, flags=re.MULTILINE)
+    return [(node, float(top1), float(top5)) for _, node, top1, top5 in rows]
+
+
+def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tmp_path):
+    weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+    data = conftest.shared_path("data", "imagenette-mini")
+    subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
+    for split, count in (("train", 8), ("val", 6)):
+        for wnid in sorted(os.listdir(os.path.join(data, split))):
+            os.makedirs(subset / split / wnid)
+            for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
+                os.symlink(os.path.join(data, split, wnid, name), subset / split / wnid / name)
+    outcome = demo.run_demo(demo.DemoConfig(
+        out_dir=str(tmp_path / "demo"), data_dir=str(subset), backbone="mobilenet_v2", weights=weights,
+        input_size=96, max_epochs_per_stage=2.0, learning_rate=0.01, momentum=0.0, head_init="baseline",
+        progress=False))
+    results = json.loads((tmp_path / "demo" / "runs" / "topology" / "results.json").read_text())
+    report_text = (tmp_path / "demo" / "report" / "report.md").read_text()
+    numbers = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert outcome["results"]["label_space"] == "imagenet" and "baseline" in results
+    assert numbers["results"] == results
+    assert _stage_rows(report_text) == [(stage["node"], round(100 * stage["best_top1"], 2),
+                                         round(100 * stage["best_top5"], 2)) for stage in results["stages"]]
+    assert f"top-1 {100 * results['baseline']['top1']:.2f} %" in report_text
+    evaluation = json.loads((tmp_path / "demo" / "evaluation" / "evaluation.json").read_text())
+    # The stock model scored in the evaluation is the same baseline the trainer measured.
+    assert evaluation["baseline"]["top1"] == pytest.approx(results["baseline"]["top1"])
+    assert evaluation["num_images"] == 60 and len(evaluation["branches"]) == 11
+    for name in ("best_top1_per_stage.png", "accuracy_per_quality.png", "nodes.png", "quality_histogram.png"):
+        assert (tmp_path / "demo" / "report" / name).stat().st_size > 5000, name
+    assert numbers["quality_histogram"]["standard"] == {"75": 140}  # imagenette-mini is saved at quality 75
+
+
+def test_synthetic_demo_runs_offline(tmp_path, capsys):
+    config = dataclasses.replace(demo.DemoConfig(out_dir=str(tmp_path / "demo")), images_per_class=8,
+                                 input_size=32, max_epochs_per_stage=1.0, progress=False)
+    demo.run_demo(config)
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and "tensorboard --logdir" in printed
+    assert (tmp_path / "demo" / "report" / "report.md").exists()
+    assert (tmp_path / "demo" / "runs" / "baseline" / "results.json").exists()  # made-up classes: own baseline
