@@ -3,8 +3,9 @@
 LOGDIR/
   config.json                  the run's settings; a rerun must match them to resume
   results.json                 per stage: node, learning rate, steps, best top-1/top-5, checkpoint
-  stage<k>_<node>/train|validation   TensorBoard runs, one per stage
-  stages/                      TensorBoard: best top-1 per stage, hparams, a sample's JPEG ladder
+  stage<k>_<node>/train|validation   TensorBoard runs, one per stage (the stage folder holds its hparams)
+  stages/                      TensorBoard: best top-1 per stage, a sample's JPEG ladder
+  events.out.tfevents.*        TensorBoard: the hparams experiment (best top-1 as its metric)
   checkpoints/stage<k>_<node>/latest   resume point (weights, optimizer, step, plateau state)
   checkpoints/stage<k>_<node>/best     the stage's best validation top-1
   export/                      the model that classifies raw images (see pipeline.export)
