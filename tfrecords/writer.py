@@ -76,8 +76,7 @@ def _check_compression(compression: str | None) -> str:
 def count_records(path: str, compression: str | None) -> int:
     """Reads every record back, which checks each one's CRC, and returns the count.
 
-    Counted inside one graph rather than eagerly record by record, which took most of the time
-    closing a shard took (about 3 % of the offline stage on 2 cores).
+    Counted inside one graph: eager iteration pays Python overhead on every record.
     """
     dataset = tf.data.TFRecordDataset(path, compression_type=_check_compression(compression))
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
