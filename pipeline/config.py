@@ -84,6 +84,8 @@ class TrainConfig:
     train_batchnorm: bool = False  # BatchNorm of unfrozen blocks stays in inference mode by default
     devices: tuple[str, ...] | None = None  # None: every local GPU, else the CPU
     shuffle_buffer: int = 10000
+    # A split whose decoded bottlenecks fit in this many MiB is decoded once and kept in memory.
+    cache_mb: float = 2048.0
     seed: int = 0
     export: bool = True
     progress: bool = True

@@ -143,10 +143,14 @@ def prepare(config: config_lib.TrainConfig) -> Setup:
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
              branches=None):
     config = setup.config
+    branches = branches or setup.branches
+    example_shape = setup.manifest["nodes"][node]["shape"]
+    decoded_mb = (setup.num_train if split == "train" else setup.num_validation) * len(branches) * \
+        math.prod(example_shape[1:]) * 4 / 2**20
     dataset = reader.make_dataset(
         config.records_dir, node, split, config.batch_size, shuffle=training, seed=seed, repeat=training,
-        drop_remainder=training, branches=branches or setup.branches, shuffle_buffer=config.shuffle_buffer,
-        start_batch=start_batch)
+        drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
+        start_batch=start_batch, cache_decoded=decoded_mb <= config.cache_mb)
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 

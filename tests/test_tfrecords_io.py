@@ -134,6 +134,21 @@ def test_shuffle_and_repeat_yield_every_record(tmp_path):
     assert seen[:NUM_IMAGES] != unshuffled
 
 
+@pytest.mark.parametrize("cache_decoded", [False, True])
+def test_a_resumed_stream_continues_the_same_batches(tmp_path, cache_decoded):
+    records_dir = str(_write_records(tmp_path))
+
+    def stream(start_batch):
+        return reader.make_dataset(records_dir, "mixed7", "train", batch_size=3, shuffle=True, seed=5,
+                                   repeat=True, drop_remainder=True, with_ids=True, shuffle_buffer=8,
+                                   start_batch=start_batch, cache_decoded=cache_decoded, branches=(0, 3))
+    whole = _check_batches(stream(0).take(7), "mixed7", branches=[0, 3])
+    resumed = _check_batches(stream(4).take(3), "mixed7", branches=[0, 3])
+    assert resumed == whole[12:]  # bit-identical batches, in the same order
+    assert sorted(whole[:NUM_IMAGES]) == sorted(IMAGES) and sorted(whole[NUM_IMAGES:2 * NUM_IMAGES]) == sorted(IMAGES)
+    assert whole[:NUM_IMAGES] != whole[NUM_IMAGES:2 * NUM_IMAGES]  # reshuffled every epoch
+
+
 def test_manifest_errors_name_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="run make_tfrecords first"):
         reader.make_dataset(str(tmp_path), "pool", "train", batch_size=2)

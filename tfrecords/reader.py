@@ -16,11 +16,13 @@ def dataset_size(records_dir: str, split: str) -> int:
 def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, shuffle: bool = False,
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
                  branches: tuple[int, ...] | None = None, with_ids: bool = False,
-                 shuffle_buffer: int = 1000, start_batch: int = 0) -> tf.data.Dataset:
+                 shuffle_buffer: int = 1000, start_batch: int = 0, cache_decoded: bool = False) -> tf.data.Dataset:
     """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]).
 
     `start_batch` resumes a seeded stream part-way: the records before it are read but not decoded,
     so a resumed training sees exactly the batches an uninterrupted one would have.
+    `cache_decoded` decodes each record once and keeps the decoded split in memory for later epochs
+    (for a split that fits in memory; then shuffling and resuming act on decoded examples).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
@@ -46,12 +48,6 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         num_parallel_calls=tf.data.AUTOTUNE,
         # A seed asks for a reproducible order; otherwise let the fastest file go first.
         deterministic=not shuffle or seed is not None)
-    if shuffle:
-        records = records.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        records = records.repeat()
-    if start_batch:
-        records = records.skip(start_batch * batch_size)
 
     def parse(serialized):
         parsed = example.parse_batch(serialized, shape, encoding)
@@ -61,5 +57,17 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         label = tf.cast(parsed["label"], tf.int32)
         return (bottleneck, label, parsed["image_id"]) if with_ids else (bottleneck, label)
 
-    batches = records.batch(batch_size, drop_remainder=drop_remainder)
-    return batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if cache_decoded:
+        examples = records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+    else:
+        examples = records  # still serialized: shuffled and skipped before the (costly) decoding
+    if shuffle:
+        examples = examples.shuffle(shuffle_buffer, seed=seed)
+    if repeat:
+        examples = examples.repeat()
+    if start_batch:
+        examples = examples.skip(start_batch * batch_size)
+    batches = examples.batch(batch_size, drop_remainder=drop_remainder)
+    if not cache_decoded:
+        batches = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)

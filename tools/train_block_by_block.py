@@ -36,6 +36,9 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
                         help="update BatchNorm statistics in unfrozen blocks (default: inference mode)")
     parser.add_argument("--devices", help="comma-separated devices for MirroredStrategy (default: all GPUs, "
                                           "else the CPU)")
+    parser.add_argument("--cache-mb", type=float, default=defaults.cache_mb,
+                        help="keep a split's decoded bottlenecks in memory when they fit in this many MiB "
+                             "(default: %(default)s; 0 decodes every epoch)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-progress", action="store_true")
     flags = parser.parse_args(argv)
@@ -46,7 +49,8 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             momentum=flags.momentum, eval_every_steps=flags.eval_every_steps,
             max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels,
-            train_batchnorm=flags.train_batchnorm, devices=_tuple(flags.devices), seed=flags.seed,
+            train_batchnorm=flags.train_batchnorm, devices=_tuple(flags.devices), cache_mb=flags.cache_mb,
+            seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:
         parser.error(str(error))
