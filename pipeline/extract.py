@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import math
 import os
 import time
@@ -102,11 +101,7 @@ class _Progress:
         return os.path.join(self.directory, name)
 
     def _read(self, name: str):
-        try:
-            with open(self._path(name)) as file:
-                return json.load(file)
-        except FileNotFoundError:
-            return None
+        return manifest_lib.read_json(self._path(name))
 
     def start(self, identity: dict, out_dir: str) -> None:
         stored = self._read("job.json")
@@ -389,10 +384,11 @@ def _summary(manifest: dict, results, pending, seconds: float, extracting_second
         f"{entry['bytes_per_image'] / entry['float32_bytes_per_image']:.2f}x float32"
         for node, entry in manifest["nodes"].items())
     num_shards = sum(split["num_shards"] for split in manifest["splits"].values())
+    this_run = (f"this run processed {processed} images in {seconds:.1f} s wall time "
+                f"({_rate(processed, extracting_seconds):.2f} images/s while extracting; {len(pending)} shards "
+                f"redone)" if pending else "every shard was already complete, so this run changed nothing")
     text = (f"make_tfrecords: {written} images written and {manifest['num_quarantined']} skipped "
-            f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; this run processed {processed} "
-            f"images in {seconds:.1f} s wall time ({_rate(processed, extracting_seconds):.2f} images/s "
-            f"while extracting; {len(pending)} shards redone). Per node: {node_lines}.")
+            f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; {this_run}. Per node: {node_lines}.")
     return {"images_written": written, "images_skipped": manifest["num_quarantined"],
             "images_processed": processed, "seconds": seconds,
             "extracting_seconds": extracting_seconds,

@@ -17,14 +17,6 @@ from pipeline import jpeg_quality  # noqa: E402
 from tfrecords import manifest as manifest_lib  # noqa: E402
 
 
-def _read(path):
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except FileNotFoundError:
-        return None
-
-
 def _percent(value) -> str:
     return f"{100 * value:.2f}"
 
@@ -99,12 +91,12 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
                  bench_files=()) -> dict:
     """Writes out_dir/report.md, its PNGs and report.json; returns the numbers."""
     os.makedirs(out_dir, exist_ok=True)
-    results = _read(os.path.join(logdir, "results.json"))
+    results = manifest_lib.read_json(os.path.join(logdir, "results.json"))
     if results is None:
         raise FileNotFoundError(f"{logdir} has no results.json: pass the --logdir of a training run")
-    evaluation = _read(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
+    evaluation = manifest_lib.read_json(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
     manifest = manifest_lib.read_manifest(results["records"])
-    timings = _read(os.path.join(results["records"], "timings.json"))
+    timings = manifest_lib.read_json(os.path.join(results["records"], "timings.json"))
     numbers = {"results": results, "evaluation": evaluation, "nodes": manifest["nodes"], "timings": timings}
     lines = ["# Multi-quality JPEG topology: report", "",
              f"Backbone {results['backbone']}, branches {', '.join(results['branches'])}; records "
@@ -148,7 +140,7 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
               for stage in results["stages"]]
     numbers["benchmarks"] = {}
     for path in bench_files:
-        bench = _read(path)
+        bench = manifest_lib.read_json(path)
         if bench is not None:
             numbers["benchmarks"][os.path.basename(path)] = bench
             lines += ["", f"Benchmark `{path}`:", "", "```", json.dumps(bench, indent=1)[:3000], "```"]

@@ -12,7 +12,6 @@ LOGDIR/
 """
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -223,14 +222,6 @@ def _stage_state():
             "steps_since_best": tf.Variable(0, dtype=tf.int64)}
 
 
-def _read_json(path):
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except FileNotFoundError:
-        return None
-
-
 def _check_config(config: config_lib.TrainConfig) -> None:
     os.makedirs(config.logdir, exist_ok=True)
     settings = {key: list(value) if isinstance(value, tuple) else value
@@ -238,7 +229,7 @@ def _check_config(config: config_lib.TrainConfig) -> None:
                 # Resuming on other devices (or without a progress bar) is still the same run.
                 if key not in ("progress", "export", "devices")}
     path = os.path.join(config.logdir, "config.json")
-    stored = _read_json(path)
+    stored = manifest_lib.read_json(path)
     if stored is None:
         manifest_lib.write_json_atomic(path, settings)
     elif stored != settings:
@@ -252,7 +243,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     _check_config(config)
     setup = prepare(config)
     results_path = os.path.join(config.logdir, RESULTS_NAME)
-    results = _read_json(results_path) or {
+    results = manifest_lib.read_json(results_path) or {
         "records": os.path.abspath(config.records_dir), "backbone": setup.backbone.name,
         "branches": [setup.manifest["branches"][branch] for branch in setup.branches],
         "branch_indices": list(setup.branches), "label_space": "imagenet" if setup.label_map is not None

@@ -47,6 +47,26 @@ def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int
     return paths
 
 
+TRAIN_STAGES = ("pool", "conv4_block6_out")
+
+
+@pytest.fixture(scope="session")
+def records(tmp_path_factory):
+    """ResNet-50 V2 records (random weights, 32 px: its activations do not vanish) of 18 tiny images."""
+    import dataclasses
+
+    from pipeline import config as config_lib
+    from pipeline import extract
+
+    root = tmp_path_factory.mktemp("train")
+    data = str(root / "images")
+    write_random_images(data, per_class=6)
+    config = dataclasses.replace(config_lib.tiny(str(root / "records"), data), backbone="resnet50_v2",
+                                 nodes=TRAIN_STAGES, validation_percent=30)
+    extract.make_tfrecords(config)
+    return config.out_dir
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     root = str(tmp_path / "images")

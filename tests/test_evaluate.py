@@ -11,11 +11,11 @@ import scipy.stats
 from pipeline import evaluate
 from pipeline import images
 from pipeline import train
-from tests.test_train import STAGES, _config, records  # noqa: F401 (records is a fixture)
+from tests.test_train import STAGES, _config
 
 
 @pytest.fixture(scope="module")
-def trained(records, tmp_path_factory):  # noqa: F811
+def trained(records, tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     topology = _config(records, root / "topology", stages=STAGES[:1], max_epochs_per_stage=2.0)
     baseline = dataclasses.replace(topology, logdir=str(root / "baseline"), branches=(0,))
@@ -24,7 +24,7 @@ def trained(records, tmp_path_factory):  # noqa: F811
     return topology.logdir, baseline.logdir
 
 
-def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path):  # noqa: F811
+def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path):
     topology_dir, baseline_dir = trained
     model = os.path.join(topology_dir, "export")
     from_records = evaluate.predictions_from_records(model, records, baseline_dir)
@@ -50,7 +50,7 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
     assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["num_images"] == len(order)
 
 
-def test_without_a_baseline_only_the_topology_is_scored(records, trained):  # noqa: F811
+def test_without_a_baseline_only_the_topology_is_scored(records, trained):
     predictions = evaluate.predictions_from_records(os.path.join(trained[0], "export"), records)
     result = evaluate.evaluate(predictions)
     assert predictions.branches is None and "--baseline" in result["note"] and "topology" in result

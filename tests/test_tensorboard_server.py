@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from pipeline import train
-from tests.test_train import STAGES, _config, _scalars, records  # noqa: F401  (records: a fixture)
+from tests.test_train import STAGES, _config, _scalars
 
 RUN_NAMES = tuple(f"stage{index}_{node}" for index, node in enumerate(STAGES))
 VALIDATION_TAGS = {"top1", "top5", "loss", "learning_rate", "best_top1"}
@@ -26,7 +26,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
-def trained_run(records, tmp_path_factory):  # noqa: F811  (pytest passes the imported fixture)
+def trained_run(records, tmp_path_factory):
     """Two short stages (about three evaluations each) logged to a fresh LOGDIR."""
     logdir = tmp_path_factory.mktemp("tensorboard_server") / "run"
     results = train.train_and_evaluate(_config(records, logdir, export=False, max_epochs_per_stage=1.0))
@@ -179,7 +179,7 @@ def test_served_scalars_equal_the_event_files_and_results(server, trained_run):
                          for index, stage in enumerate(saved["stages"])]
 
 
-def test_hparams_are_active_and_the_jpeg_ladder_is_served(server, records, trained_run):  # noqa: F811
+def test_hparams_are_active_and_the_jpeg_ladder_is_served(server, records, trained_run):
     base_url, log_path = server
     _, results = trained_run
     listing = _eventually(lambda: _get_json(base_url, "/data/plugins_listing"),

@@ -17,24 +17,11 @@ from tensorboard.backend.event_processing import event_accumulator
 from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline import export
-from pipeline import extract
 from pipeline import topology
 from pipeline import train
 from tests import conftest
 
-STAGES = ("pool", "conv4_block6_out")
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    """ResNet-50 V2 (random weights, 32 px: its activations do not vanish) on 18 tiny images."""
-    root = tmp_path_factory.mktemp("train")
-    data = str(root / "images")
-    conftest.write_random_images(data, per_class=6)
-    config = dataclasses.replace(config_lib.tiny(str(root / "records"), data), backbone="resnet50_v2",
-                                 nodes=STAGES, validation_percent=30)
-    extract.make_tfrecords(config)
-    return config.out_dir
+STAGES = conftest.TRAIN_STAGES
 
 
 def _config(records, logdir, **changes):

@@ -19,6 +19,15 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(temporary, path)
 
 
+def read_json(path: str):
+    """The JSON content of path, or None when there is no such file (yet)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        return None
+
+
 def read_manifest(records_dir: str) -> dict:
     path = os.path.join(records_dir, MANIFEST_NAME)
     if not os.path.isfile(path):
