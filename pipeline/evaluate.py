@@ -171,9 +171,10 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
 
 
 def _ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """1-based rank of each label among its row's scores (ties counted in the label's favour)."""
+    """1-based rank of each label among its row's scores; ties go to the lower class index, as argmax does."""
     label_scores = np.take_along_axis(scores, labels[:, None], axis=-1)
-    return 1 + (scores > label_scores).sum(axis=-1)
+    tied_before = (scores == label_scores) & (np.arange(scores.shape[-1]) < labels[:, None])
+    return 1 + (scores > label_scores).sum(axis=-1) + tied_before.sum(axis=-1)
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -230,9 +231,10 @@ def image_table(predictions: Predictions, row: int) -> dict:
     per_branch = {}
     for index, name in enumerate(predictions.branch_names):
         branch = scores[index]
+        ranks = _ranks(np.stack([branch, branch]), np.array([true_label, baseline_label]))
         per_branch[name] = {
-            "true_rank": int(1 + np.sum(branch > branch[true_label])), "true_confidence": float(branch[true_label]),
-            "baseline_top_rank": int(1 + np.sum(branch > branch[baseline_label])),
+            "true_rank": int(ranks[0]), "true_confidence": float(branch[true_label]),
+            "baseline_top_rank": int(ranks[1]),
             "baseline_top_confidence": float(branch[baseline_label])}
     return {"true_label": predictions.class_names[true_label],
             "baseline_top_label": predictions.class_names[baseline_label],

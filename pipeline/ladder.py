@@ -11,6 +11,9 @@ import tensorflow as tf
 from pipeline import config as config_lib
 
 
+MAX_SIDE = 65535  # JPEG's limit: the ladder could not re-encode a larger image
+
+
 class BadImage(ValueError):
     """A file that cannot be used as an image; its message is the reason recorded in quarantine."""
 
@@ -27,6 +30,9 @@ def load_rgb(path: str) -> np.ndarray:
         if not header:
             raise BadImage("empty file (0 bytes)")
         with PIL.Image.open(path) as image:
+            if max(image.size) > MAX_SIDE:
+                raise BadImage(f"too large to re-encode as JPEG: {image.size[0]}x{image.size[1]} px "
+                               f"(JPEG allows at most {MAX_SIDE} px a side)")
             image.load()  # decodes now, so a truncated file fails here and not later
             return _to_rgb(image)
     except BadImage:

@@ -106,14 +106,20 @@ def prepare(config: config_lib.TrainConfig) -> Setup:
         raise ValueError(f"--branches {bad} do not exist: the records hold branches 0..{num_record_branches - 1} "
                          f"({', '.join(manifest['branches'])})")
     stage_nodes = config.stages or backbone.default_stages
+    registry.check_nodes(backbone, stage_nodes)
+    depths = [backbone.nodes.index(node) for node in stage_nodes]
+    if len(set(stage_nodes)) != len(stage_nodes) or depths != sorted(depths, reverse=True):
+        raise ValueError(f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
+                         f"before it, so that every stage unfreezes one more block (e.g. "
+                         f"{','.join(backbone.default_stages)})")
     missing = [node for node in stage_nodes if node not in manifest["nodes"]]
     if missing:
         raise ValueError(f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
                          f"(they hold {', '.join(manifest['nodes'])}); rerun make_tfrecords with "
                          f"--nodes {','.join(stage_nodes)}")
     for split in ("train", "validation"):
-        if split not in manifest["splits"]:
-            raise ValueError(f"the records in {config.records_dir} have no {split} split; rerun make_tfrecords "
+        if not manifest["splits"].get(split, {}).get("num_records"):
+            raise ValueError(f"the records in {config.records_dir} have no {split} images; rerun make_tfrecords "
                              f"with --validation-percent above 0 or a train/val folder layout")
     strategy = make_strategy(config.devices)
     with strategy.scope():
@@ -219,7 +225,8 @@ def _stage_state():
     """What a resumed stage needs besides the weights: where it was and how its plateau stood."""
     return {"step": tf.Variable(0, dtype=tf.int64), "best_top1": tf.Variable(-1.0, dtype=tf.float64),
             "best_top5": tf.Variable(0.0, dtype=tf.float64), "best_step": tf.Variable(0, dtype=tf.int64),
-            "steps_since_best": tf.Variable(0, dtype=tf.int64)}
+            "steps_since_best": tf.Variable(0, dtype=tf.int64), "last_eval_step": tf.Variable(0, dtype=tf.int64),
+            "seconds": tf.Variable(0.0, dtype=tf.float64)}  # wall time of the stage, across resumes
 
 
 def _check_config(config: config_lib.TrainConfig) -> None:
@@ -240,8 +247,8 @@ def _check_config(config: config_lib.TrainConfig) -> None:
 
 def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     """Runs (or resumes) every stage and returns results.json's content."""
+    setup = prepare(config)  # first, so a run refused for bad flags does not record them
     _check_config(config)
-    setup = prepare(config)
     results_path = os.path.join(config.logdir, RESULTS_NAME)
     results = manifest_lib.read_json(results_path) or {
         "records": os.path.abspath(config.records_dir), "backbone": setup.backbone.name,
@@ -258,9 +265,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     for stage in setup.stages:
         if stage.node in done:
             continue
-        started = time.perf_counter()
         outcome = _train_stage(setup, stage, logs)
-        outcome["seconds"] = outcome.get("seconds_before_resume", 0.0) + time.perf_counter() - started
         results["stages"].append(outcome)
         manifest_lib.write_json_atomic(results_path, results)
         logs.stage_summary(stage, outcome, config, setup)
@@ -320,11 +325,17 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
     max_steps = max(1, round(config.max_epochs_per_stage * steps_per_epoch))
     writers = logs.stage_writers(stage, config, setup)
     step = int(state["step"].numpy())
+    seconds_before, started = float(state["seconds"].numpy()), time.perf_counter()
+
+    def save(number):
+        state["seconds"].assign(seconds_before + time.perf_counter() - started)
+        manager.save(checkpoint_number=number)
+
     if step == 0 and state["best_top1"].numpy() < 0:  # the stage's starting point counts as a candidate
         metrics = steps.evaluate(validation)
-        _record_evaluation(state, metrics, 0, eval_every, best, best_path)
+        _record_evaluation(state, metrics, 0, best, best_path)
         writers.validation(0, {**metrics, "best_top1": float(state["best_top1"].numpy())}, stage.learning_rate)
-        manager.save(checkpoint_number=0)
+        save(0)
     train = iter(setup.strategy.experimental_distribute_dataset(
         stage_dataset(setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
     interval_loss = interval_correct = 0.0
@@ -346,10 +357,10 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
                 interval_loss = interval_correct = 0.0
                 interval_steps = 0
                 metrics = steps.evaluate(validation)
-                _record_evaluation(state, metrics, step, eval_every, best, best_path)
+                _record_evaluation(state, metrics, step, best, best_path)
                 writers.validation(step, {**metrics, "best_top1": float(state["best_top1"].numpy())},
                                    stage.learning_rate)
-                manager.save(checkpoint_number=step)
+                save(step)
                 bar.set_postfix(top1=f"{metrics['top1']:.4f}", best=f"{float(state['best_top1'].numpy()):.4f}")
     writers.close()
     return {"stage": stage.index, "node": stage.node,
@@ -357,7 +368,8 @@ def _train_stage(setup: Setup, stage: Stage, logs) -> dict:
             "learning_rate": stage.learning_rate, "steps": step, "epochs": step / steps_per_epoch,
             "best_step": int(state["best_step"].numpy()),
             "best_top1": float(state["best_top1"].numpy()), "best_top5": float(state["best_top5"].numpy()),
-            "checkpoint": best_path, "ended_by": "plateau" if step < max_steps else "max_epochs"}
+            "checkpoint": best_path, "seconds": seconds_before + time.perf_counter() - started,
+            "ended_by": "plateau" if int(state["steps_since_best"].numpy()) >= plateau_steps else "max_epochs"}
 
 
 def _start_stage(setup: Setup, stage: Stage) -> None:
@@ -374,15 +386,17 @@ def _start_stage(setup: Setup, stage: Stage) -> None:
     tf.train.Checkpoint(**checkpoint_objects(setup, previous.node)).read(path).assert_existing_objects_matched()
 
 
-def _record_evaluation(state, metrics, step, eval_every, best, best_path) -> None:
+def _record_evaluation(state, metrics, step, best, best_path) -> None:
+    steps_since_last = step - int(state["last_eval_step"].numpy())
+    state["last_eval_step"].assign(step)
     if metrics["top1"] > state["best_top1"].numpy():
         state["best_top1"].assign(metrics["top1"])
         state["best_top5"].assign(metrics["top5"])
         state["best_step"].assign(step)
         state["steps_since_best"].assign(0)
         best.write(best_path)
-    elif step > 0:
-        state["steps_since_best"].assign_add(eval_every)
+    else:
+        state["steps_since_best"].assign_add(steps_since_last)
 
 
 def evaluate_baseline(setup: Setup) -> dict:

@@ -75,3 +75,6 @@ def test_ranks_and_top_k():
     labels = np.array([2, 1])
     assert evaluate._ranks(scores, labels).tolist() == [2, 3]
     assert evaluate._top_k(scores, labels) == {"top1": 0.0, "top5": 1.0, "top10": 1.0}
+    # A tie goes to the lower class index, as argmax does: a uniform guess is not "right" for everyone.
+    uniform = np.full((2, 3), 1 / 3)
+    assert evaluate._ranks(uniform, np.array([0, 2])).tolist() == [1, 3]

@@ -157,9 +157,12 @@ def test_clear_errors(records, tmp_path):
     with pytest.raises(ValueError, match="lack the node.*conv3_block4_out.*--nodes pool,conv3_block4_out"):
         train.train_and_evaluate(_config(records, tmp_path / "a", stages=("pool", "conv3_block4_out")))
     with pytest.raises(ValueError, match=r"--branches \[11\] do not exist"):
-        train.train_and_evaluate(_config(records, tmp_path / "b", branches=(0, 11)))
+        train.train_and_evaluate(_config(records, tmp_path / "d", branches=(0, 11)))
+    with pytest.raises(ValueError, match="earlier node than the one before it"):
+        train.train_and_evaluate(_config(records, tmp_path / "b", stages=("conv4_block6_out", "pool")))
     with pytest.raises(ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"):
         train.train_and_evaluate(_config(records, tmp_path / "c", head_init="baseline"))
+    # The refused run above recorded nothing, so the corrected command runs in the same folder.
     train.train_and_evaluate(_config(records, tmp_path / "d", stages=("pool",), max_epochs_per_stage=1.0,
                                      export=False))
     with pytest.raises(ValueError, match="other settings.*batch_size"):
