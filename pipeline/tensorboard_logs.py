@@ -5,8 +5,8 @@ import os
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from pipeline import images
 from pipeline import ladder
+from tfrecords import reader
 
 STAGES_RUN = "stages"
 
@@ -79,12 +79,16 @@ class RunLogs:
                                      f"{outcome['steps']} steps, ended by {outcome['ended_by']}")
         self._stages.flush()
 
-    def sample_ladder(self, manifest: dict) -> str | None:
+    def sample_ladder(self, manifest: dict, records_dir: str) -> str | None:
         """One validation image's branches as TensorBoard images, when the source images are at hand."""
-        sample = _first_source_image(manifest)
-        if sample is None:
+        sample = _first_source_image(manifest, records_dir)
+        try:
+            image = ladder.load_rgb(sample) if sample else None
+        except ladder.BadImage:  # changed since the records were made
+            image = None
+        if image is None:
             return None
-        branches = ladder.jpeg_ladder(ladder.load_rgb(sample), manifest["qualities"])
+        branches = ladder.jpeg_ladder(image, manifest["qualities"])
         with self._stages.as_default(step=0):
             tf.summary.image("jpeg_ladder", branches, max_outputs=len(manifest["branches"]),
                              description=f"{sample}: " + ", ".join(manifest["branches"]))
@@ -92,21 +96,18 @@ class RunLogs:
         return sample
 
 
-def _first_source_image(manifest: dict) -> str | None:
+def _first_source_image(manifest: dict, records_dir: str) -> str | None:
+    """The source file of the first validation record: image ids are paths relative to the source,
+    so one record names it without walking a dataset that may hold a million files."""
     run = manifest.get("config", {})
-    try:
-        if run.get("data_dir"):
-            index = images.index_directory(run["data_dir"], run.get("validation_percent", 10.0))
-        elif run.get("labels_csv"):
-            index = images.index_csv(run["labels_csv"], run.get("validation_percent", 10.0))
-        else:
-            return None
-    except (OSError, ValueError):  # the images need not live beside the records
+    if run.get("data_dir"):
+        root = run["data_dir"]
+    elif run.get("labels_csv"):
+        root = os.path.dirname(os.path.abspath(run["labels_csv"]))
+    else:
         return None
-    for item in index.split(images.VALIDATION) + index.split(images.TRAIN):
-        try:
-            ladder.load_rgb(item.path)
-            return item.path
-        except ladder.BadImage:
-            continue
+    node = next(iter(manifest["nodes"]))
+    for _, _, image_ids in reader.make_dataset(records_dir, node, "validation", 1, with_ids=True).take(1):
+        path = os.path.join(root, image_ids.numpy()[0].decode())
+        return path if os.path.isfile(path) else None  # the images need not live beside the records
     return None

@@ -260,7 +260,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     if "baseline" not in results and setup.label_map is not None:
         results["baseline"] = evaluate_baseline(setup)
         manifest_lib.write_json_atomic(results_path, results)
-    logs.sample_ladder(setup.manifest)
+    logs.sample_ladder(setup.manifest, config.records_dir)
     done = {stage["node"] for stage in results["stages"]}
     for stage in setup.stages:
         if stage.node in done:
