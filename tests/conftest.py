@@ -47,6 +47,17 @@ def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int
     return paths
 
 
+def imagenette_subset(directory, per_split: dict) -> str:
+    """Symlinks the first photos of each class of ../shared imagenette-mini: {"train": 3, "val": 6}."""
+    data = shared_path("data", "imagenette-mini")
+    for split, count in per_split.items():
+        for wnid in sorted(os.listdir(os.path.join(data, split))):
+            os.makedirs(os.path.join(directory, split, wnid))
+            for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
+                os.symlink(os.path.join(data, split, wnid, name), os.path.join(directory, split, wnid, name))
+    return str(directory)
+
+
 TRAIN_STAGES = ("pool", "conv4_block6_out")
 
 

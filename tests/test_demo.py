@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import re
 
 import pytest
@@ -20,13 +19,8 @@ def _stage_rows(report_text):
 
 def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
-    data = conftest.shared_path("data", "imagenette-mini")
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
-    for split, count in (("train", 8), ("val", 6)):
-        for wnid in sorted(os.listdir(os.path.join(data, split))):
-            os.makedirs(subset / split / wnid)
-            for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
-                os.symlink(os.path.join(data, split, wnid, name), subset / split / wnid / name)
+    conftest.imagenette_subset(subset, {"train": 8, "val": 6})
     outcome = demo.run_demo(demo.DemoConfig(
         out_dir=str(tmp_path / "demo"), data_dir=str(subset), backbone="mobilenet_v2", weights=weights,
         input_size=96, max_epochs_per_stage=2.0, learning_rate=0.01, momentum=0.0, head_init="baseline",

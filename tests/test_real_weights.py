@@ -54,13 +54,8 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
 
 def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
-    data = conftest.shared_path("data", "imagenette-mini")
     subset = tmp_path / "images"
-    for split, count in (("train", 3), ("val", 6)):
-        for wnid in sorted(os.listdir(os.path.join(data, split))):
-            os.makedirs(subset / split / wnid)
-            for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
-                os.symlink(os.path.join(data, split, wnid, name), subset / split / wnid / name)
+    conftest.imagenette_subset(subset, {"train": 3, "val": 6})
     records = str(tmp_path / "records")
     extract.make_tfrecords(config_lib.ExtractConfig(
         out_dir=records, data_dir=str(subset), backbone="mobilenet_v2", weights=weights, nodes=("pool",),
