@@ -67,7 +67,7 @@ def records(tmp_path_factory):
     import dataclasses
 
     from pipeline import config as config_lib
-    from pipeline import extract
+    from pipeline.offline import extract
 
     root = tmp_path_factory.mktemp("train")
     data = str(root / "images")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipeline import demo
+from pipeline.demo import run as demo
 from tests import conftest
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pipeline import evaluate
-from pipeline import images
-from pipeline import train
+from pipeline.analysis import evaluate
+from pipeline.offline import images
+from pipeline.training import train
 from tests.test_train import STAGES, _config
 
 

@@ -17,8 +17,8 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import extract
-from pipeline import ladder
+from pipeline.offline import extract
+from pipeline.offline import ladder
 from tests import conftest
 from tfrecords import reader
 from tfrecords import writer

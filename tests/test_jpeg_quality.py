@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from pipeline import jpeg_quality
+from pipeline.offline import jpeg_quality
 
 
 def _jpeg(quality=None, **options):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
-from pipeline import ladder
+from pipeline.offline import ladder
 from tests import conftest
 
 

@@ -10,8 +10,8 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import extract
-from pipeline import train
+from pipeline.offline import extract
+from pipeline.training import train
 from tests import conftest
 from tests import test_train
 from tfrecords import reader

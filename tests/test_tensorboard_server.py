@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pipeline import train
+from pipeline.training import train
 from tests.test_train import STAGES, _config, _scalars
 
 RUN_NAMES = tuple(f"stage{index}_{node}" for index, node in enumerate(STAGES))

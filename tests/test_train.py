@@ -16,9 +16,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import export
-from pipeline import topology
-from pipeline import train
+from pipeline.training import export
+from pipeline.training import topology
+from pipeline.training import train
 from tests import conftest
 
 STAGES = conftest.TRAIN_STAGES

@@ -33,8 +33,8 @@ import tensorflow as tf
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import extract
-from pipeline import ladder
+from pipeline.offline import extract
+from pipeline.offline import ladder
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 

@@ -29,7 +29,7 @@ SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
 
 
 def make_records(data_dir: str, weights: str, out_dir: str, nodes) -> str:
-    from pipeline import extract
+    from pipeline.offline import extract
 
     config = config_lib.ExtractConfig(out_dir=out_dir, data_dir=data_dir, backbone="mobilenet_v2",
                                       weights=weights, nodes=tuple(nodes), num_shards=4, batch_size=8)
@@ -47,7 +47,7 @@ def steps_per_second(steps, iterator, count: int) -> float:
 
 def measure_input_pipeline(config: config_lib.TrainConfig, stage_index: int, rounds: int, steps_per_round: int):
     """Steps/s of one stage model fed from the records and from tensors already in memory."""
-    from pipeline import train
+    from pipeline.training import train
 
     setup = train.prepare(config)
     stage = setup.stages[stage_index]
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             print(f"bench_train: error: {path} is missing (pass --data-dir / --weights)", file=sys.stderr)
             return 2
     from bottlenecks import registry
-    from pipeline import train
+    from pipeline.training import train
 
     stages = registry.get_backbone("mobilenet_v2").default_stages[:2]
     records = make_records(flags.data_dir, flags.weights, os.path.join(flags.out, "records"), stages)

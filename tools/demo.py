@@ -11,7 +11,7 @@ import tools
 
 
 def main(argv=None) -> int:
-    from pipeline import demo
+    from pipeline.demo import run as demo
 
     defaults = demo.DemoConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

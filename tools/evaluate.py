@@ -25,9 +25,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image-ids", default="", help="comma-separated image ids for per-image tables")
     parser.add_argument("--out-dir", required=True)
     flags = parser.parse_args(argv)
-    from pipeline import evaluate
-    from pipeline import export
-    from pipeline import images
+    from pipeline.analysis import evaluate
+    from pipeline.training import export
+    from pipeline.offline import images
 
     def run(_):
         split = None if flags.split == "all" else flags.split

@@ -1,4 +1,4 @@
-"""Command line of the offline stage: flags -> ExtractConfig -> pipeline.extract.make_tfrecords."""
+"""Command line of the offline stage: flags -> ExtractConfig -> pipeline.offline.extract.make_tfrecords."""
 
 import argparse
 import sys
@@ -53,7 +53,7 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig:
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    from pipeline import extract  # after flag parsing, so --help is instant
+    from pipeline.offline import extract  # after flag parsing, so --help is instant
 
     return tools.run("make_tfrecords", extract.make_tfrecords, config)
 

@@ -10,8 +10,8 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=5, help="classes to print per image (default: %(default)s)")
     parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     flags = parser.parse_args(argv)
-    from pipeline import export
-    from pipeline import ladder
+    from pipeline.training import export
+    from pipeline.offline import ladder
 
     try:
         classifier = export.ExportedClassifier(flags.model)

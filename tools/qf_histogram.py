@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     if not os.path.isdir(flags.directory):
         print(f"qf_histogram: error: {flags.directory}: no such directory", file=sys.stderr)
         return 2
-    from pipeline import jpeg_quality
+    from pipeline.offline import jpeg_quality
 
     histogram = jpeg_quality.histogram_of_directory(flags.directory)
     print(histogram.text())

@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", help="images for the quality histogram (default: the records' source)")
     parser.add_argument("--bench", nargs="*", default=(), help="benchmark JSON files to include")
     flags = parser.parse_args(argv)
-    from pipeline import report
+    from pipeline.analysis import report
 
     def run(_):
         report.build_report(flags.logdir, flags.evaluation, flags.out_dir, flags.data_dir, flags.bench)

@@ -1,4 +1,4 @@
-"""Command line of the trainer: flags -> TrainConfig -> pipeline.train.train_and_evaluate."""
+"""Command line of the trainer: flags -> TrainConfig -> pipeline.training.train.train_and_evaluate."""
 
 import argparse
 import sys
@@ -58,7 +58,7 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    from pipeline import train  # after flag parsing, so --help is instant
+    from pipeline.training import train  # after flag parsing, so --help is instant
 
     return tools.run("train_block_by_block", train.train_and_evaluate, config)
 

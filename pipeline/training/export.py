@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import cut
-from pipeline import ladder
-from pipeline import topology
+from pipeline.offline import ladder
+from pipeline.training import topology
 from tfrecords import manifest as manifest_lib
 
 CLASSES_NAME = "classes.json"
@@ -27,7 +27,7 @@ CLASSES_NAME = "classes.json"
 
 def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     """Writes the final stage's best model, from raw pixels to probabilities, to export_dir."""
-    from pipeline import train
+    from pipeline.training import train
 
     tf.train.Checkpoint(**train.checkpoint_objects(setup, stage.node)).read(
         checkpoint_path).assert_existing_objects_matched()

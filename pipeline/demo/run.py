@@ -6,11 +6,11 @@ import time
 
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import demo_data
-from pipeline import evaluate
-from pipeline import extract
-from pipeline import report
-from pipeline import train
+from pipeline.demo import synthetic as demo_data
+from pipeline.analysis import evaluate
+from pipeline.offline import extract
+from pipeline.analysis import report
+from pipeline.training import train
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ import numpy as np
 import scipy.stats
 
 from bottlenecks import cut
-from pipeline import export
-from pipeline import images
-from pipeline import ladder
+from pipeline.training import export
+from pipeline.offline import images
+from pipeline.offline import ladder
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
@@ -48,7 +48,7 @@ class _BaselineModel:
             if self.trained.class_names != description["class_names"]:
                 raise ValueError(f"--baseline {baseline_logdir} has other classes than the model")
         elif description["label_space"] == "imagenet":
-            from pipeline import train
+            from pipeline.training import train
 
             manifest_like = {"backbone": description["backbone"], "weights": description["weights"],
                              "input_size": description["input_size"],

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 from matplotlib import pyplot  # noqa: E402
 
-from pipeline import jpeg_quality  # noqa: E402
+from pipeline.offline import jpeg_quality  # noqa: E402
 from tfrecords import manifest as manifest_lib  # noqa: E402
 
 
@@ -114,7 +114,7 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
     lines += ["", f"![best top-1 per stage]({_stages_plot(results, out_dir)})", ""]
 
     if evaluation:
-        from pipeline import evaluate
+        from pipeline.analysis import evaluate
 
         lines += ["## Evaluation", "", evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2]]
         plot = _accuracy_versus_quality(evaluation, out_dir)

@@ -24,8 +24,8 @@ from bottlenecks import cut
 from bottlenecks import registry
 from bottlenecks import sparsity
 from pipeline import config as config_lib
-from pipeline import images
-from pipeline import ladder
+from pipeline.offline import images
+from pipeline.offline import ladder
 from tfrecords import codec
 from tfrecords import example
 from tfrecords import manifest as manifest_lib

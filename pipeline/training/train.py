@@ -8,7 +8,7 @@ LOGDIR/
   events.out.tfevents.*        TensorBoard: the hparams experiment (best top-1 as its metric)
   checkpoints/stage<k>_<node>/latest   resume point (weights, optimizer, step, plateau state)
   checkpoints/stage<k>_<node>/best     the stage's best validation top-1
-  export/                      the model that classifies raw images (see pipeline.export)
+  export/                      the model that classifies raw images (see pipeline.training.export)
 """
 
 import dataclasses
@@ -24,8 +24,8 @@ import tqdm
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline import topology
-from pipeline import tensorboard_logs
+from pipeline.training import topology
+from pipeline.training import tensorboard_logs
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
@@ -270,7 +270,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
         manifest_lib.write_json_atomic(results_path, results)
         logs.stage_summary(stage, outcome, config, setup)
     if config.export:
-        from pipeline import export
+        from pipeline.training import export
 
         best = results["stages"][-1]["checkpoint"]
         results["export"] = export.export_model(setup, setup.stages[-1], best,

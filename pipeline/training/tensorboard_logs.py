@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from pipeline import ladder
+from pipeline.offline import ladder
 from tfrecords import reader
 
 STAGES_RUN = "stages"

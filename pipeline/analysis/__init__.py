@@ -1,0 +1,1 @@
+"""The analyses: the one evaluation path and the report."""
