@@ -110,3 +110,110 @@ def tiny_training(records_dir: str, logdir: str) -> TrainConfig:
     """For tests: small batches, frequent evaluation, short stages."""
     return TrainConfig(records_dir=records_dir, logdir=logdir, batch_size=4, eval_every_steps=2,
                        max_epochs_per_stage=1.0, shuffle_buffer=64, progress=False)
+
+
+PRUNE_METHODS = ("threshold", "most-similar", "similar-complementary", "batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """Pruning an MLP head's hidden neurons by distinctiveness: prune, fine-tune, repeat.
+
+    Example (the most-similar pair per cycle on a run trained with an MLP head on `pool`; minutes on a CPU
+    for a 1280-500-10 head):
+      jpeg-ladder-prune --logdir runs/mlp --method most-similar --out-dir prune/most-similar
+    Expected: validation top-1 stays within --tolerance of the unpruned head for most of the neurons.
+    """
+
+    out_dir: str
+    logdir: str | None = None  # a training run whose first stage reads `pool` with an MLP head
+    records_dir: str | None = None  # instead of --logdir: train the starting head here on these records
+    method: str = "most-similar"
+    similar_degrees: float = 15.0  # threshold: a pair closer than this is similar (one removed, merged)
+    complementary_degrees: float = 165.0  # threshold: a pair wider than this is complementary
+    complementary: str = "both"  # remove both neurons of a complementary pair, or "one"
+    merge: str = "scaled"  # "add" (the papers) or "scaled" (least-squares scale and offset; exact at 0 degrees)
+    steps_per_cycle: int = 1  # selections applied (angles updated in between) before each fine-tuning
+    max_cycles: int | None = None
+    min_neurons: int = 1
+    tolerance: float = 0.01  # validation top-1 this far below cycle 0 ends the curve (see pruning.inflection)
+    stop_at_inflection: bool = True
+    # Fine-tuning (and training a starting head): the papers' SGD, batch 1024, patience 20, <= 500 epochs.
+    learning_rate: float = 0.01
+    momentum: float = 0.5
+    batch_size: int = 1024
+    max_epochs: int = 500
+    patience: int = 20
+    # Only with --records: the starting head.
+    branches: tuple[int, ...] | None = (0,)
+    hidden_units: int = 500
+    activation: str = "relu"
+    dropout: float = 0.2
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if (self.logdir is None) == (self.records_dir is None):
+            raise ValueError("give exactly one of --logdir (a run with an MLP head) or --records")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"--method must be one of {', '.join(PRUNE_METHODS)}, got {self.method!r}")
+        if self.complementary not in ("both", "one"):
+            raise ValueError(f"--complementary must be both or one, got {self.complementary!r}")
+        if self.merge not in ("add", "scaled"):
+            raise ValueError(f"--merge must be add or scaled, got {self.merge!r}")
+        if not 0 <= self.similar_degrees < self.complementary_degrees <= 180:
+            raise ValueError("need 0 <= --similar-degrees < --complementary-degrees <= 180")
+        if min(self.steps_per_cycle, self.min_neurons, self.batch_size, self.max_epochs) < 1 or self.patience < 0:
+            raise ValueError("--steps-per-cycle, --min-neurons, --batch-size and --max-epochs must be at least 1, "
+                             "--patience at least 0")
+        if self.tolerance < 0:
+            raise ValueError(f"--tolerance must be at least 0, got {self.tolerance}")
+
+
+def tiny_pruning(out_dir: str, logdir: str) -> PruneConfig:
+    """For tests: a few short cycles."""
+    return PruneConfig(out_dir=out_dir, logdir=logdir, max_cycles=3, max_epochs=3, patience=1, batch_size=16,
+                       progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """An autoencoder on cached pooled features whose code layer is pruned by distinctiveness.
+
+    Example (MobileNetV2 pool features of the original branch, 256 sigmoid code units to start):
+      jpeg-ladder-compress --records records/ --out-dir compress/ --branches 0 --code-size 256
+    Writes accuracy (top-1/5/10) of a classifier on the codes against the code size.
+    """
+
+    records_dir: str
+    out_dir: str
+    node: str = "pool"
+    branches: tuple[int, ...] = (0,)  # concatenated when more than one
+    code_size: int = 256  # the autoencoder's starting hidden (code) size
+    epochs: int = 200  # training before pruning
+    learning_rate: float = 0.001  # Adam
+    batch_size: int = 64
+    loss_threshold: float = 0.001  # prune while the validation reconstruction MSE stays under this
+    prune_every_epochs: int | None = None  # instead: remove one code unit every N epochs, no threshold
+    fine_tune_epochs: int = 5  # after each removal, under the threshold rule
+    min_code_size: int = 2
+    report_sizes: tuple[int, ...] = ()  # code sizes (besides the first and last) at which to train a classifier
+    head: str = "linear"  # the classifier on the codes
+    hidden_units: int = 500
+    classifier_epochs: int = 500
+    patience: int = 20
+    write_records: bool = False  # also write the final codes as records (node "pool") the trainer reads
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if not self.branches or len(set(self.branches)) != len(self.branches):
+            raise ValueError(f"--branches must list distinct branch indices, got {self.branches}")
+        if self.code_size < 1 or not 1 <= self.min_code_size <= self.code_size:
+            raise ValueError("need 1 <= --min-code-size <= --code-size")
+        if min(self.epochs, self.batch_size, self.fine_tune_epochs, self.classifier_epochs) < 1:
+            raise ValueError("--epochs, --batch-size, --fine-tune-epochs and --classifier-epochs must be at least 1")
+        if self.prune_every_epochs is not None and self.prune_every_epochs < 1:
+            raise ValueError(f"--prune-every-epochs must be at least 1, got {self.prune_every_epochs}")
+        if self.loss_threshold <= 0 or self.learning_rate <= 0:
+            raise ValueError("--loss-threshold and --learning-rate must be positive")
