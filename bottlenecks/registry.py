@@ -136,6 +136,26 @@ def build(backbone: Backbone, weights: str, input_size: int | None = None) -> ke
     return model
 
 
+def rebuild(name: str, weights: dict, input_size: int, seed: int = 0) -> keras.Model:
+    """The backbone with the very weights some bottlenecks were made with, from their recorded identity.
+
+    weights is weights_identity()'s record (with the file's sha256); random weights are remade from
+    the seed they were drawn with.
+    """
+    backbone = get_backbone(name)
+    if weights["kind"] == "none":
+        keras.utils.set_random_seed(seed)
+        source = "none"
+    elif weights["kind"] == "file":
+        source = weights["path"]
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"the records were made with weights {source}, which is gone; "
+                                    f"put it back (its sha256 is {weights.get('sha256')})")
+    else:
+        source = "imagenet"
+    return build(backbone, source, input_size)
+
+
 def _build_imagenet_any_size(backbone: Backbone, size: int) -> keras.Model:
     reference = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
     model = backbone.builder(weights=None, input_shape=(size, size, 3))

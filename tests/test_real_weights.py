@@ -66,7 +66,8 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
         eval_every_steps=1, max_epochs_per_stage=1, export=False, progress=False))
     assert results["label_space"] == "imagenet"
     first = test_train._scalars(str(logdir / "stage0_pool" / "validation"), "top1")[0]
-    assert first[0] == 0 and first[1] == pytest.approx(results["baseline"]["top1"], abs=1e-6)  # TensorBoard keeps float32
+    # TensorBoard keeps float32.
+    assert first[0] == 0 and first[1] == pytest.approx(results["baseline"]["top1"], abs=1e-6)
 
     # The baseline is the stock Keras model on the original images, over all 1000 classes.
     stock = keras.applications.MobileNetV2(weights=weights)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords import codec, example, manifest, reader, shards, writer
+from tfrecords import codec, example, fileio, manifest, reader, shards, writer
 
 NODES = {"mixed7": ((11, 3, 3, 4), codec.SPARSE), "pool": ((11, 6), codec.DENSE)}
 NUM_IMAGES = 8
@@ -53,7 +53,7 @@ def _write_records(out_dir, compression="", num_shards=3):
             info = shard_writer.info
             files[node] = {"path": relative, "sha256": info.sha256, "num_bytes": info.num_bytes}
         shard_entries.append({"index": index, "num_records": len(indices), "files": files})
-    manifest.write_json_atomic(str(out_dir / manifest.MANIFEST_NAME), {
+    fileio.write_json_atomic(str(out_dir / manifest.MANIFEST_NAME), {
         "format_version": 1,
         "compression": compression,
         "nodes": {node: {"shape": list(shape), "dtype": "float32", "encoding": encoding}

@@ -33,7 +33,10 @@ def test_plan_covers_every_index_once_with_near_equal_sizes(num_shards):
 def test_plan_is_independent_of_input_order():
     shuffled = IDS[:]
     random.Random(0).shuffle(shuffled)
-    as_ids = lambda ids, plan: [[ids[index] for index in shard] for shard in plan]
+
+    def as_ids(ids, plan):
+        return [[ids[index] for index in shard] for shard in plan]
+
     assert as_ids(IDS, shards.plan_shards(IDS, 4)) == as_ids(shuffled, shards.plan_shards(shuffled, 4))
 
 

@@ -1,72 +1,193 @@
-"""Reads and atomically writes manifest.json, the index of a records directory's nodes, splits and shards."""
+"""manifest.json, the index of a records directory: its schema as frozen dataclasses, read and written here.
 
+    Manifest
+      format_version, compression                       how to read the files
+      nodes: {node: NodeInfo}                           shape [branches, ...], dtype, encoding, statistics
+      splits: {split: SplitInfo}                        record count and shards
+        shards: [ShardInfo]                             index, record count, per node a FileInfo
+      backbone, weights, input_size, central_crop,      what produced the bottlenecks (the offline stage
+      qualities, branches, class_names, config,         fills these; a bare storage manifest may omit them)
+      num_quarantined
+"""
+
+import dataclasses
 import json
 import os
 
+from tfrecords import fileio
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Writes obj as JSON so that readers see either the old file or the new one, never half of one."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(obj, file, sort_keys=True, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    path: str  # relative to the records directory, with forward slashes
+    sha256: str
+    num_bytes: int
 
 
-def read_json(path: str):
-    """The JSON content of path, or None when there is no such file (yet)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except FileNotFoundError:
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    index: int
+    num_records: int
+    files: dict[str, FileInfo]  # per node
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    num_records: int
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    shape: tuple[int, ...]  # [branches, *activation shape]
+    encoding: str
+    dtype: str = "float32"
+    zero_fraction: float | None = None
+    bytes_per_image: float | None = None
+    float32_bytes_per_image: int | None = None
+
+    @property
+    def num_branches(self) -> int:
+        return self.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    nodes: dict[str, NodeInfo]
+    splits: dict[str, SplitInfo]
+    compression: str = ""
+    format_version: int = FORMAT_VERSION
+    backbone: str | None = None
+    weights: dict | None = None  # {"kind": imagenet | file | none[, "path", "sha256"]}
+    input_size: int | None = None
+    central_crop: float = 1.0
+    qualities: tuple[int, ...] = ()
+    branches: tuple[str, ...] = ()  # branch names: original, q10, ...
+    class_names: tuple[str, ...] = ()
+    num_quarantined: int = 0
+    config: dict = dataclasses.field(default_factory=dict)  # the offline stage's settings
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def node(self, node: str) -> NodeInfo:
+        if node not in self.nodes:
+            raise ValueError(f"node {node!r} is not in the records; available nodes: {sorted(self.nodes)}")
+        return self.nodes[node]
+
+    def split(self, split: str) -> SplitInfo:
+        if split not in self.splits:
+            raise ValueError(f"split {split!r} is not in the records; available splits: {sorted(self.splits)}")
+        return self.splits[split]
+
+    def num_records(self, split: str) -> int:
+        return self.splits[split].num_records if split in self.splits else 0
+
+    @property
+    def num_branches(self) -> int:
+        return next(iter(self.nodes.values())).num_branches
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed of the offline stage's random weights (weights kind none)."""
+        return int(self.config.get("seed", 0))
+
+    def source_root(self) -> str | None:
+        """The folder image ids are relative to, when the offline stage recorded it."""
+        if self.config.get("data_dir"):
+            return self.config["data_dir"]
+        if self.config.get("labels_csv"):
+            return os.path.dirname(os.path.abspath(self.config["labels_csv"]))
         return None
 
+    def shard_paths(self, records_dir: str, node: str, split: str) -> list[str]:
+        """Paths of one node's shards of one split, in shard order."""
+        self.node(node)
+        paths = []
+        for shard in sorted(self.split(split).shards, key=lambda shard: shard.index):
+            if node not in shard.files:
+                raise ValueError(f"shard {shard.index} of split {split!r} has no file for node {node!r}: "
+                                 "the manifest is incomplete, rerun make_tfrecords to finish the job")
+            paths.append(fileio.join(records_dir, shard.files[node].path))
+        return paths
 
-def read_manifest(records_dir: str) -> dict:
-    path = os.path.join(records_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {records_dir}: run make_tfrecords first, or point to the --out-dir it wrote")
-    with open(path, encoding="utf-8") as file:
+    # Converting --------------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        """The JSON object written to manifest.json (optional statistics left out when unknown)."""
+        return {
+            "format_version": self.format_version, "compression": self.compression,
+            "backbone": self.backbone, "weights": self.weights, "input_size": self.input_size,
+            "central_crop": self.central_crop, "qualities": list(self.qualities), "branches": list(self.branches),
+            "class_names": list(self.class_names), "num_quarantined": self.num_quarantined, "config": self.config,
+            "nodes": {name: _drop_none({"shape": list(info.shape), "dtype": info.dtype, "encoding": info.encoding,
+                                        "zero_fraction": info.zero_fraction,
+                                        "bytes_per_image": info.bytes_per_image,
+                                        "float32_bytes_per_image": info.float32_bytes_per_image})
+                      for name, info in self.nodes.items()},
+            "splits": {name: {"num_records": info.num_records, "num_shards": info.num_shards,
+                              "shards": [{"index": shard.index, "num_records": shard.num_records,
+                                          "files": {node: dataclasses.asdict(file)
+                                                    for node, file in shard.files.items()}}
+                                         for shard in info.shards]}
+                       for name, info in self.splits.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        nodes = {name: NodeInfo(shape=tuple(int(size) for size in info["shape"]), encoding=info["encoding"],
+                                dtype=info.get("dtype", "float32"), zero_fraction=info.get("zero_fraction"),
+                                bytes_per_image=info.get("bytes_per_image"),
+                                float32_bytes_per_image=info.get("float32_bytes_per_image"))
+                 for name, info in data["nodes"].items()}
+        splits = {name: SplitInfo(num_records=int(info["num_records"]), shards=tuple(
+            ShardInfo(index=int(shard["index"]), num_records=int(shard["num_records"]),
+                      files={node: FileInfo(**file) for node, file in shard["files"].items()})
+            for shard in info["shards"]))
+                  for name, info in data["splits"].items()}
+        return cls(nodes=nodes, splits=splits, compression=data.get("compression") or "",
+                   format_version=data.get("format_version", FORMAT_VERSION), backbone=data.get("backbone"),
+                   weights=data.get("weights"), input_size=data.get("input_size"),
+                   central_crop=data.get("central_crop", 1.0), qualities=tuple(data.get("qualities", ())),
+                   branches=tuple(data.get("branches", ())), class_names=tuple(data.get("class_names", ())),
+                   num_quarantined=int(data.get("num_quarantined", 0)), config=dict(data.get("config") or {}))
+
+    # Files -------------------------------------------------------------------------------------
+
+    def write(self, records_dir: str) -> None:
+        fileio.write_json_atomic(fileio.join(records_dir, MANIFEST_NAME), self.to_json())
+
+    @classmethod
+    def read(cls, records_dir: str) -> "Manifest":
+        path = fileio.join(records_dir, MANIFEST_NAME)
+        text = fileio.read_text(path)
+        if text is None:
+            raise FileNotFoundError(f"no {MANIFEST_NAME} in {records_dir}: run make_tfrecords first, or point to "
+                                    f"the --out-dir it wrote")
         try:
-            manifest = json.load(file)
+            data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}): rerun make_tfrecords to rewrite it") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {manifest.get('format_version')!r}, this reader expects "
-                         f"{FORMAT_VERSION}: rerun make_tfrecords with this version of the code")
-    return manifest
+        if data.get("format_version") not in READABLE_VERSIONS:
+            raise ValueError(f"{path} has format_version {data.get('format_version')!r}, this reader reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}: rerun make_tfrecords with this version "
+                             f"of the code")
+        try:
+            return cls.from_json(data)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{path} lacks a field the format requires ({error}): rerun make_tfrecords") from None
 
 
-def node_info(manifest: dict, node: str) -> dict:
-    """{"shape": [branches, ...], "dtype": ..., "encoding": ...} of one stored node."""
-    nodes = manifest.get("nodes", {})
-    if node not in nodes:
-        raise ValueError(f"node {node!r} is not in the records; available nodes: {sorted(nodes)}")
-    return nodes[node]
+def _drop_none(entry: dict) -> dict:
+    return {key: value for key, value in entry.items() if value is not None}
 
 
-def split_info(manifest: dict, split: str) -> dict:
-    """{"num_records": ..., "shards": [...]} of one split."""
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ValueError(f"split {split!r} is not in the records; available splits: {sorted(splits)}")
-    return splits[split]
-
-
-def shard_paths(records_dir: str, manifest: dict, node: str, split: str) -> list[str]:
-    """Paths of one node's shards of one split, in shard order."""
-    node_info(manifest, node)
-    paths = []
-    for shard in sorted(split_info(manifest, split)["shards"], key=lambda shard: shard["index"]):
-        if node not in shard["files"]:
-            raise ValueError(f"shard {shard['index']} of split {split!r} has no file for node {node!r}: "
-                             "the manifest is incomplete, rerun make_tfrecords to finish the job")
-        paths.append(os.path.join(records_dir, shard["files"][node]["path"]))
-    return paths
+def read_manifest(records_dir: str) -> Manifest:
+    return Manifest.read(records_dir)

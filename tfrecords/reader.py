@@ -3,14 +3,16 @@
 import tensorflow as tf
 
 from tfrecords import example
+from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
+from tfrecords import verify
 
 # More parallel files than this gains little read throughput and costs one buffer each.
 MAX_PARALLEL_FILES = 16
 
 
 def dataset_size(records_dir: str, split: str) -> int:
-    return int(manifest_lib.split_info(manifest_lib.read_manifest(records_dir), split)["num_records"])
+    return manifest_lib.Manifest.read(records_dir).split(split).num_records
 
 
 def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, shuffle: bool = False,
@@ -26,18 +28,18 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
-    manifest = manifest_lib.read_manifest(records_dir)
-    info = manifest_lib.node_info(manifest, node)
-    if info.get("dtype", "float32") != "float32":
-        raise ValueError(f"node {node!r} is stored as {info['dtype']}, this reader reads float32: rerun make_tfrecords")
-    shape = tuple(info["shape"])
-    encoding = info["encoding"]
+    manifest = manifest_lib.Manifest.read(records_dir)
+    info = manifest.node(node)
+    if info.dtype != "float32":
+        raise ValueError(f"node {node!r} is stored as {info.dtype}, this reader reads float32: rerun make_tfrecords")
+    shape = info.shape
+    encoding = info.encoding
     if branches is not None:
         branches = tuple(branches)
         if not branches or not all(0 <= branch < shape[0] for branch in branches):
             raise ValueError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
-    paths = manifest_lib.shard_paths(records_dir, manifest, node, split)
-    compression = manifest.get("compression") or ""
+    paths = manifest.shard_paths(records_dir, node, split)
+    compression = manifest.compression
 
     files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
     if shuffle:
@@ -71,3 +73,21 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     if not cache_decoded:
         batches = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: str, split: str) -> str:
+    """One line for a DataLossError met while reading node/split: which shard is damaged and how to fix it.
+
+    TensorFlow's message gives a byte offset but not the file, so each shard of node/split is checked
+    against its manifest entry (size, sha256, then every record's CRC).
+    """
+    fix = f"run `jpeg-ladder-verify {records_dir}` to list every bad shard, then {verify.rerun_advice(records_dir)}"
+    try:
+        report = verify.verify_records(records_dir, node, split)
+    except (OSError, ValueError) as problem:
+        return f"damaged records in {records_dir} ({error.message}), and its manifest cannot be read ({problem}); {fix}"
+    if report.bad:
+        named = ", ".join(f"{fileio.join(records_dir, shard.path)} ({shard.reason})" for shard in report.bad)
+        return f"damaged shard {named}; {fix}"
+    return (f"reading {node}/{split} in {records_dir} failed ({error.message}), yet every shard matches the manifest "
+            f"(a disk or network read error?); {fix}")

@@ -1,11 +1,14 @@
 """Writes shards atomically: temporary file, read-back verification, checksum, rename; one job per output."""
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import os
 
 import tensorflow as tf
+
+from tfrecords import fileio
 
 COMPRESSIONS = ("", "GZIP", "ZLIB")
 LOCK_NAME = ".lock"
@@ -15,11 +18,31 @@ class JobAlreadyRunning(RuntimeError):
     """Another process holds the output directory's lock."""
 
 
+class WriteFailed(RuntimeError):
+    """The file system refused a write (no space, read-only, quota); no partial file is left under a final name."""
+
+
+# What a full disk, a read-only folder or a lost mount raise: Python's own file calls or TensorFlow's.
+WRITE_ERRORS = (OSError, tf.errors.OpError)
+
+
+def write_failure(path: str, error: BaseException) -> WriteFailed:
+    """A one-line WriteFailed for a TensorFlow or OS error met while writing path."""
+    if isinstance(error, tf.errors.OpError):
+        detail = error.message.rsplit("; ", 1)[-1]  # TensorFlow puts the (temporary) file's path first
+    elif isinstance(error, OSError):
+        detail = error.strerror or str(error)
+    else:
+        detail = str(error)
+    return WriteFailed(f"could not write {path}: {detail}")
+
+
 class OutputLock:
-    """Exclusive lock on out_dir for the life of a job.
+    """Exclusive lock on out_dir for the life of a job, on a local filesystem only.
 
     flock, unlike a pid file, is released by the OS when the holder dies, so a killed job never blocks
-    its own restart.
+    its own restart. Object stores (gs://, s3://) have no such lock: there, keeping one job per output
+    directory is up to whoever starts the jobs.
     """
 
     def __init__(self, out_dir: str):
@@ -60,7 +83,7 @@ class ShardInfo:
 
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with fileio.open_binary(path) as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -82,17 +105,12 @@ def count_records(path: str, compression: str | None) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
-def _fsync_directory(directory: str) -> None:
-    descriptor = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+temporary_path = fileio.temporary_path
 
 
-def temporary_path(final_path: str) -> str:
-    directory, name = os.path.split(final_path)
-    return os.path.join(directory, f".{name}.tmp")
+def open_record_writer(path: str, compression: str) -> tf.io.TFRecordWriter:
+    """The file layer under ShardWriter, kept in one function so that a test can make its writes fail."""
+    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression))
 
 
 class ShardWriter:
@@ -105,13 +123,21 @@ class ShardWriter:
         self.final_path = final_path
         self.compression = _check_compression(compression)
         self.temporary_path = temporary_path(final_path)
-        self._writer = tf.io.TFRecordWriter(
-            self.temporary_path, tf.io.TFRecordOptions(compression_type=self.compression))
         self._num_written = 0
         self.info = None
+        self._writer = None
+        try:
+            self._writer = open_record_writer(self.temporary_path, self.compression)
+        except WRITE_ERRORS as error:
+            self.abort()
+            raise write_failure(final_path, error) from None
 
     def write(self, serialized: bytes) -> None:
-        self._writer.write(serialized)
+        try:
+            self._writer.write(serialized)
+        except WRITE_ERRORS as error:
+            self.abort()
+            raise write_failure(self.final_path, error) from None
         self._num_written += 1
 
     def close(self) -> ShardInfo:
@@ -124,22 +150,27 @@ class ShardWriter:
                 raise RuntimeError(
                     f"shard {self.final_path} failed verification: wrote {self._num_written} records, "
                     f"read back {num_read}; check free disk space and rerun to redo this shard")
-            with open(self.temporary_path, "rb") as file:
-                os.fsync(file.fileno())
             info = ShardInfo(self.final_path, num_read, file_sha256(self.temporary_path),
-                             os.path.getsize(self.temporary_path))
+                             fileio.size(self.temporary_path))
+            fileio.rename_into_place(self.temporary_path, self.final_path)
+        except WRITE_ERRORS as error:
+            self.abort()
+            raise write_failure(self.final_path, error) from None
         except BaseException:
             self.abort()
             raise
-        os.replace(self.temporary_path, self.final_path)
-        _fsync_directory(os.path.dirname(self.final_path))
         self.info = info
         return info
 
     def abort(self) -> None:
-        self._writer.close()
-        if os.path.exists(self.temporary_path):
-            os.remove(self.temporary_path)
+        """Closes and deletes the temporary file; safe to call twice and after a failed write."""
+        if self._writer is not None:
+            with contextlib.suppress(*WRITE_ERRORS):  # the file is deleted next: its last bytes do not matter
+                self._writer.close()
+            self._writer = None
+        # What cannot be deleted now (a read-only folder) goes at the next start, in remove_temporaries.
+        with contextlib.suppress(*WRITE_ERRORS):
+            fileio.remove(self.temporary_path)
 
     def __enter__(self) -> "ShardWriter":
         return self

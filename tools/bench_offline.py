@@ -30,13 +30,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from bottlenecks import cut
-from bottlenecks import registry
+from pipeline import components
 from pipeline import config as config_lib
 from pipeline.offline import extract
 from pipeline.offline import ladder
-from tfrecords import manifest as manifest_lib
-from tfrecords import reader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_DIR = os.path.join(PROJECT_ROOT, "..", "shared", "data", "imagenette-mini")
@@ -69,7 +66,8 @@ print(json.dumps({"status": status, "peak_rss_kib": peak_kib}))
 def parse_flags(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                        help="imagenette-mini: labels.csv with file,split,wnid,... (default: ../shared/data/imagenette-mini)")
+                        help="imagenette-mini: labels.csv with file,split,wnid,... "
+                             "(default: ../shared/data/imagenette-mini)")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
                         help="MobileNetV2 ImageNet weights file (default: ../shared/weights/ beside the project)")
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "bench_offline"),
@@ -136,7 +134,7 @@ def write_labels_csv(images: list[dict], path: str) -> str:
 
 def prepare_branches(images: list[dict], qualities) -> np.ndarray:
     """float32 [len(images) * branches, S, S, 3]: the CNN inputs the job would compute, ladder done up front."""
-    return np.concatenate([ladder.branch_images(ladder.load_rgb(image["path"]), INPUT_SIZE, qualities).numpy()
+    return np.concatenate([ladder.file_branch_pixels(image["path"], INPUT_SIZE, qualities)
                            for image in images])
 
 
@@ -156,8 +154,8 @@ def survey_zero_fractions(model, backbone, pixels: np.ndarray, num_branches: int
     Batch norm and residual-add nodes are linear and never sparse, so only ReLU outputs are surveyed;
     one image per call keeps the early 112x112 nodes from filling memory.
     """
-    nodes = [node for node in backbone.nodes if node.endswith("relu") or node == registry.POOL]
-    survey_model = cut.extractor(model, backbone, nodes)
+    nodes = [node for node in backbone.nodes if node.endswith("relu") or node == components.POOL]
+    survey_model = components.node_extractor(model, backbone, nodes)
     zeros = dict.fromkeys(nodes, 0)
     totals = dict.fromkeys(nodes, 0)
     for start in range(0, len(pixels), num_branches):
@@ -193,7 +191,7 @@ def job_versus_predict(model, backbone, nodes, pixels: np.ndarray, labels_csv: s
                        weights: str, batch_size: int, num_branches: int, rounds: int) -> dict:
     """Alternates bare predict and the job (P J P J ... P); see speed_ratios for how they are compared."""
     num_images = len(pixels) // num_branches
-    extractor = cut.extractor(model, backbone, nodes)
+    extractor = components.node_extractor(model, backbone, nodes)
     extractor.predict(pixels[:batch_size * num_branches], batch_size=batch_size * num_branches,
                       verbose=0)  # traces once, as the job does before its first batch
     predict_runs = [predict_seconds(extractor, pixels, batch_size, num_branches)]
@@ -235,7 +233,7 @@ def speed_ratios(num_images: int, predict_seconds: list, job_runs: list) -> dict
 def storage_figures(records_dir: str) -> dict:
     """(b) per node, from the job's own manifest: stored bytes per image against raw float32."""
     figures = {}
-    for node, entry in manifest_lib.read_manifest(records_dir)["nodes"].items():
+    for node, entry in components.read_manifest(records_dir).to_json()["nodes"].items():
         ratio = entry["bytes_per_image"] / entry["float32_bytes_per_image"]
         target = SPARSE_STORAGE_TARGET if entry["zero_fraction"] >= SPARSE_ZERO_FRACTION else DENSE_STORAGE_TARGET
         figures[node] = {key: entry[key] for key in
@@ -249,7 +247,7 @@ def storage_figures(records_dir: str) -> dict:
 
 
 def reader_pass(records_dir: str, node: str, batch_size: int) -> tuple[int, float]:
-    dataset = reader.make_dataset(records_dir, node, SPLIT, batch_size)
+    dataset = components.make_dataset(records_dir, node, SPLIT, batch_size)
     started = time.perf_counter()
     count = 0
     for bottleneck, _ in dataset:
@@ -261,7 +259,7 @@ def write_txt_cache(records_dir: str, node: str, txt_dir: str) -> list[list[str]
     """retrain.py's cache: one file per image per branch, its floats joined by commas. Returns the paths."""
     fresh_directory(txt_dir)
     paths = []
-    for bottlenecks, _ in reader.make_dataset(records_dir, node, SPLIT, 16):
+    for bottlenecks, _ in components.make_dataset(records_dir, node, SPLIT, 16):
         for bottleneck in bottlenecks.numpy():
             image_paths = []
             for branch, values in enumerate(bottleneck):
@@ -284,7 +282,7 @@ def read_txt_image(image_paths: list[str], branch_shape) -> np.ndarray:
 
 
 def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int) -> dict:
-    shape = manifest_lib.node_info(manifest_lib.read_manifest(records_dir), node)["shape"]
+    shape = components.read_manifest(records_dir).node(node).shape
     reader_pass(records_dir, node, batch_size)  # warm-up: traces the parse function, fills the page cache
     # A pass over this split takes about a second, so one pass is at the mercy of a noisy neighbour:
     # the median of a few passes is the figure; the .txt pass below lasts long enough on its own.
@@ -292,7 +290,7 @@ def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int
     num_examples = passes[0][0]
     reader_seconds = float(np.median([seconds for _, seconds in passes]))
     txt_paths = write_txt_cache(records_dir, node, txt_dir)
-    first = next(iter(reader.make_dataset(records_dir, node, SPLIT, 1)))[0].numpy()[0]
+    first = next(iter(components.make_dataset(records_dir, node, SPLIT, 1)))[0].numpy()[0]
     if not np.array_equal(read_txt_image(txt_paths[0], shape[1:]), first):
         raise RuntimeError(f"the .txt cache of {node} does not read back what the records hold")
     started = time.perf_counter()
@@ -401,7 +399,7 @@ def main(argv=None) -> int:
     out = os.path.abspath(flags.out)
     os.makedirs(out, exist_ok=True)
     json_path = flags.json or os.path.join(out, "bench_offline.json")
-    backbone = registry.get_backbone(BACKBONE)
+    backbone = components.get_backbone(BACKBONE)
     qualities = config_lib.QUALITIES
     num_branches = 1 + len(qualities)
     dense_nodes = tuple(node.strip() for node in flags.dense_nodes.split(",") if node.strip())
@@ -412,13 +410,13 @@ def main(argv=None) -> int:
     print(f"bench_offline: {BACKBONE} at {INPUT_SIZE} px, {num_branches} branches, batch {flags.batch_size} "
           f"images; preparing the branches of {len(speed_images)} images in memory", flush=True)
     pixels = prepare_branches(speed_images, qualities)
-    model = registry.build(backbone, flags.weights, INPUT_SIZE)
+    model = components.build_backbone(backbone, flags.weights, INPUT_SIZE)
 
     survey = survey_zero_fractions(model, backbone, pixels[:flags.survey_images * num_branches], num_branches)
     sparse_node = flags.sparse_node or max(survey, key=survey.get)
     print("zero fractions over the branches of {} images: {}".format(flags.survey_images, ", ".join(
         f"{node} {fraction:.2f}" for node, fraction in survey.items())), flush=True)
-    nodes = registry.check_nodes(backbone, set(backbone.default_stages) | set(dense_nodes) | {sparse_node})
+    nodes = components.check_nodes(backbone, set(backbone.default_stages) | set(dense_nodes) | {sparse_node})
     print(f"nodes: {', '.join(nodes)} (mostly zeros: {sparse_node})", flush=True)
 
     records_dir = os.path.join(out, "bench_records")
@@ -454,7 +452,7 @@ def main(argv=None) -> int:
         "peak_rss_mib_of_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    manifest_lib.write_json_atomic(json_path, results)
+    components.write_json_atomic(json_path, results)
     return 0
 
 

@@ -47,16 +47,17 @@ def steps_per_second(steps, iterator, count: int) -> float:
 
 def measure_input_pipeline(config: config_lib.TrainConfig, stage_index: int, rounds: int, steps_per_round: int):
     """Steps/s of one stage model fed from the records and from tensors already in memory."""
-    from pipeline.training import train
+    from pipeline.training import prepare
+    from pipeline.training import steps as steps_lib
 
-    setup = train.prepare(config)
+    setup = prepare.prepare(config)
     stage = setup.stages[stage_index]
-    model, optimizer = train.stage_model(setup, stage)
-    steps = train.Steps(setup, model, optimizer)
+    model, optimizer = prepare.stage_model(setup, stage)
+    steps = steps_lib.Steps(setup.strategy, model, optimizer, config.batch_size)
     from_records = iter(setup.strategy.experimental_distribute_dataset(
-        train.stage_dataset(setup, stage.node, "train", training=True, seed=0)))
+        prepare.stage_dataset(setup, stage.node, "train", training=True, seed=0)))
     # The same batches, decoded once and held in memory, replayed without any parsing.
-    cached = list(train.stage_dataset(setup, stage.node, "train", training=True, seed=0).take(setup.steps_per_epoch))
+    cached = list(prepare.stage_dataset(setup, stage.node, "train", training=True, seed=0).take(setup.steps_per_epoch))
     bottlenecks = tf.concat([batch[0] for batch in cached], 0)
     labels = tf.concat([batch[1] for batch in cached], 0)
     in_memory = iter(setup.strategy.experimental_distribute_dataset(
@@ -88,10 +89,10 @@ def main(argv=None) -> int:
         if not os.path.exists(path):
             print(f"bench_train: error: {path} is missing (pass --data-dir / --weights)", file=sys.stderr)
             return 2
-    from bottlenecks import registry
+    from pipeline import components
     from pipeline.training import train
 
-    stages = registry.get_backbone("mobilenet_v2").default_stages[:2]
+    stages = components.get_backbone("mobilenet_v2").default_stages[:2]
     records = make_records(flags.data_dir, flags.weights, os.path.join(flags.out, "records"), stages)
     logdir = os.path.join(flags.out, "run")
     shutil.rmtree(logdir, ignore_errors=True)

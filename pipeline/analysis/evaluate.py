@@ -15,9 +15,12 @@ import numpy as np
 import scipy.stats
 
 from bottlenecks import cut
+from bottlenecks import registry
 from pipeline.training import export
 from pipeline.offline import images
 from pipeline.offline import ladder
+from pipeline.training import metrics
+from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
@@ -48,13 +51,9 @@ class _BaselineModel:
             if self.trained.class_names != description["class_names"]:
                 raise ValueError(f"--baseline {baseline_logdir} has other classes than the model")
         elif description["label_space"] == "imagenet":
-            from pipeline.training import train
-
-            manifest_like = {"backbone": description["backbone"], "weights": description["weights"],
-                             "input_size": description["input_size"],
-                             "config": {"seed": description.get("weights_seed", 0)}}
-            self.stock = train.build_backbone(manifest_like)
-            self.backbone = train.registry.get_backbone(description["backbone"])
+            self.stock = registry.rebuild(description["backbone"], description["weights"],
+                                          description["input_size"], description.get("weights_seed", 0))
+            self.backbone = registry.get_backbone(description["backbone"])
 
     @property
     def available(self) -> bool:
@@ -97,8 +96,6 @@ class _LabelMapper(dict):
 
     def __missing__(self, name: str) -> int:
         if self.imagenet:  # wnids, or integer ImageNet indices as in ILSVRC validation label files
-            from bottlenecks import registry
-
             indices = registry.imagenet_indices([name], integers_are_indices=True)
             if indices is not None:
                 self[name] = indices[0]
@@ -112,9 +109,9 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
-    manifest = manifest_lib.read_manifest(records_dir)
+    manifest = manifest_lib.Manifest.read(records_dir)
     mapper = _LabelMapper(description)
-    label_of = np.asarray([mapper[name] for name in manifest["class_names"]])
+    label_of = np.asarray([mapper[name] for name in manifest.class_names])
     node = description["node"]
     topology, labels, image_ids = [], [], []
     for bottlenecks, label, image_id in reader.make_dataset(records_dir, node, split, batch_size,
@@ -131,14 +128,12 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
                              baseline.from_bottlenecks(bottlenecks.numpy(), baseline.node(description))))
         branches = np.stack([by_id[image_id] for image_id in image_ids])
     return Predictions(image_ids, np.concatenate(labels), np.concatenate(topology), branches,
-                       list(manifest["branches"]), list(description["class_names"]))
+                       list(manifest.branches), list(description["class_names"]))
 
 
 def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_logdir=None,
                             split: str | None = "validation", batch_size: int = 8) -> Predictions:
     """The same figures from raw image files, decoded and laddered as the offline stage does."""
-    import tensorflow as tf
-
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
@@ -150,11 +145,10 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
         batch, pixels = [], []
         for item in items[start:start + batch_size]:
             try:
-                image = ladder.load_rgb(item.path)
+                pixels.append(ladder.file_branch_pixels(item.path, description["input_size"],
+                                                        description["qualities"], description["central_crop"]))
             except ladder.BadImage:
                 continue  # the offline stage quarantined it too
-            pixels.append(ladder.branch_images(tf.constant(image), description["input_size"],
-                                               description["qualities"], description["central_crop"]).numpy())
             batch.append(item)
         if not batch:
             continue
@@ -172,9 +166,7 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
 
 def _ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """1-based rank of each label among its row's scores; ties go to the lower class index, as argmax does."""
-    label_scores = np.take_along_axis(scores, labels[:, None], axis=-1)
-    tied_before = (scores == label_scores) & (np.arange(scores.shape[-1]) < labels[:, None])
-    return 1 + (scores > label_scores).sum(axis=-1) + tied_before.sum(axis=-1)
+    return metrics.ranks(scores, labels).numpy()
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -286,6 +278,6 @@ def markdown(result: dict, title: str) -> str:
 
 def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     os.makedirs(out_dir, exist_ok=True)
-    manifest_lib.write_json_atomic(os.path.join(out_dir, "evaluation.json"), result)
+    fileio.write_json_atomic(os.path.join(out_dir, "evaluation.json"), result)
     with open(os.path.join(out_dir, "evaluation.md"), "w") as file:
         file.write(markdown(result, title))

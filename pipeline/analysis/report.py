@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only: no display needed
 from matplotlib import pyplot  # noqa: E402
 
 from pipeline.offline import jpeg_quality  # noqa: E402
+from tfrecords import fileio  # noqa: E402
 from tfrecords import manifest as manifest_lib  # noqa: E402
 
 
@@ -59,14 +60,14 @@ def _stages_plot(results: dict, directory: str):
     return _save(figure, directory, "best_top1_per_stage.png")
 
 
-def _nodes_plot(manifest: dict, directory: str):
-    nodes = list(manifest["nodes"])
+def _nodes_plot(manifest: manifest_lib.Manifest, directory: str):
+    nodes = list(manifest.nodes)
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
-    left.bar(nodes, [100 * manifest["nodes"][node]["zero_fraction"] for node in nodes])
+    left.bar(nodes, [100 * manifest.nodes[node].zero_fraction for node in nodes])
     left.set_ylabel("zeros %")
     left.set_title("Zero fraction per node")
-    right.bar(nodes, [manifest["nodes"][node]["bytes_per_image"] / 1024 for node in nodes], label="stored")
-    right.bar(nodes, [manifest["nodes"][node]["float32_bytes_per_image"] / 1024 for node in nodes],
+    right.bar(nodes, [manifest.nodes[node].bytes_per_image / 1024 for node in nodes], label="stored")
+    right.bar(nodes, [manifest.nodes[node].float32_bytes_per_image / 1024 for node in nodes],
               fill=False, label="float32")
     right.set_ylabel("KiB per image")
     right.set_title("Storage per node")
@@ -76,28 +77,22 @@ def _nodes_plot(manifest: dict, directory: str):
     return _save(figure, directory, "nodes.png")
 
 
-def _data_directory(manifest: dict, data_dir: str | None):
-    if data_dir:
-        return data_dir
-    run = manifest.get("config", {})
-    if run.get("data_dir"):
-        return run["data_dir"]
-    if run.get("labels_csv"):
-        return os.path.dirname(os.path.abspath(run["labels_csv"]))
-    return None
+def _data_directory(manifest: manifest_lib.Manifest, data_dir: str | None):
+    return data_dir or manifest.source_root()
 
 
 def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir: str | None = None,
                  bench_files=()) -> dict:
     """Writes out_dir/report.md, its PNGs and report.json; returns the numbers."""
     os.makedirs(out_dir, exist_ok=True)
-    results = manifest_lib.read_json(os.path.join(logdir, "results.json"))
+    results = fileio.read_json(os.path.join(logdir, "results.json"))
     if results is None:
         raise FileNotFoundError(f"{logdir} has no results.json: pass the --logdir of a training run")
-    evaluation = manifest_lib.read_json(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
-    manifest = manifest_lib.read_manifest(results["records"])
-    timings = manifest_lib.read_json(os.path.join(results["records"], "timings.json"))
-    numbers = {"results": results, "evaluation": evaluation, "nodes": manifest["nodes"], "timings": timings}
+    evaluation = fileio.read_json(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
+    manifest = manifest_lib.Manifest.read(results["records"])
+    timings = fileio.read_json(os.path.join(results["records"], "timings.json"))
+    numbers = {"results": results, "evaluation": evaluation, "nodes": manifest.to_json()["nodes"],
+               "timings": timings}
     lines = ["# Multi-quality JPEG topology: report", "",
              f"Backbone {results['backbone']}, branches {', '.join(results['branches'])}; records "
              f"`{results['records']}`; training run `{logdir}`.", ""]
@@ -124,12 +119,12 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
     lines += ["## Nodes: sparsity and storage", "",
               "| node | encoding | zeros % | KiB per image | float32 KiB per image | ratio | shards | MiB on disk |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for node, entry in manifest["nodes"].items():
-        files = [shard["files"][node] for split in manifest["splits"].values() for shard in split["shards"]]
-        lines.append(f"| {node} | {entry['encoding']} | {_percent(entry['zero_fraction'])} | "
-                     f"{entry['bytes_per_image'] / 1024:.1f} | {entry['float32_bytes_per_image'] / 1024:.1f} | "
-                     f"{entry['bytes_per_image'] / entry['float32_bytes_per_image']:.3f} | {len(files)} | "
-                     f"{sum(file['num_bytes'] for file in files) / 2**20:.1f} |")
+    for node, entry in manifest.nodes.items():
+        files = [shard.files[node] for split in manifest.splits.values() for shard in split.shards]
+        lines.append(f"| {node} | {entry.encoding} | {_percent(entry.zero_fraction)} | "
+                     f"{entry.bytes_per_image / 1024:.1f} | {entry.float32_bytes_per_image / 1024:.1f} | "
+                     f"{entry.bytes_per_image / entry.float32_bytes_per_image:.3f} | {len(files)} | "
+                     f"{sum(file.num_bytes for file in files) / 2**20:.1f} |")
     lines += ["", f"![nodes]({_nodes_plot(manifest, out_dir)})", ""]
 
     lines += ["## Timings", ""]
@@ -140,7 +135,7 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
               for stage in results["stages"]]
     numbers["benchmarks"] = {}
     for path in bench_files:
-        bench = manifest_lib.read_json(path)
+        bench = fileio.read_json(path)
         if bench is not None:
             numbers["benchmarks"][os.path.basename(path)] = bench
             lines += ["", f"Benchmark `{path}`:", "", "```", json.dumps(bench, indent=1)[:3000], "```"]
@@ -156,5 +151,5 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
 
     with open(os.path.join(out_dir, "report.md"), "w") as file:
         file.write("\n".join(lines))
-    manifest_lib.write_json_atomic(os.path.join(out_dir, "report.json"), numbers)
+    fileio.write_json_atomic(os.path.join(out_dir, "report.json"), numbers)
     return numbers

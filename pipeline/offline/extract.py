@@ -25,11 +25,14 @@ from bottlenecks import registry
 from bottlenecks import sparsity
 from pipeline import config as config_lib
 from pipeline.offline import images
+from pipeline.offline import interrupt
 from pipeline.offline import ladder
 from tfrecords import codec
 from tfrecords import example
+from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import shards
+from tfrecords import verify
 from tfrecords import writer
 
 PROGRESS_DIR = ".progress"
@@ -101,12 +104,12 @@ class _Progress:
         return os.path.join(self.directory, name)
 
     def _read(self, name: str):
-        return manifest_lib.read_json(self._path(name))
+        return fileio.read_json(self._path(name))
 
     def start(self, identity: dict, out_dir: str) -> None:
         stored = self._read("job.json")
         if stored is None:
-            manifest_lib.write_json_atomic(self._path("job.json"), identity)
+            fileio.write_json_atomic(self._path("job.json"), identity)
         elif stored != identity:
             changed = sorted(key for key in identity.keys() | stored.keys()
                              if identity.get(key) != stored.get(key))
@@ -118,18 +121,27 @@ class _Progress:
         return self._read("encodings.json")
 
     def save_encodings(self, encodings: dict) -> None:
-        manifest_lib.write_json_atomic(self._path("encodings.json"), encodings)
+        fileio.write_json_atomic(self._path("encodings.json"), encodings)
 
     def shard_result(self, task: ShardTask):
         return self._read(task.name + ".json")
 
     def save_shard_result(self, task: ShardTask, result: dict) -> None:
-        manifest_lib.write_json_atomic(self._path(task.name + ".json"), result)
+        fileio.write_json_atomic(self._path(task.name + ".json"), result)
 
 
 def _is_complete(result, out_dir: str) -> bool:
+    """Every file of the shard is there as written (same size, then same sha256), so a damaged one is redone."""
     return result is not None and all(
-        os.path.isfile(os.path.join(out_dir, file["path"])) for file in result["files"].values())
+        verify.file_problem(os.path.join(out_dir, file["path"]), file["num_bytes"], file["sha256"]) is None
+        for file in result["files"].values())
+
+
+def _pending(tasks, progress, out_dir: str) -> list[ShardTask]:
+    # Hashing every finished shard is a full read of the output; threads overlap it (sha256 frees the GIL).
+    with concurrent.futures.ThreadPoolExecutor(verify.HASH_THREADS) as pool:
+        complete = list(pool.map(lambda task: _is_complete(progress.shard_result(task), out_dir), tasks))
+    return [task for task, done in zip(tasks, complete) if not done]
 
 
 def _decoded_branches(tasks, input_size, qualities, central_crop) -> tf.data.Dataset:
@@ -152,25 +164,53 @@ def _decoded_branches(tasks, input_size, qualities, central_crop) -> tf.data.Dat
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def batch_slices(task: ShardTask, batch_size: int) -> list[tuple[images.ImageItem, ...]]:
+    """The CNN batches of a shard: consecutive slices of its items, whatever gets quarantined.
+
+    Fixed by the plan alone, so every runner, and every rerun, puts each image in the same batch at the
+    same place: the activations then do not depend on how the work was scheduled.
+    """
+    return [task.items[start:start + batch_size] for start in range(0, len(task.items), batch_size)]
+
+
+def serialize_batch(batch_items, activations: dict, encodings: dict) -> tuple[dict, dict]:
+    """One batch's records per node ({node: [bytes]}, in item order) and its zero counts per node."""
+    records, zeros = {}, {}
+    for node, values in activations.items():
+        zeros[node] = sparsity.ZeroCounter()
+        zeros[node].update(values)
+        records[node] = [example.serialize(item.image_id, item.label, bottleneck, encodings[node])
+                         for item, bottleneck in zip(batch_items, values)]
+    return records, zeros
+
+
 class _ShardBuilder:
     """Writes one shard of every node: the open writers, its quarantine and its statistics."""
 
     def __init__(self, task: ShardTask, out_dir: str, nodes, compression: str):
         self.task = task
         self.out_dir = out_dir
-        self.writers = {node: writer.ShardWriter(os.path.join(out_dir, node, task.name), compression or None)
-                        for node in nodes}
+        self.writers = {}
+        try:
+            for node in nodes:
+                self.writers[node] = writer.ShardWriter(os.path.join(out_dir, node, task.name), compression or None)
+        except BaseException:
+            self.abort()  # the writers already opened must not leave their temporary files
+            raise
         self.quarantine = []
         self.zeros = {node: sparsity.ZeroCounter() for node in nodes}
         self.num_records = 0
 
     def add_batch(self, batch_items, activations: dict, encodings: dict) -> None:
-        for node, values in activations.items():
-            self.zeros[node].update(values)
-            for item, bottleneck in zip(batch_items, values):
-                self.writers[node].write(example.serialize(item.image_id, item.label, bottleneck,
-                                                           encodings[node]))
-        self.num_records += len(batch_items)
+        self.add_records(*serialize_batch(batch_items, activations, encodings))
+
+    def add_records(self, records: dict, zeros: dict) -> None:
+        """Appends one batch's serialized records ({node: [bytes]}) and zero counts ({node: ZeroCounter})."""
+        for node, serialized in records.items():
+            self.zeros[node].merge(zeros[node])
+            for record in serialized:
+                self.writers[node].write(record)
+        self.num_records += len(next(iter(records.values())))
 
     def finish(self) -> dict:
         files = {}
@@ -187,8 +227,19 @@ class _ShardBuilder:
             shard_writer.abort()
 
 
-def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
-    """Runs (or resumes) the offline stage and returns its summary; see the module docstring."""
+def build_model(config: config_lib.ExtractConfig, backbone, input_size: int):
+    """The backbone with the job's weights; random ones come from config.seed, the same on every run and worker."""
+    if registry.weights_identity(config.weights)["kind"] == "none":
+        keras.utils.set_random_seed(config.seed)
+    return registry.build(backbone, config.weights, input_size)
+
+
+def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
+    """Runs (or resumes) the offline stage and returns its summary; see the module docstring.
+
+    run_shards(config, backbone, model, nodes, input_size, pending, progress) extracts and writes the
+    pending shards and returns its seconds: this process's _run by default, or the Beam runner's.
+    """
     started = time.perf_counter()
     backbone = registry.get_backbone(config.backbone)
     nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
@@ -199,27 +250,63 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
         progress = _Progress(config.out_dir)
         identity = _job_identity(config, nodes, input_size, index)
         progress.start(identity, config.out_dir)
-        if registry.weights_identity(config.weights)["kind"] == "none":
-            keras.utils.set_random_seed(config.seed)  # the same random weights on every rerun
-        model = registry.build(backbone, config.weights, input_size)
+        model = build_model(config, backbone, input_size)
         num_branches = 1 + len(config.qualities)
         example_shapes = {node: (num_branches,) + shape for node, shape in cut.node_shapes(model, nodes).items()}
         tasks = plan(index, config, example_shapes)
-        pending = [task for task in tasks if not _is_complete(progress.shard_result(task), config.out_dir)]
+        pending = _pending(tasks, progress, config.out_dir)
         for node in nodes:
             os.makedirs(os.path.join(config.out_dir, node), exist_ok=True)
             writer.remove_temporaries(os.path.join(config.out_dir, node))
         extracting_seconds = 0.0
         if pending:
-            extracting_seconds = _run(config, backbone, model, nodes, input_size, pending, progress)
+            extracting_seconds = (run_shards or _run)(config, backbone, model, nodes, input_size, pending, progress)
         results = [progress.shard_result(task) for task in tasks]
         manifest = _manifest(config, identity, index, example_shapes, progress.encodings(), results)
-        manifest_lib.write_json_atomic(os.path.join(config.out_dir, manifest_lib.MANIFEST_NAME), manifest)
+        manifest.write(config.out_dir)
         _write_quarantine(config.out_dir, results)
         summary = _summary(manifest, results, pending, time.perf_counter() - started, extracting_seconds)
-        manifest_lib.write_json_atomic(os.path.join(config.out_dir, TIMINGS_NAME), summary)
+        fileio.write_json_atomic(os.path.join(config.out_dir, TIMINGS_NAME), summary)
     print(summary["text"])
     return summary
+
+
+class BatchForward:
+    """The frozen CNN at every node in one pass over a fixed-size, zero-padded batch; both runners use it.
+
+    A fixed batch shape means one trace and the same kernels for every batch, so a resumed shard, or
+    a Beam worker given the same batch, computes exactly what an uninterrupted local run would.
+    """
+
+    def __init__(self, backbone, model, nodes, batch_size: int, num_branches: int, input_size: int):
+        self.nodes = nodes
+        self.num_branches = num_branches
+        extract_model = cut.extractor(model, backbone, nodes)
+        self.pixels = np.zeros((batch_size * num_branches, input_size, input_size, 3), np.float32)  # reused
+
+        @tf.function(input_signature=[tf.TensorSpec(self.pixels.shape, tf.float32)])
+        def forward(pixels):
+            return extract_model(pixels, training=False)
+
+        self._forward = forward
+
+    def put(self, slot: int, branches: np.ndarray) -> None:
+        """Places one image's branches at position slot of the batch."""
+        self.pixels[slot * self.num_branches:(slot + 1) * self.num_branches] = branches
+
+    def run(self, count: int) -> dict:
+        """{node: [count, branches, ...]} for the first count images; the rest of the batch is padding."""
+        self.pixels[count * self.num_branches:] = 0.0  # padding: the same input on every run
+        outputs = self._forward(self.pixels)
+        return {node: outputs[node].numpy()[:count * self.num_branches].reshape(
+            (count, self.num_branches) + tuple(outputs[node].shape[1:])) for node in self.nodes}
+
+
+def verify_output(out_dir: str) -> verify.Report:
+    """Checks every shard a finished job wrote against its manifest and prints one line per bad shard."""
+    report = verify.verify_records(out_dir)
+    print(report.text())
+    return report
 
 
 class _BatchRunner:
@@ -235,24 +322,13 @@ class _BatchRunner:
         self.num_branches = 1 + len(config.qualities)
         self.progress = progress
         self.encodings = progress.encodings()
-        extract_model = cut.extractor(model, backbone, nodes)
-        images_per_call = config.batch_size * self.num_branches
-        self.pixels = np.zeros((images_per_call, input_size, input_size, 3), np.float32)  # reused
+        self.forward = BatchForward(backbone, model, nodes, config.batch_size, self.num_branches, input_size)
         self.items = []
-
-        # A fixed batch shape: one trace, and the same kernels for every batch, so a resumed shard
-        # computes exactly what an uninterrupted run would.
-        @tf.function(input_signature=[tf.TensorSpec(self.pixels.shape, tf.float32)])
-        def forward(pixels):
-            return extract_model(pixels, training=False)
-
-        self.forward = forward
         self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.pending_write = None
 
     def add(self, item, branches: np.ndarray, builder, bar) -> None:
-        slot = len(self.items) * self.num_branches
-        self.pixels[slot:slot + self.num_branches] = branches
+        self.forward.put(len(self.items), branches)
         self.items.append(item)
         if len(self.items) == self.config.batch_size:
             self.flush(builder, bar)
@@ -261,10 +337,7 @@ class _BatchRunner:
         if not self.items:
             return
         count = len(self.items)
-        self.pixels[count * self.num_branches:] = 0.0  # padding: the same input on every run
-        outputs = self.forward(self.pixels)
-        activations = {node: outputs[node].numpy()[:count * self.num_branches].reshape(
-            (count, self.num_branches) + tuple(outputs[node].shape[1:])) for node in self.nodes}
+        activations = self.forward.run(count)
         if self.encodings is None:  # decided once, from the job's first batch, then kept
             self.encodings = {node: codec.choose_encoding(activations[node]) for node in self.nodes}
             self.progress.save_encodings(self.encodings)
@@ -295,72 +368,84 @@ def _run(config, backbone, model, nodes, input_size, pending, progress) -> float
     stream = iter(_decoded_branches(pending, input_size, config.qualities, config.central_crop))
     total = sum(len(task.items) for task in pending)
     started = time.perf_counter()
-    with tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
-                   desc="make_tfrecords") as bar:
+    finished = 0
+    with interrupt.StopRequests("make_tfrecords", "after the shard in progress") as stop, \
+            tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
+                      desc="make_tfrecords") as bar:
         try:
             for task in pending:
+                if stop.requested:  # the safe point: every finished shard and its progress file are saved
+                    break
                 builder = _ShardBuilder(task, config.out_dir, nodes, config.compression)
                 try:
-                    for item in task.items:
+                    for number, item in enumerate(task.items, 1):
                         branches, error = next(stream)
                         if error.numpy():
                             builder.quarantine.append([item.path, error.numpy().decode()])
                             bar.update(1)
                         else:
                             runner.add(item, branches.numpy(), builder, bar)
+                        if number % config.batch_size == 0:
+                            runner.flush(builder, bar)  # a batch is a fixed slice of the shard: see batch_slices
                     runner.flush(builder, bar)
                     runner.wait()
                     progress.save_shard_result(task, builder.finish())
+                    finished += 1
                 except BaseException:
                     runner.wait_quietly()
                     builder.abort()
                     raise
+        except interrupt.Interrupted as stopped:  # a second signal
+            raise interrupt.Interrupted(f"{stopped}; {_kept(finished, pending)}", stopped.signal_number) from None
+        except (writer.WriteFailed, OSError) as error:  # the shard writers turn TensorFlow's errors into WriteFailed
+            if not isinstance(error, writer.WriteFailed):
+                error = writer.write_failure(getattr(error, "filename", None) or config.out_dir, error)
+            raise writer.WriteFailed(f"{error}. {_kept(finished, pending)}; free space (or make {config.out_dir} "
+                                     f"writable), then rerun the same command to resume") from None
         finally:
             runner.close()
+    if stop.requested:
+        raise interrupt.Interrupted(f"stopped on {stop.signal_name} after the shard in progress; "
+                                    f"{_kept(finished, pending)}", stop.signal_number)
     return time.perf_counter() - started
 
 
-def _manifest(config, identity, index, example_shapes, encodings, results) -> dict:
+def _kept(finished: int, pending) -> str:
+    return (f"{finished} of the {len(pending)} shards this run had to write are complete and kept, "
+            f"no partial shard is left")
+
+
+def _manifest(config, identity, index, example_shapes, encodings, results) -> manifest_lib.Manifest:
     nodes = identity["nodes"]
     encodings = encodings or {node: codec.DENSE for node in nodes}  # every image was quarantined
-    splits = {}
+    shards_of = {}
     for result in results:
-        split = splits.setdefault(result["split"], {"num_records": 0, "shards": []})
-        split["num_records"] += result["num_records"]
-        split["shards"].append({key: result[key] for key in ("index", "num_records", "files")})
-    for split in splits.values():
-        split["num_shards"] = len(split["shards"])
+        shards_of.setdefault(result["split"], []).append(manifest_lib.ShardInfo(
+            index=result["index"], num_records=result["num_records"],
+            files={node: manifest_lib.FileInfo(**file) for node, file in result["files"].items()}))
+    splits = {split: manifest_lib.SplitInfo(sum(shard.num_records for shard in shard_list), tuple(shard_list))
+              for split, shard_list in shards_of.items()}
     node_entries = {}
     num_records = sum(result["num_records"] for result in results)
     for node in nodes:
         zeros = sum(result["zeros"][node][0] for result in results)
         total = sum(result["zeros"][node][1] for result in results)
         stored = sum(result["files"][node]["num_bytes"] for result in results)
-        node_entries[node] = {
-            "shape": list(example_shapes[node]), "dtype": "float32", "encoding": encodings[node],
-            "zero_fraction": zeros / total if total else 0.0,
-            "bytes_per_image": stored / num_records if num_records else 0.0,
-            "float32_bytes_per_image": 4 * math.prod(example_shapes[node]),
-        }
+        node_entries[node] = manifest_lib.NodeInfo(
+            shape=tuple(example_shapes[node]), dtype="float32", encoding=encodings[node],
+            zero_fraction=zeros / total if total else 0.0,
+            bytes_per_image=stored / num_records if num_records else 0.0,
+            float32_bytes_per_image=4 * math.prod(example_shapes[node]))
     run_config = {key: list(value) if isinstance(value, tuple) else value
                   for key, value in dataclasses.asdict(config).items()
                   # Where the output lives and how it was watched do not describe it.
                   if key not in ("out_dir", "progress")}
-    return {
-        "format_version": 1,
-        "backbone": identity["backbone"],
-        "weights": identity["weights"],
-        "input_size": identity["input_size"],
-        "central_crop": config.central_crop,
-        "qualities": list(config.qualities),
-        "branches": list(config_lib.branch_names(config.qualities)),
-        "class_names": list(index.class_names),
-        "compression": config.compression,
-        "nodes": node_entries,
-        "splits": splits,
-        "num_quarantined": sum(len(result["quarantine"]) for result in results),
-        "config": run_config,
-    }
+    return manifest_lib.Manifest(
+        nodes=node_entries, splits=splits, compression=config.compression, backbone=identity["backbone"],
+        weights=identity["weights"], input_size=identity["input_size"], central_crop=config.central_crop,
+        qualities=tuple(config.qualities), branches=config_lib.branch_names(config.qualities),
+        class_names=tuple(index.class_names),
+        num_quarantined=sum(len(result["quarantine"]) for result in results), config=run_config)
 
 
 def _write_quarantine(out_dir: str, results) -> None:
@@ -369,27 +454,24 @@ def _write_quarantine(out_dir: str, results) -> None:
     csv_writer = csv.writer(buffer)
     csv_writer.writerow(["path", "reason"])
     csv_writer.writerows(rows)
-    temporary = os.path.join(out_dir, f".{QUARANTINE_NAME}.tmp")
-    with open(temporary, "w", newline="") as file:
-        file.write(buffer.getvalue())
-    os.replace(temporary, os.path.join(out_dir, QUARANTINE_NAME))
+    fileio.write_text_atomic(os.path.join(out_dir, QUARANTINE_NAME), buffer.getvalue())
 
 
-def _summary(manifest: dict, results, pending, seconds: float, extracting_seconds: float) -> dict:
+def _summary(manifest: manifest_lib.Manifest, results, pending, seconds: float, extracting_seconds: float) -> dict:
     written = sum(result["num_records"] for result in results)
     processed = sum(len(task.items) for task in pending)
     node_lines = "; ".join(
-        f"{node} ({entry['encoding']}): {100 * entry['zero_fraction']:.1f} % zeros, "
-        f"{entry['bytes_per_image'] / 1024:.1f} KiB/image = "
-        f"{entry['bytes_per_image'] / entry['float32_bytes_per_image']:.2f}x float32"
-        for node, entry in manifest["nodes"].items())
-    num_shards = sum(split["num_shards"] for split in manifest["splits"].values())
+        f"{node} ({entry.encoding}): {100 * entry.zero_fraction:.1f} % zeros, "
+        f"{entry.bytes_per_image / 1024:.1f} KiB/image = "
+        f"{entry.bytes_per_image / entry.float32_bytes_per_image:.2f}x float32"
+        for node, entry in manifest.nodes.items())
+    num_shards = sum(split.num_shards for split in manifest.splits.values())
     this_run = (f"this run processed {processed} images in {seconds:.1f} s wall time "
                 f"({_rate(processed, extracting_seconds):.2f} images/s while extracting; {len(pending)} shards "
                 f"redone)" if pending else "every shard was already complete, so this run changed nothing")
-    text = (f"make_tfrecords: {written} images written and {manifest['num_quarantined']} skipped "
+    text = (f"make_tfrecords: {written} images written and {manifest.num_quarantined} skipped "
             f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; {this_run}. Per node: {node_lines}.")
-    return {"images_written": written, "images_skipped": manifest["num_quarantined"],
+    return {"images_written": written, "images_skipped": manifest.num_quarantined,
             "images_processed": processed, "seconds": seconds,
             "extracting_seconds": extracting_seconds,
             "images_per_second": _rate(processed, extracting_seconds),

@@ -93,7 +93,8 @@ class Histogram:
 
     @property
     def total(self) -> int:
-        return sum(self.standard.values()) + sum(self.non_standard.values()) + self.not_jpeg + self.not_image + self.unreadable
+        return (sum(self.standard.values()) + sum(self.non_standard.values()) + self.not_jpeg + self.not_image
+                + self.unreadable)
 
     def to_json(self) -> dict:
         return {"standard": {str(q): n for q, n in sorted(self.standard.items())},

@@ -6,6 +6,7 @@ offline stage and the exported model both call it, so training and serving see i
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import tensorflow as tf
 
 from pipeline import config as config_lib
@@ -22,7 +23,9 @@ def load_rgb(path: str) -> np.ndarray:
     """Decodes any image Pillow reads, by content not by name, into RGB uint8 [H, W, 3].
 
     CMYK, grayscale, 16-bit, palette and alpha images are converted; transparent pixels are
-    composited over white. Raises BadImage for empty, truncated, corrupt and non-image files.
+    composited over white; an EXIF orientation is applied (the photo comes out upright, as viewers
+    show it); an animation gives its first frame. Raises BadImage for missing, empty, truncated,
+    corrupt and non-image files.
     """
     try:
         with open(path, "rb") as file:
@@ -33,10 +36,13 @@ def load_rgb(path: str) -> np.ndarray:
             if max(image.size) > MAX_SIDE:
                 raise BadImage(f"too large to re-encode as JPEG: {image.size[0]}x{image.size[1]} px "
                                f"(JPEG allows at most {MAX_SIDE} px a side)")
-            image.load()  # decodes now, so a truncated file fails here and not later
+            image.load()  # decodes now (the first frame of an animation), so a truncated file fails here
+            PIL.ImageOps.exif_transpose(image, in_place=True)
             return _to_rgb(image)
     except BadImage:
         raise
+    except FileNotFoundError:
+        raise BadImage("file not found: it was deleted or moved after the dataset was indexed") from None
     except PIL.UnidentifiedImageError:
         raise BadImage("not an image: no known image format in its content") from None
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
@@ -95,3 +101,10 @@ def _reencode(image: tf.Tensor, quality: int) -> tf.Tensor:
     encoded = tf.io.encode_jpeg(image, quality=int(quality))
     # An explicit DCT method keeps decoding identical across builds and platforms.
     return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def file_branch_pixels(path: str, input_size: int, qualities=config_lib.QUALITIES,
+                       central_crop: float = 1.0) -> np.ndarray:
+    """An image file -> its branches' CNN inputs, float32 [1 + len(qualities), S, S, 3], as the offline stage
+    makes them (raises BadImage for a file the offline stage would quarantine)."""
+    return branch_images(tf.constant(load_rgb(path)), input_size, qualities, central_crop).numpy()

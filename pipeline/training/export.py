@@ -9,7 +9,6 @@
     export/classes.json      class names, branches, node, input size: what predict.py prints by
 """
 
-import json
 import os
 import shutil
 
@@ -19,21 +18,18 @@ import tensorflow as tf
 
 from bottlenecks import cut
 from pipeline.offline import ladder
+from pipeline.training import checkpoints
 from pipeline.training import topology
-from tfrecords import manifest as manifest_lib
+from tfrecords import fileio
 
 CLASSES_NAME = "classes.json"
 
 
 def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     """Writes the final stage's best model, from raw pixels to probabilities, to export_dir."""
-    from pipeline.training import train
-
-    tf.train.Checkpoint(**train.checkpoint_objects(setup, stage.node)).read(
-        checkpoint_path).assert_existing_objects_matched()
+    checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
     manifest = setup.manifest
-    input_size, qualities = manifest["input_size"], tuple(manifest["qualities"])
-    central_crop = manifest.get("central_crop", 1.0)
+    input_size, qualities, central_crop = manifest.input_size, manifest.qualities, manifest.central_crop
     branches = tf.constant(setup.branches, tf.int32)
     front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
     model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
@@ -66,14 +62,14 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)
     description = {"class_names": list(setup.class_names), "node": stage.node,
-                   "branches": [manifest["branches"][branch] for branch in setup.branches],
+                   "branches": [manifest.branches[branch] for branch in setup.branches],
                    "branch_indices": list(setup.branches), "input_size": input_size,
                    "central_crop": central_crop, "qualities": list(qualities), "backbone": setup.backbone.name,
-                   "weights": manifest["weights"], "label_space": "imagenet" if setup.label_map is not None
-                   else "dataset", "records_class_names": list(manifest["class_names"]),
-                   "weights_seed": manifest["config"].get("seed", 0),
-                   "validation_percent": manifest["config"].get("validation_percent", 10.0)}
-    manifest_lib.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
+                   "weights": manifest.weights, "label_space": "imagenet" if setup.label_map is not None
+                   else "dataset", "records_class_names": list(manifest.class_names),
+                   "weights_seed": manifest.weights_seed,
+                   "validation_percent": manifest.config.get("validation_percent", 10.0)}
+    fileio.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(temporary, export_dir)
     return {"path": export_dir, "node": stage.node}
@@ -83,11 +79,10 @@ class ExportedClassifier:
     """Loads an export and classifies image files, decoding them as the offline stage does."""
 
     def __init__(self, export_dir: str):
-        if not os.path.isfile(os.path.join(export_dir, CLASSES_NAME)):
+        self.description = fileio.read_json(os.path.join(export_dir, CLASSES_NAME))
+        if self.description is None:
             raise FileNotFoundError(f"{export_dir} is not an exported model (no {CLASSES_NAME}); "
                                     f"pass LOGDIR/export of a finished training")
-        with open(os.path.join(export_dir, CLASSES_NAME)) as file:
-            self.description = json.load(file)
         self.class_names = self.description["class_names"]
         self._loaded = tf.saved_model.load(export_dir)
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from pipeline.offline import ladder
+from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
 STAGES_RUN = "stages"
@@ -79,7 +80,7 @@ class RunLogs:
                                      f"{outcome['steps']} steps, ended by {outcome['ended_by']}")
         self._stages.flush()
 
-    def sample_ladder(self, manifest: dict, records_dir: str) -> str | None:
+    def sample_ladder(self, manifest: manifest_lib.Manifest, records_dir: str) -> str | None:
         """One validation image's branches as TensorBoard images, when the source images are at hand."""
         sample = _first_source_image(manifest, records_dir)
         try:
@@ -88,25 +89,21 @@ class RunLogs:
             image = None
         if image is None:
             return None
-        branches = ladder.jpeg_ladder(image, manifest["qualities"])
+        branches = ladder.jpeg_ladder(image, manifest.qualities)
         with self._stages.as_default(step=0):
-            tf.summary.image("jpeg_ladder", branches, max_outputs=len(manifest["branches"]),
-                             description=f"{sample}: " + ", ".join(manifest["branches"]))
+            tf.summary.image("jpeg_ladder", branches, max_outputs=len(manifest.branches),
+                             description=f"{sample}: " + ", ".join(manifest.branches))
         self._stages.flush()
         return sample
 
 
-def _first_source_image(manifest: dict, records_dir: str) -> str | None:
+def _first_source_image(manifest: manifest_lib.Manifest, records_dir: str) -> str | None:
     """The source file of the first validation record: image ids are paths relative to the source,
     so one record names it without walking a dataset that may hold a million files."""
-    run = manifest.get("config", {})
-    if run.get("data_dir"):
-        root = run["data_dir"]
-    elif run.get("labels_csv"):
-        root = os.path.dirname(os.path.abspath(run["labels_csv"]))
-    else:
+    root = manifest.source_root()
+    if root is None:
         return None
-    node = next(iter(manifest["nodes"]))
+    node = next(iter(manifest.nodes))
     for _, _, image_ids in reader.make_dataset(records_dir, node, "validation", 1, with_ids=True).take(1):
         path = os.path.join(root, image_ids.numpy()[0].decode())
         return path if os.path.isfile(path) else None  # the images need not live beside the records

@@ -1,0 +1,18 @@
+"""Top-k accuracy, computed one way everywhere: ties are ranked as argmax ranks them (lower class first)."""
+
+import tensorflow as tf
+
+
+def ranks(scores, labels) -> tf.Tensor:
+    """1-based rank of each label among its row's scores [N, classes]; a tie goes to the lower class index."""
+    scores = tf.convert_to_tensor(scores)
+    labels = tf.cast(labels, tf.int32)
+    label_scores = tf.gather(scores, labels[:, None], batch_dims=1)
+    classes = tf.range(tf.shape(scores)[-1])[None, :]
+    ahead = (scores > label_scores) | ((scores == label_scores) & (classes < labels[:, None]))
+    return 1 + tf.reduce_sum(tf.cast(ahead, tf.int32), axis=-1)
+
+
+def correct_in_top_k(scores, labels, k: int) -> tf.Tensor:
+    """How many rows have their label among the top k scores (a float32 count)."""
+    return tf.reduce_sum(tf.cast(ranks(scores, labels) <= k, tf.float32))

@@ -1,0 +1,140 @@
+"""What every stage of a training run shares, checked against the records: backbone, head, label space, data."""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline.training import checkpoints
+from pipeline.training import distribute
+from pipeline.training import topology
+from tfrecords import manifest as manifest_lib
+from tfrecords import reader
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every stage shares: the records' description, the label space, the backbone and the head."""
+
+    config: config_lib.TrainConfig
+    manifest: manifest_lib.Manifest
+    backbone: registry.Backbone
+    backbone_model: keras.Model
+    head: keras.layers.Layer
+    branches: tuple[int, ...]
+    class_names: tuple[str, ...]
+    label_map: np.ndarray | None  # dataset label -> ImageNet index, when the classes are ImageNet's
+    stages: tuple[checkpoints.Stage, ...]
+    strategy: tf.distribute.Strategy
+    num_train: int
+    num_validation: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.num_train / self.config.batch_size))
+
+    def trainable_objects(self, node: str) -> dict:
+        return checkpoints.trainable_objects(self.backbone_model, node, self.head)
+
+
+def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
+    """The backbone with the very weights the records were made with."""
+    return registry.rebuild(manifest.backbone, manifest.weights, manifest.input_size, manifest.weights_seed)
+
+
+def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
+    stage_nodes = config.stages or backbone.default_stages
+    registry.check_nodes(backbone, stage_nodes)
+    depths = [backbone.nodes.index(node) for node in stage_nodes]
+    if len(set(stage_nodes)) != len(stage_nodes) or depths != sorted(depths, reverse=True):
+        raise ValueError(f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
+                         f"before it, so that every stage unfreezes one more block (e.g. "
+                         f"{','.join(backbone.default_stages)})")
+    missing = [node for node in stage_nodes if node not in manifest.nodes]
+    if missing:
+        raise ValueError(f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
+                         f"(they hold {', '.join(manifest.nodes)}); rerun make_tfrecords with "
+                         f"--nodes {','.join(stage_nodes)}")
+    return tuple(stage_nodes)
+
+
+def prepare(config: config_lib.TrainConfig) -> Setup:
+    """Checks the run against its records and builds what all stages share."""
+    manifest = manifest_lib.Manifest.read(config.records_dir)
+    backbone = registry.get_backbone(manifest.backbone)
+    num_record_branches = manifest.num_branches
+    branches = tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
+    bad = [branch for branch in branches if not 0 <= branch < num_record_branches]
+    if bad:
+        raise ValueError(f"--branches {bad} do not exist: the records hold branches 0..{num_record_branches - 1} "
+                         f"({', '.join(manifest.branches)})")
+    stage_nodes = _check_stages(config, manifest, backbone)
+    for split in ("train", "validation"):
+        if not manifest.num_records(split):
+            raise ValueError(f"the records in {config.records_dir} have no {split} images; rerun make_tfrecords "
+                             f"with --validation-percent above 0 or a train/val folder layout")
+    strategy = distribute.make_strategy(config.devices)
+    with strategy.scope():
+        backbone_model = build_backbone(manifest)
+        for node in stage_nodes:
+            try:
+                topology.check_stage(backbone, backbone_model, node)
+            except ValueError as error:
+                raise ValueError(f"stage {node!r}: {error}") from None
+        indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
+        if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
+            class_names = tuple(name for _, name in registry.imagenet_classes())
+            label_map = np.asarray(indices, np.int32)
+        else:
+            if config.head_init == "baseline":
+                raise ValueError("--head-init baseline needs the backbone's own ImageNet classes (class folders "
+                                 "named by wnid, or integer labels with --imagenet-labels); use --head-init random")
+            class_names, label_map = tuple(manifest.class_names), None
+        head = topology.decision_layer(len(class_names), seed=config.seed)
+    stages = tuple(checkpoints.Stage(index, node, config.stage_learning_rate(index))
+                   for index, node in enumerate(stage_nodes))
+    return Setup(config, manifest, backbone, backbone_model, head, branches, class_names, label_map, stages,
+                 strategy, manifest.num_records("train"), manifest.num_records("validation"))
+
+
+def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
+                  branches=None) -> tf.data.Dataset:
+    """Batches of (bottlenecks, labels in the head's class space) of one split at one node."""
+    config = setup.config
+    branches = branches or setup.branches
+    example_shape = setup.manifest.node(node).shape
+    decoded_mb = setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
+    dataset = reader.make_dataset(
+        config.records_dir, node, split, config.batch_size, shuffle=training, seed=seed, repeat=training,
+        drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
+        start_batch=start_batch, cache_decoded=decoded_mb <= config.cache_mb)
+    num_classes = setup.num_classes
+    label_map = None if setup.label_map is None else tf.constant(setup.label_map)
+
+    def labels_in_head_space(bottlenecks, labels):
+        if label_map is not None:
+            labels = tf.gather(label_map, labels)
+        check = tf.debugging.assert_less(labels, num_classes, message=(
+            "a record's label is beyond the decision layer's classes: the records and the run disagree"))
+        with tf.control_dependencies([check]):
+            return bottlenecks, tf.identity(labels)
+
+    return dataset.map(labels_in_head_space, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def stage_model(setup: Setup, stage: checkpoints.Stage):
+    """The stage's model, with the layers after its node unfrozen, and a fresh SGD optimizer."""
+    with setup.strategy.scope():
+        topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
+        model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
+        optimizer = keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=setup.config.momentum)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer

@@ -1,0 +1,95 @@
+"""Dependencies point one way: tools -> pipeline -> {bottlenecks, tfrecords}; inside pipeline,
+demo -> analysis -> training -> offline -> the root modules (config, components)."""
+
+import ast
+import os
+
+import pytest
+
+from tests import conftest
+
+PACKAGES = ("tools", "pipeline", "bottlenecks", "tfrecords")
+# What each top-level package may import of the project (itself always).
+ALLOWED = {"tools": {"tools", "pipeline"}, "pipeline": {"pipeline", "bottlenecks", "tfrecords"},
+           "bottlenecks": {"bottlenecks"}, "tfrecords": {"tfrecords"}}
+PIPELINE_LAYERS = {"config": 0, "components": 0, "offline": 1, "training": 2, "analysis": 3, "demo": 4}
+
+
+def project_imports(source: str, module: str) -> list[tuple[int, str]]:
+    """(line, imported project module) for every import in source, function bodies included."""
+    found = []
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing module's package
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names = [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.extend((node.lineno, name) for name in names if name.split(".")[0] in PACKAGES)
+    return found
+
+
+def _pipeline_layer(module: str) -> int:
+    parts = module.split(".")
+    return PIPELINE_LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def violations(source: str, module: str) -> list[str]:
+    """Every import of `module` (dotted name) that points against the one-way dependencies."""
+    problems = []
+    top = module.split(".")[0]
+    for line, imported in project_imports(source, module):
+        imported_top = imported.split(".")[0]
+        if imported_top not in ALLOWED[top]:
+            problems.append(f"{module}:{line} imports {imported} ({top} may import only {sorted(ALLOWED[top])})")
+        elif top == imported_top == "pipeline" and _pipeline_layer(imported) > _pipeline_layer(module):
+            problems.append(f"{module}:{line} imports {imported}, a higher layer of pipeline "
+                            f"(demo -> analysis -> training -> offline)")
+    return problems
+
+
+def _modules():
+    for package in PACKAGES:
+        for root, _, files in os.walk(os.path.join(conftest.PROJECT_ROOT, package)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(root, name)
+                    relative = os.path.relpath(path, conftest.PROJECT_ROOT)[:-3].replace(os.sep, ".")
+                    yield path, relative.removesuffix(".__init__")
+
+
+def test_every_import_points_one_way():
+    problems = []
+    for path, module in _modules():
+        with open(path, encoding="utf-8") as file:
+            problems.extend(violations(file.read(), module))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_training_export_never_imports_the_stage_loop():
+    with open(os.path.join(conftest.PROJECT_ROOT, "pipeline", "training", "export.py"), encoding="utf-8") as file:
+        imported = {name for _, name in project_imports(file.read(), "pipeline.training.export")}
+    assert "pipeline.training.train" not in imported
+
+
+@pytest.mark.parametrize("module, source, expected", [
+    ("pipeline.training.topology", "def f():\n    from pipeline.analysis import evaluate\n", "higher layer"),
+    ("pipeline.offline.extract", "from pipeline.training import train\n", "higher layer"),
+    ("bottlenecks.cut", "import tfrecords.reader\n", "bottlenecks may import only"),
+    ("tfrecords.reader", "from pipeline import config\n", "tfrecords may import only"),
+    ("tools.bench_offline", "from bottlenecks import registry\n", "tools may import only"),
+    ("pipeline.config", "from tools import demo\n", "pipeline may import only"),
+])
+def test_a_backward_import_is_caught(module, source, expected):
+    problems = violations(source, module)
+    assert len(problems) == 1 and expected in problems[0]
+
+
+def test_forward_imports_pass():
+    assert violations("from pipeline.offline import ladder\nfrom tfrecords import reader\n",
+                      "pipeline.analysis.evaluate") == []
