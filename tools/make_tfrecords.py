@@ -1,26 +1,31 @@
 """Command line of the offline stage: flags -> ExtractConfig -> pipeline.offline.extract.make_tfrecords."""
 
 import argparse
+import shlex
 import sys
 
 import tools
 from pipeline import config as config_lib
 
 
-def parse_flags(argv=None) -> config_lib.ExtractConfig:
+def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
+    """The job's config, or the records directory to check when --verify is given."""
     parser = argparse.ArgumentParser(
         description="Cache the bottlenecks of every image and its JPEG re-encodings in sharded TFRecords.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="root/<class>/* or root/train|val/<class>/*")
     source.add_argument("--labels-csv", help="CSV of file,label[,split]; files relative to the CSV")
-    parser.add_argument("--out-dir", required=True, help="where the shards and manifest.json go")
+    source.add_argument("--verify", metavar="OUT",
+                        help="only check the shards of OUT against its manifest.json (exit 1 if any is bad)")
+    parser.add_argument("--out-dir", help="where the shards and manifest.json go (required unless --verify)")
     parser.add_argument("--backbone", default="inception_v3",
                         help="inception_v3 | resnet50_v2 | mobilenet_v2 (default: %(default)s)")
     parser.add_argument("--weights", default="imagenet", help="imagenet | PATH | none (default: %(default)s)")
     parser.add_argument("--nodes", help="comma-separated node names (default: the backbone's training stages)")
     parser.add_argument("--qualities", default=",".join(map(str, config_lib.QUALITIES)),
                         help="JPEG qualities of branches 1.. (default: %(default)s)")
-    parser.add_argument("--input-size", type=int, help="CNN input size in px (default: the backbone's)")
+    parser.add_argument("--input-size", type=int,
+                        help="CNN input size in px (default, or 0: the backbone's own)")
     parser.add_argument("--central-crop", type=float, default=1.0,
                         help="fraction of each side kept before resizing (default: %(default)s)")
     shard_size = parser.add_mutually_exclusive_group()
@@ -34,6 +39,10 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig:
     parser.add_argument("--seed", type=int, default=0, help="random weights seed with --weights none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     flags = parser.parse_args(argv)
+    if flags.verify:
+        return flags.verify
+    if not flags.out_dir:
+        parser.error("--out-dir is required")
     try:
         qualities = tuple(int(quality) for quality in flags.qualities.split(",") if quality.strip())
     except ValueError:
@@ -43,7 +52,7 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig:
         return config_lib.ExtractConfig(
             out_dir=flags.out_dir, data_dir=flags.data_dir, labels_csv=flags.labels_csv,
             backbone=flags.backbone, weights=flags.weights, nodes=nodes, qualities=qualities,
-            input_size=flags.input_size, central_crop=flags.central_crop, num_shards=flags.num_shards,
+            input_size=flags.input_size or None, central_crop=flags.central_crop, num_shards=flags.num_shards,
             shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
             compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,
             progress=not flags.no_progress)
@@ -53,9 +62,27 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig:
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    from pipeline.offline import extract  # after flag parsing, so --help is instant
+    if isinstance(config, str):
+        return verify(config)
+    from pipeline.offline import extract as job  # after flag parsing, so --help is instant
 
-    return tools.run("make_tfrecords", extract.make_tfrecords, config)
+    from pipeline.offline import interrupt
+
+    try:
+        return tools.run("make_tfrecords", job.make_tfrecords, config)
+    except interrupt.Interrupted as stopped:
+        command = shlex.join(["make-tfrecords"] + list(sys.argv[1:] if argv is None else argv))
+        print(f"make_tfrecords: {stopped}. To resume, run the same command: {command}", file=sys.stderr)
+        return stopped.exit_status
+
+
+def verify(records_dir: str, program: str = "make_tfrecords") -> int:
+    """0 when every shard matches the manifest, 1 when some do not (each is named), 2 for a user error."""
+    from pipeline.offline import extract
+
+    reports = []
+    status = tools.run(program, lambda directory: reports.append(extract.verify_output(directory)), records_dir)
+    return status or (0 if reports[0].ok else 1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import os
+import warnings
 
 from tfrecords import shards
 
@@ -34,9 +35,28 @@ class ImageIndex:
 def _files_below(directory: str) -> list[str]:
     # Every visible file is a candidate: the format is read from the content, not the name,
     # and whatever is not an image ends up in quarantine rather than silently ignored.
+    # Linked folders are followed (datasets are often assembled from links), each real folder once,
+    # so a link back up the tree cannot make the walk loop forever.
     found = []
-    for root, directories, files in os.walk(directory):
-        directories[:] = sorted(name for name in directories if not name.startswith("."))
+    visited = set()
+    for root, directories, files in os.walk(directory, followlinks=True):
+        status = os.stat(root)
+        visited.add((status.st_dev, status.st_ino))
+        kept = []
+        for name in sorted(name for name in directories if not name.startswith(".")):
+            path = os.path.join(root, name)
+            try:
+                status = os.stat(path)
+            except OSError as error:  # a dangling or looping link
+                warnings.warn(f"skipping {path}: {error.strerror}", stacklevel=3)
+                continue
+            if (status.st_dev, status.st_ino) in visited:
+                warnings.warn(f"skipping {path}: it links to a folder already listed ({os.path.realpath(path)})",
+                              stacklevel=3)
+                continue
+            visited.add((status.st_dev, status.st_ino))
+            kept.append(name)
+        directories[:] = kept
         found.extend(os.path.join(root, name) for name in sorted(files) if not name.startswith("."))
     return found
 
