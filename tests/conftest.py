@@ -110,3 +110,31 @@ def write_odd_inputs(directory: str) -> dict[str, str | None]:
     return {"good.jpg": None, "zero_bytes.jpg": "empty", "truncated.jpg": "unreadable",
             "text.jpg": "not an image", "cmyk.jpg": None, "grayscale.jpg": None, "png_named.jpg": None,
             "palette.gif": None, "alpha.png": None}
+
+
+def write_more_odd_inputs(directory: str) -> dict[str, str | None]:
+    """Six further awkward kinds (EXIF-rotated, 1x1, 16-bit, animated, progressive, bad Huffman table);
+    maps file name -> the quarantine reason fragment, or None if usable."""
+    import io
+
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(2)
+    rgb = PIL.Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored pixels must be turned 90 degrees clockwise to be upright
+    rgb.save(os.path.join(directory, "exif_rotated.jpg"), quality=90, exif=exif)
+    PIL.Image.new("RGB", (1, 1), (200, 30, 60)).save(os.path.join(directory, "one_pixel.png"))
+    deep = (rng.integers(0, 65536, size=(36, 44))).astype(np.uint16)
+    PIL.Image.fromarray(deep).save(os.path.join(directory, "sixteen_bit.png"))
+    frames = [PIL.Image.new("RGB", (30, 34), color) for color in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].save(os.path.join(directory, "animated.gif"), save_all=True, append_images=frames[1:], duration=100)
+    rgb.save(os.path.join(directory, "progressive.jpg"), quality=85, progressive=True)
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    table = data.find(b"\xff\xc4")  # the first Huffman table: marker, length (2), class/id, 16 code counts
+    data[table + 5:table + 21] = b"\xff" * 16  # more codes than any table can hold; headers still parse
+    with open(os.path.join(directory, "bad_huffman.jpg"), "wb") as file:
+        file.write(bytes(data))
+    return {"exif_rotated.jpg": None, "one_pixel.png": None, "sixteen_bit.png": None, "animated.gif": None,
+            "progressive.jpg": None, "bad_huffman.jpg": "unreadable"}

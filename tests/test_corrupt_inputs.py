@@ -1,0 +1,85 @@
+"""Awkward inputs beyond the basic eight: each is converted, quarantined with its reason, or skipped with a warning."""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from pipeline import config as config_lib
+from pipeline.offline import extract
+from pipeline.offline import images
+from pipeline.offline import ladder
+from tests import conftest
+
+
+@pytest.fixture
+def odd(tmp_path):
+    directory = str(tmp_path / "odd")
+    return directory, conftest.write_more_odd_inputs(directory)
+
+
+def test_exif_orientation_is_applied(odd):
+    directory, _ = odd
+    decoded = ladder.load_rgb(os.path.join(directory, "exif_rotated.jpg"))
+    with PIL.Image.open(os.path.join(directory, "exif_rotated.jpg")) as image:
+        stored = np.asarray(image.convert("RGB"))
+    assert stored.shape == (40, 48, 3) and decoded.shape == (48, 40, 3)  # upright: turned a quarter
+    np.testing.assert_array_equal(decoded, np.rot90(stored, k=-1))  # orientation 6: 90 degrees clockwise
+
+
+def test_odd_formats_decode_to_rgb(odd):
+    directory, _ = odd
+    one = ladder.load_rgb(os.path.join(directory, "one_pixel.png"))
+    assert one.shape == (1, 1, 3) and one[0, 0].tolist() == [200, 30, 60]
+    assert ladder.branch_images(one, 32, (10, 90)).shape == (3, 32, 32, 3)
+    deep = ladder.load_rgb(os.path.join(directory, "sixteen_bit.png"))
+    with PIL.Image.open(os.path.join(directory, "sixteen_bit.png")) as image:
+        expected = np.rint(np.asarray(image, np.float64) * 255 / 65535).astype(np.uint8)
+    np.testing.assert_array_equal(deep[..., 0], expected)  # scaled to 8 bits, not clipped
+    first = ladder.load_rgb(os.path.join(directory, "animated.gif"))
+    assert first.shape == (34, 30, 3) and (first == [255, 0, 0]).all()  # the first frame, red
+    progressive = ladder.load_rgb(os.path.join(directory, "progressive.jpg"))
+    assert progressive.shape == (40, 48, 3)
+    with pytest.raises(ladder.BadImage, match="unreadable"):
+        ladder.load_rgb(os.path.join(directory, "bad_huffman.jpg"))
+    with PIL.Image.open(os.path.join(directory, "bad_huffman.jpg")) as image:
+        assert image.size == (48, 40)  # only a full decode finds the damage
+
+
+def test_the_job_converts_quarantines_or_skips_each_and_finishes(tmp_path, tiny_dataset, monkeypatch):
+    expected = conftest.write_more_odd_inputs(os.path.join(tiny_dataset, "dog"))
+    os.symlink(os.path.join(tiny_dataset, "dog"), os.path.join(tiny_dataset, "dog", "loop"))  # a folder loop
+    os.symlink("b.jpg", os.path.join(tiny_dataset, "cat", "a.jpg"))  # a link loop between two names
+    os.symlink("a.jpg", os.path.join(tiny_dataset, "cat", "b.jpg"))
+    vanishing = os.path.join(tiny_dataset, "fox", "fox_000.jpg")
+    index_images = extract.index_images
+
+    def index_then_delete(config):
+        index = index_images(config)
+        os.remove(vanishing)  # gone between indexing and reading
+        return index
+
+    monkeypatch.setattr(extract, "index_images", index_then_delete)
+    with pytest.warns(UserWarning, match="loop: it links to a folder already listed"):
+        summary = extract.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
+                                                             qualities=(50,)))
+    with open(tmp_path / "out" / "quarantine.csv") as file:
+        reasons = {os.path.relpath(row["path"], tiny_dataset): row["reason"] for row in csv.DictReader(file)}
+    assert set(reasons) == {"dog/bad_huffman.jpg", "cat/a.jpg", "cat/b.jpg", "fox/fox_000.jpg"}
+    assert "unreadable image: broken data stream" in reasons["dog/bad_huffman.jpg"]
+    assert "Too many levels of symbolic links" in reasons["cat/a.jpg"]
+    assert "deleted or moved after the dataset was indexed" in reasons["fox/fox_000.jpg"]
+    usable = 12 - 1 + sum(reason is None for reason in expected.values())
+    assert summary["images_written"] == usable and summary["images_skipped"] == 4
+
+
+def test_walking_a_folder_with_a_link_loop_ends(tmp_path):
+    conftest.write_random_images(str(tmp_path / "data"), classes=("cat",), per_class=2)
+    os.makedirs(tmp_path / "data" / "cat" / "inner")
+    os.symlink(str(tmp_path / "data" / "cat"), str(tmp_path / "data" / "cat" / "inner" / "up"))
+    with pytest.warns(UserWarning, match="up: it links to a folder already listed"):
+        index = images.index_directory(str(tmp_path / "data"), 0)
+    assert sorted(item.image_id for item in index.items) == ["cat/cat_000.jpg", "cat/cat_001.jpg"]

@@ -1,0 +1,68 @@
+"""Shard integrity: verify names each damaged shard, a rerun rewrites only those, a read error names the fix."""
+
+import dataclasses
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipeline import config as config_lib
+from pipeline.offline import extract
+from tfrecords import reader
+from tfrecords import verify
+from tools import make_tfrecords
+from tools import verify as verify_tool
+
+
+def _flip_byte(path: str) -> None:
+    with open(path, "r+b") as file:
+        file.seek(os.path.getsize(path) // 2)  # inside a record's data, which its CRC covers
+        value = file.read(1)[0]
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([value ^ 0x01]))
+
+
+def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
+    out_dir = str(tmp_path / "out")
+    config = dataclasses.replace(config_lib.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,))
+    extract.make_tfrecords(config)
+    assert verify.verify_records(out_dir).ok and verify_tool.main([out_dir]) == 0
+    damaged = os.path.join(out_dir, "pool", "train-00001-of-00002.tfrecord")
+    kept = os.path.join(out_dir, "pool", "train-00000-of-00002.tfrecord")
+    kept_mtime = os.path.getmtime(kept)
+    _flip_byte(damaged)
+    capsys.readouterr()
+
+    report = verify.verify_records(out_dir)
+    assert [shard.path for shard in report.bad] == ["pool/train-00001-of-00002.tfrecord"]
+    assert "sha256 differs" in report.bad[0].reason and "unreadable record data" in report.bad[0].reason
+    assert verify_tool.main([out_dir]) == 1
+    assert f"bad shard: {damaged}" in capsys.readouterr().out
+    assert make_tfrecords.main(["--verify", out_dir]) == 1
+
+    with pytest.raises(tf.errors.DataLossError) as raised:
+        for _ in reader.make_dataset(out_dir, "pool", "train", batch_size=4):
+            pass
+    message = reader.explain_data_loss(raised.value, out_dir, "pool", "train")
+    assert "\n" not in message and damaged in message
+    assert f"jpeg-ladder-verify {out_dir}" in message and "rerun make-tfrecords" in message
+
+    summary = extract.make_tfrecords(config)  # the original command
+    assert summary["shards_redone"] == 1
+    assert os.path.getmtime(kept) == kept_mtime
+    assert verify.verify_records(out_dir).ok and make_tfrecords.main(["--verify", out_dir]) == 0
+
+    os.remove(kept)
+    os.truncate(damaged, 100)
+    reasons = {shard.path: shard.reason for shard in verify.verify_records(out_dir).bad}
+    assert reasons == {"pool/train-00000-of-00002.tfrecord": "missing",
+                       "pool/train-00001-of-00002.tfrecord": reasons["pool/train-00001-of-00002.tfrecord"]}
+    assert reasons["pool/train-00001-of-00002.tfrecord"].startswith("100 bytes, the manifest says")
+    assert extract.make_tfrecords(config)["shards_redone"] == 2
+
+
+def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):
+    assert verify_tool.main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no manifest.json in" in error and error.startswith("jpeg-ladder-verify: error")
+    assert make_tfrecords.main(["--verify", str(tmp_path / "nowhere")]) == 2
