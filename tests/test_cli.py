@@ -1,0 +1,63 @@
+"""Command lines: exit status, files written, and a user error as one line on stderr with exit status 2."""
+
+import json
+import os
+
+import pytest
+
+from tools import make_tfrecords
+from tools import predict
+from tools import qf_histogram
+from tools import verify
+
+
+def _one_line_error(capsys, program: str) -> str:
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"{program}: error: "), error
+    return error
+
+
+def test_make_tfrecords_writes_its_files_and_explains_user_errors(tmp_path, tiny_dataset, capsys):
+    out_dir = str(tmp_path / "out")
+    argv = ["--data-dir", tiny_dataset, "--out-dir", out_dir, "--backbone", "mobilenet_v2", "--weights", "none",
+            "--input-size", "32", "--nodes", "pool", "--qualities", "50", "--num-shards", "1", "--no-progress"]
+    assert make_tfrecords.main(argv) == 0
+    assert "12 images written" in capsys.readouterr().out
+    assert sorted(os.listdir(out_dir)) == [".lock", ".progress", "manifest.json", "pool", "quarantine.csv",
+                                           "timings.json"]
+    assert sorted(os.listdir(os.path.join(out_dir, "pool"))) == ["train-00000-of-00001.tfrecord",
+                                                                 "validation-00000-of-00001.tfrecord"]
+    assert make_tfrecords.main(["--verify", out_dir]) == 0
+    assert make_tfrecords.main(argv[:-1] + ["--qualities", "60", "--no-progress"]) == 2
+    assert "different job" in _one_line_error(capsys, "make_tfrecords")
+    assert make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", out_dir]) == 2
+    assert "no such directory" in _one_line_error(capsys, "make_tfrecords")
+
+
+def test_make_tfrecords_flags(tmp_path):
+    base = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")]
+    assert make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None  # the backbone's own
+    assert make_tfrecords.parse_flags(base + ["--input-size", "96"]).input_size == 96
+    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == str(tmp_path)
+    for wrong in (["--data-dir", str(tmp_path)], ["--verify", "a", "--data-dir", "b"], base + ["--qualities", "x"]):
+        with pytest.raises(SystemExit) as raised:
+            make_tfrecords.parse_flags(wrong)
+        assert raised.value.code == 2
+
+
+def test_verify_user_error(tmp_path, capsys):
+    assert verify.main([str(tmp_path / "nowhere")]) == 2
+    assert "no manifest.json" in _one_line_error(capsys, "jpeg-ladder-verify")
+
+
+def test_qf_histogram_writes_json_and_refuses_a_missing_folder(tmp_path, tiny_dataset, capsys):
+    assert qf_histogram.main([tiny_dataset, "--json", str(tmp_path / "counts.json")]) == 0
+    with open(tmp_path / "counts.json") as file:
+        assert json.load(file)
+    assert qf_histogram.main([str(tmp_path / "nowhere")]) == 2
+    assert "no such directory" in _one_line_error(capsys, "qf_histogram")
+
+
+def test_predict_refuses_a_missing_model(tmp_path, tiny_dataset, capsys):
+    assert predict.main(["--model", str(tmp_path / "nowhere"), os.path.join(tiny_dataset, "cat", "cat_000.jpg")]) == 2
+    _one_line_error(capsys, "predict")
