@@ -35,10 +35,16 @@ class ExtractConfig:
     batch_size: int = 8  # images per CNN call (x number of branches)
     seed: int = 0  # random initial weights with weights=none
     progress: bool = True
+    runner: str = "local"  # local (this process) or beam (same output, on any Apache Beam runner)
+    beam_options: str = ""  # Beam pipeline options, e.g. "--runner=DataflowRunner --project=..."; none: DirectRunner
 
     def __post_init__(self):
         if (self.data_dir is None) == (self.labels_csv is None):
             raise ValueError("give exactly one of --data-dir or --labels-csv")
+        if self.runner not in ("local", "beam"):
+            raise ValueError(f"--runner must be local or beam, got {self.runner!r}")
+        if self.beam_options and self.runner != "beam":
+            raise ValueError("--beam-options needs --runner beam")
         bad = [quality for quality in self.qualities if not 1 <= int(quality) <= 100]
         if bad or not self.qualities:
             raise ValueError(f"--qualities must be integers in 1..100, got {self.qualities}")

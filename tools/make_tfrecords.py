@@ -38,6 +38,11 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
     parser.add_argument("--batch-size", type=int, default=8, help="images per CNN call (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random weights seed with --weights none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--runner", default="local", choices=["local", "beam"],
+                        help="local: this process; beam: Apache Beam, same output (default: %(default)s)")
+    parser.add_argument("--beam-options", default="",
+                        help='Beam pipeline options with --runner beam, e.g. "--runner=DataflowRunner '
+                             '--project=P --region=R --temp_location=gs://B/tmp" (default: DirectRunner)')
     flags = parser.parse_args(argv)
     if flags.verify:
         return flags.verify
@@ -55,7 +60,7 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
             input_size=flags.input_size or None, central_crop=flags.central_crop, num_shards=flags.num_shards,
             shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
             compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,
-            progress=not flags.no_progress)
+            progress=not flags.no_progress, runner=flags.runner, beam_options=flags.beam_options)
     except ValueError as error:
         parser.error(str(error))
 
@@ -64,7 +69,11 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     if isinstance(config, str):
         return verify(config)
-    from pipeline.offline import extract as job  # after flag parsing, so --help is instant
+    # After flag parsing, so --help is instant; Beam only when asked for, as it is an optional extra.
+    if config.runner == "beam":
+        from pipeline.offline import beam as job
+    else:
+        from pipeline.offline import extract as job
 
     from pipeline.offline import interrupt
 

@@ -1,0 +1,196 @@
+"""The offline stage on Apache Beam: the local runner's shards, manifest and quarantine, computed by Beam workers.
+
+Only the extraction of the pending shards runs on Beam; everything around it (index, shard plan, job
+identity, resume, manifest, quarantine.csv) is pipeline.offline.extract's own code, run once by the
+launching process. The pipeline:
+
+  batches of the plan --Reshuffle--> decode + ladder + one forward pass per batch (backbone loaded in
+  DoFn.setup) --> serialized records, and unreadable images as a side output --CoGroupByKey by shard-->
+  each shard written with the verified temp-then-rename writer, its result saved in OUT/.progress/.
+
+A batch is a fixed slice of a shard's items (extract.batch_slices), padded to a fixed shape exactly as
+the local runner pads it, so every image meets the same kernels at the same batch position on either
+runner and the records are identical byte for byte. Beam's own BatchElements would batch whatever
+arrives, which makes a batch's make-up, and so possibly the last bits of its activations, depend on
+scheduling.
+
+Paths: the launcher and the workers open the images, a weights file and OUT as ordinary files, so they
+must lie on a filesystem that every machine mounts at the same path. The launcher takes extract's lock
+on OUT, as the local runner does; flock only keeps out jobs that see the same lock, so on a shared
+filesystem without cross-machine flock (a FUSE-mounted bucket) starting one job per output directory is
+up to the user. Workers take no lock: each writes only its own shard's files.
+"""
+
+import shlex
+import time
+
+import tensorflow as tf
+
+from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline.offline import extract
+from pipeline.offline import ladder
+from tfrecords import codec
+
+try:
+    import apache_beam
+except ImportError:  # the optional [beam] extra: make_tfrecords says how to install it
+    apache_beam = None
+
+INSTALL_HINT = 'pip install -e ".[beam]"'
+QUARANTINE_TAG = "quarantine"
+
+# Defined against object when Beam is absent so that this module still imports (and make_tfrecords
+# can say what to install) instead of failing with a bare ImportError.
+_DoFn = apache_beam.DoFn if apache_beam is not None else object
+
+
+def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
+    """Runs (or resumes) the offline stage on Beam; same output and summary as extract.make_tfrecords."""
+    if apache_beam is None:
+        raise ValueError(f"--runner beam needs Apache Beam, an optional extra: {INSTALL_HINT}")
+    # The index, the decoder, the lock and the shard plan's bookkeeping use plain file I/O, which would
+    # take "gs://b/x" for a relative local path: refuse URLs rather than write beside the launcher.
+    urls = [f"{flag} {path}" for flag, path in (("--out-dir", config.out_dir), ("--data-dir", config.data_dir),
+                                                 ("--labels-csv", config.labels_csv), ("--weights", config.weights))
+            if path and "://" in path]
+    if urls:
+        raise ValueError(f"{', '.join(urls)}: URLs are not supported; give paths that the launcher and every "
+                         "worker mount at the same place (a shared filesystem, or the bucket mounted with a FUSE "
+                         "driver such as gcsfuse)")
+    pipeline_options(config)  # bad --beam-options fail here, before the backbone is built
+    return extract.make_tfrecords(config, run_shards=run_shards)
+
+
+def pipeline_options(config: config_lib.ExtractConfig):
+    """config.beam_options as Beam PipelineOptions; with none, Beam's default DirectRunner on this machine."""
+    try:
+        flags = shlex.split(config.beam_options)
+    except ValueError as error:
+        raise ValueError(f"--beam-options {config.beam_options!r}: {error}") from None
+    return apache_beam.options.pipeline_options.PipelineOptions(flags)
+
+
+def run_shards(config, backbone, model, nodes, input_size, pending, progress) -> float:
+    """extract.make_tfrecords's run_shards: extracts and writes the pending shards on Beam; returns seconds."""
+    started = time.perf_counter()
+    encodings = progress.encodings()
+    if encodings is None:
+        encodings = _first_batch_encodings(config, backbone, model, nodes, input_size, pending)
+        if encodings is not None:
+            progress.save_encodings(encodings)
+    batches = [((task.split, task.index, task.num_shards), number, items)
+               for task in pending for number, items in enumerate(extract.batch_slices(task, config.batch_size))]
+    with apache_beam.Pipeline(options=pipeline_options(config)) as pipeline:
+        extracted = (
+            pipeline
+            | "Batches" >> apache_beam.Create(batches)
+            # Create hands its elements out in one piece; the reshuffle spreads the batches over workers.
+            | "Spread" >> apache_beam.Reshuffle()
+            | "Extract" >> apache_beam.ParDo(_ExtractBatch(config, nodes, input_size, encodings)).with_outputs(
+                QUARANTINE_TAG, main="records"))
+        _ = ({"records": extracted.records, "quarantine": extracted[QUARANTINE_TAG]}
+             | "ByShard" >> apache_beam.CoGroupByKey()
+             | "Write" >> apache_beam.ParDo(_WriteShard(config, nodes)))
+    missing = [task.name for task in pending if progress.shard_result(task) is None]
+    if missing:
+        raise RuntimeError(f"the Beam job ended without writing shards {missing[:5]} (of {len(missing)}): "
+                           "rerun the same command to redo them")
+    return time.perf_counter() - started
+
+
+def _first_batch_encodings(config, backbone, model, nodes, input_size, pending):
+    """The encoding of each node, chosen from the job's first batch as the local runner chooses it.
+
+    Decided here, once, before any worker starts, so that every shard of the job uses the same one.
+    None when every image of the job is unreadable.
+    """
+    forward = extract.BatchForward(backbone, model, nodes, config.batch_size, 1 + len(config.qualities), input_size)
+    branch_images = _branch_images_function(config, input_size)
+    for task in pending:
+        for items in extract.batch_slices(task, config.batch_size):
+            kept, activations, _ = _extract(forward, branch_images, items)
+            if kept:
+                return {node: codec.choose_encoding(activations[node]) for node in nodes}
+    return None
+
+
+def _branch_images_function(config, input_size: int):
+    """ladder.branch_images for one decoded image, traced once as the local runner's tf.data map traces it."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def branch_images(image):
+        return ladder.branch_images(image, input_size, config.qualities, config.central_crop)
+
+    return branch_images
+
+
+def _extract(forward, branch_images, items):
+    """Decodes one batch's images and runs the CNN once: (kept items, activations, [(position, row)])."""
+    kept, quarantined = [], []
+    for position, item in enumerate(items):
+        try:
+            image = ladder.load_rgb(item.path)
+        except ladder.BadImage as error:
+            quarantined.append((position, [item.path, str(error)]))
+            continue
+        forward.put(len(kept), branch_images(image).numpy())
+        kept.append(item)
+    activations = forward.run(len(kept)) if kept else None
+    return kept, activations, quarantined
+
+
+class _ExtractBatch(_DoFn):
+    """(shard key, batch number, items) -> (shard key, (batch number, records, zero counts)); bad images aside."""
+
+    def __init__(self, config, nodes, input_size: int, encodings):
+        # Only names and numbers travel with the pipeline; the backbone is built on the worker.
+        self.config = config
+        self.nodes = tuple(nodes)
+        self.input_size = input_size
+        self.encodings = encodings
+        self.forward = None
+        self.branch_images = None
+
+    def setup(self):
+        backbone = registry.get_backbone(self.config.backbone)
+        model = extract.build_model(self.config, backbone, self.input_size)
+        self.forward = extract.BatchForward(backbone, model, self.nodes, self.config.batch_size,
+                                            1 + len(self.config.qualities), self.input_size)
+        self.branch_images = _branch_images_function(self.config, self.input_size)
+
+    def process(self, element):
+        shard_key, number, items = element
+        kept, activations, quarantined = _extract(self.forward, self.branch_images, items)
+        for position, row in quarantined:
+            yield apache_beam.pvalue.TaggedOutput(QUARANTINE_TAG, (shard_key, (number, position, row)))
+        if kept:
+            records, zeros = extract.serialize_batch(kept, activations, self.encodings)
+            yield shard_key, (number, records, zeros)
+
+
+class _WriteShard(_DoFn):
+    """(shard key, its batches and quarantine) -> the shard's files, verified and renamed, and its result."""
+
+    def __init__(self, config, nodes):
+        self.config = config
+        self.nodes = tuple(nodes)
+        self.progress = None
+
+    def setup(self):
+        self.progress = extract._Progress(self.config.out_dir)
+
+    def process(self, element):
+        (split, index, num_shards), grouped = element
+        task = extract.ShardTask(split, index, num_shards, ())  # the writer needs its name, not its items
+        builder = extract._ShardBuilder(task, self.config.out_dir, self.nodes, self.config.compression)
+        try:
+            builder.quarantine.extend(row for _, _, row in sorted(grouped["quarantine"], key=lambda bad: bad[:2]))
+            for _, records, zeros in sorted(grouped["records"], key=lambda batch: batch[0]):
+                builder.add_records(records, zeros)
+            result = builder.finish()
+        except BaseException:
+            builder.abort()
+            raise
+        self.progress.save_shard_result(task, result)
+        yield task.name
