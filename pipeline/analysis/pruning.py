@@ -238,6 +238,7 @@ class Features:
     splits: dict  # split -> (features [N * per_branch, D], labels [N])
     per_branch: int
     test_split: str  # "test", or "validation" when the records have no test split
+    image_ids: dict = dataclasses.field(default_factory=dict)  # split -> [N] bytes
 
     def samples(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         features, labels = self.splits[split]
@@ -248,25 +249,27 @@ def load_features(records_dir: str, node: str, branches, fusion: str, label_map=
                   batch_size: int = 256) -> Features:
     """Every split of `node` in memory: concat -> [N, branches * D]; other fusions -> one row per branch."""
     manifest = manifest_lib.Manifest.read(records_dir)
-    splits = {}
+    splits, image_ids = {}, {}
     available = [split for split in ("train", "validation", "test") if manifest.num_records(split)]
     for split in ("train", "validation"):
         if split not in available:
             raise ValueError(f"the records in {records_dir} have no {split} images; rerun make_tfrecords with "
                              "--validation-percent above 0 or a train/val folder layout")
     for split in available:
-        features, labels = [], []
-        for bottlenecks, batch_labels in reader.make_dataset(records_dir, node, split, batch_size,
-                                                             branches=tuple(branches) if branches else None):
+        features, labels, ids = [], [], []
+        for bottlenecks, batch_labels, batch_ids in reader.make_dataset(
+                records_dir, node, split, batch_size, branches=tuple(branches) if branches else None, with_ids=True):
             features.append(bottlenecks.numpy())
             labels.append(batch_labels.numpy())
+            ids.append(batch_ids.numpy())
         features, labels = np.concatenate(features), np.concatenate(labels)
+        image_ids[split] = np.concatenate(ids)
         if label_map is not None:
             labels = np.asarray(label_map)[labels]
         per_branch = 1 if fusion == "concat" else features.shape[1]
         splits[split] = (features.reshape(len(features) * per_branch, -1).astype(np.float32),
                          labels.astype(np.int32))
-    return Features(splits, per_branch, "test" if "test" in splits else "validation")
+    return Features(splits, per_branch, "test" if "test" in splits else "validation", image_ids)
 
 
 def top_k(scores: np.ndarray, labels: np.ndarray, ks=TOP_KS) -> dict:
@@ -280,7 +283,8 @@ def top_k(scores: np.ndarray, labels: np.ndarray, ks=TOP_KS) -> dict:
 
 def score(head, features: Features, split: str) -> dict:
     inputs, labels = features.splits[split]
-    logits = np.concatenate([np.asarray(head(inputs[start:start + 4096])) for start in range(0, len(inputs), 4096)])
+    logits = np.concatenate([np.asarray(head(inputs[start:start + 4096]))
+                             for start in range(0, len(inputs), 4096)])
     probabilities = tf.nn.softmax(logits).numpy().reshape(len(labels), features.per_branch, -1).mean(axis=1)
     return top_k(probabilities, labels)
 
@@ -408,7 +412,8 @@ def summary_text(result: dict) -> str:
     return (f"jpeg-ladder-prune ({result['method']}): {first['neurons']} -> {cycle['neurons']} neurons at the "
             f"inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of {first['flops']:,} FLOPs left; "
             f"validation top-1 {100 * first['validation_top1']:.2f} -> {100 * cycle['validation_top1']:.2f} %, "
-            f"{cycle['test_split']} top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %")
+            f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %"
+            + ("" if cycle["test_split"] == "test" else " (no test split: test figures are validation's)"))
 
 
 def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
@@ -423,7 +428,8 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
              "products only.", f"The \"test\" columns are measured on {test_name}.", "",
              f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls more than "
              f"{100 * config.tolerance:g} points below cycle 0.", "",
-             "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 | test top-1 | top-5 | top-10 |",
+             "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
+             "| test top-1 | top-5 | top-10 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for index, cycle in enumerate(result["cycles"]):
         marker = " (inflection)" if index == result["inflection_cycle"] else ""

@@ -57,7 +57,8 @@ def build_head(kind: str, num_classes: int, *, hidden_units: int = 500, activati
     """The decision head; weights appear on its first call (or `head.build((None, input_size))`)."""
     check_head(kind, hidden_units, activation, dropout)
     if kind == "linear":
-        return keras.layers.Dense(num_classes, name=name, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+        return keras.layers.Dense(num_classes, name=name,
+                                  kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
     return keras.Sequential([
         keras.layers.Dense(hidden_units, activation=activation, name=HIDDEN_NAME,
                            kernel_initializer=keras.initializers.GlorotUniform(seed=seed)),
