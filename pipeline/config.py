@@ -30,7 +30,10 @@ class ExtractConfig:
     central_crop: float = 1.0  # fraction of each side kept before resizing (1.0 keeps all)
     num_shards: int | None = None  # for the largest split; None: from shard_size_mb
     shard_size_mb: float = 256.0  # target size of one node's shard file (dense upper bound)
-    validation_percent: float = 10.0  # hash split, when the input has no split of its own
+    # validation is carved from the training images by a stable hash of each id; test is the input's own
+    # held-out folder or CSV split, or, for a flat root/<class>/* tree, another hash slice.
+    validation_percent: float = 10.0
+    test_percent: float = 10.0  # only for input without a held-out split of its own
     compression: str = ""  # "" or "GZIP"
     batch_size: int = 8  # images per CNN call (x number of branches)
     seed: int = 0  # random initial weights with weights=none
@@ -50,8 +53,10 @@ class ExtractConfig:
             raise ValueError(f"--qualities must be integers in 1..100, got {self.qualities}")
         if self.compression not in ("", "GZIP"):
             raise ValueError(f"--compression must be GZIP or empty, got {self.compression!r}")
-        if not 0 <= self.validation_percent < 100:
-            raise ValueError(f"--validation-percent must be in [0, 100), got {self.validation_percent}")
+        if not 0 <= self.validation_percent < 100 or not 0 <= self.test_percent < 100 or \
+                self.validation_percent + self.test_percent >= 100:
+            raise ValueError(f"--validation-percent and --test-percent must be in [0, 100) and leave training "
+                             f"images, got {self.validation_percent} and {self.test_percent}")
         if not 0 < self.central_crop <= 1:
             raise ValueError(f"--central-crop must be in (0, 1], got {self.central_crop}")
         if self.batch_size < 1 or (self.num_shards is not None and self.num_shards < 1):
@@ -63,6 +68,13 @@ def tiny(out_dir: str, data_dir: str) -> ExtractConfig:
     return ExtractConfig(out_dir=out_dir, data_dir=data_dir, backbone="mobilenet_v2", weights="none",
                          nodes=("block_16_project_BN", "pool"), input_size=32, num_shards=2,
                          batch_size=4, progress=False)
+
+
+FUSIONS = ("concat", "shared", "weighted", "gated")
+HEADS = ("linear", "mlp")
+# The learning-rate sweep's candidates, log-spaced around each optimizer's usual range.
+SWEEP_RATES = {"sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003), "momentum": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
+               "adam": (0.03, 0.01, 0.003, 0.001, 0.0003)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +90,21 @@ class TrainConfig:
     logdir: str
     stages: tuple[str, ...] | None = None  # None: the backbone's default schedule
     branches: tuple[int, ...] | None = None  # None: all; (0,) is the single-branch baseline
+    fusion: str = "concat"  # concat (the thesis) | shared | weighted | gated; see pipeline.training.fusion
+    head: str = "linear"  # linear | mlp; see pipeline.training.heads
+    hidden_units: int = 500  # mlp head
+    activation: str = "relu"  # mlp head: relu | sigmoid
+    dropout: float = 0.0  # mlp head
     batch_size: int = 100  # global, split across replicas
-    learning_rate: float = 0.01  # of the first stage
+    optimizer: str = "sgd"  # sgd (the thesis) | momentum | adam
+    # Of the first stage, or "auto": the best on validation of a short sweep over sweep_learning_rates.
+    learning_rate: float | str = 0.01
+    sweep_learning_rates: tuple[float, ...] | None = None  # None: SWEEP_RATES[optimizer]
+    sweep_epochs: float = 3.0  # each sweep candidate trains stage 0 this long (with the plateau rule)
+    sweep_dir: str | None = None  # None: LOGDIR/sweep; runs with the same rule may share one
+    sweep_seed: int | None = None  # None: seed; runs that share a sweep share its seed
     learning_rate_divisor: float = 10.0  # per later stage
-    momentum: float = 0.0  # SGD as the thesis
+    momentum: float | None = None  # None: 0 for sgd (the thesis), 0.9 for momentum
     eval_every_steps: int = 2000  # evaluate and checkpoint (at least once an epoch)
     plateau_epochs: float = 1.0  # a stage ends when validation top-1 has not improved for this long
     max_epochs_per_stage: float = 20.0
@@ -92,24 +115,46 @@ class TrainConfig:
     shuffle_buffer: int = 10000
     # A split whose decoded bottlenecks fit in this many MiB is decoded once and kept in memory.
     cache_mb: float = 2048.0
-    seed: int = 0
+    seed: int = 0  # initialisation and shuffling
+    seeds: int = 1  # independent runs LOGDIR/seed<k> with seeds seed, seed + 1, ...: reported as mean ± sd
     export: bool = True
     progress: bool = True
 
     def __post_init__(self):
+        if self.optimizer not in SWEEP_RATES:
+            raise ValueError(f"--optimizer must be one of {', '.join(SWEEP_RATES)}, got {self.optimizer!r}")
+        if self.fusion not in FUSIONS or self.head not in HEADS:
+            raise ValueError(f"--fusion must be one of {', '.join(FUSIONS)} and --head one of {', '.join(HEADS)}, "
+                             f"got {self.fusion!r} and {self.head!r}")
+        if isinstance(self.learning_rate, str) and self.learning_rate != "auto":
+            raise ValueError(f"--learning-rate must be a number or auto, got {self.learning_rate!r}")
+        if self.seeds < 1 or self.sweep_epochs <= 0:
+            raise ValueError("--seeds must be at least 1 and --sweep-epochs positive")
         if self.head_init not in ("random", "baseline"):
             raise ValueError(f"--head-init must be random or baseline, got {self.head_init!r}")
         if self.batch_size < 1 or self.eval_every_steps < 1:
             raise ValueError("--batch-size and --eval-every-steps must be at least 1")
-        if self.learning_rate <= 0 or self.learning_rate_divisor <= 0:
+        if (not isinstance(self.learning_rate, str) and self.learning_rate <= 0) or self.learning_rate_divisor <= 0:
             raise ValueError("--learning-rate and its divisor must be positive")
         if self.max_epochs_per_stage <= 0 or self.plateau_epochs <= 0:
             raise ValueError("--max-epochs-per-stage and --plateau-epochs must be positive")
         if self.branches is not None and (not self.branches or len(set(self.branches)) != len(self.branches)):
             raise ValueError(f"--branches must list distinct branch indices, got {self.branches}")
 
-    def stage_learning_rate(self, stage_index: int) -> float:
-        return self.learning_rate / self.learning_rate_divisor ** stage_index
+    def stage_learning_rate(self, stage_index: int, first: float | None = None) -> float:
+        """The thesis's schedule: the first stage's rate divided by the divisor at every later stage."""
+        first = self.learning_rate if first is None else first
+        return first / self.learning_rate_divisor ** stage_index
+
+    @property
+    def momentum_value(self) -> float:
+        if self.momentum is not None:
+            return self.momentum
+        return 0.9 if self.optimizer == "momentum" else 0.0
+
+    @property
+    def sweep_rates(self) -> tuple[float, ...]:
+        return tuple(self.sweep_learning_rates or SWEEP_RATES[self.optimizer])
 
 
 def tiny_training(records_dir: str, logdir: str) -> TrainConfig:
@@ -223,3 +268,37 @@ class CompressConfig:
             raise ValueError(f"--prune-every-epochs must be at least 1, got {self.prune_every_epochs}")
         if self.loss_threshold <= 0 or self.learning_rate <= 0:
             raise ValueError("--loss-threshold and --learning-rate must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """The comparison protocol: the single-branch baseline and each fusion, trained by one rule, scored on test.
+
+    Example (does the ladder help on my data? 5 arms x 3 seeds, each with its own learning-rate sweep):
+      jpeg-ladder-compare --records records/ --out-dir compare/ --fusions concat,shared,weighted,gated --seeds 3
+    """
+
+    records_dir: str
+    out_dir: str
+    fusions: tuple[str, ...] = FUSIONS
+    seeds: int = 3
+    seed: int = 0
+    stages: tuple[str, ...] | None = ("pool",)  # the decision layer alone, unless asked for more
+    head: str = "linear"
+    hidden_units: int = 500
+    dropout: float = 0.0
+    optimizer: str = "adam"  # converges within the plateau rule on every arm; sgd is the thesis's
+    sweep_learning_rates: tuple[float, ...] | None = None
+    sweep_epochs: float = 5.0
+    batch_size: int = 100
+    eval_every_steps: int = 2000
+    plateau_epochs: float = 5.0
+    max_epochs_per_stage: float = 200.0
+    progress: bool = True
+
+    def __post_init__(self):
+        unknown = [fusion for fusion in self.fusions if fusion not in FUSIONS]
+        if unknown or len(set(self.fusions)) != len(self.fusions):
+            raise ValueError(f"--fusions must list distinct fusions of {', '.join(FUSIONS)}, got {self.fusions}")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")

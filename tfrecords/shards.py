@@ -16,11 +16,19 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def split_for(image_id: str, validation_percent: float) -> str:
-    """'validation' for about validation_percent % of ids, fixed by the id alone; else 'train'."""
-    if not 0 <= validation_percent <= 100:
-        raise ValueError(f"validation_percent is {validation_percent}: pass a percentage between 0 and 100")
-    return "validation" if stable_hash(image_id) % 10000 < validation_percent * 100 else "train"
+def split_for(image_id: str, validation_percent: float, test_percent: float = 0.0) -> str:
+    """'test' for about test_percent % of ids, 'validation' for about validation_percent %, else 'train'.
+
+    Fixed by the id alone. The slices are disjoint and nested by hash, so asking for no test images
+    keeps exactly the train/validation assignment a run without a test split had.
+    """
+    if not 0 <= validation_percent <= 100 or not 0 <= test_percent <= 100 - validation_percent:
+        raise ValueError(f"validation_percent {validation_percent} and test_percent {test_percent}: pass "
+                         f"percentages between 0 and 100 that add up to at most 100")
+    bucket = stable_hash(image_id) % 10000
+    if bucket < test_percent * 100:
+        return "test"
+    return "validation" if bucket < (test_percent + validation_percent) * 100 else "train"
 
 
 def plan_shards(image_ids: Sequence[str], num_shards: int) -> list[list[int]]:

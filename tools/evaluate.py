@@ -15,11 +15,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="LOGDIR/export of the trained topology")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--records", help="make_tfrecords's --out-dir (evaluates its validation split)")
+    source.add_argument("--records", help="make_tfrecords's --out-dir (evaluates its test split by default)")
     source.add_argument("--data-dir", help="raw images, root/<class>/* or root/train|val/<class>/*")
     source.add_argument("--labels-csv", help="raw images listed as file,label[,split]")
-    parser.add_argument("--split", default="validation", choices=["validation", "train", "all"],
-                        help="which images of the source to evaluate (default: %(default)s)")
+    parser.add_argument("--split", default="test", choices=["test", "validation", "train", "all"],
+                        help="which images of the source to evaluate (default: %(default)s; records without a test "
+                             "split fall back to validation, and the output says so)")
     parser.add_argument("--baseline", help="LOGDIR of a single-branch training (--branches 0), needed when "
                                            "the classes are not ImageNet's")
     parser.add_argument("--image-ids", default="", help="comma-separated image ids for per-image tables")
@@ -30,17 +31,21 @@ def main(argv=None) -> int:
     from pipeline.offline import images
 
     def run(_):
-        split = None if flags.split == "all" else flags.split
+        split = flags.split
         if flags.records:
-            predictions = evaluate.predictions_from_records(flags.model, flags.records, flags.baseline,
-                                                            split or "validation")
+            split = evaluate.records_split(flags.records, split)
+            predictions = evaluate.predictions_from_records(flags.model, flags.records, flags.baseline, split)
         else:
-            percent = export.ExportedClassifier(flags.model).description["validation_percent"]
-            index = (images.index_directory(flags.data_dir, percent) if flags.data_dir
-                     else images.index_csv(flags.labels_csv, percent))
-            predictions = evaluate.predictions_from_images(flags.model, index, flags.baseline, split)
+            description = export.ExportedClassifier(flags.model).description
+            percents = (description["validation_percent"], description.get("test_percent", 0.0))
+            index = (images.index_directory(flags.data_dir, *percents) if flags.data_dir
+                     else images.index_csv(flags.labels_csv, *percents))
+            if split == "test" and not index.split("test"):
+                split = "validation"
+            predictions = evaluate.predictions_from_images(flags.model, index, flags.baseline,
+                                                           None if split == "all" else split)
         image_ids = [image_id for image_id in flags.image_ids.split(",") if image_id]
-        result = evaluate.evaluate(predictions, image_ids)
+        result = evaluate.evaluate(predictions, image_ids, split)
         evaluate.write(result, flags.out_dir, f"Evaluation of {flags.model}")
         print(evaluate.markdown(result, f"Evaluation of {flags.model}").split("\n## ")[0])
         print(f"evaluate: wrote {flags.out_dir}/evaluation.json and evaluation.md")

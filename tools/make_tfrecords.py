@@ -33,7 +33,12 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
     shard_size.add_argument("--shard-size-mb", type=float, default=256.0,
                             help="target shard size per node (default: %(default)s)")
     parser.add_argument("--validation-percent", type=float, default=10.0,
-                        help="hash split when the input has none (default: %(default)s)")
+                        help="share of the training images kept for validation, by a stable hash "
+                             "(default: %(default)s)")
+    parser.add_argument("--test-percent", type=float, default=10.0,
+                        help="share of a flat root/<class>/* tree kept as the test split, by a stable hash; input "
+                             "with its own held-out folder (val/ or test/) or CSV split uses that "
+                             "(default: %(default)s)")
     parser.add_argument("--compression", default="", choices=["", "GZIP"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per CNN call (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random weights seed with --weights none")
@@ -59,6 +64,7 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
             backbone=flags.backbone, weights=flags.weights, nodes=nodes, qualities=qualities,
             input_size=flags.input_size or None, central_crop=flags.central_crop, num_shards=flags.num_shards,
             shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
+            test_percent=flags.test_percent,
             compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,
             progress=not flags.no_progress, runner=flags.runner, beam_options=flags.beam_options)
     except ValueError as error:

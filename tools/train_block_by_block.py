@@ -21,10 +21,20 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
                                          "schedule, e.g. pool,mixed9,mixed8,mixed7 for inception_v3)")
     parser.add_argument("--branches", help="comma-separated branch indices, 0 = original (default: all); "
                                            "--branches 0 trains the single-branch baseline")
+    parser.add_argument("--fusion", choices=config_lib.FUSIONS, default=defaults.fusion,
+                        help="how the decision layer combines the branches (default: %(default)s, the thesis)")
+    parser.add_argument("--head", choices=config_lib.HEADS, default=defaults.head)
+    parser.add_argument("--hidden-units", type=int, default=defaults.hidden_units, help="--head mlp")
+    parser.add_argument("--activation", choices=["relu", "sigmoid"], default=defaults.activation, help="--head mlp")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout, help="--head mlp")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                        help="of the first stage; divided by 10 at each later stage (default: %(default)s)")
-    parser.add_argument("--momentum", type=float, default=defaults.momentum)
+    parser.add_argument("--optimizer", choices=list(config_lib.SWEEP_RATES), default=defaults.optimizer)
+    parser.add_argument("--learning-rate", default=str(defaults.learning_rate),
+                        help="of the first stage, divided by 10 at each later stage; auto: the best on validation "
+                             "of a short sweep (default: %(default)s)")
+    parser.add_argument("--sweep-epochs", type=float, default=defaults.sweep_epochs,
+                        help="length of each --learning-rate auto candidate (default: %(default)s)")
+    parser.add_argument("--momentum", type=float, help="SGD momentum (default: 0 for sgd, 0.9 for momentum)")
     parser.add_argument("--eval-every-steps", type=int, default=defaults.eval_every_steps)
     parser.add_argument("--max-epochs-per-stage", type=float, default=defaults.max_epochs_per_stage)
     parser.add_argument("--plateau-epochs", type=float, default=defaults.plateau_epochs,
@@ -40,12 +50,21 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
                         help="keep a split's decoded bottlenecks in memory when they fit in this many MiB "
                              "(default: %(default)s; 0 decodes every epoch)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seeds", type=int, default=defaults.seeds,
+                        help="independent runs (LOGDIR/seed<k>), reported as mean ± sd (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
     flags = parser.parse_args(argv)
     try:
+        learning_rate = flags.learning_rate if flags.learning_rate == "auto" else float(flags.learning_rate)
+    except ValueError:
+        parser.error(f"--learning-rate must be a number or auto, got {flags.learning_rate!r}")
+    try:
         return config_lib.TrainConfig(
             records_dir=flags.records, logdir=flags.logdir, stages=_tuple(flags.stages),
-            branches=_tuple(flags.branches, int), batch_size=flags.batch_size, learning_rate=flags.learning_rate,
+            branches=_tuple(flags.branches, int), fusion=flags.fusion, head=flags.head,
+            hidden_units=flags.hidden_units, activation=flags.activation, dropout=flags.dropout,
+            batch_size=flags.batch_size, optimizer=flags.optimizer, learning_rate=learning_rate,
+            sweep_epochs=flags.sweep_epochs, seeds=flags.seeds,
             momentum=flags.momentum, eval_every_steps=flags.eval_every_steps,
             max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels,

@@ -12,12 +12,12 @@ import dataclasses
 import os
 
 import numpy as np
-import scipy.stats
 
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline.training import export
 from pipeline.offline import images
+from pipeline.analysis import statistics
 from pipeline.offline import ladder
 from pipeline.training import metrics
 from tfrecords import fileio
@@ -104,8 +104,32 @@ class _LabelMapper(dict):
                          f"({', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
 
 
-def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=None, split="validation",
+SELECTION_NOTE = ("these figures come from the validation split, which also chose the checkpoints, plateaus and "
+                  "learning rates, so they are optimistic: make records with a test split (make-tfrecords "
+                  "--test-percent, or a val/ or test/ folder)")
+
+
+def records_split(records_dir: str, split: str) -> str:
+    """The split to score: test by default; records without one fall back to validation (see SELECTION_NOTE)."""
+    manifest = manifest_lib.Manifest.read(records_dir)
+    if split == "test" and not manifest.num_records("test"):
+        return "validation"
+    if split != "all":
+        manifest.split(split)  # an unknown split fails with the available ones
+    return split
+
+
+def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=None, split="test",
                              batch_size=32) -> Predictions:
+    """Predictions on one split of the records ("all": every split of them, one after the other)."""
+    if split == "all":
+        parts = [predictions_from_records(model_dir, records_dir, baseline_logdir, name, batch_size)
+                 for name in manifest_lib.Manifest.read(records_dir).splits]
+        return Predictions(
+            [image_id for part in parts for image_id in part.image_ids], np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.topology for p in parts]),
+            None if parts[0].branches is None else np.concatenate([p.branches for p in parts]),
+            parts[0].branch_names, parts[0].class_names)
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
@@ -132,7 +156,7 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
 
 
 def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_logdir=None,
-                            split: str | None = "validation", batch_size: int = 8) -> Predictions:
+                            split: str | None = "test", batch_size: int = 8) -> Predictions:
     """The same figures from raw image files, decoded and laddered as the offline stage does."""
     model = export.ExportedClassifier(model_dir)
     description = model.description
@@ -164,9 +188,12 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
                        list(description["class_names"]))
 
 
-def _ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """1-based rank of each label among its row's scores; ties go to the lower class index, as argmax does."""
     return metrics.ranks(scores, labels).numpy()
+
+
+_ranks = ranks
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -178,21 +205,20 @@ def compare(topology_right: np.ndarray, baseline_right: np.ndarray, resamples: i
     """Type A (topology right, baseline wrong), Type B (the reverse), exact McNemar, bootstrap 95 % CI."""
     type_a = int(np.sum(topology_right & ~baseline_right))
     type_b = int(np.sum(~topology_right & baseline_right))
-    discordant = type_a + type_b
-    p_value = float(scipy.stats.binomtest(type_a, discordant, 0.5).pvalue) if discordant else 1.0
-    rng = np.random.default_rng(seed)
-    count = len(topology_right)
     difference = topology_right.astype(np.float64) - baseline_right.astype(np.float64)
-    samples = rng.integers(0, count, size=(resamples, count))
-    means = difference[samples].mean(axis=1)
-    return {"type_a": type_a, "type_b": type_b, "mcnemar_exact_p": p_value,
+    return {"type_a": type_a, "type_b": type_b, "mcnemar_exact_p": statistics.mcnemar_exact(type_a, type_b),
             "top1_difference": float(difference.mean()),
-            "top1_difference_ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]}
+            "top1_difference_ci95": statistics.bootstrap_interval(difference, resamples, seed)}
 
 
-def evaluate(predictions: Predictions, image_ids=()) -> dict:
+def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -> dict:
+    """Every figure of the module docstring; `split` names the images scored (a selection split gets a warning)."""
     labels = predictions.labels
     result = {"num_images": len(labels), "topology": _top_k(predictions.topology, labels)}
+    if split is not None:
+        result["split"] = split
+        if split in ("validation", "all"):
+            result["selection_warning"] = SELECTION_NOTE
     if predictions.branches is None:
         result["note"] = ("no baseline: the classes are not ImageNet's, so pass --baseline LOGDIR of a "
                           "single-branch training (train-block-by-block --branches 0)")
@@ -243,7 +269,9 @@ def markdown(result: dict, title: str) -> str:
     def percent(value):
         return f"{100 * value:.2f}"
 
-    lines = [f"# {title}", "", f"{result['num_images']} images.", "",
+    split = f" of the {result['split']} split" if result.get("split") else ""
+    warning = [f"**Warning: {result['selection_warning']}.**", ""] if result.get("selection_warning") else []
+    lines = [f"# {title}", "", f"{result['num_images']} images{split}.", "", *warning,
              "| model | top-1 % | top-5 % | top-10 % |", "|---|---:|---:|---:|"]
     rows = [("topology", result["topology"])]
     if "baseline" in result:

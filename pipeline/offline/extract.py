@@ -54,8 +54,8 @@ class ShardTask:
 
 def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
     if config.data_dir is not None:
-        return images.index_directory(config.data_dir, config.validation_percent)
-    return images.index_csv(config.labels_csv, config.validation_percent)
+        return images.index_directory(config.data_dir, config.validation_percent, config.test_percent)
+    return images.index_csv(config.labels_csv, config.validation_percent, config.test_percent)
 
 
 def plan(index: images.ImageIndex, config: config_lib.ExtractConfig,
@@ -88,6 +88,7 @@ def _job_identity(config, nodes, input_size, index) -> dict:
         "input_size": input_size, "central_crop": config.central_crop,
         "qualities": list(config.qualities), "num_shards": config.num_shards,
         "shard_size_mb": config.shard_size_mb, "validation_percent": config.validation_percent,
+        "test_percent": config.test_percent,
         "compression": config.compression, "batch_size": config.batch_size,
         "seed": config.seed if weights["kind"] == "none" else None, "images": listing,
     }

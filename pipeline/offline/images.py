@@ -1,4 +1,10 @@
-"""Indexing a dataset: image files, labels, stable ids and train/validation splits."""
+"""Indexing a dataset: image files, labels, stable ids and train/validation/test splits.
+
+test is the input's own held-out images (a val/, validation/ or test/ folder, or the CSV's split
+column); validation is carved from the training images by a stable hash of each id; a flat
+root/<class>/* tree gets both by hash. Only evaluation reads test: everything that chooses looks at
+validation.
+"""
 
 import csv
 import dataclasses
@@ -7,8 +13,10 @@ import warnings
 
 from tfrecords import shards
 
-TRAIN, VALIDATION = "train", "validation"
-_SPLIT_DIRECTORIES = {"train": TRAIN, "val": VALIDATION, "validation": VALIDATION}
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
+# Input split names -> the records' split: the held-out part of the input is the test split.
+_SPLIT_DIRECTORIES = {"train": TRAIN, "val": TEST, "validation": TEST, "test": TEST}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +37,7 @@ class ImageIndex:
 
     @property
     def split_names(self) -> tuple[str, ...]:
-        return tuple(name for name in (TRAIN, VALIDATION) if self.split(name))
+        return tuple(name for name in SPLITS if self.split(name))
 
 
 def _files_below(directory: str) -> list[str]:
@@ -66,8 +74,16 @@ def _class_directories(directory: str) -> list[str]:
                   if os.path.isdir(os.path.join(directory, name)) and not name.startswith("."))
 
 
-def index_directory(data_dir: str, validation_percent: float) -> ImageIndex:
-    """root/<class>/* (split by a stable hash of the id) or root/train|val/<class>/*."""
+def _split(given: str | None, image_id: str, validation_percent: float, test_percent: float) -> str:
+    if given == TEST:
+        return TEST
+    if given == TRAIN:  # the input's own training images: validation is carved from them
+        return shards.split_for(image_id, validation_percent)
+    return shards.split_for(image_id, validation_percent, test_percent)
+
+
+def index_directory(data_dir: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
+    """root/<class>/* (split by a stable hash of the id) or root/train|val|test/<class>/*."""
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"--data-dir {data_dir}: no such directory")
     top = _class_directories(data_dir)
@@ -85,11 +101,11 @@ def index_directory(data_dir: str, validation_percent: float) -> ImageIndex:
             for path in _files_below(os.path.join(root, class_name)):
                 image_id = os.path.relpath(path, data_dir).replace(os.sep, "/")
                 items.append(ImageItem(path, label_of[class_name], image_id,
-                                       split or shards.split_for(image_id, validation_percent)))
+                                       _split(split, image_id, validation_percent, test_percent)))
     return _checked(ImageIndex(tuple(items), tuple(class_names)), f"--data-dir {data_dir}")
 
 
-def index_csv(labels_csv: str, validation_percent: float) -> ImageIndex:
+def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
     """A CSV of file,label[,split] (a header row is optional); files relative to the CSV's folder.
 
     Labels that are all integers are used as class indices; otherwise they are class names,
@@ -120,11 +136,10 @@ def index_csv(labels_csv: str, validation_percent: float) -> ImageIndex:
         split = _SPLIT_DIRECTORIES.get(row[2].strip().lower()) if len(row) == 3 else None
         if len(row) == 3 and split is None:
             raise ValueError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
-                             f"(use train or val)")
+                             f"(use train, or val or test for held-out images)")
         path = os.path.join(root, file_name)
         image_id = os.path.normpath(file_name).replace(os.sep, "/")
-        items.append(ImageItem(path, label, image_id,
-                               split or shards.split_for(image_id, validation_percent)))
+        items.append(ImageItem(path, label, image_id, _split(split, image_id, validation_percent, test_percent)))
     return _checked(ImageIndex(tuple(items), class_names), f"--labels-csv {labels_csv}")
 
 

@@ -19,7 +19,6 @@ import tensorflow as tf
 from bottlenecks import cut
 from pipeline.offline import ladder
 from pipeline.training import checkpoints
-from pipeline.training import topology
 from tfrecords import fileio
 
 CLASSES_NAME = "classes.json"
@@ -27,18 +26,18 @@ CLASSES_NAME = "classes.json"
 
 def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     """Writes the final stage's best model, from raw pixels to probabilities, to export_dir."""
+    model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
     checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
     manifest = setup.manifest
     input_size, qualities, central_crop = manifest.input_size, manifest.qualities, manifest.central_crop
     branches = tf.constant(setup.branches, tf.int32)
     front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
-    model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
 
     num_branches = len(setup.branches)
     node_shape = tuple(int(size) for size in model.input.shape[2:])
 
     def classify_bottlenecks(bottlenecks):
-        return {"probabilities": tf.nn.softmax(model(bottlenecks, training=False))}
+        return {"probabilities": tf.nn.softmax(model(bottlenecks, training=False)["logits"])}
 
     def classify_pixels(pixels):
         flat = tf.reshape(pixels, [-1, input_size, input_size, 3])
@@ -61,14 +60,16 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     temporary = export_dir.rstrip("/") + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)
-    description = {"class_names": list(setup.class_names), "node": stage.node,
+    description = {"class_names": list(setup.class_names), "node": stage.node, "fusion": setup.config.fusion,
                    "branches": [manifest.branches[branch] for branch in setup.branches],
                    "branch_indices": list(setup.branches), "input_size": input_size,
                    "central_crop": central_crop, "qualities": list(qualities), "backbone": setup.backbone.name,
                    "weights": manifest.weights, "label_space": "imagenet" if setup.label_map is not None
                    else "dataset", "records_class_names": list(manifest.class_names),
                    "weights_seed": manifest.weights_seed,
-                   "validation_percent": manifest.config.get("validation_percent", 10.0)}
+                   "validation_percent": manifest.config.get("validation_percent", 10.0),
+                   # Records made before the test split existed have none: their held-out images are validation.
+                   "test_percent": manifest.config.get("test_percent", 0.0)}
     fileio.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(temporary, export_dir)

@@ -11,6 +11,8 @@ from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline.training import checkpoints
 from pipeline.training import distribute
+from pipeline.training import fusion as fusion_lib
+from pipeline.training import heads
 from pipeline.training import topology
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
@@ -25,6 +27,7 @@ class Setup:
     backbone: registry.Backbone
     backbone_model: keras.Model
     head: keras.layers.Layer
+    combiner: keras.layers.Layer | None  # the fusion's branch weights or gate, if it learns any
     branches: tuple[int, ...]
     class_names: tuple[str, ...]
     label_map: np.ndarray | None  # dataset label -> ImageNet index, when the classes are ImageNet's
@@ -42,7 +45,13 @@ class Setup:
         return max(1, math.ceil(self.num_train / self.config.batch_size))
 
     def trainable_objects(self, node: str) -> dict:
-        return checkpoints.trainable_objects(self.backbone_model, node, self.head)
+        objects = checkpoints.trainable_objects(self.backbone_model, node, self.head)
+        return objects if self.combiner is None else {**objects, "fusion": self.combiner}
+
+    def build_model(self, node: str) -> keras.Model:
+        """The stage model reading `node` (see topology.build)."""
+        return topology.build(self.backbone_model, node, len(self.branches), self.head, self.config.fusion,
+                              self.combiner)
 
 
 def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
@@ -66,8 +75,11 @@ def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
     return tuple(stage_nodes)
 
 
-def prepare(config: config_lib.TrainConfig) -> Setup:
-    """Checks the run against its records and builds what all stages share."""
+def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = None) -> Setup:
+    """Checks the run against its records and builds what all stages share.
+
+    Training reads only the train and validation splits: the test split is left to the evaluation.
+    """
     manifest = manifest_lib.Manifest.read(config.records_dir)
     backbone = registry.get_backbone(manifest.backbone)
     num_record_branches = manifest.num_branches
@@ -98,11 +110,23 @@ def prepare(config: config_lib.TrainConfig) -> Setup:
                 raise ValueError("--head-init baseline needs the backbone's own ImageNet classes (class folders "
                                  "named by wnid, or integer labels with --imagenet-labels); use --head-init random")
             class_names, label_map = tuple(manifest.class_names), None
-        head = topology.decision_layer(len(class_names), seed=config.seed)
-    stages = tuple(checkpoints.Stage(index, node, config.stage_learning_rate(index))
+        head = heads.build_head(config.head, len(class_names), hidden_units=config.hidden_units,
+                                activation=config.activation, dropout=config.dropout, seed=config.seed)
+        combiner = fusion_lib.combiner(config.fusion, len(branches), seed=config.seed)
+    if first_learning_rate is None:
+        if isinstance(config.learning_rate, str):
+            raise ValueError("--learning-rate auto is resolved by the trainer's sweep before the stages are made")
+        first_learning_rate = config.learning_rate
+    stages = tuple(checkpoints.Stage(index, node, config.stage_learning_rate(index, first_learning_rate))
                    for index, node in enumerate(stage_nodes))
-    return Setup(config, manifest, backbone, backbone_model, head, branches, class_names, label_map, stages,
-                 strategy, manifest.num_records("train"), manifest.num_records("validation"))
+    return Setup(config, manifest, backbone, backbone_model, head, combiner, branches, class_names, label_map,
+                 stages, strategy, manifest.num_records("train"), manifest.num_records("validation"))
+
+
+def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:
+    """The nodes the run's stages read, checked against the records."""
+    manifest = manifest_lib.Manifest.read(config.records_dir)
+    return _check_stages(config, manifest, registry.get_backbone(manifest.backbone))
 
 
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
@@ -130,11 +154,17 @@ def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: 
     return dataset.map(labels_in_head_space, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def make_optimizer(config: config_lib.TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum_value)
+
+
 def stage_model(setup: Setup, stage: checkpoints.Stage):
-    """The stage's model, with the layers after its node unfrozen, and a fresh SGD optimizer."""
+    """The stage's model, with the layers after its node unfrozen, and a fresh optimizer."""
     with setup.strategy.scope():
         topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
-        model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
-        optimizer = keras.optimizers.SGD(learning_rate=stage.learning_rate, momentum=setup.config.momentum)
+        model = setup.build_model(stage.node)
+        optimizer = make_optimizer(setup.config, stage.learning_rate)
         optimizer.build(model.trainable_variables)
     return model, optimizer

@@ -3,13 +3,15 @@
 import keras
 import tensorflow as tf
 
+from pipeline.training import fusion as fusion_lib
 from pipeline.training import metrics
 
 
 class Steps:
     """`train(iterator)` runs one step on the next global batch; `evaluate(dataset)` one pass in one graph."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer, global_batch: int):
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer, global_batch: int,
+                 fusion: str = "concat"):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -17,15 +19,17 @@ class Steps:
 
         def train_replica(bottlenecks, labels):
             with tf.GradientTape() as tape:
-                logits = model(bottlenecks, training=True)
-                per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                outputs = model(bottlenecks, training=True)
+                per_example = fusion_lib.per_example_loss(fusion, outputs, labels)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+            logits = outputs["logits"]
             variables = model.trainable_variables
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return loss, metrics.correct_in_top_k(logits, labels, 1)
 
         def evaluate_replica(bottlenecks, labels):
-            logits = model(bottlenecks, training=False)
+            logits = model(bottlenecks, training=False)["logits"]
+            # The prediction's cross-entropy, whatever the fusion trains on: one number to compare arms by.
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             return (tf.reduce_sum(per_example), metrics.correct_in_top_k(logits, labels, 1),
                     metrics.correct_in_top_k(logits, labels, 5), tf.cast(tf.shape(labels)[0], tf.float32))

@@ -39,7 +39,7 @@ class StageWriters:
 
 
 _HPARAMS = ("stage", "node", "learning_rate", "branches", "batch_size", "momentum", "head_init",
-            "train_batchnorm", "backbone")
+            "train_batchnorm", "backbone", "fusion", "optimizer", "head", "seed")
 
 
 class RunLogs:
@@ -64,8 +64,9 @@ class RunLogs:
             hparams_api.hparams({
                 "stage": stage.index, "node": stage.node, "learning_rate": stage.learning_rate,
                 "branches": ",".join(map(str, setup.branches)), "batch_size": config.batch_size,
-                "momentum": config.momentum, "head_init": config.head_init,
+                "momentum": config.momentum_value, "head_init": config.head_init,
                 "train_batchnorm": config.train_batchnorm, "backbone": setup.backbone.name,
+                "fusion": config.fusion, "optimizer": config.optimizer, "head": config.head, "seed": config.seed,
             }, trial_id=stage.name)
         hparams_writer.close()
         return StageWriters(directory)

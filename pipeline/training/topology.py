@@ -1,9 +1,11 @@
-"""The multi-quality topology: every branch through one shared tail, concatenated, one decision layer.
+"""The multi-quality topology: every branch through one shared tail, then the fusion and one decision head.
 
     bottlenecks [B, branches, *node_shape]
         -> one batched call of the backbone's own layers after the node   (shared weights)
-        -> pooled features [B, branches, D] -> concatenated [B, branches * D]
-        -> decision layer -> logits [B, classes]
+        -> pooled features [B, branches, D]
+        -> fusion (concat: one head over [B, branches * D]; shared/weighted/gated: the head on every
+           branch, probabilities averaged; see pipeline.training.fusion)
+        -> {"logits": [B, classes], ...}
 """
 
 import keras
@@ -11,6 +13,7 @@ import numpy as np
 
 from bottlenecks import cut
 from bottlenecks import registry
+from pipeline.training import fusion as fusion_lib
 
 HEAD_INITS = ("random", "baseline")
 
@@ -21,8 +24,12 @@ def decision_layer(num_classes: int, seed: int = 0) -> keras.layers.Dense:
                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
 
 
-def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Dense) -> keras.Model:
-    """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head`."""
+def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Layer,
+          fusion: str = "concat", combiner: keras.layers.Layer | None = None) -> keras.Model:
+    """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head` (and `combiner`).
+
+    Its output is fusion.outputs()'s dict; "logits" is the prediction.
+    """
     tail = cut.tail(backbone_model, node)
     node_shape = tuple(int(size) for size in tail.input.shape[1:])
     feature_size = int(tail.output.shape[-1])
@@ -30,8 +37,9 @@ def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras
     # Branches share the tail, so they can go through it as one batch: the same result as eleven
     # calls, with one kernel launch per layer instead of eleven.
     flat = keras.ops.reshape(bottlenecks, (-1,) + node_shape)
-    features = keras.ops.reshape(tail(flat), (-1, num_branches * feature_size))
-    return keras.Model(bottlenecks, head(features), name=f"topology_from_{node}")
+    features = keras.ops.reshape(tail(flat), (-1, num_branches, feature_size))
+    outputs = fusion_lib.outputs(fusion, features, head, combiner, num_branches)
+    return keras.Model(bottlenecks, outputs, name=f"topology_from_{node}")
 
 
 def unfreeze_tail(backbone_model: keras.Model, node: str, train_batchnorm: bool) -> list[keras.layers.Layer]:
@@ -47,14 +55,22 @@ def unfreeze_tail(backbone_model: keras.Model, node: str, train_batchnorm: bool)
     return tail_layers
 
 
-def init_head_from_classifier(head: keras.layers.Dense, backbone_model: keras.Model, class_indices,
+def init_head_from_classifier(head: keras.layers.Layer, backbone_model: keras.Model, class_indices,
                               original_position: int, num_branches: int) -> None:
-    """The original branch's slice gets the backbone's classifier (for these classes), the others zeros.
+    """Starts the decision layer at the backbone's own classifier (for these classes).
 
-    Stage 0 then starts exactly at the stock model's accuracy.
+    concat: the original branch's slice gets the classifier, the others zeros, so stage 0 starts exactly
+    at the stock model's accuracy. The other fusions apply one head to every branch: it becomes the
+    classifier itself, so stage 0 starts at the stock model's mean over the branches.
     """
+    if not isinstance(head, keras.layers.Dense):
+        raise ValueError("--head-init baseline starts a linear decision layer from the backbone's classifier; "
+                         "use --head linear, or --head-init random for an MLP head")
     kernel, bias = (np.asarray(weight) for weight in cut.classifier_layer(backbone_model).get_weights())
     feature_size = kernel.shape[0]
+    if head.kernel.shape == (feature_size, len(class_indices)):  # one head for every branch
+        head.set_weights([kernel[:, class_indices], bias[class_indices].astype(np.float32)])
+        return
     if head.kernel.shape != (num_branches * feature_size, len(class_indices)):
         raise ValueError(f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
                          f"{(num_branches * feature_size, len(class_indices))}")

@@ -2,7 +2,9 @@
 
 LOGDIR/
   config.json                  the run's settings; a rerun must match them to resume
-  results.json                 per stage: node, learning rate, steps, best top-1/top-5, checkpoint
+  results.json                 per stage: node, learning rate, steps, best top-1/top-5, checkpoint, ended_by
+  sweep/lr<rate>/              with --learning-rate auto: one short stage-0 run per candidate rate
+  seed<k>/                     with --seeds N: one whole run per seed (results.json then holds mean ± sd)
   stage<k>_<node>/train|validation   TensorBoard runs, one per stage (the stage folder holds its hparams)
   stages/                      TensorBoard: best top-1 per stage, a sample's JPEG ladder
   events.out.tfevents.*        TensorBoard: the hparams experiment (best top-1 as its metric)
@@ -22,6 +24,7 @@ from bottlenecks import cut
 from pipeline import config as config_lib
 from pipeline.training import checkpoints
 from pipeline.training import export
+from pipeline.training import heads
 from pipeline.training import metrics
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import steps as steps_lib
@@ -35,12 +38,20 @@ RESULTS_NAME = "results.json"
 prepare = prepare_lib.prepare
 
 
+CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
+
+
 def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     """Runs (or resumes) every stage and returns results.json's content."""
-    setup = prepare(config)  # first, so a run refused for bad flags does not record them
+    if config.seeds > 1:
+        return _train_seeds(config)
+    prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
+    sweep = learning_rate_sweep(config)
+    setup = prepare(config, sweep["chosen"])
     _check_config(config)
     results_path = os.path.join(config.logdir, RESULTS_NAME)
     results = fileio.read_json(results_path) or _new_results(setup)
+    results["learning_rate_sweep"] = sweep
     logs = tensorboard_logs.RunLogs(config.logdir)
     if "baseline" not in results and setup.label_map is not None:
         results["baseline"] = evaluate_baseline(setup)
@@ -54,7 +65,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
         results["stages"].append(outcome)
         fileio.write_json_atomic(results_path, results)
         logs.stage_summary(stage, outcome, config, setup)
-    if config.export:
+    if config.export and not (results.get("export") and os.path.isdir(results["export"]["path"])):
         best = results["stages"][-1]["checkpoint"]
         results["export"] = export.export_model(setup, setup.stages[-1], best,
                                                 os.path.join(config.logdir, "export"))
@@ -64,12 +75,75 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
 
 
 def _new_results(setup: prepare_lib.Setup) -> dict:
-    return {"records": os.path.abspath(setup.config.records_dir), "backbone": setup.backbone.name,
+    config = setup.config
+    return {"records": os.path.abspath(config.records_dir), "backbone": setup.backbone.name,
             "branches": [setup.manifest.branches[branch] for branch in setup.branches],
-            "branch_indices": list(setup.branches),
+            "branch_indices": list(setup.branches), "fusion": config.fusion, "optimizer": config.optimizer,
+            "head": heads.description(config.head, config.hidden_units, config.activation, config.dropout),
+            "seed": config.seed,
             "label_space": "imagenet" if setup.label_map is not None else "dataset",
             "global_batch_size": setup.config.batch_size, "replicas": setup.strategy.num_replicas_in_sync,
             "stages": []}
+
+
+def learning_rate_sweep(config: config_lib.TrainConfig) -> dict:
+    """The first stage's learning rate: the given one, or with "auto" the best on validation of a sweep.
+
+    Each candidate trains the first stage from the same start for sweep_epochs under the same plateau
+    rule; the highest validation top-1 wins, ties going to the lower validation loss. Finished
+    candidates are kept, so a rerun resumes the sweep.
+    """
+    if not isinstance(config.learning_rate, str):
+        return {"chosen": float(config.learning_rate), "candidates": []}
+    directory = config.sweep_dir or os.path.join(config.logdir, "sweep")
+    first_node = prepare_lib.stage_nodes(config)[0]
+    seed = config.seed if config.sweep_seed is None else config.sweep_seed
+    candidates = []
+    for rate in config.sweep_rates:
+        trial = dataclasses.replace(
+            config, logdir=os.path.join(directory, f"lr{rate:g}"), stages=(first_node,), learning_rate=rate,
+            max_epochs_per_stage=config.sweep_epochs, seed=seed, sweep_dir=None, sweep_seed=None, export=False)
+        stage = train_and_evaluate(trial)["stages"][0]
+        candidates.append({"learning_rate": rate, "validation_top1": stage["best_top1"],
+                           "validation_loss": stage["best_loss"], "ended_by": stage["ended_by"]})
+    best = max(candidates, key=lambda row: (row["validation_top1"], -row["validation_loss"]))
+    sweep = {"chosen": best["learning_rate"], "candidates": candidates, "node": first_node,
+             "epochs": config.sweep_epochs, "directory": directory}
+    fileio.write_json_atomic(os.path.join(directory, "sweep.json"), sweep)
+    return sweep
+
+
+def _train_seeds(config: config_lib.TrainConfig) -> dict:
+    """N independent runs (seeded initialisation and shuffling) sharing one sweep; results as mean ± sd."""
+    runs = []
+    for index in range(config.seeds):
+        run = dataclasses.replace(config, logdir=os.path.join(config.logdir, f"seed{index}"), seeds=1,
+                                  seed=config.seed + index,
+                                  sweep_dir=config.sweep_dir or os.path.join(config.logdir, "sweep"),
+                                  sweep_seed=config.seed if config.sweep_seed is None else config.sweep_seed)
+        runs.append(train_and_evaluate(run))
+    stages = []
+    for position, first in enumerate(runs[0]["stages"]):
+        per_seed = [run["stages"][position] for run in runs]
+        entry = {key: first[key] for key in ("stage", "node", "thesis_block", "learning_rate")}
+        for metric in ("best_top1", "best_top5", "steps", "seconds"):
+            values = np.asarray([stage[metric] for stage in per_seed], np.float64)
+            entry[metric] = float(values.mean())
+            entry[f"{metric}_std"] = float(values.std(ddof=1))
+            entry[f"{metric}_per_seed"] = values.tolist()
+        entry["ended_by"] = "max_epochs" if any(stage["ended_by"] == "max_epochs" for stage in per_seed) \
+            else "plateau"
+        entry["ended_by_per_seed"] = [stage["ended_by"] for stage in per_seed]
+        entry["checkpoint"] = first["checkpoint"]
+        stages.append(entry)
+    results = {**{key: value for key, value in runs[0].items() if key not in ("stages", "export", "seed")},
+               "seeds": [run["seed"] for run in runs], "seed_logdirs": [os.path.join(config.logdir, f"seed{index}")
+                                                                         for index in range(config.seeds)],
+               "stages": stages}
+    os.makedirs(config.logdir, exist_ok=True)
+    fileio.write_json_atomic(os.path.join(config.logdir, RESULTS_NAME), results)
+    print(summary_text(results))
+    return results
 
 
 def _check_config(config: config_lib.TrainConfig) -> None:
@@ -91,7 +165,8 @@ def _check_config(config: config_lib.TrainConfig) -> None:
 def _stage_state() -> dict:
     """What a resumed stage needs besides the weights: where it was and how its plateau stood."""
     return {"step": tf.Variable(0, dtype=tf.int64), "best_top1": tf.Variable(-1.0, dtype=tf.float64),
-            "best_top5": tf.Variable(0.0, dtype=tf.float64), "best_step": tf.Variable(0, dtype=tf.int64),
+            "best_top5": tf.Variable(0.0, dtype=tf.float64), "best_loss": tf.Variable(0.0, dtype=tf.float64),
+            "best_step": tf.Variable(0, dtype=tf.int64),
             "steps_since_best": tf.Variable(0, dtype=tf.int64), "last_eval_step": tf.Variable(0, dtype=tf.int64),
             "seconds": tf.Variable(0.0, dtype=tf.float64)}  # wall time of the stage, across resumes
 
@@ -114,7 +189,7 @@ class _StageRun:
                 latest.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             else:
                 _start_stage(setup, stage)
-        self.steps = steps_lib.Steps(setup.strategy, model, optimizer, self.config.batch_size)
+        self.steps = steps_lib.Steps(setup.strategy, model, optimizer, self.config.batch_size, self.config.fusion)
         self.validation = setup.strategy.experimental_distribute_dataset(
             prepare_lib.stage_dataset(setup, stage.node, "validation", training=False))
         self.writers = logs.stage_writers(stage, self.config, setup)
@@ -154,7 +229,8 @@ class _StageRun:
                 "learning_rate": stage.learning_rate, "steps": step, "epochs": step / steps_per_epoch,
                 "best_step": int(state["best_step"].numpy()),
                 "best_top1": float(state["best_top1"].numpy()), "best_top5": float(state["best_top5"].numpy()),
-                "checkpoint": self.best_path, "seconds": self._seconds(), "ended_by": ended_by}
+                "best_loss": float(state["best_loss"].numpy()), "checkpoint": self.best_path,
+                "seconds": self._seconds(), "ended_by": ended_by}
 
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
@@ -168,6 +244,7 @@ class _StageRun:
         if metrics_now["top1"] > state["best_top1"].numpy():
             state["best_top1"].assign(metrics_now["top1"])
             state["best_top5"].assign(metrics_now["top5"])
+            state["best_loss"].assign(metrics_now["loss"])
             state["best_step"].assign(step)
             state["steps_since_best"].assign(0)
             self.best.write(self.best_path)
@@ -208,23 +285,30 @@ def evaluate_baseline(setup: prepare_lib.Setup) -> dict:
 def predict_records(setup: prepare_lib.Setup, stage: checkpoints.Stage, checkpoint_path: str,
                     split: str = "validation") -> dict:
     """Class probabilities per image id, from the cached bottlenecks of `stage` with a stage checkpoint."""
+    model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
     checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
-    model = topology.build(setup.backbone_model, stage.node, len(setup.branches), setup.head)
     probabilities = {}
     for bottlenecks, _, image_ids in reader.make_dataset(setup.config.records_dir, stage.node, split,
                                                          setup.config.batch_size, branches=setup.branches,
                                                          with_ids=True):
-        batch = tf.nn.softmax(model(bottlenecks, training=False)).numpy()
+        batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
         probabilities.update(zip(image_ids.numpy().astype(str), batch))
     return probabilities
 
 
 def summary_text(results: dict) -> str:
-    stages = "; ".join(f"{stage['node']} (lr {stage['learning_rate']:g}, {stage['steps']} steps, "
-                       f"{stage['seconds']:.0f} s): top-1 {100 * stage['best_top1']:.2f} %, "
-                       f"top-5 {100 * stage['best_top5']:.2f} %" for stage in results["stages"])
+    def spread(stage, metric):
+        return f" ± {100 * stage[metric + '_std']:.2f}" if metric + "_std" in stage else ""
+
+    stages = "; ".join(f"{stage['node']} (lr {stage['learning_rate']:g}, {stage['steps']:.0f} steps, "
+                       f"{stage['seconds']:.0f} s): validation top-1 {100 * stage['best_top1']:.2f}"
+                       f"{spread(stage, 'best_top1')} %, top-5 {100 * stage['best_top5']:.2f} %"
+                       + (f" (WARNING: {CAP_WARNING})" if stage["ended_by"] == "max_epochs" else "")
+                       for stage in results["stages"])
+    seeds = f" Mean ± sd over seeds {results['seeds']}." if "seeds" in results else ""
     baseline = results.get("baseline")
     versus = (f" Baseline (the stock model on the original images): top-1 {100 * baseline['top1']:.2f} %, "
               f"top-5 {100 * baseline['top5']:.2f} %.") if baseline else ""
     return (f"train_block_by_block: {len(results['stages'])} stages on {len(results['branches'])} branches "
-            f"({', '.join(results['branches'])}). {stages}.{versus}")
+            f"({', '.join(results['branches'])}), fusion {results.get('fusion', 'concat')}. {stages}.{versus}"
+            f"{seeds}")

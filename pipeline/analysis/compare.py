@@ -1,0 +1,203 @@
+"""The comparison protocol: does the JPEG ladder help on these records?
+
+Every arm (the single-branch baseline and each fusion of all branches) is trained by one rule: the
+same learning-rate sweep on validation, the same plateau rule, the same schedule and the same seeds.
+Every arm is then scored on the test split, which nothing in training reads, through evaluate's one
+path. OUT/
+  runs/<arm>/sweep/            the arm's learning-rate sweep (shared by its seeds)
+  runs/<arm>/seed<k>/          one training run per seed (TensorBoard, checkpoints, export)
+  comparison.json              the figures, in the shape other tools read (see `compare`)
+  comparison.md, *.png         the table and plots
+A rerun of the same command resumes: finished runs are kept, the one in progress resumes.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
+from matplotlib import pyplot  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.analysis import evaluate  # noqa: E402
+from pipeline.analysis import statistics  # noqa: E402
+from pipeline.training import train  # noqa: E402
+from tfrecords import fileio  # noqa: E402
+from tfrecords import manifest as manifest_lib  # noqa: E402
+
+BASELINE = "baseline"
+
+
+def arm_training(config: config_lib.CompareConfig, arm: str, seed_index: int) -> config_lib.TrainConfig:
+    """The one training rule, instantiated for an arm and a seed."""
+    runs = os.path.join(config.out_dir, "runs", arm)
+    return config_lib.TrainConfig(
+        records_dir=config.records_dir, logdir=os.path.join(runs, f"seed{seed_index}"), stages=config.stages,
+        branches=(0,) if arm == BASELINE else None, fusion="concat" if arm == BASELINE else arm,
+        head=config.head, hidden_units=config.hidden_units, dropout=config.dropout,
+        optimizer=config.optimizer, learning_rate="auto", sweep_learning_rates=config.sweep_learning_rates,
+        sweep_epochs=config.sweep_epochs, sweep_dir=os.path.join(runs, "sweep"), batch_size=config.batch_size,
+        eval_every_steps=config.eval_every_steps, plateau_epochs=config.plateau_epochs,
+        max_epochs_per_stage=config.max_epochs_per_stage, seed=config.seed + seed_index, sweep_seed=config.seed,
+        progress=config.progress)
+
+
+def evaluation_split(records_dir: str) -> str:
+    """test when the records have one; else validation, and every output says it was used for selection."""
+    return "test" if manifest_lib.Manifest.read(records_dir).num_records("test") else "validation"
+
+
+def compare(config: config_lib.CompareConfig) -> dict:
+    """Trains and scores every arm; writes comparison.json/.md and returns the JSON object.
+
+    {"split": "test", "num_images": N,
+     "arms": {arm: {"top1": [per seed], "top1_mean", "top1_std", "top5": [...], "top5_mean", "top5_std",
+                    "ended_by": [per seed: [per stage]], "capped": bool, "learning_rate": chosen,
+                    "oracle_gap_closed": share}},
+     "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins", "losses"}},
+     "oracle_top1": o}
+    Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its interval a
+    paired bootstrap over images (the same resampled images for every seed), its p-value an exact
+    McNemar (sign) test over images.
+    """
+    split = evaluation_split(config.records_dir)
+    arms = (BASELINE,) + tuple(config.fusions)
+    right, top5, ended_by, rates = {}, {}, {}, {}
+    image_ids, oracle = None, []
+    runs = [(arm, seed) for arm in arms for seed in range(config.seeds)]
+    with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.progress) as bar:
+        for arm, seed in bar:
+            bar.set_postfix(arm=arm, seed=seed)
+            training = arm_training(config, arm, seed)
+            results = train.train_and_evaluate(training)
+            baseline_logdir = training.logdir if arm == BASELINE else None
+            predictions = evaluate.predictions_from_records(os.path.join(training.logdir, "export"),
+                                                            config.records_dir, baseline_logdir, split)
+            order = np.argsort(predictions.image_ids)  # the same image order for every run
+            if image_ids is None:
+                image_ids = [predictions.image_ids[index] for index in order]
+            ranks = evaluate.ranks(predictions.topology[order], predictions.labels[order])
+            right.setdefault(arm, []).append(ranks == 1)
+            top5.setdefault(arm, []).append(float(np.mean(ranks <= 5)))
+            ended_by.setdefault(arm, []).append([stage["ended_by"] for stage in results["stages"]])
+            rates[arm] = results["learning_rate_sweep"]["chosen"]
+            if arm == BASELINE:
+                branch_ranks = np.stack([evaluate.ranks(predictions.branches[order][:, branch],
+                                                        predictions.labels[order])
+                                         for branch in range(predictions.branches.shape[1])], axis=1)
+                oracle.append(float(np.mean((branch_ranks == 1).any(axis=1))))
+    result = summarise(right, top5, ended_by, rates, float(np.mean(oracle)), split)
+    write(result, config.out_dir)
+    print(verdict(result))
+    return result
+
+
+def summarise(right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1: float, split: str) -> dict:
+    """comparison.json's object from each arm's per-seed correctness [seeds][images] and top-5."""
+    def mean_std(values):
+        values = np.asarray(values, np.float64)
+        return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+    arms = {}
+    for arm, per_seed in right.items():
+        top1 = [float(np.mean(seed_right)) for seed_right in per_seed]
+        arms[arm] = {"top1": top1, "top5": top5[arm], "ended_by": ended_by[arm],
+                     "capped": any("max_epochs" in stages for stages in ended_by[arm]),
+                     "learning_rate": rates[arm]}
+        arms[arm]["top1_mean"], arms[arm]["top1_std"] = mean_std(top1)
+        arms[arm]["top5_mean"], arms[arm]["top5_std"] = mean_std(top5[arm])
+    baseline = arms[BASELINE]["top1_mean"]
+    gap = oracle_top1 - baseline
+    for entry in arms.values():
+        entry["oracle_gap_closed"] = (entry["top1_mean"] - baseline) / gap if gap > 0 else None
+    versus = {}
+    for arm in right:
+        if arm == BASELINE:
+            continue
+        differences = np.asarray(right[arm], np.float64) - np.asarray(right[BASELINE], np.float64)
+        versus[arm] = {"difference_mean": float(differences.mean()),
+                       "ci95": statistics.bootstrap_interval(differences), **statistics.paired_sign_test(differences)}
+    return {"split": split, "num_images": int(np.shape(right[BASELINE])[-1]), "arms": arms,
+            "versus_baseline": versus, "oracle_top1": oracle_top1}
+
+
+def verdict(result: dict) -> str:
+    """The answer in one sentence."""
+    versus = result["versus_baseline"]
+    if not versus:
+        return "compare: only the baseline was trained."
+    best = max(versus, key=lambda arm: versus[arm]["difference_mean"])
+    low, high = versus[best]["ci95"]
+    difference = 100 * versus[best]["difference_mean"]
+    where = f"on the {result['split']} split ({result['num_images']} images)"
+    if low > 0:
+        answer = f"the ladder helps: {best} beats the baseline by {difference:+.2f} points"
+    elif high < 0:
+        answer = f"the ladder hurts: even the best fusion, {best}, trails the baseline by {difference:+.2f} points"
+    else:
+        answer = f"no clear effect: the best fusion, {best}, differs from the baseline by {difference:+.2f} points"
+    caveats = ""
+    capped = [arm for arm, entry in result["arms"].items() if entry["capped"]]
+    if capped:
+        caveats += f"; WARNING: {', '.join(capped)} hit the epoch cap while still improving"
+    if result["split"] != "test":
+        caveats += "; these figures come from the split used for model selection (the records have no test split)"
+    return (f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}], "
+            f"p = {versus[best]['p_value']:.3g}{caveats}.")
+
+
+def markdown(result: dict) -> str:
+    def percent(value):
+        return f"{100 * value:.2f}"
+
+    lines = ["# Does the JPEG ladder help?", "", verdict(result).removeprefix("compare: ").capitalize(), "",
+             f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any branch of "
+             f"the baseline model right) top-1 {percent(result['oracle_top1'])} %.", "",
+             "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline | 95 % interval "
+             "| p | oracle gap closed | stages ended by |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for arm, entry in result["arms"].items():
+        versus = result["versus_baseline"].get(arm)
+        gap = entry["oracle_gap_closed"]
+        lines.append(
+            f"| {arm} | {percent(entry['top1_mean'])} ± {percent(entry['top1_std'])} | {percent(entry['top5_mean'])} "
+            f"| {len(entry['top1'])} | {entry['learning_rate']:g} | "
+            + (f"{percent(versus['difference_mean'])} | [{percent(versus['ci95'][0])}, {percent(versus['ci95'][1])}] "
+               f"| {versus['p_value']:.3g} | " if versus else "| | | ")
+            + (f"{100 * gap:.0f} % | " if gap is not None else "| ")
+            + ("**epoch cap while improving** " if entry["capped"] else "")
+            + "; ".join(",".join(stages) for stages in entry["ended_by"]) + " |")
+    if result["split"] != "test":
+        lines += ["", "**These figures come from the validation split, which also chose the checkpoints and the "
+                      "learning rates: they are optimistic. Make records with a test split.**"]
+    lines += ["", "![top-1 per arm](comparison.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(result: dict, path: str) -> None:
+    arms = list(result["arms"])
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    means = [100 * result["arms"][arm]["top1_mean"] for arm in arms]
+    errors = [100 * result["arms"][arm]["top1_std"] for arm in arms]
+    axes.bar(arms, means, yerr=errors, capsize=4, color=["gray"] + ["C0"] * (len(arms) - 1))
+    for arm_index, arm in enumerate(arms):
+        axes.scatter([arm_index] * len(result["arms"][arm]["top1"]),
+                     [100 * value for value in result["arms"][arm]["top1"]], color="black", s=10, zorder=3)
+    axes.axhline(100 * result["oracle_top1"], linestyle=":", color="green", label="oracle (any branch right)")
+    axes.set_ylabel(f"{result['split']} top-1 % (bars: mean ± sd; dots: seeds)")
+    low = min(min(100 * value for value in result["arms"][arm]["top1"]) for arm in arms)
+    axes.set_ylim(max(0, low - 10), min(100, 100 * result["oracle_top1"] + 5))
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def write(result: dict, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    fileio.write_json_atomic(os.path.join(out_dir, "comparison.json"), result)
+    _plot(result, os.path.join(out_dir, "comparison.png"))
+    fileio.write_text_atomic(os.path.join(out_dir, "comparison.md"), markdown(result))
+

@@ -1,0 +1,108 @@
+"""How the decision layer combines the branches: concat (the thesis), shared, weighted or gated.
+
+    features [B, branches, D]  (every branch through the one shared tail)
+    concat    head(features flattened to [B, branches * D])                  -> logits [B, classes]
+    shared    head(each branch) -> per-branch probabilities -> their mean
+    weighted  shared, averaged with learned per-branch weights (softmax over branches)
+    gated     shared, averaged with per-image weights from a small gating network over the features
+
+For shared, weighted and gated the model's output is the log of the averaged probabilities, so that
+softmax, top-k and the cross-entropy of the output all read the prediction directly. Training:
+the head learns from every branch as a sample (the mean of the branches' cross-entropies); the
+weights or the gate learn from the cross-entropy of the averaged prediction with the branches'
+probabilities held fixed. So weighted with equal weights trains and predicts exactly as shared.
+"""
+
+import keras
+import tensorflow as tf
+
+from pipeline import config as config_lib
+
+FUSIONS = config_lib.FUSIONS
+GATE_HIDDEN_UNITS = 64
+
+
+class BranchWeights(keras.layers.Layer):
+    """Learned per-branch weights, a softmax over one logit per branch (all equal at the start)."""
+
+    def __init__(self, num_branches: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_branches = num_branches
+        self.logits = self.add_weight(shape=(num_branches,), initializer="zeros", name="branch_logits")
+
+    def call(self, features):
+        weights = keras.ops.softmax(self.logits)
+        return keras.ops.broadcast_to(weights[None, :], (keras.ops.shape(features)[0], self.num_branches))
+
+
+class Gate(keras.layers.Layer):
+    """Per-image branch weights: a small network scores each branch's features (plus a per-branch prior)."""
+
+    def __init__(self, num_branches: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(GATE_HIDDEN_UNITS, activation="relu", name="gate_hidden",
+                                         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1))
+        self.score = keras.layers.Dense(1, name="gate_score", kernel_initializer="zeros")
+        self.prior = self.add_weight(shape=(num_branches,), initializer="zeros", name="branch_prior")
+
+    def call(self, features):
+        scores = keras.ops.squeeze(self.score(self.hidden(features)), -1) + self.prior[None, :]
+        return keras.ops.softmax(scores, axis=-1)
+
+
+def check(fusion: str) -> str:
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
+    return fusion
+
+
+def head_input_size(fusion: str, num_branches: int, feature_size: int) -> int:
+    return num_branches * feature_size if fusion == "concat" else feature_size
+
+
+def combiner(fusion: str, num_branches: int, seed: int = 0) -> keras.layers.Layer | None:
+    """The layer that weighs the branches (None for concat and shared, which have none to learn)."""
+    if check(fusion) == "weighted":
+        return BranchWeights(num_branches, name="branch_weights")
+    if fusion == "gated":
+        return Gate(num_branches, seed=seed, name="gate")
+    return None
+
+
+def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int = 1) -> dict:
+    """The stage model's outputs from the pooled features [B, branches, D].
+
+    {"logits": [B, classes]} for concat; for the others also {"branch_logits": [B, branches, classes],
+    "branch_weights": [B, branches]}, with "logits" the log of the weighted mean of the branches'
+    probabilities.
+    """
+    if check(fusion) == "concat":
+        flat = keras.ops.reshape(features, (-1, num_branches * int(features.shape[-1])))
+        return {"logits": head(flat)}
+    branch_logits = head(features)  # the one head, applied to every branch
+    if fusion == "shared":
+        weights = keras.ops.ones_like(branch_logits[..., 0]) / num_branches
+    else:
+        # The combiner learns from the averaged prediction only (see the module docstring).
+        weights = branch_combiner(keras.ops.stop_gradient(features))
+    probabilities = keras.ops.softmax(branch_logits, axis=-1)
+    mixture = keras.ops.sum(weights[..., None] * probabilities, axis=1)
+    return {"logits": keras.ops.log(keras.ops.maximum(mixture, 1e-12)), "branch_logits": branch_logits,
+            "branch_weights": weights}
+
+
+def per_example_loss(fusion: str, model_outputs: dict, labels) -> tf.Tensor:
+    """The training loss of each example (see the module docstring)."""
+    if fusion == "concat":
+        return keras.losses.sparse_categorical_crossentropy(labels, model_outputs["logits"], from_logits=True)
+    branch_logits = model_outputs["branch_logits"]
+    num_branches = tf.shape(branch_logits)[1]
+    branch_labels = tf.repeat(labels[:, None], num_branches, axis=1)
+    per_branch = keras.losses.sparse_categorical_crossentropy(branch_labels, branch_logits, from_logits=True)
+    loss = tf.reduce_mean(per_branch, axis=1)
+    if fusion in ("weighted", "gated"):
+        fixed = tf.stop_gradient(tf.nn.softmax(branch_logits, axis=-1))
+        mixture = tf.reduce_sum(model_outputs["branch_weights"][..., None] * fixed, axis=1)
+        picked = tf.gather(mixture, tf.cast(labels, tf.int32)[:, None], batch_dims=1)[:, 0]
+        loss += -tf.math.log(tf.maximum(picked, 1e-12))
+    return loss
