@@ -188,6 +188,7 @@ class PruneConfig:
     max_cycles: int | None = None
     min_neurons: int = 1
     tolerance: float = 0.01  # validation top-1 this far below cycle 0 ends the curve (see pruning.inflection)
+    inflection_patience: int = 1  # ... for this many cycles in a row
     stop_at_inflection: bool = True
     # Fine-tuning (and training a starting head): the papers' SGD, batch 1024, patience 20, <= 500 epochs.
     learning_rate: float = 0.01
@@ -214,9 +215,10 @@ class PruneConfig:
             raise ValueError(f"--merge must be add or scaled, got {self.merge!r}")
         if not 0 <= self.similar_degrees < self.complementary_degrees <= 180:
             raise ValueError("need 0 <= --similar-degrees < --complementary-degrees <= 180")
-        if min(self.steps_per_cycle, self.min_neurons, self.batch_size, self.max_epochs) < 1 or self.patience < 0:
-            raise ValueError("--steps-per-cycle, --min-neurons, --batch-size and --max-epochs must be at least 1, "
-                             "--patience at least 0")
+        if min(self.steps_per_cycle, self.min_neurons, self.batch_size, self.max_epochs,
+               self.inflection_patience) < 1 or self.patience < 0:
+            raise ValueError("--steps-per-cycle, --min-neurons, --batch-size, --max-epochs and --inflection-patience "
+                             "must be at least 1, --patience at least 0")
         if self.tolerance < 0:
             raise ValueError(f"--tolerance must be at least 0, got {self.tolerance}")
 

@@ -29,6 +29,8 @@ def parse_flags(argv=None) -> config_lib.PruneConfig:
     parser.add_argument("--min-neurons", type=int, default=defaults.min_neurons)
     parser.add_argument("--tolerance", type=float, default=defaults.tolerance,
                         help="validation top-1 drop (fraction) that marks the inflection (default: %(default)s)")
+    parser.add_argument("--inflection-patience", type=int, default=defaults.inflection_patience,
+                        help="cycles in a row below the tolerance that make the inflection (default: %(default)s)")
     parser.add_argument("--past-inflection", action="store_true", help="keep pruning after the inflection")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--momentum", type=float, default=defaults.momentum)
@@ -48,6 +50,7 @@ def parse_flags(argv=None) -> config_lib.PruneConfig:
             similar_degrees=flags.similar_degrees, complementary_degrees=flags.complementary_degrees,
             complementary=flags.complementary, merge=flags.merge, steps_per_cycle=flags.steps_per_cycle,
             max_cycles=flags.max_cycles, min_neurons=flags.min_neurons, tolerance=flags.tolerance,
+            inflection_patience=flags.inflection_patience,
             stop_at_inflection=not flags.past_inflection, learning_rate=flags.learning_rate,
             momentum=flags.momentum, batch_size=flags.batch_size, max_epochs=flags.max_epochs,
             patience=flags.patience, branches=tuple(int(part) for part in flags.branches.split(",") if part.strip()),

@@ -196,20 +196,22 @@ def flops(input_size: int, hidden_units: int, num_classes: int) -> dict:
             "multiply_adds": hidden_units * (input_size + num_classes)}
 
 
-def inflection(validation_top1: list[float], tolerance: float) -> int | None:
-    """The inflection point of the pruning curve: the last cycle before the first whose validation top-1 is more
-    than `tolerance` (a fraction) below cycle 0's; None while no cycle has dropped that far.
+def inflection(validation_top1: list[float], tolerance: float, patience: int = 1) -> int | None:
+    """The inflection point of the pruning curve: the last cycle before the first run of `patience` consecutive
+    cycles whose validation top-1 is more than `tolerance` (a fraction) below cycle 0's; None while there is none.
 
     Pruning up to and including that cycle costs at most `tolerance` of validation top-1; the next cycle is where
-    the curve turns down. Only validation decides: test figures never move it.
+    the curve turns down for good (`patience` > 1 ignores a single dip, e.g. two images of a small validation set).
+    Only validation decides: test figures never move it.
     """
-    for cycle, top1 in enumerate(validation_top1):
-        if top1 < validation_top1[0] - tolerance:
+    below = [top1 < validation_top1[0] - tolerance for top1 in validation_top1]
+    for cycle in range(1, len(below) - patience + 1):
+        if all(below[cycle:cycle + patience]):
             return cycle - 1
     return None
 
 
-def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, max_cycles: int | None = None,
+def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, patience: int = 1, max_cycles: int | None = None,
                stop_at_inflection: bool = True) -> tuple[list[dict], int]:
     """Cycles [cycle_zero, next_cycle(1), next_cycle(2), ...] until next_cycle returns None, `max_cycles`, or
     (with `stop_at_inflection`) the first cycle past the inflection. Returns them and the inflection cycle (the
@@ -220,9 +222,10 @@ def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, max_cycles: in
         if record is None:
             break
         cycles.append(record)
-        if stop_at_inflection and inflection([cycle["validation_top1"] for cycle in cycles], tolerance) is not None:
+        curve = [cycle["validation_top1"] for cycle in cycles]
+        if stop_at_inflection and inflection(curve, tolerance, patience) is not None:
             break
-    found = inflection([cycle["validation_top1"] for cycle in cycles], tolerance)
+    found = inflection([cycle["validation_top1"] for cycle in cycles], tolerance, patience)
     return cycles, len(cycles) - 1 if found is None else found
 
 
@@ -391,7 +394,8 @@ def prune(config: config_lib.PruneConfig) -> dict:
 
     first = _cycle_record(initial, head, features)
     log(first)
-    cycles, inflection_cycle = run_cycles(first, next_cycle, tolerance=config.tolerance, max_cycles=config.max_cycles,
+    cycles, inflection_cycle = run_cycles(first, next_cycle, tolerance=config.tolerance,
+                                          patience=config.inflection_patience, max_cycles=config.max_cycles,
                                           stop_at_inflection=config.stop_at_inflection)
     writer.close()
     result = {"method": config.method, "input_size": initial.input_size, "num_classes": initial.num_classes,
@@ -427,7 +431,7 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
              "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the two layers' "
              "products only.", f"The \"test\" columns are measured on {test_name}.", "",
              f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls more than "
-             f"{100 * config.tolerance:g} points below cycle 0.", "",
+             f"{100 * config.tolerance:g} points below cycle 0 ({config.inflection_patience} cycle(s) in a row).", "",
              "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
              "| test top-1 | top-5 | top-10 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
