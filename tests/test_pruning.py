@@ -11,6 +11,7 @@ import tensorflow as tf
 from pipeline import config as config_lib
 from pipeline.analysis import pruning
 from pipeline.training import heads
+from tfrecords import manifest as manifest_lib
 from tools import prune as prune_tool
 
 Removal = pruning.Removal
@@ -136,6 +137,7 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
 
     cycles, inflection = pruning.run_cycles({"validation_top1": curve[0]}, next_cycle, tolerance=0.02)
     assert inflection == 3 and asked == [1, 2, 3, 4] and len(cycles) == 5
+    assert pruning.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3  # one dip ignored
     flat, end = pruning.run_cycles({"validation_top1": 0.9}, lambda cycle: {"validation_top1": 0.9} if cycle < 4
                                    else None, tolerance=0.02)
     assert end == 3 and len(flat) == 4
@@ -164,8 +166,9 @@ def test_prune_command_on_a_run_with_an_mlp_head(records, tmp_path, capsys):
     assert [cycle["neurons"] for cycle in result["cycles"]][0] == 8
     assert all(cycle["neurons"] < 8 for cycle in result["cycles"][1:]) and len(result["cycles"]) == 3
     assert result["cycles"][0]["flops"] == 8 * (2048 + 3 + 2)
-    assert result["cycles"][0]["test_split"] == "validation"  # the tiny records have no test split
-    assert "no test split" in (out / "pruning.md").read_text()
+    has_test = manifest_lib.Manifest.read(records).num_records("test") > 0
+    assert result["cycles"][0]["test_split"] == ("test" if has_test else "validation")
+    assert ("no test split" in (out / "pruning.md").read_text()) != has_test
     assert (out / "pruning.png").stat().st_size > 0 and os.listdir(out / "tensorboard" / "batch")
 
 

@@ -13,7 +13,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline.analysis import pruning
