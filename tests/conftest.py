@@ -73,7 +73,7 @@ def records(tmp_path_factory):
     data = str(root / "images")
     write_random_images(data, per_class=6)
     config = dataclasses.replace(config_lib.tiny(str(root / "records"), data), backbone="resnet50_v2",
-                                 nodes=TRAIN_STAGES, validation_percent=30)
+                                 nodes=TRAIN_STAGES, validation_percent=30, test_percent=25)
     extract.make_tfrecords(config)
     return config.out_dir
 

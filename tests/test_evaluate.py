@@ -2,11 +2,11 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
 import pytest
-import scipy.stats
 
 from pipeline.analysis import evaluate
 from pipeline.offline import images
@@ -29,7 +29,8 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
     model = os.path.join(topology_dir, "export")
     from_records = evaluate.predictions_from_records(model, records, baseline_dir)
     manifest = json.load(open(os.path.join(records, "manifest.json")))
-    index = images.index_directory(manifest["config"]["data_dir"], manifest["config"]["validation_percent"])
+    index = images.index_directory(manifest["config"]["data_dir"], manifest["config"]["validation_percent"],
+                                   manifest["config"]["test_percent"])
     from_images = evaluate.predictions_from_images(model, index, baseline_dir)
     order = [from_images.image_ids.index(image_id) for image_id in from_records.image_ids]
     assert sorted(from_records.image_ids) == sorted(from_images.image_ids)
@@ -43,7 +44,13 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
     assert set(result_records["branches"]) == {"original"} | {f"q{q}" for q in range(10, 101, 10)}
     assert result_records["oracle"]["top1"] >= max(scores["top1"] for scores in result_records["branches"].values())
     table = result_records["images"][image_id]["branches"]
-    assert len(table) == 11 and all(row["true_rank"] >= 1 for row in table.values())
+    row = from_records.image_ids.index(image_id)
+    original = from_records.branches[row, 0]
+    label = from_records.labels[row]
+    assert len(table) == 11
+    assert table["original"]["true_rank"] == 1 + int(np.sum(original > original[label])) + \
+        int(np.sum(original[:label] == original[label]))
+    assert table["original"]["true_confidence"] == pytest.approx(float(original[label]))
     evaluate.write(result_records, str(tmp_path / "out"))
     text = (tmp_path / "out" / "evaluation.md").read_text()
     assert "exact McNemar" in text and image_id in text
@@ -64,17 +71,24 @@ def test_compare_counts_type_a_and_b_with_an_exact_test_and_an_interval():
     topology[np.flatnonzero(baseline)[:10]] = False  # 10 lost
     result = evaluate.compare(topology, baseline)
     assert (result["type_a"], result["type_b"]) == (30, 10)
-    assert result["mcnemar_exact_p"] == pytest.approx(scipy.stats.binomtest(30, 40, 0.5).pvalue)
+    # Exact two-sided binomial tail, written out: 2 * P(X >= 30), X ~ Binomial(40, 1/2).
+    expected = 2 * sum(math.comb(40, k) for k in range(30, 41)) / 2 ** 40
+    assert result["mcnemar_exact_p"] == pytest.approx(expected, rel=1e-9)
     assert result["top1_difference"] == pytest.approx(20 / 400)
     low, high = result["top1_difference_ci95"]
     assert low < 20 / 400 < high and low > 0
 
 
 def test_ranks_and_top_k():
-    scores = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
-    labels = np.array([2, 1])
-    assert evaluate._ranks(scores, labels).tolist() == [2, 3]
-    assert evaluate._top_k(scores, labels) == {"top1": 0.0, "top5": 1.0, "top10": 1.0}
+    # Twelve classes, so that top-5 and top-10 are not trivially 1.
+    scores = np.zeros((3, 12))
+    scores[0, :7] = [0.1, 0.6, 0.3, 0.5, 0.4, 0.45, 0.35]  # label 0 ranks 7th
+    scores[1, 1] = 1.0  # label 1 ranks 1st
+    scores[2] = np.linspace(1, 0, 12)  # label 11 ranks 12th
+    labels = np.array([0, 1, 11])
+    assert evaluate._ranks(scores, labels).tolist() == [7, 1, 12]
+    assert evaluate._top_k(scores, labels) == {"top1": pytest.approx(1 / 3), "top5": pytest.approx(1 / 3),
+                                               "top10": pytest.approx(2 / 3)}
     # A tie goes to the lower class index, as argmax does: a uniform guess is not "right" for everyone.
     uniform = np.full((2, 3), 1 / 3)
     assert evaluate._ranks(uniform, np.array([0, 2])).tolist() == [1, 3]

@@ -46,7 +46,8 @@ def _read_all(out_dir, node, split):
 
 
 def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset):
-    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30)
+    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30,
+                                 test_percent=0)
     summary = extract.make_tfrecords(config)
     with open(tmp_path / "out" / "manifest.json") as file:
         manifest = json.load(file)
@@ -153,21 +154,25 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
     config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), data_dir=None,
                                  labels_csv=csv_path, qualities=(30, 60))
     extract.make_tfrecords(config)
-    validation = _read_all(str(tmp_path / "out"), "pool", "validation")
-    assert {image_id: label for image_id, (_, label) in validation.items()} == \
+    held_out = _read_all(str(tmp_path / "out"), "pool", "test")  # the CSV's val rows are the test split
+    assert {image_id: label for image_id, (_, label) in held_out.items()} == \
         {"dog/dog_001.jpg": 2, "fox/fox_002.jpg": 7}
-    assert next(iter(validation.values()))[0].shape == (3, 1280)
+    assert next(iter(held_out.values()))[0].shape == (3, 1280)
     with open(tmp_path / "out" / "manifest.json") as file:
         assert len(json.load(file)["class_names"]) == 8
 
 
-def test_presplit_directory_keeps_its_splits(tmp_path):
+def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(tmp_path):
     data = str(tmp_path / "images")
-    conftest.write_random_images(data, per_class=2, split_dirs=("train", "val"))
-    extract.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), data))
+    conftest.write_random_images(data, per_class=4, split_dirs=("train", "val"))
+    extract.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40))
+    held_out = _read_all(str(tmp_path / "out"), "pool", "test")
+    assert sorted(held_out) == sorted(f"val/{name}/{name}_{number:03d}.jpg"
+                                      for name in ("cat", "dog", "fox") for number in range(4))
     validation = _read_all(str(tmp_path / "out"), "pool", "validation")
-    assert sorted(validation) == sorted(f"val/{name}/{name}_{number:03d}.jpg"
-                                        for name in ("cat", "dog", "fox") for number in range(2))
+    train = _read_all(str(tmp_path / "out"), "pool", "train")
+    assert validation and train and all(image_id.startswith("train/") for image_id in [*validation, *train])
+    assert len(validation) + len(train) == 12 and not set(validation) & set(train)
 
 
 def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):

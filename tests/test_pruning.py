@@ -182,3 +182,22 @@ def test_prune_command_refuses_a_linear_head_in_one_line(records, tmp_path, caps
 def test_config_rejects_a_bad_method():
     with pytest.raises(ValueError, match="--method"):
         config_lib.PruneConfig(out_dir="out", logdir="run", method="random")
+
+
+def test_prune_command_on_a_head_the_trainer_trained(records, tmp_path):
+    import dataclasses
+
+    from pipeline.training import train
+
+    logdir = str(tmp_path / "run")
+    config = dataclasses.replace(config_lib.tiny_training(records, logdir), stages=("pool",), head="mlp",
+                                 hidden_units=6, fusion="shared", export=False)
+    train.train_and_evaluate(config)
+    out = tmp_path / "out"
+    assert prune_tool.main(["--logdir", logdir, "--out-dir", str(out), "--method", "most-similar", "--max-cycles", "1",
+                            "--max-epochs", "1", "--batch-size", "8", "--past-inflection", "--no-progress"]) == 0
+    result = json.loads((out / "pruning.json").read_text())
+    # Shared fusion: the head sees one branch's 2048 features at a time.
+    assert result["input_size"] == 2048 and result["cycles"][0]["neurons"] == 6
+    pruned = result["cycles"][1]
+    assert pruned["removed"]["similar"] == 1 and pruned["neurons"] == 6 - sum(pruned["removed"].values())

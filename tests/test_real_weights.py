@@ -36,7 +36,7 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
     stock = keras.applications.MobileNetV2(weights=weights)
     classifier = cut.classifier_layer(registry.build(backbone, weights))
     cached, labels, image_ids = [], [], []
-    for bottleneck, label, image_id in reader.make_dataset(config.out_dir, "pool", "validation", 50,
+    for bottleneck, label, image_id in reader.make_dataset(config.out_dir, "pool", "test", 50,
                                                            with_ids=True):
         cached.append(classifier(bottleneck[:, 0]).numpy())
         labels.append(label.numpy())
@@ -55,11 +55,11 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
 def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"
-    conftest.imagenette_subset(subset, {"train": 3, "val": 6})
+    conftest.imagenette_subset(subset, {"train": 6, "val": 1})
     records = str(tmp_path / "records")
     extract.make_tfrecords(config_lib.ExtractConfig(
         out_dir=records, data_dir=str(subset), backbone="mobilenet_v2", weights=weights, nodes=("pool",),
-        qualities=(50,), batch_size=16, progress=False))
+        qualities=(50,), batch_size=16, validation_percent=50, progress=False))
     logdir = tmp_path / "run"
     results = train.train_and_evaluate(config_lib.TrainConfig(
         records_dir=records, logdir=str(logdir), stages=("pool",), head_init="baseline", batch_size=10,
@@ -72,7 +72,10 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     # The baseline is the stock Keras model on the original images, over all 1000 classes.
     stock = keras.applications.MobileNetV2(weights=weights)
     classes = [wnid for wnid, _ in registry.imagenet_classes()]
-    paths = sorted(str(path) for path in (subset / "val").glob("*/*"))
+    batches = reader.make_dataset(records, "pool", "validation", 50, with_ids=True)
+    validation_ids = [image_id.decode() for _, _, ids in batches for image_id in ids.numpy()]
+    paths = sorted(str(subset / image_id) for image_id in validation_ids)
+    assert len(paths) >= 5
     pixels = np.stack([keras.utils.img_to_array(keras.utils.load_img(path)) for path in paths])
     predicted = stock.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0).argmax(1)
     truth = [classes.index(os.path.basename(os.path.dirname(path))) for path in paths]
