@@ -28,7 +28,8 @@ def both_runners(tmp_path_factory):
     with open(os.path.join(data, BAD_IMAGE), "wb") as file:
         file.write(b"\xff\xd8\xff\xe0 a JPEG header and nothing else")
     # batch_size 2 over 5 images per shard: full and partial batches, one with the bad image in it.
-    local = dataclasses.replace(config_lib.tiny(str(root / "local"), data), batch_size=2, validation_percent=30)
+    local = dataclasses.replace(config_lib.tiny(str(root / "local"), data), batch_size=2, validation_percent=30,
+                                test_percent=0)
     on_beam = dataclasses.replace(local, out_dir=str(root / "beam"), runner="beam", beam_options=DIRECT_OPTIONS)
     return local, on_beam, extract.make_tfrecords(local), beam.make_tfrecords(on_beam)
 
