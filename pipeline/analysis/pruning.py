@@ -430,6 +430,9 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
              f"(patience {config.patience}).", "",
              "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the two layers' "
              "products only.", f"The \"test\" columns are measured on {test_name}.", "",
+             *([f"Fusion {source['fusion']}: scores here are the plain mean of the branches' probabilities (the "
+                "run's learned branch weights are not applied).", ""]
+               if source["fusion"] in ("weighted", "gated") else []),
              f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls more than "
              f"{100 * config.tolerance:g} points below cycle 0 ({config.inflection_patience} cycle(s) in a row).", "",
              "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
