@@ -20,7 +20,8 @@ def _one_line_error(capsys, program: str) -> str:
 def test_make_tfrecords_writes_its_files_and_explains_user_errors(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
     argv = ["--data-dir", tiny_dataset, "--out-dir", out_dir, "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "32", "--nodes", "pool", "--qualities", "50", "--num-shards", "1", "--no-progress"]
+            "--input-size", "32", "--nodes", "pool", "--qualities", "50", "--num-shards", "1", "--test-percent", "0",
+            "--no-progress"]
     assert make_tfrecords.main(argv) == 0
     assert "12 images written" in capsys.readouterr().out
     assert sorted(os.listdir(out_dir)) == [".lock", ".progress", "manifest.json", "pool", "quarantine.csv",

@@ -4,7 +4,6 @@ import dataclasses
 import json
 import re
 
-import pytest
 
 from pipeline.demo import run as demo
 from tests import conftest
@@ -34,9 +33,12 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
                                          round(100 * stage["best_top5"], 2)) for stage in results["stages"]]
     assert f"top-1 {100 * results['baseline']['top1']:.2f} %" in report_text
     evaluation = json.loads((tmp_path / "demo" / "evaluation" / "evaluation.json").read_text())
-    # The stock model scored in the evaluation is the same baseline the trainer measured.
-    assert evaluation["baseline"]["top1"] == pytest.approx(results["baseline"]["top1"])
+    # The evaluation scores the held-out val/ photos (the test split); the trainer chose on validation,
+    # carved from the training photos, so the two baselines are measured on different images.
+    assert evaluation["split"] == "test" and "selection_warning" not in evaluation
     assert evaluation["num_images"] == 60 and len(evaluation["branches"]) == 11
+    # The stock ImageNet model at 96 px over all 1000 classes: far above chance (0.001), far from perfect.
+    assert 0.2 < evaluation["baseline"]["top1"] < 0.9
     for name in ("best_top1_per_stage.png", "accuracy_per_quality.png", "nodes.png", "quality_histogram.png"):
         assert (tmp_path / "demo" / "report" / name).stat().st_size > 5000, name
     assert numbers["quality_histogram"]["standard"] == {"75": 140}  # imagenette-mini is saved at quality 75

@@ -97,7 +97,8 @@ def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path
     conftest.write_random_images(data, per_class=12)
     command = [sys.executable, "-m", "tools.make_tfrecords", "--data-dir", data, "--backbone", "mobilenet_v2",
                "--weights", "none", "--input-size", "64", "--nodes", "block_16_project_BN,pool",
-               "--num-shards", "12", "--validation-percent", "0", "--batch-size", "2", "--no-progress"]
+               "--num-shards", "12", "--validation-percent", "0", "--test-percent", "0", "--batch-size", "2",
+               "--no-progress"]
     environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
     killed = str(tmp_path / "killed")
     job = subprocess.Popen(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,

@@ -19,7 +19,8 @@ from tools import make_tfrecords
 def _tiny_command(data: str, out_dir: str, num_shards: int = 2) -> list[str]:
     return ["--data-dir", data, "--out-dir", out_dir, "--backbone", "mobilenet_v2", "--weights", "none",
             "--input-size", "32", "--nodes", "block_16_project_BN,pool", "--qualities", "50",
-            "--num-shards", str(num_shards), "--validation-percent", "0", "--batch-size", "2", "--no-progress"]
+            "--num-shards", str(num_shards), "--validation-percent", "0", "--test-percent", "0", "--batch-size", "2",
+            "--no-progress"]
 
 
 def _files(out_dir: str) -> list[str]:

@@ -52,7 +52,7 @@ def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
     tail = train.cut.tail(backbone_model, "conv4_block6_out")
     separately = np.concatenate([tail(bottlenecks[:, branch]) for branch in range(3)], axis=1)
     head = model.get_layer("decision")
-    np.testing.assert_allclose(model(bottlenecks), head(separately), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model(bottlenecks)["logits"], head(separately), rtol=1e-5, atol=1e-5)
 
 
 def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):

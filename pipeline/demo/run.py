@@ -63,9 +63,10 @@ def run_demo(config: DemoConfig) -> dict:
         train.train_and_evaluate(baseline)
         baseline_logdir = baseline.logdir
     evaluation_dir = os.path.join(config.out_dir, "evaluation")
+    split = evaluate.records_split(records, "test")
     predictions = evaluate.predictions_from_records(os.path.join(training.logdir, "export"), records,
-                                                    baseline_logdir)
-    evaluate.write(evaluate.evaluate(predictions, predictions.image_ids[:1]), evaluation_dir)
+                                                    baseline_logdir, split)
+    evaluate.write(evaluate.evaluate(predictions, predictions.image_ids[:1], split), evaluation_dir)
     report_dir = os.path.join(config.out_dir, "report")
     report.build_report(training.logdir, evaluation_dir, report_dir)
     seconds = time.perf_counter() - started
