@@ -138,6 +138,8 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
     cycles, inflection = pruning.run_cycles({"validation_top1": curve[0]}, next_cycle, tolerance=0.02)
     assert inflection == 3 and asked == [1, 2, 3, 4] and len(cycles) == 5
     assert pruning.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3  # one dip ignored
+    assert pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2) is None  # may still recover
+    assert pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2, complete=True) == 2  # the curve ended
     flat, end = pruning.run_cycles({"validation_top1": 0.9}, lambda cycle: {"validation_top1": 0.9} if cycle < 4
                                    else None, tolerance=0.02)
     assert end == 3 and len(flat) == 4

@@ -196,17 +196,20 @@ def flops(input_size: int, hidden_units: int, num_classes: int) -> dict:
             "multiply_adds": hidden_units * (input_size + num_classes)}
 
 
-def inflection(validation_top1: list[float], tolerance: float, patience: int = 1) -> int | None:
+def inflection(validation_top1: list[float], tolerance: float, patience: int = 1,
+               complete: bool = False) -> int | None:
     """The inflection point of the pruning curve: the last cycle before the first run of `patience` consecutive
     cycles whose validation top-1 is more than `tolerance` (a fraction) below cycle 0's; None while there is none.
 
     Pruning up to and including that cycle costs at most `tolerance` of validation top-1; the next cycle is where
     the curve turns down for good (`patience` > 1 ignores a single dip, e.g. two images of a small validation set).
-    Only validation decides: test figures never move it.
+    With `complete` (the curve has ended) a shorter run that reaches its end counts too. Only validation decides:
+    test figures never move it.
     """
     below = [top1 < validation_top1[0] - tolerance for top1 in validation_top1]
-    for cycle in range(1, len(below) - patience + 1):
-        if all(below[cycle:cycle + patience]):
+    for cycle in range(1, len(below)):
+        run = below[cycle:cycle + patience]
+        if all(run) and (len(run) == patience or complete):
             return cycle - 1
     return None
 
@@ -225,7 +228,7 @@ def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, patience: int 
         curve = [cycle["validation_top1"] for cycle in cycles]
         if stop_at_inflection and inflection(curve, tolerance, patience) is not None:
             break
-    found = inflection([cycle["validation_top1"] for cycle in cycles], tolerance, patience)
+    found = inflection([cycle["validation_top1"] for cycle in cycles], tolerance, patience, complete=True)
     return cycles, len(cycles) - 1 if found is None else found
 
 
