@@ -86,9 +86,9 @@ def test_ranks_and_top_k():
     scores[1, 1] = 1.0  # label 1 ranks 1st
     scores[2] = np.linspace(1, 0, 12)  # label 11 ranks 12th
     labels = np.array([0, 1, 11])
-    assert evaluate._ranks(scores, labels).tolist() == [7, 1, 12]
+    assert evaluate.ranks(scores, labels).tolist() == [7, 1, 12]
     assert evaluate._top_k(scores, labels) == {"top1": pytest.approx(1 / 3), "top5": pytest.approx(1 / 3),
                                                "top10": pytest.approx(2 / 3)}
     # A tie goes to the lower class index, as argmax does: a uniform guess is not "right" for everyone.
     uniform = np.full((2, 3), 1 / 3)
-    assert evaluate._ranks(uniform, np.array([0, 2])).tolist() == [1, 3]
+    assert evaluate.ranks(uniform, np.array([0, 2])).tolist() == [1, 3]

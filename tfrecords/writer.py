@@ -105,9 +105,6 @@ def count_records(path: str, compression: str | None) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
-temporary_path = fileio.temporary_path
-
-
 def open_record_writer(path: str, compression: str) -> tf.io.TFRecordWriter:
     """The file layer under ShardWriter, kept in one function so that a test can make its writes fail."""
     return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression))
@@ -122,7 +119,7 @@ class ShardWriter:
     def __init__(self, final_path: str, compression: str | None = None):
         self.final_path = final_path
         self.compression = _check_compression(compression)
-        self.temporary_path = temporary_path(final_path)
+        self.temporary_path = fileio.temporary_path(final_path)
         self._num_written = 0
         self.info = None
         self._writer = None

@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
 
 
+def comma_separated(text, kind=str):
+    """'a,b,,c' -> (kind(a), kind(b), kind(c)); None for an empty or missing flag."""
+    return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
+
+
 def run(program: str, job, config) -> int:
     """Runs one pipeline function; a user error becomes one line on stderr and exit status 2."""
     import sys

@@ -12,10 +12,6 @@ import tools
 from pipeline import config as config_lib
 
 
-def _tuple(text, kind=str):
-    return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
-
-
 def parse_flags(argv=None) -> config_lib.CompareConfig:
     defaults = config_lib.CompareConfig(records_dir="", out_dir="")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,10 +37,10 @@ def parse_flags(argv=None) -> config_lib.CompareConfig:
     flags = parser.parse_args(argv)
     try:
         return config_lib.CompareConfig(
-            records_dir=flags.records, out_dir=flags.out_dir, fusions=_tuple(flags.fusions) or (),
-            seeds=flags.seeds, seed=flags.seed, stages=_tuple(flags.stages), head=flags.head,
+            records_dir=flags.records, out_dir=flags.out_dir, fusions=tools.comma_separated(flags.fusions) or (),
+            seeds=flags.seeds, seed=flags.seed, stages=tools.comma_separated(flags.stages), head=flags.head,
             hidden_units=flags.hidden_units, dropout=flags.dropout, optimizer=flags.optimizer,
-            sweep_learning_rates=_tuple(flags.learning_rates, float), sweep_epochs=flags.sweep_epochs,
+            sweep_learning_rates=tools.comma_separated(flags.learning_rates, float), sweep_epochs=flags.sweep_epochs,
             batch_size=flags.batch_size, eval_every_steps=flags.eval_every_steps,
             plateau_epochs=flags.plateau_epochs, max_epochs_per_stage=flags.max_epochs_per_stage,
             progress=not flags.no_progress)

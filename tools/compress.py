@@ -7,10 +7,6 @@ import tools
 from pipeline import config as config_lib
 
 
-def _sizes(text):
-    return tuple(int(part) for part in text.split(",") if part.strip()) if text else ()
-
-
 def parse_flags(argv=None) -> config_lib.CompressConfig:
     defaults = config_lib.CompressConfig(records_dir="", out_dir="")
     parser = argparse.ArgumentParser(description="Train an autoencoder on cached pooled features, prune its code "
@@ -42,11 +38,13 @@ def parse_flags(argv=None) -> config_lib.CompressConfig:
     flags = parser.parse_args(argv)
     try:
         return config_lib.CompressConfig(
-            records_dir=flags.records, out_dir=flags.out_dir, node=flags.node, branches=_sizes(flags.branches),
+            records_dir=flags.records, out_dir=flags.out_dir, node=flags.node,
+            branches=tools.comma_separated(flags.branches, int) or (),
             code_size=flags.code_size, epochs=flags.epochs, learning_rate=flags.learning_rate,
             batch_size=flags.batch_size, loss_threshold=flags.loss_threshold,
             prune_every_epochs=flags.prune_every_epochs, fine_tune_epochs=flags.fine_tune_epochs,
-            min_code_size=flags.min_code_size, report_sizes=_sizes(flags.report_sizes), head=flags.head,
+            min_code_size=flags.min_code_size, report_sizes=tools.comma_separated(flags.report_sizes, int) or (),
+            head=flags.head,
             hidden_units=flags.hidden_units, classifier_epochs=flags.classifier_epochs, patience=flags.patience,
             write_records=flags.write_records, seed=flags.seed, progress=not flags.no_progress)
     except ValueError as error:

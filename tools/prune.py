@@ -53,7 +53,7 @@ def parse_flags(argv=None) -> config_lib.PruneConfig:
             inflection_patience=flags.inflection_patience,
             stop_at_inflection=not flags.past_inflection, learning_rate=flags.learning_rate,
             momentum=flags.momentum, batch_size=flags.batch_size, max_epochs=flags.max_epochs,
-            patience=flags.patience, branches=tuple(int(part) for part in flags.branches.split(",") if part.strip()),
+            patience=flags.patience, branches=tools.comma_separated(flags.branches, int) or (),
             hidden_units=flags.hidden_units, activation=flags.activation, dropout=flags.dropout, seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:

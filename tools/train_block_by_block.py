@@ -7,10 +7,6 @@ import tools
 from pipeline import config as config_lib
 
 
-def _tuple(text, kind=str):
-    return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
-
-
 def parse_flags(argv=None) -> config_lib.TrainConfig:
     defaults = config_lib.TrainConfig(records_dir="", logdir="")
     parser = argparse.ArgumentParser(description="Train the multi-quality topology block by block on cached "
@@ -60,16 +56,16 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
         parser.error(f"--learning-rate must be a number or auto, got {flags.learning_rate!r}")
     try:
         return config_lib.TrainConfig(
-            records_dir=flags.records, logdir=flags.logdir, stages=_tuple(flags.stages),
-            branches=_tuple(flags.branches, int), fusion=flags.fusion, head=flags.head,
+            records_dir=flags.records, logdir=flags.logdir, stages=tools.comma_separated(flags.stages),
+            branches=tools.comma_separated(flags.branches, int), fusion=flags.fusion, head=flags.head,
             hidden_units=flags.hidden_units, activation=flags.activation, dropout=flags.dropout,
             batch_size=flags.batch_size, optimizer=flags.optimizer, learning_rate=learning_rate,
             sweep_epochs=flags.sweep_epochs, seeds=flags.seeds,
             momentum=flags.momentum, eval_every_steps=flags.eval_every_steps,
             max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels,
-            train_batchnorm=flags.train_batchnorm, devices=_tuple(flags.devices), cache_mb=flags.cache_mb,
-            seed=flags.seed,
+            train_batchnorm=flags.train_batchnorm, devices=tools.comma_separated(flags.devices),
+            cache_mb=flags.cache_mb, seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:
         parser.error(str(error))

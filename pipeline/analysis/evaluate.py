@@ -193,12 +193,10 @@ def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return metrics.ranks(scores, labels).numpy()
 
 
-_ranks = ranks
-
 
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
-    ranks = _ranks(scores, labels)
-    return {f"top{k}": float(np.mean(ranks <= k)) for k in TOP_K}
+    label_ranks = ranks(scores, labels)
+    return {f"top{k}": float(np.mean(label_ranks <= k)) for k in TOP_K}
 
 
 def compare(topology_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000, seed: int = 0) -> dict:
@@ -227,7 +225,7 @@ def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -
     result["baseline"] = _top_k(branches[:, 0], labels)
     result["branches"] = {name: _top_k(branches[:, index], labels)
                           for index, name in enumerate(predictions.branch_names)}
-    branch_ranks = np.stack([_ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1)
+    branch_ranks = np.stack([ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1)
     result["oracle"] = {f"top{k}": float(np.mean((branch_ranks <= k).any(axis=1))) for k in TOP_K}
     result["ensemble"] = _top_k(branches.mean(axis=1), labels)
     topology_right = predictions.topology.argmax(1) == labels
@@ -249,10 +247,10 @@ def image_table(predictions: Predictions, row: int) -> dict:
     per_branch = {}
     for index, name in enumerate(predictions.branch_names):
         branch = scores[index]
-        ranks = _ranks(np.stack([branch, branch]), np.array([true_label, baseline_label]))
+        pair_ranks = ranks(np.stack([branch, branch]), np.array([true_label, baseline_label]))
         per_branch[name] = {
-            "true_rank": int(ranks[0]), "true_confidence": float(branch[true_label]),
-            "baseline_top_rank": int(ranks[1]),
+            "true_rank": int(pair_ranks[0]), "true_confidence": float(branch[true_label]),
+            "baseline_top_rank": int(pair_ranks[1]),
             "baseline_top_confidence": float(branch[baseline_label])}
     return {"true_label": predictions.class_names[true_label],
             "baseline_top_label": predictions.class_names[baseline_label],

@@ -45,8 +45,8 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     """Runs (or resumes) every stage and returns results.json's content."""
     if config.seeds > 1:
         return _train_seeds(config)
-    prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
-    sweep = learning_rate_sweep(config)
+    nodes = prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
+    sweep = learning_rate_sweep(config, nodes[0])
     setup = prepare(config, sweep["chosen"])
     _check_config(config)
     results_path = os.path.join(config.logdir, RESULTS_NAME)
@@ -86,7 +86,7 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "stages": []}
 
 
-def learning_rate_sweep(config: config_lib.TrainConfig) -> dict:
+def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str) -> dict:
     """The first stage's learning rate: the given one, or with "auto" the best on validation of a sweep.
 
     Each candidate trains the first stage from the same start for sweep_epochs under the same plateau
@@ -96,7 +96,6 @@ def learning_rate_sweep(config: config_lib.TrainConfig) -> dict:
     if not isinstance(config.learning_rate, str):
         return {"chosen": float(config.learning_rate), "candidates": []}
     directory = config.sweep_dir or os.path.join(config.logdir, "sweep")
-    first_node = prepare_lib.stage_nodes(config)[0]
     seed = config.seed if config.sweep_seed is None else config.sweep_seed
     candidates = []
     for rate in config.sweep_rates:
