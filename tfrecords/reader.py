@@ -1,5 +1,7 @@
 """Builds the tf.data pipeline that reads one node's bottleneck records of one split."""
 
+import contextlib
+
 import tensorflow as tf
 
 from tfrecords import example
@@ -73,6 +75,19 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     if not cache_decoded:
         batches = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+class DamagedRecords(RuntimeError):
+    """A shard could not be read; the message names it and how to repair it."""
+
+
+@contextlib.contextmanager
+def explained_data_loss(records_dir: str, node: str, split: str):
+    """Inside it, reading node/split that meets a damaged record raises DamagedRecords with one clear line."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        raise DamagedRecords(explain_data_loss(error, records_dir, node, split)) from None
 
 
 def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: str, split: str) -> str:

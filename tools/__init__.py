@@ -1,13 +1,18 @@
 """Command-line entry points: parse flags, build a config, call one pipeline function."""
 
 import os
+import shlex
+import sys
+
+from pipeline import interrupt
 
 # TensorFlow's C++ INFO logs (dataset buffer sizes and the like) would interleave with progress bars.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-# The errors a user can fix: bad flags, missing files, unknown names, offline weights, a busy output.
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+# The errors a user can fix: bad flags, missing or damaged files, unknown names, offline weights, a busy
+# output, a full disk or a folder that cannot be written (OSError).
+USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 def comma_separated(text, kind=str):
@@ -15,13 +20,20 @@ def comma_separated(text, kind=str):
     return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
 
 
-def run(program: str, job, config) -> int:
-    """Runs one pipeline function; a user error becomes one line on stderr and exit status 2."""
-    import sys
+def run(program: str, job, config, command: str | None = None, argv=None) -> int:
+    """Runs one pipeline function; a user error becomes one line on stderr and exit status 2.
 
+    A job stopped by SIGINT/SIGTERM (pipeline.interrupt) says how to resume it: `command` (the console
+    script) with the same flags, and exits with the shell's status for that signal.
+    """
     try:
         job(config)
     except USER_ERRORS as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         return 2
+    except interrupt.Interrupted as stopped:
+        flags = list(sys.argv[1:] if argv is None else argv)
+        print(f"{program}: {stopped}. To resume, run the same command: {shlex.join([command or program] + flags)}",
+              file=sys.stderr)
+        return stopped.exit_status
     return 0

@@ -1,7 +1,6 @@
 """Command line of the offline stage: flags -> ExtractConfig -> pipeline.offline.extract.make_tfrecords."""
 
 import argparse
-import shlex
 import sys
 
 import tools
@@ -81,14 +80,7 @@ def main(argv=None) -> int:
     else:
         from pipeline.offline import extract as job
 
-    from pipeline.offline import interrupt
-
-    try:
-        return tools.run("make_tfrecords", job.make_tfrecords, config)
-    except interrupt.Interrupted as stopped:
-        command = shlex.join(["make-tfrecords"] + list(sys.argv[1:] if argv is None else argv))
-        print(f"make_tfrecords: {stopped}. To resume, run the same command: {command}", file=sys.stderr)
-        return stopped.exit_status
+    return tools.run("make_tfrecords", job.make_tfrecords, config, command="make-tfrecords", argv=argv)
 
 
 def verify(records_dir: str, program: str = "make_tfrecords") -> int:

@@ -49,7 +49,7 @@ def evaluation_split(records_dir: str) -> str:
     return "test" if manifest_lib.Manifest.read(records_dir).num_records("test") else "validation"
 
 
-def compare(config: config_lib.CompareConfig) -> dict:
+def compare(config: config_lib.CompareConfig, stop=None) -> dict:
     """Trains and scores every arm; writes comparison.json/.md and returns the JSON object.
 
     {"split": "test", "num_images": N,
@@ -71,7 +71,7 @@ def compare(config: config_lib.CompareConfig) -> dict:
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
-            results = train.train_and_evaluate(training)
+            results = train.train_and_evaluate(training, stop)
             baseline_logdir = training.logdir if arm == BASELINE else None
             predictions = evaluate.predictions_from_records(os.path.join(training.logdir, "export"),
                                                             config.records_dir, baseline_logdir, split)

@@ -138,18 +138,21 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
     label_of = np.asarray([mapper[name] for name in manifest.class_names])
     node = description["node"]
     topology, labels, image_ids = [], [], []
-    for bottlenecks, label, image_id in reader.make_dataset(records_dir, node, split, batch_size,
-                                                            branches=description["branch_indices"], with_ids=True):
-        topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
-        labels.append(label_of[label.numpy()])
-        image_ids.extend(image_id.numpy().astype(str))
+    with reader.explained_data_loss(records_dir, node, split):
+        for bottlenecks, label, image_id in reader.make_dataset(records_dir, node, split, batch_size, with_ids=True,
+                                                                branches=description["branch_indices"]):
+            topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
+            labels.append(label_of[label.numpy()])
+            image_ids.extend(image_id.numpy().astype(str))
     branches = None
     if baseline.available:
         by_id = {}
-        for bottlenecks, _, image_id in reader.make_dataset(records_dir, baseline.node(description), split,
-                                                            batch_size, with_ids=True):
-            by_id.update(zip(image_id.numpy().astype(str),
-                             baseline.from_bottlenecks(bottlenecks.numpy(), baseline.node(description))))
+        baseline_node = baseline.node(description)
+        with reader.explained_data_loss(records_dir, baseline_node, split):
+            for bottlenecks, _, image_id in reader.make_dataset(records_dir, baseline_node, split, batch_size,
+                                                                with_ids=True):
+                by_id.update(zip(image_id.numpy().astype(str),
+                                 baseline.from_bottlenecks(bottlenecks.numpy(), baseline_node)))
         branches = np.stack([by_id[image_id] for image_id in image_ids])
     return Predictions(image_ids, np.concatenate(labels), np.concatenate(topology), branches,
                        list(manifest.branches), list(description["class_names"]))

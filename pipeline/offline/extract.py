@@ -25,7 +25,7 @@ from bottlenecks import registry
 from bottlenecks import sparsity
 from pipeline import config as config_lib
 from pipeline.offline import images
-from pipeline.offline import interrupt
+from pipeline import interrupt
 from pipeline.offline import ladder
 from tfrecords import codec
 from tfrecords import example

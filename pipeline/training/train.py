@@ -22,6 +22,7 @@ import tqdm
 
 from bottlenecks import cut
 from pipeline import config as config_lib
+from pipeline import interrupt
 from pipeline.training import checkpoints
 from pipeline.training import export
 from pipeline.training import heads
@@ -41,12 +42,16 @@ prepare = prepare_lib.prepare
 CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
 
 
-def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
-    """Runs (or resumes) every stage and returns results.json's content."""
+def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None = None) -> dict:
+    """Runs (or resumes) every stage and returns results.json's content.
+
+    With `stop` (see pipeline.interrupt), a SIGINT/SIGTERM stops training after the step in progress,
+    with the stage's resume point saved, and raises interrupt.Interrupted; the same call resumes.
+    """
     if config.seeds > 1:
-        return _train_seeds(config)
+        return _train_seeds(config, stop)
     nodes = prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
-    sweep = learning_rate_sweep(config, nodes[0])
+    sweep = learning_rate_sweep(config, nodes[0], stop)
     setup = prepare(config, sweep["chosen"])
     _check_config(config)
     results_path = os.path.join(config.logdir, RESULTS_NAME)
@@ -61,7 +66,7 @@ def train_and_evaluate(config: config_lib.TrainConfig) -> dict:
     for stage in setup.stages:
         if stage.node in done:
             continue
-        outcome = _StageRun(setup, stage, logs).run()
+        outcome = _StageRun(setup, stage, logs, stop).run()
         results["stages"].append(outcome)
         fileio.write_json_atomic(results_path, results)
         logs.stage_summary(stage, outcome, config, setup)
@@ -86,7 +91,8 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "stages": []}
 
 
-def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str) -> dict:
+def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str,
+                        stop: interrupt.StopRequests | None = None) -> dict:
     """The first stage's learning rate: the given one, or with "auto" the best on validation of a sweep.
 
     Each candidate trains the first stage from the same start for sweep_epochs under the same plateau
@@ -102,7 +108,7 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str) -> dict
         trial = dataclasses.replace(
             config, logdir=os.path.join(directory, f"lr{rate:g}"), stages=(first_node,), learning_rate=rate,
             max_epochs_per_stage=config.sweep_epochs, seed=seed, sweep_dir=None, sweep_seed=None, export=False)
-        stage = train_and_evaluate(trial)["stages"][0]
+        stage = train_and_evaluate(trial, stop)["stages"][0]
         candidates.append({"learning_rate": rate, "validation_top1": stage["best_top1"],
                            "validation_loss": stage["best_loss"], "ended_by": stage["ended_by"]})
     best = max(candidates, key=lambda row: (row["validation_top1"], -row["validation_loss"]))
@@ -112,7 +118,7 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str) -> dict
     return sweep
 
 
-def _train_seeds(config: config_lib.TrainConfig) -> dict:
+def _train_seeds(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None) -> dict:
     """N independent runs (seeded initialisation and shuffling) sharing one sweep; results as mean ± sd."""
     runs = []
     for index in range(config.seeds):
@@ -120,7 +126,7 @@ def _train_seeds(config: config_lib.TrainConfig) -> dict:
                                   seed=config.seed + index,
                                   sweep_dir=config.sweep_dir or os.path.join(config.logdir, "sweep"),
                                   sweep_seed=config.seed if config.sweep_seed is None else config.sweep_seed)
-        runs.append(train_and_evaluate(run))
+        runs.append(train_and_evaluate(run, stop))
     stages = []
     for position, first in enumerate(runs[0]["stages"]):
         per_seed = [run["stages"][position] for run in runs]
@@ -173,8 +179,9 @@ def _stage_state() -> dict:
 class _StageRun:
     """One stage: train from its starting point, evaluate every so often, keep the best, stop on a plateau."""
 
-    def __init__(self, setup: prepare_lib.Setup, stage: checkpoints.Stage, logs):
-        self.setup, self.stage, self.config = setup, stage, setup.config
+    def __init__(self, setup: prepare_lib.Setup, stage: checkpoints.Stage, logs,
+                 stop: interrupt.StopRequests | None = None):
+        self.setup, self.stage, self.config, self.stop = setup, stage, setup.config, stop
         model, optimizer = prepare_lib.stage_model(setup, stage)
         with setup.strategy.scope():
             self.state = _stage_state()
@@ -207,12 +214,15 @@ class _StageRun:
             self.setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
         interval = np.zeros(3)  # loss, correct, steps since the last evaluation
         with tqdm.tqdm(total=max_steps, initial=step, unit="step", disable=not config.progress,
-                       desc=f"{stage.name} lr={stage.learning_rate:g}") as bar:
+                       desc=f"{stage.name} lr={stage.learning_rate:g}") as bar, \
+                reader.explained_data_loss(config.records_dir, stage.node, "train"):
             while step < max_steps and int(state["steps_since_best"].numpy()) < plateau_steps:
                 loss, correct = self.steps.train(train)
                 step += 1
                 interval += (float(loss), float(correct), 1)
                 bar.update(1)
+                if self.stop is not None and self.stop.requested:
+                    self._stop_at(step)
                 if step % eval_every == 0 or step == max_steps:
                     state["step"].assign(step)
                     self.writers.train(step, {"loss": interval[0] / interval[2],
@@ -234,10 +244,20 @@ class _StageRun:
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
+    def _stop_at(self, step: int) -> None:
+        """Saves the resume point at `step` (the plateau bookkeeping carries on from it) and stops."""
+        self.state["step"].assign(step)
+        self.state["seconds"].assign(self._seconds())
+        self.manager.save(checkpoint_number=step)
+        self.writers.close()
+        raise interrupt.Interrupted(f"stopped on {self.stop.signal_name} after step {step} of {self.stage.name}, "
+                                    f"its resume point saved in {self.manager.directory}", self.stop.signal_number)
+
     def _evaluate_and_save(self, step: int) -> float:
         """Validation metrics at `step`; a new best is written to the best checkpoint; then the resume point."""
         state = self.state
-        metrics_now = self.steps.evaluate(self.validation)
+        with reader.explained_data_loss(self.config.records_dir, self.stage.node, "validation"):
+            metrics_now = self.steps.evaluate(self.validation)
         steps_since_last = step - int(state["last_eval_step"].numpy())
         state["last_eval_step"].assign(step)
         if metrics_now["top1"] > state["best_top1"].numpy():
@@ -275,9 +295,11 @@ def evaluate_baseline(setup: prepare_lib.Setup) -> dict:
     tail = cut.tail(setup.backbone_model, node)
     classifier = cut.classifier_layer(setup.backbone_model)
     totals = np.zeros(3)
-    for bottlenecks, labels in prepare_lib.stage_dataset(setup, node, "validation", training=False, branches=(0,)):
-        probabilities = classifier(tail(bottlenecks[:, 0], training=False))
-        totals += [float(metrics.correct_in_top_k(probabilities, labels, k)) for k in (1, 5)] + [len(labels)]
+    with reader.explained_data_loss(setup.config.records_dir, node, "validation"):
+        for bottlenecks, labels in prepare_lib.stage_dataset(setup, node, "validation", training=False,
+                                                             branches=(0,)):
+            probabilities = classifier(tail(bottlenecks[:, 0], training=False))
+            totals += [float(metrics.correct_in_top_k(probabilities, labels, k)) for k in (1, 5)] + [len(labels)]
     return {"node": node, "top1": totals[0] / totals[2], "top5": totals[1] / totals[2]}
 
 
@@ -287,11 +309,12 @@ def predict_records(setup: prepare_lib.Setup, stage: checkpoints.Stage, checkpoi
     model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
     checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
     probabilities = {}
-    for bottlenecks, _, image_ids in reader.make_dataset(setup.config.records_dir, stage.node, split,
-                                                         setup.config.batch_size, branches=setup.branches,
-                                                         with_ids=True):
-        batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
-        probabilities.update(zip(image_ids.numpy().astype(str), batch))
+    with reader.explained_data_loss(setup.config.records_dir, stage.node, split):
+        for bottlenecks, _, image_ids in reader.make_dataset(setup.config.records_dir, stage.node, split,
+                                                             setup.config.batch_size, branches=setup.branches,
+                                                             with_ids=True):
+            batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
+            probabilities.update(zip(image_ids.numpy().astype(str), batch))
     return probabilities
 
 
