@@ -72,6 +72,7 @@ def tiny(out_dir: str, data_dir: str) -> ExtractConfig:
 
 FUSIONS = ("concat", "shared", "weighted", "gated")
 HEADS = ("linear", "mlp")
+LABEL_SPACES = ("auto", "dataset", "imagenet")
 # The learning-rate sweep's candidates, log-spaced around each optimizer's usual range.
 SWEEP_RATES = {"sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003), "momentum": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
                "adam": (0.03, 0.01, 0.003, 0.001, 0.0003)}
@@ -110,6 +111,10 @@ class TrainConfig:
     max_epochs_per_stage: float = 20.0
     head_init: str = "random"  # or "baseline": the backbone's classifier on the original branch
     imagenet_labels: bool = False  # integer class names are ImageNet indices
+    # The head's classes: auto = the backbone's 1000 when the dataset's classes are ImageNet's (wnid folders),
+    # else the dataset's own; dataset = always the dataset's own (e.g. a 10-class head on imagenette);
+    # imagenet = the backbone's 1000, refused when the classes are not ImageNet's.
+    label_space: str = "auto"
     train_batchnorm: bool = False  # BatchNorm of unfrozen blocks stays in inference mode by default
     devices: tuple[str, ...] | None = None  # None: every local GPU, else the CPU
     shuffle_buffer: int = 10000
@@ -130,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"--learning-rate must be a number or auto, got {self.learning_rate!r}")
         if self.seeds < 1 or self.sweep_epochs <= 0:
             raise ValueError("--seeds must be at least 1 and --sweep-epochs positive")
+        if self.label_space not in LABEL_SPACES:
+            raise ValueError(f"--label-space must be one of {', '.join(LABEL_SPACES)}, got {self.label_space!r}")
         if self.head_init not in ("random", "baseline"):
             raise ValueError(f"--head-init must be random or baseline, got {self.head_init!r}")
         if self.batch_size < 1 or self.eval_every_steps < 1:
@@ -289,6 +296,7 @@ class CompareConfig:
     head: str = "linear"
     hidden_units: int = 500
     dropout: float = 0.0
+    label_space: str = "auto"  # see TrainConfig.label_space
     optimizer: str = "adam"  # converges within the plateau rule on every arm; sgd is the thesis's
     sweep_learning_rates: tuple[float, ...] | None = None
     sweep_epochs: float = 5.0

@@ -1,6 +1,7 @@
 """Real ImageNet MobileNetV2 weights on real photos: the cached bottlenecks are the model's true activations."""
 
 import csv
+import dataclasses
 import os
 
 import keras
@@ -80,3 +81,16 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     predicted = stock.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0).argmax(1)
     truth = [classes.index(os.path.basename(os.path.dirname(path))) for path in paths]
     assert results["baseline"]["top1"] == pytest.approx(np.mean(predicted == np.asarray(truth)), abs=1e-9)
+
+    # The same wnid records with --label-space dataset: a head over the dataset's own classes, no baseline.
+    config = config_lib.TrainConfig(records_dir=records, logdir=str(tmp_path / "dataset"), stages=("pool",),
+                                    label_space="dataset", batch_size=10, max_epochs_per_stage=1, export=False,
+                                    progress=False)
+    setup = train.prepare(config)
+    num_classes = len(os.listdir(subset / "train"))
+    assert setup.label_map is None and setup.class_names == tuple(sorted(os.listdir(subset / "train")))
+    assert setup.head.units == num_classes < 1000
+    dataset_results = train.train_and_evaluate(config)
+    assert dataset_results["label_space"] == "dataset" and "baseline" not in dataset_results
+    with pytest.raises(ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"):
+        train.prepare(dataclasses.replace(config, head_init="baseline"))

@@ -95,6 +95,11 @@ class Manifest:
         return next(iter(self.nodes.values())).num_branches
 
     @property
+    def codes(self) -> bool:
+        """The records hold autoencoder codes of pooled features (jpeg-ladder-compress), not activations."""
+        return "compressed_from" in self.config
+
+    @property
     def weights_seed(self) -> int:
         """The seed of the offline stage's random weights (weights kind none)."""
         return int(self.config.get("seed", 0))

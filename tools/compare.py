@@ -26,6 +26,8 @@ def parse_flags(argv=None) -> config_lib.CompareConfig:
     parser.add_argument("--head", choices=config_lib.HEADS, default=defaults.head)
     parser.add_argument("--hidden-units", type=int, default=defaults.hidden_units)
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--label-space", choices=config_lib.LABEL_SPACES, default=defaults.label_space,
+                        help="the heads' classes (see train-block-by-block --help; default: %(default)s)")
     parser.add_argument("--optimizer", choices=list(config_lib.SWEEP_RATES), default=defaults.optimizer)
     parser.add_argument("--learning-rates", help="the sweep's candidates (default: the optimizer's)")
     parser.add_argument("--sweep-epochs", type=float, default=defaults.sweep_epochs)
@@ -39,7 +41,8 @@ def parse_flags(argv=None) -> config_lib.CompareConfig:
         return config_lib.CompareConfig(
             records_dir=flags.records, out_dir=flags.out_dir, fusions=tools.comma_separated(flags.fusions) or (),
             seeds=flags.seeds, seed=flags.seed, stages=tools.comma_separated(flags.stages), head=flags.head,
-            hidden_units=flags.hidden_units, dropout=flags.dropout, optimizer=flags.optimizer,
+            hidden_units=flags.hidden_units, dropout=flags.dropout, label_space=flags.label_space,
+            optimizer=flags.optimizer,
             sweep_learning_rates=tools.comma_separated(flags.learning_rates, float), sweep_epochs=flags.sweep_epochs,
             batch_size=flags.batch_size, eval_every_steps=flags.eval_every_steps,
             plateau_epochs=flags.plateau_epochs, max_epochs_per_stage=flags.max_epochs_per_stage,

@@ -38,6 +38,9 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
     parser.add_argument("--head-init", choices=["random", "baseline"], default=defaults.head_init)
     parser.add_argument("--imagenet-labels", action="store_true",
                         help="integer labels are ImageNet class indices (wnid folders are recognised anyway)")
+    parser.add_argument("--label-space", choices=config_lib.LABEL_SPACES, default=defaults.label_space,
+                        help="the head's classes: the backbone's 1000 ImageNet classes (imagenet), the dataset's "
+                             "own (dataset), or auto: ImageNet's when the class folders are wnids (default)")
     parser.add_argument("--train-batchnorm", action="store_true",
                         help="update BatchNorm statistics in unfrozen blocks (default: inference mode)")
     parser.add_argument("--devices", help="comma-separated devices for MirroredStrategy (default: all GPUs, "
@@ -63,7 +66,7 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             sweep_epochs=flags.sweep_epochs, seeds=flags.seeds,
             momentum=flags.momentum, eval_every_steps=flags.eval_every_steps,
             max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
-            head_init=flags.head_init, imagenet_labels=flags.imagenet_labels,
+            head_init=flags.head_init, imagenet_labels=flags.imagenet_labels, label_space=flags.label_space,
             train_batchnorm=flags.train_batchnorm, devices=tools.comma_separated(flags.devices),
             cache_mb=flags.cache_mb, seed=flags.seed,
             progress=not flags.no_progress)

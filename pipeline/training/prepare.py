@@ -50,8 +50,9 @@ class Setup:
 
     def build_model(self, node: str) -> keras.Model:
         """The stage model reading `node` (see topology.build)."""
+        feature_size = self.manifest.node(node).shape[-1] if self.manifest.codes else None
         return topology.build(self.backbone_model, node, len(self.branches), self.head, self.config.fusion,
-                              self.combiner)
+                              self.combiner, feature_size)
 
 
 def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
@@ -101,7 +102,7 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
                 topology.check_stage(backbone, backbone_model, node)
             except ValueError as error:
                 raise ValueError(f"stage {node!r}: {error}") from None
-        indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
+        indices = _imagenet_indices(config, manifest)
         if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
             class_names = tuple(name for _, name in registry.imagenet_classes())
             label_map = np.asarray(indices, np.int32)
@@ -121,6 +122,22 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
                    for index, node in enumerate(stage_nodes))
     return Setup(config, manifest, backbone, backbone_model, head, combiner, branches, class_names, label_map,
                  stages, strategy, manifest.num_records("train"), manifest.num_records("validation"))
+
+
+def _imagenet_indices(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> list[int] | None:
+    """Each class's index among the backbone's 1000 when the head is to predict those, else None."""
+    if config.label_space == "dataset" or manifest.codes:
+        if config.label_space == "imagenet":
+            raise ValueError(f"--label-space imagenet: {config.records_dir} holds autoencoder codes, which the "
+                             f"backbone's own classifier cannot read; use --label-space dataset")
+        return None
+    indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
+    if indices is None and config.label_space == "imagenet":
+        raise ValueError(f"--label-space imagenet needs classes that are ImageNet's (folders named by wnid such as "
+                         f"n01440764, or integer labels with --imagenet-labels); the records' classes are "
+                         f"{', '.join(manifest.class_names[:5])}{', ...' if len(manifest.class_names) > 5 else ''}; "
+                         f"use --label-space dataset")
+    return indices
 
 
 def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:

@@ -25,19 +25,26 @@ def decision_layer(num_classes: int, seed: int = 0) -> keras.layers.Dense:
 
 
 def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Layer,
-          fusion: str = "concat", combiner: keras.layers.Layer | None = None) -> keras.Model:
+          fusion: str = "concat", combiner: keras.layers.Layer | None = None,
+          feature_size: int | None = None) -> keras.Model:
     """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head` (and `combiner`).
+
+    feature_size: the width of the records at `pool`, when it is not the backbone's (autoencoder codes).
 
     Its output is fusion.outputs()'s dict; "logits" is the prediction.
     """
-    tail = cut.tail(backbone_model, node)
-    node_shape = tuple(int(size) for size in tail.input.shape[1:])
-    feature_size = int(tail.output.shape[-1])
-    bottlenecks = keras.Input(shape=(num_branches,) + node_shape, name="bottlenecks")
-    # Branches share the tail, so they can go through it as one batch: the same result as eleven
-    # calls, with one kernel launch per layer instead of eleven.
-    flat = keras.ops.reshape(bottlenecks, (-1,) + node_shape)
-    features = keras.ops.reshape(tail(flat), (-1, num_branches, feature_size))
+    if node == registry.POOL and feature_size is not None:
+        # Nothing after pool but the head, whose width is the records' (autoencoder codes are narrower).
+        bottlenecks = keras.Input(shape=(num_branches, feature_size), name="bottlenecks")
+        features = bottlenecks
+    else:
+        tail = cut.tail(backbone_model, node)
+        node_shape = tuple(int(size) for size in tail.input.shape[1:])
+        bottlenecks = keras.Input(shape=(num_branches,) + node_shape, name="bottlenecks")
+        # Branches share the tail, so they can go through it as one batch: the same result as eleven
+        # calls, with one kernel launch per layer instead of eleven.
+        flat = keras.ops.reshape(bottlenecks, (-1,) + node_shape)
+        features = keras.ops.reshape(tail(flat), (-1, num_branches, int(tail.output.shape[-1])))
     outputs = fusion_lib.outputs(fusion, features, head, combiner, num_branches)
     return keras.Model(bottlenecks, outputs, name=f"topology_from_{node}")
 

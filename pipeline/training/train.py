@@ -70,7 +70,11 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
         results["stages"].append(outcome)
         fileio.write_json_atomic(results_path, results)
         logs.stage_summary(stage, outcome, config, setup)
-    if config.export and not (results.get("export") and os.path.isdir(results["export"]["path"])):
+    if config.export and setup.manifest.codes:
+        results["export_skipped"] = ("the records hold autoencoder codes: a raw-image model would need the "
+                                     "encoder, so no export/ is written")
+        fileio.write_json_atomic(results_path, results)
+    elif config.export and not (results.get("export") and os.path.isdir(results["export"]["path"])):
         best = results["stages"][-1]["checkpoint"]
         results["export"] = export.export_model(setup, setup.stages[-1], best,
                                                 os.path.join(config.logdir, "export"))
