@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline.analysis import compare
+from pipeline.analysis import report
 from pipeline.analysis import statistics
 from pipeline.training import export
 from pipeline.training import fusion
@@ -86,6 +87,11 @@ def test_a_stage_ends_on_its_plateau_and_a_capped_stage_is_flagged(records, tmp_
     assert capped["stages"][0]["ended_by"] == "max_epochs"
     assert train.CAP_WARNING in train.summary_text(capped)
     assert train.CAP_WARNING not in train.summary_text(still)
+    for name, flagged in (("capped", True), ("still", False)):
+        report.build_report(str(tmp_path / name), None, str(tmp_path / f"report_{name}"))
+        text = (tmp_path / f"report_{name}" / "report.md").read_text()
+        assert ("WARNING: pool hit the epoch cap while still improving" in text) == flagged
+        assert ("| **epoch cap while still improving" in text) == flagged and ("| plateau |" in text) != flagged
 
 
 def test_the_sweep_keeps_the_learning_rate_best_on_validation(records, tmp_path):
@@ -176,3 +182,11 @@ def test_head_init_baseline_fails_clearly_for_an_mlp_head():
     head = keras.layers.Dense(3)
     with pytest.raises(ValueError, match="--head-init baseline"):
         topology.init_head_from_classifier(keras.Sequential([head]), None, [0, 1, 2], 0, 1)
+
+
+def test_a_top1_tie_improves_only_at_a_clearly_lower_loss():
+    assert train._improves({"top1": 0.5, "loss": 9.0}, -1.0, 0.0)  # the first evaluation
+    assert train._improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
+    assert not train._improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
+    assert train._improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
+    assert not train._improves({"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0)  # float noise is no improvement

@@ -145,7 +145,8 @@ def verdict(result: dict) -> str:
         caveats += f"; WARNING: {', '.join(capped)} hit the epoch cap while still improving"
     if result["split"] != "test":
         caveats += "; these figures come from the split used for model selection (the records have no test split)"
-    return (f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}], "
+    covers = " (includes 0)" if low <= 0 <= high else ""
+    return (f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}]{covers}, "
             f"p = {versus[best]['p_value']:.3g}{caveats}.")
 
 
@@ -182,7 +183,12 @@ def _plot(result: dict, path: str) -> None:
     figure, axes = pyplot.subplots(figsize=(7, 4))
     means = [100 * result["arms"][arm]["top1_mean"] for arm in arms]
     errors = [100 * result["arms"][arm]["top1_std"] for arm in arms]
-    axes.bar(arms, means, yerr=errors, capsize=4, color=["gray"] + ["C0"] * (len(arms) - 1))
+    bars = axes.bar(arms, means, yerr=errors, capsize=4, color=["gray"] + ["C0"] * (len(arms) - 1))
+    capped = [bar for bar, arm in zip(bars, arms) if result["arms"][arm]["capped"]]
+    for bar in capped:  # still improving at the cap: not trained to its best
+        bar.set(hatch="//", edgecolor="red")
+    if capped:
+        capped[0].set_label("hit the epoch cap while improving")
     for arm_index, arm in enumerate(arms):
         axes.scatter([arm_index] * len(result["arms"][arm]["top1"]),
                      [100 * value for value in result["arms"][arm]["top1"]], color="black", s=10, zorder=3)

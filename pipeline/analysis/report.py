@@ -47,11 +47,22 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     return _save(figure, directory, "accuracy_per_quality.png")
 
 
+def _ended_by(stage: dict) -> str:
+    if stage.get("ended_by") == "max_epochs":
+        return "**epoch cap while still improving: raise --max-epochs-per-stage**"
+    return stage.get("ended_by", "")
+
+
 def _stages_plot(results: dict, directory: str):
     stages = results["stages"]
     figure, axes = pyplot.subplots(figsize=(7, 4))
     labels = [f"{stage['stage']}: {stage['node']}" for stage in stages]
-    axes.plot(labels, [100 * stage["best_top1"] for stage in stages], marker="o", label="topology, best top-1")
+    top1 = [100 * stage["best_top1"] for stage in stages]
+    axes.plot(labels, top1, marker="o", label="topology, best top-1")
+    capped = [index for index, stage in enumerate(stages) if stage.get("ended_by") == "max_epochs"]
+    if capped:  # these stages were still improving: their top-1 is not the stage's best
+        axes.scatter([labels[index] for index in capped], [top1[index] for index in capped], s=120,
+                     facecolors="none", edgecolors="red", zorder=3, label="hit the epoch cap while improving")
     if results.get("baseline"):
         axes.axhline(100 * results["baseline"]["top1"], linestyle="--", color="gray", label="baseline top-1")
     axes.set_ylabel("validation top-1 %")
@@ -98,11 +109,16 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
              f"`{results['records']}`; training run `{logdir}`.", ""]
 
     lines += ["## Training stages (best validation top-1 per stage)", "",
-              "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best top-5 % |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+              "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best top-5 % "
+              "| ended by |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     lines += [f"| {stage['stage']} | {stage['node']} | {stage['thesis_block']} | {stage['learning_rate']:g} | "
               f"{stage['steps']} | {stage['seconds']:.0f} | {_percent(stage['best_top1'])} | "
-              f"{_percent(stage['best_top5'])} |" for stage in results["stages"]]
+              f"{_percent(stage['best_top5'])} | {_ended_by(stage)} |" for stage in results["stages"]]
+    capped = [stage["node"] for stage in results["stages"] if stage.get("ended_by") == "max_epochs"]
+    if capped:
+        lines += ["", f"**WARNING: {', '.join(capped)} hit the epoch cap while still improving, so its top-1 "
+                      f"understates what the stage can reach: compare nothing against it.**"]
     if results.get("baseline"):
         lines += ["", f"Baseline (the stock model on the original images): top-1 "
                       f"{_percent(results['baseline']['top1'])} %, top-5 {_percent(results['baseline']['top5'])} %."]
