@@ -6,7 +6,11 @@ from bottlenecks import registry
 
 
 def pool_layer(model: keras.Model) -> keras.layers.Layer:
-    """The global pooling layer that feeds the classifier (its Keras name differs per backbone)."""
+    """The layer whose output is `pool`: the global pooling that feeds the classifier (its Keras name differs
+    per backbone), or an image feature vector model's SavedModel layer, which registry names `pool`."""
+    named = [layer for layer in model.layers if layer.name == registry.POOL]
+    if named:
+        return named[0]
     pools = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
     if len(pools) != 1:
         raise ValueError(f"{model.name}: expected one global average pooling layer, found {len(pools)}")

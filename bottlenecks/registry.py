@@ -1,4 +1,9 @@
-"""The supported backbones: builder, preprocessing, input sizes, node catalogue and weight loading."""
+"""The supported backbones: builder, preprocessing, input sizes, node catalogue and weight loading.
+
+Backbones come from three sources: a keras.applications name (`inception_v3`, ...), `savedmodel:PATH` (a local
+TF2 SavedModel) and `hub:HANDLE` (a TF-Hub or Kaggle Models handle, resolved and cached by tensorflow_hub). The
+last two are image feature vector models: their one node is `pool`, and they have no ImageNet classifier.
+"""
 
 import dataclasses
 import functools
@@ -8,25 +13,36 @@ from typing import Callable
 
 import keras
 
+from bottlenecks import savedmodel
+
 POOL = "pool"  # the pooled feature vector that feeds the classifier, in every backbone
+KERAS, SAVEDMODEL, HUB = "keras", "savedmodel", "hub"  # where a backbone comes from
+FEATURE_VECTOR_PREFIXES = (f"{HUB}:", f"{SAVEDMODEL}:")
+# What image feature vector models on TF-Hub usually take, unless --input-size and --input-range say otherwise.
+FEATURE_VECTOR_INPUT_SIZE = 224
+FEATURE_VECTOR_INPUT_RANGE = (0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
     """Everything the pipeline needs to know about one pretrained CNN."""
 
-    name: str
-    builder: Callable[..., keras.Model]
+    name: str  # a keras.applications name, or savedmodel:/absolute/path or hub:HANDLE
+    builder: Callable[..., keras.Model] | None  # keras.applications only
     preprocess: Callable  # pixels in [0, 255] -> the backbone's input range
     default_input_size: int
     min_input_size: int
-    imagenet_file: str  # what Keras caches in ~/.keras/models for weights="imagenet"
-    imagenet_url: str
+    imagenet_file: str | None  # what Keras caches in ~/.keras/models for weights="imagenet"
+    imagenet_url: str | None
     nodes: tuple[str, ...]  # every node a user may cut at, input to output order
     # The thesis's block-by-block schedule (or a sensible one): the node each stage reads.
     default_stages: tuple[str, ...]
     # Thesis names of the blocks that the stages after the first unfreeze, for reports.
     thesis_block_names: dict = dataclasses.field(default_factory=dict)
+    source: str = KERAS  # keras | savedmodel | hub
+    location: str | None = None  # the SavedModel's folder or the hub handle
+    input_range: tuple[float, float] | None = None  # savedmodel and hub: the pixel values the model expects
+    has_classifier: bool = True  # the ImageNet decision layer after pool (feature vector models have none)
 
 
 def _resnet50_v2_nodes() -> tuple[str, ...]:
@@ -91,17 +107,56 @@ BACKBONES = {
 }
 
 
-def get_backbone(name: str) -> Backbone:
-    """Looks a backbone up by name, failing with the list of valid names."""
+def get_backbone(name: str, input_range=None) -> Backbone:
+    """Looks a backbone up by name or source (hub:HANDLE, savedmodel:PATH), failing with the valid choices.
+
+    input_range: the pixel values a hub: or savedmodel: model expects, as (low, high); None: (0, 1).
+    """
+    if name.startswith(FEATURE_VECTOR_PREFIXES):
+        source, location = name.split(":", 1)
+        return _feature_vector_backbone(source, location, input_range)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, hub:HANDLE or "
+                         f"savedmodel:PATH")
+    if input_range is not None:
+        raise ValueError(f"--input-range is for hub: and savedmodel: backbones; {name} brings its own preprocessing")
     return BACKBONES[name]
+
+
+def check_input_range(input_range) -> tuple[float, float]:
+    """(low, high) of a feature vector model's pixel values; None: FEATURE_VECTOR_INPUT_RANGE."""
+    values = FEATURE_VECTOR_INPUT_RANGE if input_range is None else tuple(float(value) for value in input_range)
+    if len(values) != 2 or not values[0] < values[1]:
+        raise ValueError(f"--input-range must be two numbers LOW,HIGH with LOW < HIGH, got "
+                         f"{','.join(f'{value:g}' for value in values)}")
+    return values
+
+
+def _feature_vector_backbone(source: str, location: str, input_range) -> Backbone:
+    if not location:
+        raise ValueError(f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon")
+    if source == SAVEDMODEL:  # recorded in the manifest, so that the trainer finds it from anywhere
+        location = os.path.abspath(os.path.expanduser(location))
+    low, high = check_input_range(input_range)
+    return Backbone(
+        name=f"{source}:{location}", builder=None, preprocess=functools.partial(_scale_pixels, low=low, high=high),
+        default_input_size=FEATURE_VECTOR_INPUT_SIZE, min_input_size=1, imagenet_file=None, imagenet_url=None,
+        nodes=(POOL,), default_stages=(POOL,), source=source, location=location, input_range=(low, high),
+        has_classifier=False)
+
+
+def _scale_pixels(pixels, low: float, high: float):
+    """[0, 255] -> [low, high]."""
+    return pixels * ((high - low) / 255.0) + low
 
 
 def check_nodes(backbone: Backbone, nodes) -> tuple[str, ...]:
     """Returns the nodes in catalogue order, failing on any unknown name with the valid ones."""
     nodes = tuple(nodes)
     unknown = [node for node in nodes if node not in backbone.nodes]
+    if unknown and backbone.source != KERAS:
+        raise ValueError(f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}: an image feature "
+                         f"vector model has the one node {POOL} (a SavedModel does not expose its inner layers)")
     if unknown:
         raise ValueError(
             f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}; "
@@ -119,9 +174,19 @@ def check_input_size(backbone: Backbone, input_size: int | None) -> int:
     return size
 
 
-def build(backbone: Backbone, weights: str, input_size: int | None = None) -> keras.Model:
-    """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none."""
+def build(backbone: Backbone, weights: str | None, input_size: int | None = None) -> keras.Model:
+    """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none.
+
+    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool.
+    """
     size = check_input_size(backbone, input_size)
+    if backbone.source != KERAS:
+        if weights is not None:
+            raise ValueError(f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
+                             f"leave --weights out")
+        model = savedmodel.feature_vector_model(model_path(backbone), backbone.name, size, name=POOL)
+        model.trainable = False
+        return model
     weights_kind = weights_identity(weights)["kind"]
     if weights_kind == "imagenet" and size != backbone.default_input_size:
         # Keras refuses a non-default input size with its ImageNet top; the weights fit any size.
@@ -136,13 +201,18 @@ def build(backbone: Backbone, weights: str, input_size: int | None = None) -> ke
     return model
 
 
-def rebuild(name: str, weights: dict, input_size: int, seed: int = 0) -> keras.Model:
+def rebuild(name: str, weights: dict, input_size: int, seed: int = 0, input_range=None) -> keras.Model:
     """The backbone with the very weights some bottlenecks were made with, from their recorded identity.
 
-    weights is weights_identity()'s record (with the file's sha256); random weights are remade from
-    the seed they were drawn with.
+    weights is weights_identity()'s record (with the file's sha256), or model_identity()'s for hub: and
+    savedmodel: backbones; random weights are remade from the seed they were drawn with.
     """
-    backbone = get_backbone(name)
+    backbone = get_backbone(name, input_range)
+    if backbone.source == SAVEDMODEL and not os.path.isdir(backbone.location):
+        raise FileNotFoundError(f"the records were made with the SavedModel {backbone.location}, which is gone; "
+                                f"put it back (the sha256 of its files is {weights.get('sha256')})")
+    if backbone.source != KERAS:
+        return build(backbone, None, input_size)
     if weights["kind"] == "none":
         keras.utils.set_random_seed(seed)
         source = "none"
@@ -184,6 +254,21 @@ def _load_weights_file(model: keras.Model, path: str, backbone: Backbone) -> Non
     except Exception as error:
         raise ValueError(f"--weights {path} does not fit {backbone.name} with the classifier "
                          f"({type(error).__name__}: {error})") from None
+
+
+def model_path(backbone: Backbone) -> str:
+    """The local SavedModel folder of a savedmodel: or hub: backbone (a hub model is downloaded once, then cached)."""
+    if backbone.source == HUB:
+        return savedmodel.resolve_hub(backbone.location)
+    return savedmodel.check_directory(backbone.location)
+
+
+def model_identity(backbone: Backbone) -> dict:
+    """What the manifest records of a savedmodel: or hub: model in place of weights (the caller adds a checksum
+    of model_path's files). A hub model is its handle: where the cache keeps it may change."""
+    if backbone.source == HUB:
+        return {"kind": HUB, "handle": backbone.location}
+    return {"kind": SAVEDMODEL, "path": backbone.location}
 
 
 def weights_identity(weights: str) -> dict:

@@ -6,6 +6,11 @@ import dataclasses
 QUALITIES = tuple(range(10, 101, 10))
 
 
+# Backbones given as a model instead of a keras.applications name: image feature vector models, node pool only
+# (bottlenecks.registry.FEATURE_VECTOR_PREFIXES, repeated so that reading flags does not import Keras).
+FEATURE_VECTOR_PREFIXES = ("hub:", "savedmodel:")
+
+
 def branch_names(qualities=QUALITIES) -> tuple[str, ...]:
     return ("original",) + tuple(f"q{quality}" for quality in qualities)
 
@@ -17,16 +22,22 @@ class ExtractConfig:
     Example (the thesis's Inception V3 set-up on ImageNet, ~11 CNN passes per image):
       make-tfrecords --data-dir imagenet/ --out-dir records/ --backbone inception_v3 \\
           --nodes pool,mixed9,mixed8,mixed7
+    An image feature vector model from TF-Hub or a SavedModel instead (node pool only, 224 px in [0, 1]):
+      make-tfrecords --data-dir photos/ --out-dir records/ --backbone savedmodel:models/efficientnet_b0
     """
 
     out_dir: str
     data_dir: str | None = None  # root/<class>/* or root/train|val/<class>/*
     labels_csv: str | None = None  # file,label[,split]; files relative to the CSV
-    backbone: str = "inception_v3"
-    weights: str = "imagenet"  # imagenet | PATH | none
+    backbone: str = "inception_v3"  # a keras.applications name, hub:HANDLE or savedmodel:PATH
+    # imagenet | PATH | none for keras.applications backbones (None: imagenet); hub: and savedmodel: models
+    # carry their own weights, so they take None.
+    weights: str | None = None
     nodes: tuple[str, ...] | None = None  # None: the backbone's default stages
     qualities: tuple[int, ...] = QUALITIES
-    input_size: int | None = None  # None: the backbone's default
+    input_size: int | None = None  # None: the backbone's default (224 for hub: and savedmodel:)
+    # hub: and savedmodel: only: the pixel values the model expects, (low, high); None: (0, 1).
+    input_range: tuple[float, float] | None = None
     central_crop: float = 1.0  # fraction of each side kept before resizing (1.0 keeps all)
     num_shards: int | None = None  # for the largest split; None: from shard_size_mb
     shard_size_mb: float = 256.0  # target size of one node's shard file (dense upper bound)
@@ -44,6 +55,15 @@ class ExtractConfig:
     def __post_init__(self):
         if (self.data_dir is None) == (self.labels_csv is None):
             raise ValueError("give exactly one of --data-dir or --labels-csv")
+        if self.backbone.startswith(FEATURE_VECTOR_PREFIXES):
+            if self.weights is not None:
+                raise ValueError(f"--weights does not apply to --backbone {self.backbone}: the SavedModel carries "
+                                 f"its own weights; leave --weights out")
+        elif self.input_range is not None:
+            raise ValueError(f"--input-range is for hub: and savedmodel: backbones; {self.backbone} brings its own "
+                             f"preprocessing")
+        elif self.weights is None:
+            object.__setattr__(self, "weights", "imagenet")  # frozen: the one default filled in
         if self.runner not in ("local", "beam"):
             raise ValueError(f"--runner must be local or beam, got {self.runner!r}")
         if self.beam_options and self.runner != "beam":

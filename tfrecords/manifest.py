@@ -5,8 +5,9 @@
       nodes: {node: NodeInfo}                           shape [branches, ...], dtype, encoding, statistics
       splits: {split: SplitInfo}                        record count and shards
         shards: [ShardInfo]                             index, record count, per node a FileInfo
-      backbone, weights, input_size, central_crop,      what produced the bottlenecks (the offline stage
-      qualities, branches, class_names, config,         fills these; a bare storage manifest may omit them)
+      backbone, weights, input_size, input_range,       what produced the bottlenecks (the offline stage
+      central_crop, qualities, branches, class_names,   fills these; a bare storage manifest may omit them)
+      config,
       num_quarantined
 """
 
@@ -65,9 +66,11 @@ class Manifest:
     splits: dict[str, SplitInfo]
     compression: str = ""
     format_version: int = FORMAT_VERSION
-    backbone: str | None = None
-    weights: dict | None = None  # {"kind": imagenet | file | none[, "path", "sha256"]}
+    backbone: str | None = None  # a keras.applications name, savedmodel:/path or hub:HANDLE
+    # {"kind": imagenet | file | none | savedmodel | hub[, "path", "sha256"]}; hub models also have "handle".
+    weights: dict | None = None
     input_size: int | None = None
+    input_range: tuple[float, float] | None = None  # the pixel values a savedmodel: or hub: model took
     central_crop: float = 1.0
     qualities: tuple[int, ...] = ()
     branches: tuple[str, ...] = ()  # branch names: original, q10, ...
@@ -130,6 +133,7 @@ class Manifest:
         return {
             "format_version": self.format_version, "compression": self.compression,
             "backbone": self.backbone, "weights": self.weights, "input_size": self.input_size,
+            "input_range": None if self.input_range is None else list(self.input_range),
             "central_crop": self.central_crop, "qualities": list(self.qualities), "branches": list(self.branches),
             "class_names": list(self.class_names), "num_quarantined": self.num_quarantined, "config": self.config,
             "nodes": {name: _drop_none({"shape": list(info.shape), "dtype": info.dtype, "encoding": info.encoding,
@@ -160,6 +164,7 @@ class Manifest:
         return cls(nodes=nodes, splits=splits, compression=data.get("compression") or "",
                    format_version=data.get("format_version", FORMAT_VERSION), backbone=data.get("backbone"),
                    weights=data.get("weights"), input_size=data.get("input_size"),
+                   input_range=tuple(data["input_range"]) if data.get("input_range") else None,
                    central_crop=data.get("central_crop", 1.0), qualities=tuple(data.get("qualities", ())),
                    branches=tuple(data.get("branches", ())), class_names=tuple(data.get("class_names", ())),
                    num_quarantined=int(data.get("num_quarantined", 0)), config=dict(data.get("config") or {}))

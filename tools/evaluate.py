@@ -22,7 +22,8 @@ def main(argv=None) -> int:
                         help="which images of the source to evaluate (default: %(default)s; records without a test "
                              "split fall back to validation, and the output says so)")
     parser.add_argument("--baseline", help="LOGDIR of a single-branch training (--branches 0), needed when "
-                                           "the classes are not ImageNet's")
+                                           "the classes are not ImageNet's or the backbone is a hub: or "
+                                           "savedmodel: model")
     parser.add_argument("--image-ids", default="", help="comma-separated image ids for per-image tables")
     parser.add_argument("--out-dir", required=True)
     flags = parser.parse_args(argv)

@@ -18,13 +18,18 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
                         help="only check the shards of OUT against its manifest.json (exit 1 if any is bad)")
     parser.add_argument("--out-dir", help="where the shards and manifest.json go (required unless --verify)")
     parser.add_argument("--backbone", default="inception_v3",
-                        help="inception_v3 | resnet50_v2 | mobilenet_v2 (default: %(default)s)")
-    parser.add_argument("--weights", default="imagenet", help="imagenet | PATH | none (default: %(default)s)")
+                        help="inception_v3 | resnet50_v2 | mobilenet_v2, or an image feature vector model: "
+                             "hub:HANDLE (TF-Hub or Kaggle Models, needs tensorflow_hub) | savedmodel:PATH (a TF2 "
+                             "SavedModel), node pool only (default: %(default)s)")
+    parser.add_argument("--weights", help="imagenet | PATH | none (default: imagenet; hub: and savedmodel: models "
+                                          "carry their own)")
     parser.add_argument("--nodes", help="comma-separated node names (default: the backbone's training stages)")
     parser.add_argument("--qualities", default=",".join(map(str, config_lib.QUALITIES)),
                         help="JPEG qualities of branches 1.. (default: %(default)s)")
     parser.add_argument("--input-size", type=int,
-                        help="CNN input size in px (default, or 0: the backbone's own)")
+                        help="CNN input size in px (default, or 0: the backbone's own; 224 for hub: and savedmodel:)")
+    parser.add_argument("--input-range", metavar="LOW,HIGH",
+                        help="pixel values a hub: or savedmodel: model expects (default: 0,1; e.g. -1,1)")
     parser.add_argument("--central-crop", type=float, default=1.0,
                         help="fraction of each side kept before resizing (default: %(default)s)")
     shard_size = parser.add_mutually_exclusive_group()
@@ -58,10 +63,15 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
         parser.error(f"--qualities must be comma-separated integers, got {flags.qualities!r}")
     nodes = tuple(node.strip() for node in flags.nodes.split(",") if node.strip()) if flags.nodes else None
     try:
+        input_range = tools.comma_separated(flags.input_range, float)
+    except ValueError:
+        parser.error(f"--input-range must be two numbers LOW,HIGH, got {flags.input_range!r}")
+    try:
         return config_lib.ExtractConfig(
             out_dir=flags.out_dir, data_dir=flags.data_dir, labels_csv=flags.labels_csv,
             backbone=flags.backbone, weights=flags.weights, nodes=nodes, qualities=qualities,
-            input_size=flags.input_size or None, central_crop=flags.central_crop, num_shards=flags.num_shards,
+            input_size=flags.input_size or None, input_range=input_range, central_crop=flags.central_crop,
+            num_shards=flags.num_shards,
             shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
             test_percent=flags.test_percent,
             compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,

@@ -176,7 +176,7 @@ def write_code_records(records_dir: str, source: manifest_lib.Manifest, codes: d
             "pool": manifest_lib.FileInfo(name, info.sha256, info.num_bytes)}),))
     manifest_lib.Manifest(
         nodes={"pool": manifest_lib.NodeInfo(shape=(1, code_size), encoding="dense")}, splits=splits,
-        backbone=source.backbone, weights=source.weights, input_size=source.input_size,
+        backbone=source.backbone, weights=source.weights, input_size=source.input_size, input_range=source.input_range,
         central_crop=source.central_crop, qualities=(), branches=("code",), class_names=source.class_names,
         config={"compressed_from": source.config}).write(records_dir)
     return records_dir

@@ -221,8 +221,9 @@ def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -
         if split in ("validation", "all"):
             result["selection_warning"] = SELECTION_NOTE
     if predictions.branches is None:
-        result["note"] = ("no baseline: the classes are not ImageNet's, so pass --baseline LOGDIR of a "
-                          "single-branch training (train-block-by-block --branches 0)")
+        result["note"] = ("no baseline: no stock classifier applies (the classes are not ImageNet's, or the backbone "
+                          "is a hub: or savedmodel: model without one), so pass --baseline LOGDIR of a single-branch "
+                          "training (train-block-by-block --branches 0)")
         return result
     branches = predictions.branches
     result["baseline"] = _top_k(branches[:, 0], labels)

@@ -26,7 +26,6 @@ import time
 
 import tensorflow as tf
 
-from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline.offline import extract
 from pipeline.offline import ladder
@@ -51,8 +50,10 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
         raise ValueError(f"--runner beam needs Apache Beam, an optional extra: {INSTALL_HINT}")
     # The index, the decoder, the lock and the shard plan's bookkeeping use plain file I/O, which would
     # take "gs://b/x" for a relative local path: refuse URLs rather than write beside the launcher.
+    saved_model = config.backbone if config.backbone.startswith("savedmodel:") else None  # hub: handles are URLs
     urls = [f"{flag} {path}" for flag, path in (("--out-dir", config.out_dir), ("--data-dir", config.data_dir),
-                                                 ("--labels-csv", config.labels_csv), ("--weights", config.weights))
+                                                 ("--labels-csv", config.labels_csv), ("--weights", config.weights),
+                                                 ("--backbone", saved_model))
             if path and "://" in path]
     if urls:
         raise ValueError(f"{', '.join(urls)}: URLs are not supported; give paths that the launcher and every "
@@ -153,7 +154,7 @@ class _ExtractBatch(_DoFn):
         self.branch_images = None
 
     def setup(self):
-        backbone = registry.get_backbone(self.config.backbone)
+        backbone = extract.job_backbone(self.config)
         model = extract.build_model(self.config, backbone, self.input_size)
         self.forward = extract.BatchForward(backbone, model, self.nodes, self.config.batch_size,
                                             1 + len(self.config.qualities), self.input_size)

@@ -76,15 +76,22 @@ def plan(index: images.ImageIndex, config: config_lib.ExtractConfig,
     return tasks
 
 
-def _job_identity(config, nodes, input_size, index) -> dict:
+def _job_identity(config, backbone, nodes, input_size, index) -> dict:
     """Everything that determines the output; a rerun must match it to resume."""
-    weights = registry.weights_identity(config.weights)
-    if weights["kind"] == "file":
-        weights["sha256"] = writer.file_sha256(config.weights)
+    if backbone.source == registry.KERAS:
+        weights = registry.weights_identity(config.weights)
+        if weights["kind"] == "file":
+            weights["sha256"] = writer.file_sha256(config.weights)
+    else:  # the SavedModel's files are its weights
+        weights = registry.model_identity(backbone)
+        weights["sha256"] = directory_sha256(registry.model_path(backbone))
     listing = hashlib.sha256("\n".join(f"{item.image_id},{item.label},{item.split}"
                                        for item in index.items).encode()).hexdigest()
+    # Only feature vector models have an input range: keeping the key out otherwise lets jobs started
+    # before it existed resume.
+    model_input = {"input_range": list(backbone.input_range)} if backbone.input_range is not None else {}
     return {
-        "backbone": config.backbone, "weights": weights, "nodes": list(nodes),
+        "backbone": backbone.name, **model_input, "weights": weights, "nodes": list(nodes),
         "input_size": input_size, "central_crop": config.central_crop,
         "qualities": list(config.qualities), "num_shards": config.num_shards,
         "shard_size_mb": config.shard_size_mb, "validation_percent": config.validation_percent,
@@ -92,6 +99,17 @@ def _job_identity(config, nodes, input_size, index) -> dict:
         "compression": config.compression, "batch_size": config.batch_size,
         "seed": config.seed if weights["kind"] == "none" else None, "images": listing,
     }
+
+
+def directory_sha256(directory: str) -> str:
+    """One sha256 over a folder's files (a SavedModel): their relative paths and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for root, folders, files in os.walk(directory):
+        folders.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(f"{os.path.relpath(path, directory)}\0{writer.file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 class _Progress:
@@ -228,9 +246,14 @@ class _ShardBuilder:
             shard_writer.abort()
 
 
+def job_backbone(config: config_lib.ExtractConfig) -> registry.Backbone:
+    """The job's backbone: a keras.applications one, or a hub: or savedmodel: model with its input range."""
+    return registry.get_backbone(config.backbone, config.input_range)
+
+
 def build_model(config: config_lib.ExtractConfig, backbone, input_size: int):
     """The backbone with the job's weights; random ones come from config.seed, the same on every run and worker."""
-    if registry.weights_identity(config.weights)["kind"] == "none":
+    if backbone.source == registry.KERAS and registry.weights_identity(config.weights)["kind"] == "none":
         keras.utils.set_random_seed(config.seed)
     return registry.build(backbone, config.weights, input_size)
 
@@ -242,16 +265,18 @@ def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
     pending shards and returns its seconds: this process's _run by default, or the Beam runner's.
     """
     started = time.perf_counter()
-    backbone = registry.get_backbone(config.backbone)
+    backbone = job_backbone(config)
     nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
     input_size = registry.check_input_size(backbone, config.input_size)
     index = index_images(config)
     os.makedirs(config.out_dir, exist_ok=True)
     with writer.OutputLock(config.out_dir):
-        progress = _Progress(config.out_dir)
-        identity = _job_identity(config, nodes, input_size, index)
-        progress.start(identity, config.out_dir)
+        identity = _job_identity(config, backbone, nodes, input_size, index)
+        # Built before the job is recorded: a model that does not build (wrong --input-size, say) must not
+        # make the corrected command look like another job.
         model = build_model(config, backbone, input_size)
+        progress = _Progress(config.out_dir)
+        progress.start(identity, config.out_dir)
         num_branches = 1 + len(config.qualities)
         example_shapes = {node: (num_branches,) + shape for node, shape in cut.node_shapes(model, nodes).items()}
         tasks = plan(index, config, example_shapes)
@@ -443,9 +468,10 @@ def _manifest(config, identity, index, example_shapes, encodings, results) -> ma
                   if key not in ("out_dir", "progress")}
     return manifest_lib.Manifest(
         nodes=node_entries, splits=splits, compression=config.compression, backbone=identity["backbone"],
-        weights=identity["weights"], input_size=identity["input_size"], central_crop=config.central_crop,
-        qualities=tuple(config.qualities), branches=config_lib.branch_names(config.qualities),
-        class_names=tuple(index.class_names),
+        weights=identity["weights"], input_size=identity["input_size"],
+        input_range=tuple(identity["input_range"]) if "input_range" in identity else None,
+        central_crop=config.central_crop, qualities=tuple(config.qualities),
+        branches=config_lib.branch_names(config.qualities), class_names=tuple(index.class_names),
         num_quarantined=sum(len(result["quarantine"]) for result in results), config=run_config)
 
 

@@ -7,6 +7,8 @@
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
     the very same model from raw images or from the records.
     export/classes.json      class names, branches, node, input size: what predict.py prints by
+The backbone's preprocessing is inside the model (a hub: or savedmodel: model's input range too), and a
+SavedModel backbone travels inside the export, so the export needs neither the records nor the backbone's files.
 """
 
 import os
@@ -64,6 +66,7 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
                    "branches": [manifest.branches[branch] for branch in setup.branches],
                    "branch_indices": list(setup.branches), "input_size": input_size,
                    "central_crop": central_crop, "qualities": list(qualities), "backbone": setup.backbone.name,
+                   "input_range": None if manifest.input_range is None else list(manifest.input_range),
                    "weights": manifest.weights, "label_space": "imagenet" if setup.label_map is not None
                    else "dataset", "records_class_names": list(manifest.class_names),
                    "weights_seed": manifest.weights_seed,

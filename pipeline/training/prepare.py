@@ -55,9 +55,27 @@ class Setup:
                               self.combiner, feature_size)
 
 
+def records_backbone(manifest: manifest_lib.Manifest) -> registry.Backbone:
+    """The backbone the records were made with (a hub: or savedmodel: model with its recorded input range)."""
+    return registry.get_backbone(manifest.backbone, manifest.input_range)
+
+
 def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
     """The backbone with the very weights the records were made with."""
-    return registry.rebuild(manifest.backbone, manifest.weights, manifest.input_size, manifest.weights_seed)
+    return registry.rebuild(manifest.backbone, manifest.weights, manifest.input_size, manifest.weights_seed,
+                            manifest.input_range)
+
+
+def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:
+    """Refuses the flags that need the backbone's ImageNet classifier when it has none."""
+    wanted = [flag for flag, used in (("--head-init baseline", config.head_init == "baseline"),
+                                      ("--imagenet-labels", config.imagenet_labels),
+                                      ("--label-space imagenet", config.label_space == "imagenet")) if used]
+    if wanted and not backbone.has_classifier:
+        need, them = ("needs", "it") if len(wanted) == 1 else ("need", "them")
+        raise ValueError(f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and {backbone.name} is an "
+                         f"image feature vector model without one: leave {them} out (the decision layer learns the "
+                         f"records' own classes, and --branches 0 trains the single-branch baseline)")
 
 
 def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
@@ -82,7 +100,8 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
     Training reads only the train and validation splits: the test split is left to the evaluation.
     """
     manifest = manifest_lib.Manifest.read(config.records_dir)
-    backbone = registry.get_backbone(manifest.backbone)
+    backbone = records_backbone(manifest)
+    _check_classifier_use(config, backbone)
     num_record_branches = manifest.num_branches
     branches = tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
     bad = [branch for branch in branches if not 0 <= branch < num_record_branches]
@@ -102,7 +121,8 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
                 topology.check_stage(backbone, backbone_model, node)
             except ValueError as error:
                 raise ValueError(f"stage {node!r}: {error}") from None
-        indices = _imagenet_indices(config, manifest)
+        # A feature vector model has no ImageNet classifier: its label space is the records' own classes.
+        indices = _imagenet_indices(config, manifest) if backbone.has_classifier else None
         if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
             class_names = tuple(name for _, name in registry.imagenet_classes())
             label_map = np.asarray(indices, np.int32)
@@ -143,7 +163,7 @@ def _imagenet_indices(config: config_lib.TrainConfig, manifest: manifest_lib.Man
 def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:
     """The nodes the run's stages read, checked against the records."""
     manifest = manifest_lib.Manifest.read(config.records_dir)
-    return _check_stages(config, manifest, registry.get_backbone(manifest.backbone))
+    return _check_stages(config, manifest, records_backbone(manifest))
 
 
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,

@@ -41,6 +41,8 @@ prepare = prepare_lib.prepare
 
 LOSS_MARGIN = 1e-3  # a validation-loss tie-break must lower the loss by this fraction of it
 CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
+NO_CLASSIFIER_NOTE = ("no stock-model baseline: the backbone is an image feature vector model without an ImageNet "
+                      "classifier; train the single-branch baseline with --branches 0")
 
 
 def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None = None) -> dict:
@@ -93,6 +95,7 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "seed": config.seed,
             "label_space": "imagenet" if setup.label_map is not None else "dataset",
             "global_batch_size": setup.config.batch_size, "replicas": setup.strategy.num_replicas_in_sync,
+            **({} if setup.backbone.has_classifier else {"baseline_note": NO_CLASSIFIER_NOTE}),
             "stages": []}
 
 
@@ -348,6 +351,8 @@ def summary_text(results: dict) -> str:
     baseline = results.get("baseline")
     versus = (f" Baseline (the stock model on the original images): top-1 {100 * baseline['top1']:.2f} %, "
               f"top-5 {100 * baseline['top5']:.2f} %.") if baseline else ""
+    if not baseline and results.get("baseline_note"):
+        versus = f" Note: {results['baseline_note']}."
     return (f"train_block_by_block: {len(results['stages'])} stages on {len(results['branches'])} branches "
             f"({', '.join(results['branches'])}), fusion {results.get('fusion', 'concat')}. {stages}.{versus}"
             f"{seeds}")
