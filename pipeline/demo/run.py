@@ -27,7 +27,7 @@ class DemoConfig:
     out_dir: str = "demo"
     data_dir: str | None = None
     backbone: str = "resnet50_v2"
-    weights: str = "none"
+    weights: str | None = "none"  # random; hub: and savedmodel: backbones carry their own (None)
     input_size: int | None = 64
     images_per_class: int = 60
     validation_percent: float = 20.0
@@ -39,10 +39,14 @@ class DemoConfig:
     learning_rate: float = 0.1
     momentum: float = 0.9
     head_init: str = "random"
-    # The comparison at pool: the baseline and these fusions, each with its own learning-rate sweep.
+    # The comparison at pool: the baseline and these fusions, each with its own learning-rate sweep,
+    # shortened to fit the demo's few minutes (jpeg-ladder-compare's defaults are longer).
     fusions: tuple[str, ...] = config_lib.FUSIONS
     seeds: int = 2
-    sweep_learning_rates: tuple[float, ...] = (0.03, 0.003, 0.0003)
+    sweep_learning_rates: tuple[float, ...] = (0.03, 0.003)
+    sweep_epochs: float = 5.0
+    plateau_epochs: float = 5.0
+    compare_max_epochs: float = 40.0
     progress: bool = True
 
 
@@ -57,7 +61,8 @@ def run_demo(config: DemoConfig) -> dict:
     stages = backbone.default_stages[:config.num_stages]
     records = os.path.join(config.out_dir, "records")
     extract.make_tfrecords(config_lib.ExtractConfig(
-        out_dir=records, data_dir=data_dir, backbone=config.backbone, weights=config.weights, nodes=stages,
+        out_dir=records, data_dir=data_dir, backbone=config.backbone,
+        weights=None if config.backbone.startswith(registry.FEATURE_VECTOR_PREFIXES) else config.weights, nodes=stages,
         input_size=config.input_size, num_shards=2, validation_percent=config.validation_percent,
         test_percent=config.test_percent, progress=config.progress))
     # The thesis's method: every branch through the shared tail, block by block.
@@ -84,8 +89,9 @@ def run_demo(config: DemoConfig) -> dict:
     comparison_dir = os.path.join(config.out_dir, "compare")
     comparison = compare.compare(config_lib.CompareConfig(
         records_dir=records, out_dir=comparison_dir, fusions=config.fusions, seeds=config.seeds,
-        sweep_learning_rates=config.sweep_learning_rates, batch_size=config.batch_size, eval_every_steps=5,
-        progress=config.progress))
+        sweep_learning_rates=config.sweep_learning_rates, sweep_epochs=config.sweep_epochs,
+        plateau_epochs=config.plateau_epochs, max_epochs_per_stage=config.compare_max_epochs,
+        batch_size=config.batch_size, eval_every_steps=5, progress=config.progress))
     seconds = time.perf_counter() - started
     print(f"\ndemo: done in {seconds:.0f} s.\n"
           f"  report:      {os.path.join(report_dir, 'report.md')} (with its PNG plots)\n"
