@@ -176,6 +176,24 @@ def test_the_bootstrap_interval_covers_a_known_difference_and_the_sign_test_is_m
     assert sign["p_value"] == pytest.approx(expected, rel=1e-6)
     # Seeds that agree give the same interval as one seed; memory does not grow with the resamples.
     assert statistics.bootstrap_interval(np.stack([differences, differences]), resamples=2000) == [low, high]
+    low, high = statistics.bootstrap_interval_seeds(arm[None], baseline[None], resamples=2000)
+    assert low < 0.1 < high and low > 0.07 and high < 0.13
+
+
+def test_the_seed_aware_interval_does_not_take_one_bad_baseline_seed_for_an_effect():
+    rng = np.random.default_rng(1)
+    good = [rng.random(2000) < 0.9 for _ in range(5)]
+    arm = np.stack(good[:3])
+    baseline = np.stack([good[3], good[4], rng.random(2000) < 0.6])  # one seed went badly
+    differences = arm.astype(float) - baseline.astype(float)
+    assert differences.mean() == pytest.approx(0.1, abs=0.02)
+    images_only = statistics.bootstrap_interval(differences, resamples=2000)
+    assert images_only[0] > 0.07  # over images alone the bad seed looks like a sure gain
+    low, high = statistics.bootstrap_interval_seeds(arm, baseline, resamples=2000)
+    # Resampling the seeds: in 8 of 27 draws the bad seed is left out and the difference is about 0.
+    assert low < 0.01 and high > 0.15
+    assert statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[0] < 0 < \
+        statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[1]
 
 
 def test_head_init_baseline_fails_clearly_for_an_mlp_head():

@@ -60,8 +60,9 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
      "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins", "losses"}},
      "oracle_top1": o}
     Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its interval a
-    paired bootstrap over images (the same resampled images for every seed), its p-value an exact
-    McNemar (sign) test over images.
+    bootstrap over images (paired) and over each arm's seeds, so that seed-to-seed spread counts; its
+    p-value an exact McNemar (sign) test over images with the seeds pooled per image, which does not see
+    that spread: the verdict follows the interval.
     """
     split = evaluation_split(config.records_dir)
     arms = (BASELINE,) + tuple(config.fusions)
@@ -119,7 +120,8 @@ def summarise(right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1:
             continue
         differences = np.asarray(right[arm], np.float64) - np.asarray(right[BASELINE], np.float64)
         versus[arm] = {"difference_mean": float(differences.mean()),
-                       "ci95": statistics.bootstrap_interval(differences), **statistics.paired_sign_test(differences)}
+                       "ci95": statistics.bootstrap_interval_seeds(right[arm], right[BASELINE]),
+                       **statistics.paired_sign_test(differences)}
     return {"split": split, "num_images": int(np.shape(right[BASELINE])[-1]), "arms": arms,
             "versus_baseline": versus, "oracle_top1": oracle_top1}
 
@@ -147,7 +149,7 @@ def verdict(result: dict) -> str:
         caveats += "; these figures come from the split used for model selection (the records have no test split)"
     covers = " (includes 0)" if low <= 0 <= high else ""
     return (f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}]{covers}, "
-            f"p = {versus[best]['p_value']:.3g}{caveats}.")
+            f"McNemar p = {versus[best]['p_value']:.3g}{caveats}.")
 
 
 def markdown(result: dict) -> str:
@@ -171,6 +173,9 @@ def markdown(result: dict) -> str:
             + (f"{100 * gap:.0f} % | " if gap is not None else "| ")
             + ("**epoch cap while improving** " if entry["capped"] else "")
             + "; ".join(",".join(stages) for stages in entry["ended_by"]) + " |")
+    lines += ["", "Interval: bootstrap over the test images (paired) and over each arm's seeds, so seed-to-seed spread "
+                  "counts. p: exact McNemar test over images with the seeds pooled per image, which does not see that "
+                  "spread. The verdict follows the interval."]
     if result["split"] != "test":
         lines += ["", "**These figures come from the validation split, which also chose the checkpoints and the "
                       "learning rates: they are optimistic. Make records with a test split.**"]

@@ -39,5 +39,39 @@ def bootstrap_interval(differences: np.ndarray, resamples: int = 10000, seed: in
     for start in range(0, resamples, CHUNK):
         stop = min(resamples, start + CHUNK)
         means[start:stop] = per_image[rng.integers(0, count, size=(stop - start, count))].mean(axis=1)
+    return _percentiles(means, level)
+
+
+def bootstrap_interval_seeds(arm_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000,
+                             seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile interval of mean(arm) - mean(baseline), resampling images and each arm's seeds.
+
+    arm_right, baseline_right: [seeds, images] in {0, 1} (the same images in the same order; the seed
+    counts may differ). Each resample draws images (one draw for both arms, since they are paired by
+    image) and, independently per arm, seeds with replacement: runs of the same arm differ by their
+    seed, and an interval over images alone would take one lucky or unlucky seed for a property of the
+    arm. With one seed per arm this is the paired image bootstrap.
+    """
+    arm_right = np.asarray(arm_right, np.float64).reshape(-1, np.shape(arm_right)[-1])
+    baseline_right = np.asarray(baseline_right, np.float64).reshape(-1, np.shape(baseline_right)[-1])
+    count = arm_right.shape[1]
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, CHUNK):
+        size = min(resamples, start + CHUNK) - start
+        # Per resample, each seed's weight = how often it was drawn / seeds; then per-image differences.
+        per_image = _seed_weights(rng, size, len(arm_right)) @ arm_right \
+            - _seed_weights(rng, size, len(baseline_right)) @ baseline_right
+        images = rng.integers(0, count, size=(size, count))
+        means[start:start + size] = np.take_along_axis(per_image, images, axis=1).mean(axis=1)
+    return _percentiles(means, level)
+
+
+def _seed_weights(rng: np.random.Generator, resamples: int, seeds: int) -> np.ndarray:
+    drawn = rng.integers(0, seeds, size=(resamples, seeds))
+    return np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds
+
+
+def _percentiles(means: np.ndarray, level: float) -> list[float]:
     tail = 100 * (1 - level) / 2
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
