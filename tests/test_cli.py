@@ -5,9 +5,15 @@ import os
 
 import pytest
 
+from tools import compare
+from tools import demo
+from tools import evaluate
 from tools import make_tfrecords
 from tools import predict
+from tools import prune
 from tools import qf_histogram
+from tools import report
+from tools import train_block_by_block
 from tools import verify
 
 
@@ -62,3 +68,27 @@ def test_qf_histogram_writes_json_and_refuses_a_missing_folder(tmp_path, tiny_da
 def test_predict_refuses_a_missing_model(tmp_path, tiny_dataset, capsys):
     assert predict.main(["--model", str(tmp_path / "nowhere"), os.path.join(tiny_dataset, "cat", "cat_000.jpg")]) == 2
     _one_line_error(capsys, "predict")
+
+
+@pytest.mark.parametrize("program, main, argv, message", [
+    ("train_block_by_block", train_block_by_block.main, ["--logdir", "{tmp}/run"], "no manifest.json"),
+    ("compare", compare.main, ["--out-dir", "{tmp}/out"], "no manifest.json"),
+    ("evaluate", evaluate.main, ["--model", "{tmp}/nowhere", "--data-dir", "{tmp}", "--out-dir", "{tmp}/out"],
+     "{tmp}/nowhere"),
+    ("report", report.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "has no results.json"),
+    ("jpeg-ladder-prune", prune.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "no results.json"),
+    ("demo", demo.main, ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out", "--no-progress"], "nowhere"),
+])
+def test_every_tool_explains_missing_input_in_one_line(tmp_path, capsys, program, main, argv, message):
+    records = ["--records", str(tmp_path / "records")] if program in ("train_block_by_block", "compare") else []
+    argv = [part.format(tmp=tmp_path) for part in argv] + records
+    assert main(argv) == 2
+    assert message.format(tmp=tmp_path) in _one_line_error(capsys, program)
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, tiny_dataset, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert qf_histogram.main([tiny_dataset, "--json", str(blocker / "counts.json")]) == 2
+    _one_line_error(capsys, "qf_histogram")

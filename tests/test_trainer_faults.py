@@ -3,6 +3,7 @@ stop the trainer after the step in progress with its resume point saved; the sam
 
 import dataclasses
 import glob
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pipeline.training import checkpoints
 from pipeline.training import train
 from tests import conftest
 from tools import evaluate as evaluate_tool
+from tools import report as report_tool
 from tools import train_block_by_block
 
 
@@ -47,6 +49,15 @@ def test_a_damaged_shard_stops_training_and_evaluation_with_one_line_naming_it(r
     shutil.copytree(records, copy)
     logdir = str(tmp_path / "run")
     assert train_block_by_block.main(_train_flags(copy, logdir, "--max-epochs-per-stage", "1")) == 0
+    # The command lines on healthy records: exit 0 and their files written.
+    evaluation = str(tmp_path / "healthy")
+    assert evaluate_tool.main(["--model", os.path.join(logdir, "export"), "--records", copy,
+                               "--out-dir", evaluation]) == 0
+    with open(os.path.join(evaluation, "evaluation.json")) as file:
+        assert json.load(file)["split"] == "test"
+    report_dir = tmp_path / "report"
+    assert report_tool.main(["--logdir", logdir, "--evaluation", evaluation, "--out-dir", str(report_dir)]) == 0
+    assert "## Training stages" in (report_dir / "report.md").read_text()
 
     test_shard = sorted(glob.glob(os.path.join(copy, "pool", "test-*.tfrecord")))[0]
     _flip_byte(test_shard)
