@@ -45,7 +45,8 @@ NO_CLASSIFIER_NOTE = ("no stock-model baseline: the backbone is an image feature
                       "classifier; train the single-branch baseline with --branches 0")
 
 
-def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None = None) -> dict:
+def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None = None,
+                       announce: bool = True) -> dict:
     """Runs (or resumes) every stage and returns results.json's content.
 
     With `stop` (see pipeline.interrupt), a SIGINT/SIGTERM stops training after the step in progress,
@@ -82,7 +83,8 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
         results["export"] = export.export_model(setup, setup.stages[-1], best,
                                                 os.path.join(config.logdir, "export"))
         fileio.write_json_atomic(results_path, results)
-    print(summary_text(results))
+    if announce:
+        print(summary_text(results))
     return results
 
 
@@ -116,10 +118,14 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str,
         trial = dataclasses.replace(
             config, logdir=os.path.join(directory, f"lr{rate:g}"), stages=(first_node,), learning_rate=rate,
             max_epochs_per_stage=config.sweep_epochs, seed=seed, sweep_dir=None, sweep_seed=None, export=False)
-        stage = train_and_evaluate(trial, stop)["stages"][0]
+        stage = train_and_evaluate(trial, stop, announce=False)["stages"][0]
         candidates.append({"learning_rate": rate, "validation_top1": stage["best_top1"],
                            "validation_loss": stage["best_loss"], "ended_by": stage["ended_by"]})
     best = max(candidates, key=lambda row: (row["validation_top1"], -row["validation_loss"]))
+    tried = ", ".join(f"{row['learning_rate']:g} ({100 * row['validation_top1']:.2f} %, loss "
+                      f"{row['validation_loss']:.4f})" for row in candidates)
+    print(f"learning-rate sweep ({config.sweep_epochs:g} epochs each at {first_node}; validation top-1, loss): "
+          f"{tried}; chose {best['learning_rate']:g}")
     sweep = {"chosen": best["learning_rate"], "candidates": candidates, "node": first_node,
              "epochs": config.sweep_epochs, "directory": directory}
     fileio.write_json_atomic(os.path.join(directory, "sweep.json"), sweep)
