@@ -127,7 +127,7 @@ class TrainConfig:
     learning_rate_divisor: float = 10.0  # per later stage
     momentum: float | None = None  # None: 0 for sgd (the thesis), 0.9 for momentum
     eval_every_steps: int = 2000  # evaluate and checkpoint (at least once an epoch)
-    plateau_epochs: float = 1.0  # a stage ends when validation has not improved for this long (top-1; ties by loss)
+    plateau_epochs: float = 1.0  # a stage ends when validation top-1 has not improved for this long
     max_epochs_per_stage: float = 20.0
     head_init: str = "random"  # or "baseline": the backbone's classifier on the original branch
     imagenet_labels: bool = False  # integer class names are ImageNet indices

@@ -34,8 +34,8 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
     parser.add_argument("--eval-every-steps", type=int, default=defaults.eval_every_steps)
     parser.add_argument("--max-epochs-per-stage", type=float, default=defaults.max_epochs_per_stage)
     parser.add_argument("--plateau-epochs", type=float, default=defaults.plateau_epochs,
-                        help="a stage ends when validation top-1 has not improved (a tie at a lower loss counts) "
-                             "for this many epochs")
+                        help="a stage ends when validation top-1 has not improved for this many epochs (a tie at a "
+                             "lower loss replaces the best checkpoint without extending the stage)")
     parser.add_argument("--head-init", choices=["random", "baseline"], default=defaults.head_init)
     parser.add_argument("--imagenet-labels", action="store_true",
                         help="integer labels are ImageNet class indices (wnid folders are recognised anyway)")

@@ -274,15 +274,18 @@ class _StageRun:
             metrics_now = self.steps.evaluate(self.validation)
         steps_since_last = step - int(state["last_eval_step"].numpy())
         state["last_eval_step"].assign(step)
-        if _improves(metrics_now, float(state["best_top1"].numpy()), float(state["best_loss"].numpy())):
+        best_top1 = float(state["best_top1"].numpy())
+        # The plateau counts from the last higher top-1; a tie at a lower loss only replaces the best checkpoint.
+        if metrics_now["top1"] > best_top1:
+            state["steps_since_best"].assign(0)
+        else:
+            state["steps_since_best"].assign_add(steps_since_last)
+        if _improves(metrics_now, best_top1, float(state["best_loss"].numpy())):
             state["best_top1"].assign(metrics_now["top1"])
             state["best_top5"].assign(metrics_now["top5"])
             state["best_loss"].assign(metrics_now["loss"])
             state["best_step"].assign(step)
-            state["steps_since_best"].assign(0)
             self.best.write(self.best_path)
-        else:
-            state["steps_since_best"].assign_add(steps_since_last)
         self.writers.validation(step, {**metrics_now, "best_top1": float(state["best_top1"].numpy())},
                                 self.stage.learning_rate)
         state["seconds"].assign(self._seconds())
@@ -291,11 +294,12 @@ class _StageRun:
 
 
 def _improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
-    """A higher validation top-1, or the same top-1 at a clearly lower loss.
+    """Whether a checkpoint beats the best: a higher validation top-1, or the same top-1 at a clearly lower loss.
 
     On a small or saturated validation split top-1 ties are common (59 images: 1.7 points each);
-    breaking them by loss, as the learning-rate sweep does, keeps the better-fitting checkpoint and lets a
-    stage go on while it still improves. The relative margin keeps float noise from counting.
+    breaking them by loss, as the learning-rate sweep does, keeps the better-fitting checkpoint. The
+    relative margin keeps float noise from counting. Only a higher top-1 restarts the plateau count:
+    the loss of a saturated split keeps falling long after accuracy stopped changing.
     """
     if metrics_now["top1"] != best_top1:
         return metrics_now["top1"] > best_top1
