@@ -93,6 +93,7 @@ def tiny(out_dir: str, data_dir: str) -> ExtractConfig:
 FUSIONS = ("concat", "shared", "weighted", "gated")
 HEADS = ("linear", "mlp")
 LABEL_SPACES = ("auto", "dataset", "imagenet")
+STRATEGIES = ("mirrored", "multiworker")  # one machine's devices | the cluster in TF_CONFIG
 # The learning-rate sweep's candidates, log-spaced around each optimizer's usual range.
 SWEEP_RATES = {"sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003), "momentum": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
                "adam": (0.03, 0.01, 0.003, 0.001, 0.0003)}
@@ -137,6 +138,8 @@ class TrainConfig:
     label_space: str = "auto"
     train_batchnorm: bool = False  # BatchNorm of unfrozen blocks stays in inference mode by default
     devices: tuple[str, ...] | None = None  # None: every local GPU, else the CPU
+    strategy: str = "mirrored"  # or "multiworker": one process per machine of the cluster in TF_CONFIG
+    collective_timeout: float = 600.0  # multiworker: seconds a worker waits for the others at a collective op
     shuffle_buffer: int = 10000
     # A split whose decoded bottlenecks fit in this many MiB is decoded once and kept in memory.
     cache_mb: float = 2048.0
@@ -167,6 +170,13 @@ class TrainConfig:
             raise ValueError("--max-epochs-per-stage and --plateau-epochs must be positive")
         if self.branches is not None and (not self.branches or len(set(self.branches)) != len(self.branches)):
             raise ValueError(f"--branches must list distinct branch indices, got {self.branches}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy == "multiworker" and self.devices:
+            raise ValueError("--devices is for --strategy mirrored: each worker of --strategy multiworker uses all "
+                             "its GPUs, else its CPU; drop --devices")
+        if self.collective_timeout <= 0:
+            raise ValueError(f"--collective-timeout must be positive, got {self.collective_timeout}")
 
     def stage_learning_rate(self, stage_index: int, first: float | None = None) -> float:
         """The thesis's schedule: the first stage's rate divided by the divisor at every later stage."""

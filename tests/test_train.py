@@ -71,6 +71,15 @@ def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
     assert [stage["best_top1"] for stage in one["stages"]] == [stage["best_top1"] for stage in two["stages"]]
 
 
+def test_two_replica_runs_with_different_head_shapes_share_one_process(records, tmp_path):
+    # jpeg-ladder-compare trains arms of different widths one after another on the same devices.
+    devices = ("/cpu:0", "/cpu:1")
+    for name, branches in (("single", (0,)), ("all", None)):
+        results = train.train_and_evaluate(_config(records, tmp_path / name, devices=devices, branches=branches,
+                                                   stages=STAGES[:1], export=False))
+        assert results["replicas"] == 2 and len(results["branch_indices"]) == (1 if branches else 11)
+
+
 def test_schedule_results_tensorboard_and_export(records, tmp_path):
     results = train.train_and_evaluate(_config(records, tmp_path / "run", momentum=0.9))
     assert [stage["node"] for stage in results["stages"]] == list(STAGES)

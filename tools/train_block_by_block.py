@@ -46,6 +46,12 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
                         help="update BatchNorm statistics in unfrozen blocks (default: inference mode)")
     parser.add_argument("--devices", help="comma-separated devices for MirroredStrategy (default: all GPUs, "
                                           "else the CPU)")
+    parser.add_argument("--strategy", choices=config_lib.STRATEGIES, default=defaults.strategy,
+                        help="mirrored: this machine's devices; multiworker: one process per machine of the "
+                             "cluster in TF_CONFIG, each run with the same flags (default: %(default)s)")
+    parser.add_argument("--collective-timeout", type=float, default=defaults.collective_timeout,
+                        help="multiworker: seconds a worker waits for the others before the run stops "
+                             "(default: %(default)s)")
     parser.add_argument("--cache-mb", type=float, default=defaults.cache_mb,
                         help="keep a split's decoded bottlenecks in memory when they fit in this many MiB "
                              "(default: %(default)s; 0 decodes every epoch)")
@@ -69,6 +75,7 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             max_epochs_per_stage=flags.max_epochs_per_stage, plateau_epochs=flags.plateau_epochs,
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels, label_space=flags.label_space,
             train_batchnorm=flags.train_batchnorm, devices=tools.comma_separated(flags.devices),
+            strategy=flags.strategy, collective_timeout=flags.collective_timeout,
             cache_mb=flags.cache_mb, seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:

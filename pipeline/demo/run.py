@@ -39,9 +39,9 @@ class DemoConfig:
     learning_rate: float = 0.1
     momentum: float = 0.9
     head_init: str = "random"
-    # The comparison at pool: the baseline and these fusions, each with its own learning-rate sweep,
-    # shortened to fit the demo's few minutes (jpeg-ladder-compare's defaults are longer).
-    fusions: tuple[str, ...] = config_lib.FUSIONS
+    # The comparison at pool: the baseline, the thesis's concat and the shared head, each with its own
+    # learning-rate sweep, shortened to fit the demo's few minutes (jpeg-ladder-compare runs every fusion).
+    fusions: tuple[str, ...] = ("concat", "shared")
     seeds: int = 2
     sweep_learning_rates: tuple[float, ...] = (0.03, 0.003)
     sweep_epochs: float = 5.0

@@ -113,7 +113,7 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
         if not manifest.num_records(split):
             raise ValueError(f"the records in {config.records_dir} have no {split} images; rerun make_tfrecords "
                              f"with --validation-percent above 0 or a train/val folder layout")
-    strategy = distribute.make_strategy(config.devices)
+    strategy = distribute.make_strategy(config.strategy, config.devices, config.collective_timeout)
     with strategy.scope():
         backbone_model = build_backbone(manifest)
         for node in stage_nodes:

@@ -1,4 +1,4 @@
-"""The block-by-block trainer: one stage per node, plateau and ÷10 schedule, MirroredStrategy, resume.
+"""The block-by-block trainer: one stage per node, plateau and ÷10 schedule, one machine or several, resume.
 
 LOGDIR/
   config.json                  the run's settings; a rerun must match them to resume
@@ -10,6 +10,8 @@ LOGDIR/
   events.out.tfevents.*        TensorBoard: the hparams experiment (best top-1 as its metric)
   checkpoints/                 per stage, its resume point and its best (see pipeline.training.checkpoints)
   export/                      the model that classifies raw images (see pipeline.training.export)
+With --strategy multiworker every worker runs all of this; the chief alone writes LOGDIR (see
+pipeline.training.distribute), and every worker reads from it where to resume.
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ from bottlenecks import cut
 from pipeline import config as config_lib
 from pipeline import interrupt
 from pipeline.training import checkpoints
+from pipeline.training import distribute
 from pipeline.training import export
 from pipeline.training import heads
 from pipeline.training import metrics
@@ -52,6 +55,22 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
     With `stop` (see pipeline.interrupt), a SIGINT/SIGTERM stops training after the step in progress,
     with the stage's resume point saved, and raises interrupt.Interrupted; the same call resumes.
     """
+    if config.strategy != "multiworker":
+        return _train(config, stop, announce)
+    # Before anything else: collective ops can only be set up before TensorFlow has run an op.
+    distribute.make_strategy(config.strategy, collective_timeout=config.collective_timeout)
+    try:
+        return _train(config, stop, announce)
+    except distribute.PEER_ERRORS as error:
+        if not distribute.is_peer_failure(error):
+            raise
+        raise RuntimeError(distribute.peer_failure_message(error, config.logdir, config.collective_timeout)) \
+            from None
+    finally:
+        distribute.remove_scratch()
+
+
+def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, announce: bool = True) -> dict:
     if config.seeds > 1:
         return _train_seeds(config, stop)
     nodes = prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
@@ -61,10 +80,10 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
     results_path = os.path.join(config.logdir, RESULTS_NAME)
     results = fileio.read_json(results_path) or _new_results(setup)
     results["learning_rate_sweep"] = sweep
-    logs = tensorboard_logs.RunLogs(config.logdir)
+    logs = tensorboard_logs.RunLogs(distribute.writable(config.logdir))
     if "baseline" not in results and setup.label_map is not None:
         results["baseline"] = evaluate_baseline(setup)
-        fileio.write_json_atomic(results_path, results)
+        fileio.write_json_atomic(distribute.writable(results_path), results)
     logs.sample_ladder(setup.manifest, config.records_dir)
     done = {stage["node"] for stage in results["stages"]}
     for stage in setup.stages:
@@ -72,17 +91,17 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
             continue
         outcome = _StageRun(setup, stage, logs, stop).run()
         results["stages"].append(outcome)
-        fileio.write_json_atomic(results_path, results)
+        fileio.write_json_atomic(distribute.writable(results_path), results)
         logs.stage_summary(stage, outcome, config, setup)
     if config.export and setup.manifest.codes:
         results["export_skipped"] = ("the records hold autoencoder codes: a raw-image model would need the "
                                      "encoder, so no export/ is written")
-        fileio.write_json_atomic(results_path, results)
+        fileio.write_json_atomic(distribute.writable(results_path), results)
     elif config.export and not (results.get("export") and os.path.isdir(results["export"]["path"])):
         best = results["stages"][-1]["checkpoint"]
         results["export"] = export.export_model(setup, setup.stages[-1], best,
-                                                os.path.join(config.logdir, "export"))
-        fileio.write_json_atomic(results_path, results)
+                                                distribute.writable(os.path.join(config.logdir, "export")))
+        fileio.write_json_atomic(distribute.writable(results_path), results)
     if announce:
         print(summary_text(results))
     return results
@@ -98,6 +117,7 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "label_space": "imagenet" if setup.label_map is not None else "dataset",
             "global_batch_size": setup.config.batch_size, "replicas": setup.strategy.num_replicas_in_sync,
             **({} if setup.backbone.has_classifier else {"baseline_note": NO_CLASSIFIER_NOTE}),
+            "workers": distribute.num_workers(),
             "stages": []}
 
 
@@ -118,7 +138,7 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str,
         trial = dataclasses.replace(
             config, logdir=os.path.join(directory, f"lr{rate:g}"), stages=(first_node,), learning_rate=rate,
             max_epochs_per_stage=config.sweep_epochs, seed=seed, sweep_dir=None, sweep_seed=None, export=False)
-        stage = train_and_evaluate(trial, stop, announce=False)["stages"][0]
+        stage = _train(trial, stop, announce=False)["stages"][0]
         candidates.append({"learning_rate": rate, "validation_top1": stage["best_top1"],
                            "validation_loss": stage["best_loss"], "ended_by": stage["ended_by"]})
     best = max(candidates, key=lambda row: (row["validation_top1"], -row["validation_loss"]))
@@ -128,7 +148,7 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str,
           f"{tried}; chose {best['learning_rate']:g}")
     sweep = {"chosen": best["learning_rate"], "candidates": candidates, "node": first_node,
              "epochs": config.sweep_epochs, "directory": directory}
-    fileio.write_json_atomic(os.path.join(directory, "sweep.json"), sweep)
+    fileio.write_json_atomic(distribute.writable(os.path.join(directory, "sweep.json")), sweep)
     return sweep
 
 
@@ -140,7 +160,7 @@ def _train_seeds(config: config_lib.TrainConfig, stop: interrupt.StopRequests | 
                                   seed=config.seed + index,
                                   sweep_dir=config.sweep_dir or os.path.join(config.logdir, "sweep"),
                                   sweep_seed=config.seed if config.sweep_seed is None else config.sweep_seed)
-        runs.append(train_and_evaluate(run, stop))
+        runs.append(_train(run, stop))
     stages = []
     for position, first in enumerate(runs[0]["stages"]):
         per_seed = [run["stages"][position] for run in runs]
@@ -159,22 +179,22 @@ def _train_seeds(config: config_lib.TrainConfig, stop: interrupt.StopRequests | 
                "seeds": [run["seed"] for run in runs], "seed_logdirs": [os.path.join(config.logdir, f"seed{index}")
                                                                          for index in range(config.seeds)],
                "stages": stages}
-    os.makedirs(config.logdir, exist_ok=True)
-    fileio.write_json_atomic(os.path.join(config.logdir, RESULTS_NAME), results)
+    os.makedirs(distribute.writable(config.logdir), exist_ok=True)
+    fileio.write_json_atomic(distribute.writable(os.path.join(config.logdir, RESULTS_NAME)), results)
     print(summary_text(results))
     return results
 
 
 def _check_config(config: config_lib.TrainConfig) -> None:
-    os.makedirs(config.logdir, exist_ok=True)
+    os.makedirs(distribute.writable(config.logdir), exist_ok=True)
     settings = {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()
-                # Resuming on other devices (or without a progress bar) is still the same run.
-                if key not in ("progress", "export", "devices")}
+                # Resuming on other devices or machines (or without a progress bar) is still the same run.
+                if key not in ("progress", "export", "devices", "strategy", "collective_timeout")}
     path = os.path.join(config.logdir, "config.json")
     stored = fileio.read_json(path)
     if stored is None:
-        fileio.write_json_atomic(path, settings)
+        fileio.write_json_atomic(distribute.writable(path), settings)
     elif stored != settings:
         changed = sorted(key for key in settings if settings.get(key) != stored.get(key))
         raise ValueError(f"{config.logdir} holds a run with other settings (differing in: {', '.join(changed)}); "
@@ -201,17 +221,21 @@ class _StageRun:
             self.state = _stage_state()
             objects = setup.trainable_objects(stage.node)
             latest = tf.train.Checkpoint(optimizer=optimizer, **self.state, **objects)
-            self.manager = tf.train.CheckpointManager(
-                latest, checkpoints.latest_directory(self.config.logdir, stage), max_to_keep=1)
+            # Every worker resumes from the chief's checkpoints, and saves its own (see distribute.writable).
+            latest_directory = checkpoints.latest_directory(self.config.logdir, stage)
+            self.manager = tf.train.CheckpointManager(latest, distribute.writable(latest_directory), max_to_keep=1)
             self.best = tf.train.Checkpoint(**objects)
             self.best_path = checkpoints.best_path(self.config.logdir, stage)
-            if self.manager.latest_checkpoint:
-                latest.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            resume_point = tf.train.latest_checkpoint(latest_directory)
+            if resume_point:
+                latest.restore(resume_point).assert_existing_objects_matched()
             else:
                 _start_stage(setup, stage)
+        distribute.check_agreement(setup.strategy, "the stage and step to resume at",
+                                   (stage.index, int(self.state["step"].numpy())))
         self.steps = steps_lib.Steps(setup.strategy, model, optimizer, self.config.batch_size, self.config.fusion)
-        self.validation = setup.strategy.experimental_distribute_dataset(
-            prepare_lib.stage_dataset(setup, stage.node, "validation", training=False))
+        self.validation = distribute.distribute_dataset(
+            setup.strategy, prepare_lib.stage_dataset(setup, stage.node, "validation", training=False))
         self.writers = logs.stage_writers(stage, self.config, setup)
         self.seconds_before, self.started = float(self.state["seconds"].numpy()), time.perf_counter()
 
@@ -224,7 +248,7 @@ class _StageRun:
         step = int(state["step"].numpy())
         if step == 0 and state["best_top1"].numpy() < 0:  # the stage's starting point counts as a candidate
             self._evaluate_and_save(0)
-        train = iter(self.setup.strategy.experimental_distribute_dataset(prepare_lib.stage_dataset(
+        train = iter(distribute.distribute_dataset(self.setup.strategy, prepare_lib.stage_dataset(
             self.setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
         interval = np.zeros(3)  # loss, correct, steps since the last evaluation
         with tqdm.tqdm(total=max_steps, initial=step, unit="step", disable=not config.progress,
@@ -246,6 +270,8 @@ class _StageRun:
                     top1 = self._evaluate_and_save(step)
                     bar.set_postfix(top1=f"{top1:.4f}", best=f"{float(state['best_top1'].numpy()):.4f}")
         self.writers.close()
+        # Also a barrier: no worker starts the next stage from this one's best before the chief has written it.
+        distribute.check_agreement(self.setup.strategy, "where the stage ended", (stage.index, step))
         ended_by = "plateau" if int(state["steps_since_best"].numpy()) >= plateau_steps else "max_epochs"
         return {"stage": stage.index, "node": stage.node,
                 "thesis_block": self.setup.backbone.thesis_block_names.get(stage.node, stage.node),
@@ -285,7 +311,7 @@ class _StageRun:
             state["best_top5"].assign(metrics_now["top5"])
             state["best_loss"].assign(metrics_now["loss"])
             state["best_step"].assign(step)
-            self.best.write(self.best_path)
+            self.best.write(distribute.writable(self.best_path))
         self.writers.validation(step, {**metrics_now, "best_top1": float(state["best_top1"].numpy())},
                                 self.stage.learning_rate)
         state["seconds"].assign(self._seconds())

@@ -1,0 +1,212 @@
+"""--strategy multiworker: two worker processes on loopback ports train like one machine; a lost worker, resume."""
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from pipeline import config as config_lib
+from pipeline.offline import extract
+from pipeline.training import train
+from tests import conftest
+from tools import train_block_by_block
+
+STAGE = "stage0_pool"
+# One short stage: 15 train records, global batch 4 -> 4 steps an epoch, 40 steps, a checkpoint every 2.
+FLAGS = ["--stages", "pool", "--batch-size", "4", "--eval-every-steps", "2", "--max-epochs-per-stage", "10",
+         "--plateau-epochs", "100", "--no-progress"]
+MULTIWORKER = ["--strategy", "multiworker", "--collective-timeout", "120"]
+# Measured: the two runs' weights differ by under 2e-9 (weights of about 1e-2); only the order of the
+# sums in the gradient's all-reduce differs.
+WEIGHTS_RTOL, WEIGHTS_ATOL = 1e-5, 1e-7
+
+
+@pytest.fixture(scope="module")
+def one_shard_records(tmp_path_factory):
+    """Pooled ResNet-50 V2 features of 18 tiny images, one shard per split: fewer shards than workers."""
+    root = tmp_path_factory.mktemp("multiworker_records")
+    conftest.write_random_images(str(root / "images"), per_class=6)
+    config = dataclasses.replace(config_lib.tiny(str(root / "records"), str(root / "images")),
+                                 backbone="resnet50_v2", nodes=("pool",), num_shards=1, validation_percent=30,
+                                 test_percent=0)
+    extract.make_tfrecords(config)
+    manifest = json.loads((root / "records" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["num_shards"] == manifest["splits"]["validation"]["num_shards"] == 1
+    return config.out_dir
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for each in sockets:
+        each.bind(("localhost", 0))
+    ports = [each.getsockname()[1] for each in sockets]
+    for each in sockets:
+        each.close()
+    return ports
+
+
+def _start_workers(records, logdir, tmp_path) -> list[tuple[subprocess.Popen, str, str]]:
+    """The trainer's command in two processes of one cluster, each with its own TMPDIR and log file."""
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    command = [sys.executable, "-m", "tools.train_block_by_block", "--records", records, "--logdir", str(logdir),
+               *FLAGS, *MULTIWORKER]
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir(exist_ok=True)
+        log = tmp_path / f"worker{index}-{time.monotonic_ns()}.log"
+        environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT, TMPDIR=str(scratch),
+                           TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        with open(log, "w") as output:
+            process = subprocess.Popen(command, env=environment, cwd=conftest.PROJECT_ROOT, stdout=output,
+                                       stderr=subprocess.STDOUT)
+        workers.append((process, str(log), str(scratch)))
+    return workers
+
+
+def _finish(workers) -> list[tuple[int, str]]:
+    outcomes = []
+    for process, log, _ in workers:
+        try:
+            process.wait(timeout=400)
+        finally:
+            process.kill()
+        outcomes.append((process.returncode, open(log).read()))
+    return outcomes
+
+
+def _losses(path) -> dict[int, float]:
+    accumulator = event_accumulator.EventAccumulator(str(path), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {event.step: float(tf.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors("loss")}
+
+
+def _weights(logdir) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints", STAGE,
+                                                                             "latest")))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("head/")}
+
+
+def _assert_same_weights(logdir, expected_logdir) -> None:
+    got, expected = _weights(logdir), _weights(expected_logdir)
+    assert sorted(got) == sorted(expected) and got
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=WEIGHTS_RTOL, atol=WEIGHTS_ATOL, err_msg=name)
+
+
+def _stage_outcome(results: dict) -> tuple:
+    stage = results["stages"][0]
+    return stage["steps"], stage["best_step"], stage["best_top1"], stage["best_loss"]
+
+
+@pytest.fixture(scope="module")
+def two_workers(one_shard_records, tmp_path_factory):
+    """An uninterrupted run of two workers."""
+    tmp_path = tmp_path_factory.mktemp("two_workers")
+    workers = _start_workers(one_shard_records, tmp_path / "run", tmp_path)
+    for returncode, log in _finish(workers):
+        assert returncode == 0, log[-3000:]
+    return tmp_path / "run", [scratch for _, _, scratch in workers]
+
+
+def test_two_workers_reach_the_weights_of_one_machine_and_only_the_chief_writes(one_shard_records, two_workers,
+                                                                               tmp_path):
+    logdir, scratches = two_workers
+    single = dataclasses.replace(train_block_by_block.parse_flags(
+        ["--records", one_shard_records, "--logdir", str(tmp_path / "single"), "--devices", "/cpu:0", *FLAGS]),
+        export=False)
+    reference = train.train_and_evaluate(single)
+    results = json.loads((logdir / "results.json").read_text())
+    assert (results["workers"], results["replicas"], reference["replicas"]) == (2, 2, 1)
+    assert results["global_batch_size"] == reference["global_batch_size"] == 4
+    assert _stage_outcome(results) == pytest.approx(_stage_outcome(reference), rel=1e-6)
+    assert results["stages"][0]["steps"] == 40
+    _assert_same_weights(str(logdir), single.logdir)
+    losses, reference_losses = _losses(logdir / STAGE / "train"), _losses(tmp_path / "single" / STAGE / "train")
+    assert sorted(losses) == sorted(reference_losses) == list(range(2, 41, 2))
+    np.testing.assert_allclose([losses[step] for step in sorted(losses)],
+                               [reference_losses[step] for step in sorted(losses)], rtol=1e-5)
+
+    # The chief alone wrote LOGDIR: one events file per TensorBoard run; the other worker's copies are gone.
+    for run in ("", "stages", STAGE, f"{STAGE}/train", f"{STAGE}/validation"):
+        assert len(glob.glob(str(logdir / run / "events.out.tfevents.*"))) == 1, run
+    assert os.path.isfile(logdir / "export" / "saved_model.pb")
+    for scratch in scratches:
+        assert not glob.glob(os.path.join(scratch, "jpeg-ladder-*")), scratch
+
+
+def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(one_shard_records, two_workers,
+                                                                             tmp_path):
+    logdir = tmp_path / "run"
+    workers = _start_workers(one_shard_records, logdir, tmp_path)
+    marker = logdir / "checkpoints" / STAGE / "latest" / "checkpoint"
+    deadline = time.time() + 300
+    while not (marker.exists() and "ckpt-2" in marker.read_text()) and time.time() < deadline:
+        assert workers[0][0].poll() is None, open(workers[0][1]).read()[-3000:]
+        time.sleep(0.01)
+    workers[1][0].kill()
+    (chief_returncode, chief_log), _ = _finish(workers)
+    last_line = chief_log.strip().splitlines()[-1]
+    assert chief_returncode == 2, chief_log[-3000:]
+    assert re.fullmatch(
+        r"train_block_by_block: error: lost worker 1 at localhost:\d+ \(\w+Error at a collective op on worker 0 at "
+        r"localhost:\d+, the chief\); the 2 workers cannot go on without each other: start every worker again with "
+        r"the same command and TF_CONFIG, and the run resumes from the last checkpoint in " + re.escape(str(logdir)),
+        last_line), last_line
+    resume_step = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', marker.read_text()).group(1))
+    assert 2 <= resume_step < 40 and not (logdir / "results.json").exists(), "stopped inside the stage"
+
+    train_logs = logdir / STAGE / "train"
+    before = set(glob.glob(str(train_logs / "events.out.tfevents.*")))
+    for returncode, log in _finish(_start_workers(one_shard_records, logdir, tmp_path)):
+        assert returncode == 0, log[-3000:]
+    (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - before
+    rerun_losses = _losses(rerun_events)
+    assert min(rerun_losses) == resume_step + 2, "the rerun starts at the last checkpoint, not from scratch"
+    straight_logdir, _ = two_workers
+    straight_losses = _losses(straight_logdir / STAGE / "train")
+    for step, loss in rerun_losses.items():
+        assert loss == pytest.approx(straight_losses[step], rel=1e-5), step
+    resumed = json.loads((logdir / "results.json").read_text())
+    straight = json.loads((straight_logdir / "results.json").read_text())
+    assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
+    _assert_same_weights(str(logdir), str(straight_logdir))
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "--strategy multiworker reads the cluster from the TF_CONFIG environment variable, which is not set; "
+           "set it on every worker as in the README's multi-worker section"),
+    ("{not json", "TF_CONFIG must be JSON with a cluster and a task"),
+    ('{"cluster": {"worker": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "worker", "index": 0}}',
+     "TF_CONFIG's cluster holds jobs ['ps', 'worker']: --strategy multiworker takes chief and worker tasks only"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}',
+     "TF_CONFIG's task {'type': 'worker', 'index': 2} is not in its cluster"),
+    # A valid cluster, but TensorFlow has already run in this process: collective ops can no longer be set up.
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}',
+     "--strategy multiworker must start before TensorFlow runs anything else in the process"),
+])
+def test_multiworker_start_up_errors_are_one_line(tmp_path, monkeypatch, capsys, tf_config, message):
+    tf.config.list_logical_devices()  # TensorFlow is running here, whatever ran before this test
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    flags = ["--records", str(tmp_path / "records"), "--logdir", str(tmp_path / "run"), *FLAGS, *MULTIWORKER]
+    assert train_block_by_block.main(flags) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"train_block_by_block: error: {message}") and "\n" not in error, error
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):
+        train_block_by_block.parse_flags(flags + ["--devices", "/cpu:0"])
+    assert "--devices is for --strategy mirrored" in capsys.readouterr().err
