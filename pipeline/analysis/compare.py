@@ -152,11 +152,15 @@ def verdict(result: dict) -> str:
             f"McNemar p = {versus[best]['p_value']:.3g}{caveats}.")
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]  # str.capitalize() would lower-case "McNemar"
+
+
 def markdown(result: dict) -> str:
     def percent(value):
         return f"{100 * value:.2f}"
 
-    lines = ["# Does the JPEG ladder help?", "", verdict(result).removeprefix("compare: ").capitalize(), "",
+    lines = ["# Does the JPEG ladder help?", "", _sentence(verdict(result).removeprefix("compare: ")), "",
              f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any branch of "
              f"the baseline model right) top-1 {percent(result['oracle_top1'])} %.", "",
              "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline | 95 % interval "
