@@ -138,3 +138,12 @@ def write_more_odd_inputs(directory: str) -> dict[str, str | None]:
         file.write(bytes(data))
     return {"exif_rotated.jpg": None, "one_pixel.png": None, "sixteen_bit.png": None, "animated.gif": None,
             "progressive.jpg": None, "bad_huffman.jpg": "unreadable"}
+
+
+def flip_byte(path: str) -> None:
+    """Flips one bit in the middle of a shard: inside a record's data, which its CRC covers."""
+    with open(path, "r+b") as file:
+        file.seek(os.path.getsize(path) // 2)
+        value = file.read(1)[0]
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([value ^ 0x01]))

@@ -8,18 +8,12 @@ import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline.offline import extract
+from tests import conftest
 from tfrecords import reader
 from tfrecords import verify
 from tools import make_tfrecords
 from tools import verify as verify_tool
 
-
-def _flip_byte(path: str) -> None:
-    with open(path, "r+b") as file:
-        file.seek(os.path.getsize(path) // 2)  # inside a record's data, which its CRC covers
-        value = file.read(1)[0]
-        file.seek(-1, os.SEEK_CUR)
-        file.write(bytes([value ^ 0x01]))
 
 
 def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
@@ -30,7 +24,7 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
     damaged = os.path.join(out_dir, "pool", "train-00001-of-00002.tfrecord")
     kept = os.path.join(out_dir, "pool", "train-00000-of-00002.tfrecord")
     kept_mtime = os.path.getmtime(kept)
-    _flip_byte(damaged)
+    conftest.flip_byte(damaged)
     capsys.readouterr()
 
     report = verify.verify_records(out_dir)

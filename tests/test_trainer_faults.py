@@ -24,13 +24,6 @@ from tools import report as report_tool
 from tools import train_block_by_block
 
 
-def _flip_byte(path: str) -> None:
-    with open(path, "r+b") as file:
-        file.seek(os.path.getsize(path) // 2)  # inside a record's data, which its CRC covers
-        value = file.read(1)[0]
-        file.seek(-1, os.SEEK_CUR)
-        file.write(bytes([value ^ 0x01]))
-
 
 def _train_flags(records: str, logdir: str, *extra: str) -> list[str]:
     return ["--records", records, "--logdir", logdir, "--stages", "pool", "--batch-size", "4",
@@ -60,7 +53,7 @@ def test_a_damaged_shard_stops_training_and_evaluation_with_one_line_naming_it(r
     assert "## Training stages" in (report_dir / "report.md").read_text()
 
     test_shard = sorted(glob.glob(os.path.join(copy, "pool", "test-*.tfrecord")))[0]
-    _flip_byte(test_shard)
+    conftest.flip_byte(test_shard)
     capsys.readouterr()
     status = evaluate_tool.main(["--model", os.path.join(logdir, "export"), "--records", copy,
                                  "--out-dir", str(tmp_path / "evaluation")])
@@ -70,7 +63,7 @@ def test_a_damaged_shard_stops_training_and_evaluation_with_one_line_naming_it(r
     assert not os.path.exists(tmp_path / "evaluation" / "evaluation.json")
 
     train_shard = sorted(glob.glob(os.path.join(copy, "pool", "train-*.tfrecord")))[0]
-    _flip_byte(train_shard)
+    conftest.flip_byte(train_shard)
     status = train_block_by_block.main(_train_flags(copy, str(tmp_path / "second"), "--max-epochs-per-stage", "1"))
     assert status == 2
     line = _one_error_line(capsys.readouterr().err, "train_block_by_block")
