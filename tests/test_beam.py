@@ -128,3 +128,23 @@ def test_beam_refuses_urls_it_would_take_for_local_paths(tmp_path):
     with pytest.raises(ValueError, match="--out-dir gs://bucket/records: URLs are not supported"):
         beam.make_tfrecords(config)
     assert not os.path.exists("gs:")
+
+
+def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_path):
+    data = str(tmp_path / "images")
+    conftest.write_random_images(data, per_class=2)
+    local = dataclasses.replace(config_lib.tiny(str(tmp_path / "local"), data), storage_dtype="float16",
+                                validation_percent=0, test_percent=0)
+    on_beam = dataclasses.replace(local, out_dir=str(tmp_path / "beam"), runner="beam", beam_options=DIRECT_OPTIONS)
+    extract.make_tfrecords(local)
+    beam.make_tfrecords(on_beam)
+    files = _shard_files(local.out_dir)
+    assert len(files) == 2 * len(local.nodes) and _shard_files(on_beam.out_dir) == files
+    for name in files:
+        assert filecmp.cmp(os.path.join(local.out_dir, name), os.path.join(on_beam.out_dir, name), shallow=False)
+    local_manifest = _read_json(os.path.join(local.out_dir, "manifest.json"))
+    beam_manifest = _read_json(os.path.join(on_beam.out_dir, "manifest.json"))
+    assert {entry["dtype"] for entry in beam_manifest["nodes"].values()} == {"float16"}
+    for manifest in (local_manifest, beam_manifest):
+        del manifest["config"]["runner"], manifest["config"]["beam_options"]
+    assert beam_manifest == local_manifest

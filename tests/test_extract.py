@@ -11,6 +11,7 @@ import sys
 import time
 
 import keras
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -185,3 +186,32 @@ def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
     assert "valid nodes are: expanded_conv_project_BN" in capsys.readouterr().err
     code = make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")])
     assert code == 2 and "no such directory" in capsys.readouterr().err
+
+
+def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(tmp_path, tiny_dataset):
+    lossless = config_lib.tiny(str(tmp_path / "float32"), tiny_dataset)
+    halved = dataclasses.replace(lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16")
+    extract.make_tfrecords(lossless)
+    summary = extract.make_tfrecords(halved)
+    with open(tmp_path / "bfloat16" / "manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["format_version"] == 2 and manifest["config"]["storage_dtype"] == "bfloat16"
+    assert "bfloat16" in summary["text"]
+    with open(tmp_path / "float32" / "manifest.json") as file:
+        assert json.load(file)["format_version"] == 1
+    for node in halved.nodes:
+        entry = manifest["nodes"][node]
+        assert entry["dtype"] == "bfloat16"
+        assert entry["bytes_per_image"] < 0.6 * entry["float32_bytes_per_image"]
+        exact = _read_all(lossless.out_dir, node, "train")
+        rounded = _read_all(halved.out_dir, node, "train")
+        assert set(rounded) == set(exact)
+        for image_id, (bottleneck, label) in rounded.items():
+            assert bottleneck.dtype == np.float32 and label == exact[image_id][1]
+            np.testing.assert_array_equal(bottleneck, exact[image_id][0].astype(ml_dtypes.bfloat16).astype(np.float32))
+    # The float32 job's identity has no dtype in it, so jobs written before dtypes existed resume.
+    with open(tmp_path / "float32" / extract.PROGRESS_DIR / "job.json") as file:
+        assert "storage_dtype" not in json.load(file)
+    for config, other in ((halved, "float16"), (lossless, "bfloat16"), (halved, "float32")):
+        with pytest.raises(ValueError, match="different job.*storage_dtype"):
+            extract.make_tfrecords(dataclasses.replace(config, storage_dtype=other))
