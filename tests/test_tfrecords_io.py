@@ -140,6 +140,32 @@ def test_float32_records_are_byte_identical_to_the_format_before_storage_dtypes(
         assert hashlib.sha256(record).hexdigest() == FLOAT32_RECORD_SHA256[encoding]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sparse_records_of_very_different_lengths_decode_in_one_batch(dtype):
+    shape = (11, 40)
+    full = np.random.default_rng(3).normal(size=shape).astype(np.float32)  # no zero: as long as it gets
+    far = np.zeros(shape, np.float32)
+    far[-1, -1] = -0.0  # one stored value, after a run of fillers
+    arrays = [np.zeros(shape, np.float32), full, far, np.zeros(shape, np.float32)]
+    serialized = tf.constant([example.serialize("x", 0, array, codec.SPARSE, dtype) for array in arrays])
+    for chosen in (slice(None), slice(None, None, 3)):  # the second holds only records without a stored value
+        decoded = example.parse_batch(serialized[chosen], shape, codec.SPARSE, dtype)["bottleneck"].numpy()
+        expected = [codec.decode(*codec.encode(array, codec.SPARSE, dtype), array.size, codec.SPARSE, dtype)
+                    for array in arrays[chosen]]
+        np.testing.assert_array_equal(_bits(decoded), _bits(np.stack(expected).reshape(decoded.shape)))
+
+
+def test_a_sparse_record_that_repeats_a_position_is_refused():
+    record = tf.train.Example(features=tf.train.Features(feature={
+        example.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"])),
+        example.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+        example.VALUES_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.array([1, 2, 3], "<f4").tobytes()])),
+        example.GAPS_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes([0, 2, 0])]))}))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="repeats a position"):
+        example.parse_batch(tf.constant([record.SerializeToString()]), (8,), codec.SPARSE)
+
+
 @pytest.mark.parametrize("node", NODES)
 def test_parse_batch_rejects_a_record_of_another_shape(node):
     shape, encoding = NODES[node]
