@@ -21,6 +21,7 @@ from pipeline import config as config_lib
 from pipeline.offline import extract
 from pipeline.offline import ladder
 from tests import conftest
+from tfrecords import codec
 from tfrecords import reader
 from tfrecords import writer
 
@@ -46,12 +47,17 @@ def _read_all(out_dir, node, split):
     return records
 
 
-def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset):
+def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset, monkeypatch):
     config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30,
                                  test_percent=0)
+    # Random weights give about half zeros, which the default policy keeps dense: ask for sparse wherever it
+    # saves bytes, so that both encodings are written and read back.
+    monkeypatch.setattr(codec, "SPARSE_AT_MOST", 1.0)
     summary = extract.make_tfrecords(config)
     with open(tmp_path / "out" / "manifest.json") as file:
         manifest = json.load(file)
+    assert manifest["nodes"]["pool"]["encoding"] == codec.SPARSE
+    assert manifest["nodes"]["block_16_project_BN"]["encoding"] == codec.DENSE
     assert manifest["class_names"] == ["cat", "dog", "fox"]
     assert manifest["branches"] == ["original"] + [f"q{quality}" for quality in range(10, 101, 10)]
     assert manifest["nodes"]["pool"]["shape"] == [11, 1280]
@@ -202,6 +208,7 @@ def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another
     for node in halved.nodes:
         entry = manifest["nodes"][node]
         assert entry["dtype"] == "bfloat16"
+        assert entry["encoding"] == codec.DENSE  # about half zeros: sparse would not save enough to pay its decoding
         assert entry["bytes_per_image"] < 0.6 * entry["float32_bytes_per_image"]
         exact = _read_all(lossless.out_dir, node, "train")
         rounded = _read_all(halved.out_dir, node, "train")
