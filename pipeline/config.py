@@ -2,6 +2,10 @@
 
 import dataclasses
 
+from tfrecords import codec
+
+STORAGE_DTYPES = tuple(codec.STORAGE_DTYPES)  # how values are stored; float32, the lossless default, first
+
 # Branch 0 is the original image; branch i (1..10) is its JPEG re-encoding at QUALITIES[i - 1].
 QUALITIES = tuple(range(10, 101, 10))
 
@@ -46,6 +50,8 @@ class ExtractConfig:
     validation_percent: float = 10.0
     test_percent: float = 10.0  # only for input without a held-out split of its own
     compression: str = ""  # "" or "GZIP"
+    # How values are stored: float32 is lossless; float16 or bfloat16 halve the values' bytes, rounded.
+    storage_dtype: str = codec.FLOAT32
     batch_size: int = 8  # images per CNN call (x number of branches)
     seed: int = 0  # random initial weights with weights=none
     progress: bool = True
@@ -73,6 +79,9 @@ class ExtractConfig:
             raise ValueError(f"--qualities must be integers in 1..100, got {self.qualities}")
         if self.compression not in ("", "GZIP"):
             raise ValueError(f"--compression must be GZIP or empty, got {self.compression!r}")
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"--storage-dtype must be one of {', '.join(STORAGE_DTYPES)}, "
+                             f"got {self.storage_dtype!r}")
         if not 0 <= self.validation_percent < 100 or not 0 <= self.test_percent < 100 or \
                 self.validation_percent + self.test_percent >= 100:
             raise ValueError(f"--validation-percent and --test-percent must be in [0, 100) and leave training "

@@ -12,6 +12,7 @@ from pipeline import config as config_lib
 from pipeline.offline import beam
 from pipeline.offline import extract
 from tests import conftest
+from tfrecords import codec
 from tools import make_tfrecords
 
 # In memory and one worker: the fastest DirectRunner set-up, and the one CI's two cores can afford.
@@ -31,7 +32,11 @@ def both_runners(tmp_path_factory):
     local = dataclasses.replace(config_lib.tiny(str(root / "local"), data), batch_size=2, validation_percent=30,
                                 test_percent=0)
     on_beam = dataclasses.replace(local, out_dir=str(root / "beam"), runner="beam", beam_options=DIRECT_OPTIONS)
-    return local, on_beam, extract.make_tfrecords(local), beam.make_tfrecords(on_beam)
+    with pytest.MonkeyPatch.context() as patch:
+        # Random weights give about half zeros, which the reading-speed policy keeps dense: store every node
+        # that sparse storage shrinks at all as sparse, so that both encodings are compared.
+        patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
+        return local, on_beam, extract.make_tfrecords(local), beam.make_tfrecords(on_beam)
 
 
 def _shard_files(out_dir):
@@ -59,6 +64,8 @@ def test_beam_writes_the_local_runners_records_record_by_record(both_runners):
         assert _records(os.path.join(on_beam.out_dir, name)) == local_records, name
         assert filecmp.cmp(os.path.join(local.out_dir, name), os.path.join(on_beam.out_dir, name), shallow=False)
     assert beam_summary["images_written"] == local_summary["images_written"] == 9
+    encodings = _read_json(os.path.join(local.out_dir, extract.PROGRESS_DIR, "encodings.json"))
+    assert encodings == {"block_16_project_BN": codec.DENSE, "pool": codec.SPARSE}
     assert beam_summary["images_skipped"] == local_summary["images_skipped"] == 1
 
 
@@ -128,3 +135,23 @@ def test_beam_refuses_urls_it_would_take_for_local_paths(tmp_path):
     with pytest.raises(ValueError, match="--out-dir gs://bucket/records: URLs are not supported"):
         beam.make_tfrecords(config)
     assert not os.path.exists("gs:")
+
+
+def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_path):
+    data = str(tmp_path / "images")
+    conftest.write_random_images(data, per_class=2)
+    local = dataclasses.replace(config_lib.tiny(str(tmp_path / "local"), data), storage_dtype="float16",
+                                validation_percent=0, test_percent=0)
+    on_beam = dataclasses.replace(local, out_dir=str(tmp_path / "beam"), runner="beam", beam_options=DIRECT_OPTIONS)
+    extract.make_tfrecords(local)
+    beam.make_tfrecords(on_beam)
+    files = _shard_files(local.out_dir)
+    assert len(files) == 2 * len(local.nodes) and _shard_files(on_beam.out_dir) == files
+    for name in files:
+        assert filecmp.cmp(os.path.join(local.out_dir, name), os.path.join(on_beam.out_dir, name), shallow=False)
+    local_manifest = _read_json(os.path.join(local.out_dir, "manifest.json"))
+    beam_manifest = _read_json(os.path.join(on_beam.out_dir, "manifest.json"))
+    assert {entry["dtype"] for entry in beam_manifest["nodes"].values()} == {"float16"}
+    for manifest in (local_manifest, beam_manifest):
+        del manifest["config"]["runner"], manifest["config"]["beam_options"]
+    assert beam_manifest == local_manifest

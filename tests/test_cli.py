@@ -37,6 +37,8 @@ def test_make_tfrecords_writes_its_files_and_explains_user_errors(tmp_path, tiny
     assert make_tfrecords.main(["--verify", out_dir]) == 0
     assert make_tfrecords.main(argv[:-1] + ["--qualities", "60", "--no-progress"]) == 2
     assert "different job" in _one_line_error(capsys, "make_tfrecords")
+    assert make_tfrecords.main(argv[:-1] + ["--storage-dtype", "float16", "--no-progress"]) == 2
+    assert "different job (it differs in: storage_dtype)" in _one_line_error(capsys, "make_tfrecords")
     assert make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", out_dir]) == 2
     assert "no such directory" in _one_line_error(capsys, "make_tfrecords")
 
@@ -46,7 +48,10 @@ def test_make_tfrecords_flags(tmp_path):
     assert make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None  # the backbone's own
     assert make_tfrecords.parse_flags(base + ["--input-size", "96"]).input_size == 96
     assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == str(tmp_path)
-    for wrong in (["--data-dir", str(tmp_path)], ["--verify", "a", "--data-dir", "b"], base + ["--qualities", "x"]):
+    assert make_tfrecords.parse_flags(base).storage_dtype == "float32"
+    assert make_tfrecords.parse_flags(base + ["--storage-dtype", "bfloat16"]).storage_dtype == "bfloat16"
+    for wrong in (["--data-dir", str(tmp_path)], ["--verify", "a", "--data-dir", "b"], base + ["--qualities", "x"],
+                  base + ["--storage-dtype", "int8"]):
         with pytest.raises(SystemExit) as raised:
             make_tfrecords.parse_flags(wrong)
         assert raised.value.code == 2

@@ -11,6 +11,7 @@ import sys
 import time
 
 import keras
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from pipeline import config as config_lib
 from pipeline.offline import extract
 from pipeline.offline import ladder
 from tests import conftest
+from tfrecords import codec
 from tfrecords import reader
 from tfrecords import writer
 
@@ -45,12 +47,17 @@ def _read_all(out_dir, node, split):
     return records
 
 
-def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset):
+def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset, monkeypatch):
     config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30,
                                  test_percent=0)
+    # Random weights give about half zeros, which the default policy keeps dense: ask for sparse wherever it
+    # saves bytes, so that both encodings are written and read back.
+    monkeypatch.setattr(codec, "SPARSE_AT_MOST", 1.0)
     summary = extract.make_tfrecords(config)
     with open(tmp_path / "out" / "manifest.json") as file:
         manifest = json.load(file)
+    assert manifest["nodes"]["pool"]["encoding"] == codec.SPARSE
+    assert manifest["nodes"]["block_16_project_BN"]["encoding"] == codec.DENSE
     assert manifest["class_names"] == ["cat", "dog", "fox"]
     assert manifest["branches"] == ["original"] + [f"q{quality}" for quality in range(10, 101, 10)]
     assert manifest["nodes"]["pool"]["shape"] == [11, 1280]
@@ -185,3 +192,33 @@ def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
     assert "valid nodes are: expanded_conv_project_BN" in capsys.readouterr().err
     code = make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")])
     assert code == 2 and "no such directory" in capsys.readouterr().err
+
+
+def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(tmp_path, tiny_dataset):
+    lossless = config_lib.tiny(str(tmp_path / "float32"), tiny_dataset)
+    halved = dataclasses.replace(lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16")
+    extract.make_tfrecords(lossless)
+    summary = extract.make_tfrecords(halved)
+    with open(tmp_path / "bfloat16" / "manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["format_version"] == 2 and manifest["config"]["storage_dtype"] == "bfloat16"
+    assert "bfloat16" in summary["text"]
+    with open(tmp_path / "float32" / "manifest.json") as file:
+        assert json.load(file)["format_version"] == 1
+    for node in halved.nodes:
+        entry = manifest["nodes"][node]
+        assert entry["dtype"] == "bfloat16"
+        assert entry["encoding"] == codec.DENSE  # about half zeros: sparse would not save enough to pay its decoding
+        assert entry["bytes_per_image"] < 0.6 * entry["float32_bytes_per_image"]
+        exact = _read_all(lossless.out_dir, node, "train")
+        rounded = _read_all(halved.out_dir, node, "train")
+        assert set(rounded) == set(exact)
+        for image_id, (bottleneck, label) in rounded.items():
+            assert bottleneck.dtype == np.float32 and label == exact[image_id][1]
+            np.testing.assert_array_equal(bottleneck, exact[image_id][0].astype(ml_dtypes.bfloat16).astype(np.float32))
+    # The float32 job's identity has no dtype in it, so jobs written before dtypes existed resume.
+    with open(tmp_path / "float32" / extract.PROGRESS_DIR / "job.json") as file:
+        assert "storage_dtype" not in json.load(file)
+    for config, other in ((halved, "float16"), (lossless, "bfloat16"), (halved, "float32")):
+        with pytest.raises(ValueError, match="different job.*storage_dtype"):
+            extract.make_tfrecords(dataclasses.replace(config, storage_dtype=other))

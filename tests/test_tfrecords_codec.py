@@ -1,5 +1,6 @@
 """Tests the value/position codec: bit-identical round trips, small gaps, and the encoding choice."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -87,3 +88,81 @@ def test_bad_input_names_the_fix():
         codec.encode(np.zeros(3, np.float32), "zip")
     with pytest.raises(ValueError, match="shape"):
         codec.decode(np.ones(2, np.float32), np.array([0, 5]), 4, codec.SPARSE)
+
+
+REDUCED_DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+
+
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES)
+@pytest.mark.parametrize("encoding", codec.ENCODINGS)
+@pytest.mark.parametrize("name", CASES)
+def test_reduced_dtypes_round_to_nearest_and_keep_zeros_signs_and_specials(name, encoding, dtype):
+    array = CASES[name]
+    values, gaps = codec.encode(array, encoding, dtype)
+    assert values.itemsize == codec.itemsize(dtype) == 2
+    decoded = codec.decode(values.tobytes(), gaps, array.size, encoding, dtype)
+    assert decoded.dtype == np.float32
+    # The reference: the library's own round-to-nearest-even cast, widened back (exact).
+    expected = array.reshape(-1).astype(REDUCED_DTYPES[dtype]).astype(np.float32)
+    np.testing.assert_array_equal(decoded.view(np.uint32), expected.view(np.uint32))
+    normal = np.isfinite(array.reshape(-1)) & (np.abs(array.reshape(-1)) > 1e-4)
+    relative = np.abs(decoded[normal] - array.reshape(-1)[normal]) / np.abs(array.reshape(-1)[normal])
+    assert relative.max(initial=0) <= {"float16": 2.0**-11, "bfloat16": 2.0**-8}[dtype]
+
+
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES)
+@pytest.mark.parametrize("name", CASES)
+def test_reduced_dtypes_keep_the_float32_positions(name, dtype):
+    _, float32_gaps = codec.encode(CASES[name], codec.SPARSE)
+    _, gaps = codec.encode(CASES[name], codec.SPARSE, dtype)
+    assert gaps.tolist() == float32_gaps.tolist()
+
+
+def test_reduced_dtypes_store_half_the_value_bytes_little_endian():
+    array = CASES["random_sparse"]
+    assert codec.encoded_nbytes(array, codec.DENSE, "float16") == 2 * array.size
+    float32_values, gaps = codec.encode(array, codec.SPARSE)
+    assert codec.encoded_nbytes(array, codec.SPARSE, "bfloat16") == 2 * float32_values.size + gaps.size
+    values, _ = codec.encode(np.array([1.0, -2.0], np.float32), codec.DENSE, "bfloat16")
+    assert values.tobytes() == bytes([0x80, 0x3F, 0x00, 0xC0])  # 0x3f80 = 1.0, 0xc000 = -2.0, low byte first
+    values, _ = codec.encode(np.array([1.0, -2.0], np.float32), codec.DENSE, "float16")
+    assert values.tobytes() == bytes([0x00, 0x3C, 0x00, 0xC0])
+
+
+def test_float32_stays_the_lossless_default():
+    array = CASES["nan_and_infinities"]
+    values, _ = codec.encode(array, codec.DENSE)
+    assert values.dtype == np.dtype("<f4") and values.tobytes() == array.astype("<f4").tobytes()
+    assert codec.encode(array, codec.SPARSE)[0].tobytes() == codec.encode(array, codec.SPARSE, "float32")[0].tobytes()
+
+
+def test_float16_refuses_values_beyond_its_range_and_names_bfloat16():
+    array = np.array([0.0, 70000.0, 1.0], np.float32)
+    with pytest.raises(ValueError, match="70000 is beyond float16's range.*bfloat16"):
+        codec.encode(array, codec.SPARSE, "float16")
+    decoded = codec.decode(codec.encode(array, codec.DENSE, "bfloat16")[0], None, 3, codec.DENSE, "bfloat16")
+    assert decoded.tolist() == [0.0, 70144.0, 1.0]  # bfloat16 has float32's range, with 8 significant bits
+
+
+def test_choose_encoding_weighs_the_dtypes_value_bytes():
+    # 70 % zeros: sparse is 0.3 * (4 + 1) = 1.5 bytes per element against 4 in float32 (0.375x),
+    # but 0.3 * (2 + 1) = 0.9 against 2 in float16 and bfloat16 (0.45x); 62 %: 0.475x and 0.57x.
+    array = _random_activations((8, 11, 64), 0.7, seed=3)
+    assert codec.choose_encoding(array) == codec.choose_encoding(array, "float16") == codec.SPARSE
+    array = _random_activations((8, 11, 64), 0.62, seed=3)
+    assert codec.choose_encoding(array) == codec.SPARSE
+    assert codec.choose_encoding(array, "float16") == codec.choose_encoding(array, "bfloat16") == codec.DENSE
+
+
+def test_choose_encoding_keeps_dense_where_sparse_saves_little():
+    # MobileNetV2's pool: 27 % zeros, sparse 0.91x of dense, yet several times the decoding work.
+    array = _random_activations((8, 11, 1280), 0.27, seed=4)
+    assert codec.encoded_nbytes(array, codec.SPARSE) < codec.encoded_nbytes(array, codec.DENSE)
+    assert codec.choose_encoding(array) == codec.DENSE
+    array = _random_activations((8, 11, 1280), 0.58, seed=4)  # 0.525x
+    assert codec.choose_encoding(array) == codec.DENSE
+
+
+def test_unknown_storage_dtype_names_the_choices():
+    with pytest.raises(ValueError, match="float32, float16, bfloat16"):
+        codec.encode(np.zeros(3, np.float32), codec.DENSE, "int8")

@@ -7,6 +7,9 @@ import signal
 import subprocess
 import sys
 
+import hashlib
+
+import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -36,7 +39,7 @@ def _bits(array):
     return np.asarray(array, np.float32).view(np.uint32)
 
 
-def _write_records(out_dir, compression="", num_shards=3):
+def _write_records(out_dir, compression="", num_shards=3, dtype="float32"):
     image_ids = sorted(IMAGES)
     plan = shards.plan_shards(image_ids, num_shards)
     shard_entries = []
@@ -49,14 +52,14 @@ def _write_records(out_dir, compression="", num_shards=3):
                 for image_index in indices:
                     image_id = image_ids[image_index]
                     shard_writer.write(example.serialize(
-                        image_id, IMAGES[image_id], BOTTLENECKS[node][image_id], encoding))
+                        image_id, IMAGES[image_id], BOTTLENECKS[node][image_id], encoding, dtype))
             info = shard_writer.info
             files[node] = {"path": relative, "sha256": info.sha256, "num_bytes": info.num_bytes}
         shard_entries.append({"index": index, "num_records": len(indices), "files": files})
     fileio.write_json_atomic(str(out_dir / manifest.MANIFEST_NAME), {
         "format_version": 1,
         "compression": compression,
-        "nodes": {node: {"shape": list(shape), "dtype": "float32", "encoding": encoding}
+        "nodes": {node: {"shape": list(shape), "dtype": dtype, "encoding": encoding}
                   for node, (shape, encoding) in NODES.items()},
         "splits": {"train": {"num_records": NUM_IMAGES, "shards": shard_entries}},
     })
@@ -93,6 +96,76 @@ def test_parse_batch_is_bit_identical_eagerly_and_in_dataset_map(node):
     assert [image_id.decode() for image_id in eager["image_id"].numpy()] == image_ids
 
 
+REDUCED = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+
+
+def _rounded(array, dtype):
+    return np.asarray(array, np.float32).astype(REDUCED[dtype]).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", REDUCED)
+@pytest.mark.parametrize("node", NODES)
+def test_parse_batch_widens_reduced_dtypes_to_float32_eagerly_and_in_dataset_map(node, dtype):
+    shape, encoding = NODES[node]
+    image_ids = sorted(IMAGES)
+    serialized = [example.serialize(image_id, IMAGES[image_id], BOTTLENECKS[node][image_id], encoding, dtype)
+                  for image_id in image_ids]
+    eager = example.parse_batch(tf.constant(serialized), shape, encoding, dtype)["bottleneck"].numpy()
+    mapped = np.concatenate([batch["bottleneck"].numpy() for batch in tf.data.Dataset.from_tensor_slices(
+        serialized).batch(3).map(lambda batch: example.parse_batch(batch, shape, encoding, dtype))])
+    expected = _rounded(np.stack([BOTTLENECKS[node][image_id] for image_id in image_ids]), dtype)
+    for bottleneck in (eager, mapped):
+        assert bottleneck.dtype == np.float32 and bottleneck.shape == (NUM_IMAGES, *shape)
+        np.testing.assert_array_equal(_bits(bottleneck), _bits(expected))  # -0.0 and NaN included
+    def stored(record, key):
+        return tf.train.Example.FromString(record).features.feature[key].bytes_list.value[0]
+
+    float32_record = example.serialize("x", 0, BOTTLENECKS[node][image_ids[0]], encoding)
+    assert 2 * len(stored(serialized[0], example.VALUES_KEY)) == len(stored(float32_record, example.VALUES_KEY))
+    if encoding == codec.SPARSE:  # the same positions
+        assert stored(serialized[0], example.GAPS_KEY) == stored(float32_record, example.GAPS_KEY)
+
+
+# sha256 of records written before storage dtypes existed: float32 records must stay byte for byte the same.
+FLOAT32_RECORD_SHA256 = {codec.SPARSE: "b0b55a93915305736086e6fc039af21f401c1b9e97b982b77b55ef67b17f8263",
+                         codec.DENSE: "1c2dbd98a4256a5c85dc115438b543d515b607cb84706aec44579064885f63f2"}
+
+
+@pytest.mark.parametrize("encoding", codec.ENCODINGS)
+def test_float32_records_are_byte_identical_to_the_format_before_storage_dtypes(encoding):
+    array = np.maximum(np.random.default_rng(7).normal(size=(11, 4, 4, 8)), 0).astype(np.float32)
+    array.reshape(-1)[[1, -2]] = [-0.0, np.nan]
+    for record in (example.serialize("cat/cat_000.jpg", 3, array, encoding),
+                   example.serialize("cat/cat_000.jpg", 3, array, encoding, "float32")):
+        assert hashlib.sha256(record).hexdigest() == FLOAT32_RECORD_SHA256[encoding]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sparse_records_of_very_different_lengths_decode_in_one_batch(dtype):
+    shape = (11, 40)
+    full = np.random.default_rng(3).normal(size=shape).astype(np.float32)  # no zero: as long as it gets
+    far = np.zeros(shape, np.float32)
+    far[-1, -1] = -0.0  # one stored value, after a run of fillers
+    arrays = [np.zeros(shape, np.float32), full, far, np.zeros(shape, np.float32)]
+    serialized = tf.constant([example.serialize("x", 0, array, codec.SPARSE, dtype) for array in arrays])
+    for chosen in (slice(None), slice(None, None, 3)):  # the second holds only records without a stored value
+        decoded = example.parse_batch(serialized[chosen], shape, codec.SPARSE, dtype)["bottleneck"].numpy()
+        expected = [codec.decode(*codec.encode(array, codec.SPARSE, dtype), array.size, codec.SPARSE, dtype)
+                    for array in arrays[chosen]]
+        np.testing.assert_array_equal(_bits(decoded), _bits(np.stack(expected).reshape(decoded.shape)))
+
+
+def test_a_sparse_record_that_repeats_a_position_is_refused():
+    record = tf.train.Example(features=tf.train.Features(feature={
+        example.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"])),
+        example.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+        example.VALUES_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.array([1, 2, 3], "<f4").tobytes()])),
+        example.GAPS_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes([0, 2, 0])]))}))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="repeats a position"):
+        example.parse_batch(tf.constant([record.SerializeToString()]), (8,), codec.SPARSE)
+
+
 @pytest.mark.parametrize("node", NODES)
 def test_parse_batch_rejects_a_record_of_another_shape(node):
     shape, encoding = NODES[node]
@@ -112,6 +185,36 @@ def test_make_dataset_reads_every_record_bit_identical(tmp_path, node, compressi
     with open(os.path.join(records_dir, manifest.MANIFEST_NAME)) as file:
         first_file = json.load(file)["splits"]["train"]["shards"][0]["files"][node]
     assert writer.file_sha256(os.path.join(records_dir, first_file["path"])) == first_file["sha256"]
+
+
+@pytest.mark.parametrize("dtype", REDUCED)
+def test_make_dataset_reads_reduced_dtype_records_as_float32_and_the_manifest_says_so(tmp_path, dtype):
+    records_dir = str(_write_records(tmp_path, dtype=dtype))
+    records = manifest.Manifest.read(records_dir)
+    assert records.node("mixed7").dtype == records.node("pool").dtype == dtype
+    # Written again, the manifest states the format version that has reduced dtypes; float32 ones stay at 1.
+    assert records.to_json()["format_version"] == manifest.REDUCED_DTYPE_VERSION == 2
+    assert manifest.Manifest.read(str(_write_records(tmp_path / "f32"))).to_json()["format_version"] == 1
+    for node in NODES:
+        dataset = reader.make_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
+        assert dataset.element_spec[0].dtype == tf.float32
+        seen = []
+        for bottleneck, _, image_ids in dataset:
+            for row, image_id in zip(bottleneck.numpy(), image_ids.numpy()):
+                np.testing.assert_array_equal(_bits(row), _bits(_rounded(BOTTLENECKS[node][image_id.decode()], dtype)))
+                seen.append(image_id)
+        assert len(seen) == NUM_IMAGES
+
+
+def test_a_storage_dtype_this_reader_does_not_know_is_refused_by_name(tmp_path):
+    records_dir = str(_write_records(tmp_path))
+    path = os.path.join(records_dir, manifest.MANIFEST_NAME)
+    with open(path) as file:
+        data = json.load(file)
+    data["nodes"]["pool"]["dtype"] = "int8"
+    fileio.write_json_atomic(path, data)
+    with pytest.raises(ValueError, match="'pool' is stored as int8, this reader reads float32, float16, bfloat16"):
+        reader.make_dataset(records_dir, "pool", "train", batch_size=2)
 
 
 def test_make_dataset_selects_branches(tmp_path):

@@ -2,7 +2,7 @@
 
     Manifest
       format_version, compression                       how to read the files
-      nodes: {node: NodeInfo}                           shape [branches, ...], dtype, encoding, statistics
+      nodes: {node: NodeInfo}                           shape [branches, ...], storage dtype, encoding, statistics
       splits: {split: SplitInfo}                        record count and shards
         shards: [ShardInfo]                             index, record count, per node a FileInfo
       backbone, weights, input_size, input_range,       what produced the bottlenecks (the offline stage
@@ -18,8 +18,12 @@ import os
 from tfrecords import fileio
 
 MANIFEST_NAME = "manifest.json"
+# A manifest states the oldest format that describes it, so records any earlier reader can read still say 1:
+#   1  every node's values are float32
+#   2  some node's values are float16 or bfloat16 (a version-1 reader would refuse them anyway, by dtype)
 FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+REDUCED_DTYPE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +54,7 @@ class SplitInfo:
 class NodeInfo:
     shape: tuple[int, ...]  # [branches, *activation shape]
     encoding: str
-    dtype: str = "float32"
+    dtype: str = "float32"  # how values are stored (float32, float16 or bfloat16); they are read as float32
     zero_fraction: float | None = None
     bytes_per_image: float | None = None
     float32_bytes_per_image: int | None = None
@@ -65,7 +69,7 @@ class Manifest:
     nodes: dict[str, NodeInfo]
     splits: dict[str, SplitInfo]
     compression: str = ""
-    format_version: int = FORMAT_VERSION
+    format_version: int = FORMAT_VERSION  # as read; a manifest is written with version_for(nodes)
     backbone: str | None = None  # a keras.applications name, savedmodel:/path or hub:HANDLE
     # {"kind": imagenet | file | none | savedmodel | hub[, "path", "sha256"]}; hub models also have "handle".
     weights: dict | None = None
@@ -131,7 +135,7 @@ class Manifest:
     def to_json(self) -> dict:
         """The JSON object written to manifest.json (optional statistics left out when unknown)."""
         return {
-            "format_version": self.format_version, "compression": self.compression,
+            "format_version": version_for(self.nodes), "compression": self.compression,
             "backbone": self.backbone, "weights": self.weights, "input_size": self.input_size,
             "input_range": None if self.input_range is None else list(self.input_range),
             "central_crop": self.central_crop, "qualities": list(self.qualities), "branches": list(self.branches),
@@ -193,6 +197,13 @@ class Manifest:
             return cls.from_json(data)
         except (KeyError, TypeError) as error:
             raise ValueError(f"{path} lacks a field the format requires ({error}): rerun make_tfrecords") from None
+
+
+def version_for(nodes: dict[str, NodeInfo]) -> int:
+    """The oldest format version whose readers read every node."""
+    if any(info.dtype != "float32" for info in nodes.values()):
+        return REDUCED_DTYPE_VERSION
+    return FORMAT_VERSION
 
 
 def _drop_none(entry: dict) -> dict:

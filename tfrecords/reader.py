@@ -4,6 +4,7 @@ import contextlib
 
 import tensorflow as tf
 
+from tfrecords import codec
 from tfrecords import example
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
@@ -23,6 +24,8 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
                  shuffle_buffer: int = 1000, start_batch: int = 0, cache_decoded: bool = False) -> tf.data.Dataset:
     """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]).
 
+    Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32 here.
+
     `start_batch` resumes a seeded stream part-way: the records before it are read but not decoded,
     so a resumed training sees exactly the batches an uninterrupted one would have.
     `cache_decoded` decodes each record once and keeps the decoded split in memory for later epochs
@@ -32,10 +35,12 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
     manifest = manifest_lib.Manifest.read(records_dir)
     info = manifest.node(node)
-    if info.dtype != "float32":
-        raise ValueError(f"node {node!r} is stored as {info.dtype}, this reader reads float32: rerun make_tfrecords")
+    if info.dtype not in codec.STORAGE_DTYPES:
+        raise ValueError(f"node {node!r} is stored as {info.dtype}, this reader reads "
+                         f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords")
     shape = info.shape
     encoding = info.encoding
+    dtype = info.dtype
     if branches is not None:
         branches = tuple(branches)
         if not branches or not all(0 <= branch < shape[0] for branch in branches):
@@ -54,7 +59,7 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         deterministic=not shuffle or seed is not None)
 
     def parse(serialized):
-        parsed = example.parse_batch(serialized, shape, encoding)
+        parsed = example.parse_batch(serialized, shape, encoding, dtype)
         bottleneck = parsed["bottleneck"]
         if branches is not None:
             bottleneck = tf.gather(bottleneck, branches, axis=1)

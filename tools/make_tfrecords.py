@@ -44,6 +44,10 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
                              "with its own held-out folder (val/ or test/) or CSV split uses that "
                              "(default: %(default)s)")
     parser.add_argument("--compression", default="", choices=["", "GZIP"])
+    parser.add_argument("--storage-dtype", default=config_lib.STORAGE_DTYPES[0], choices=config_lib.STORAGE_DTYPES,
+                        help="how activation values are stored: float32 is lossless; float16 and bfloat16 halve "
+                             "their bytes, rounded to 11 and 8 significant bits, and are read back as float32 "
+                             "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per CNN call (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random weights seed with --weights none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,7 +78,8 @@ def parse_flags(argv=None) -> config_lib.ExtractConfig | str:
             num_shards=flags.num_shards,
             shard_size_mb=flags.shard_size_mb, validation_percent=flags.validation_percent,
             test_percent=flags.test_percent,
-            compression=flags.compression, batch_size=flags.batch_size, seed=flags.seed,
+            compression=flags.compression, storage_dtype=flags.storage_dtype, batch_size=flags.batch_size,
+            seed=flags.seed,
             progress=not flags.no_progress, runner=flags.runner, beam_options=flags.beam_options)
     except ValueError as error:
         parser.error(str(error))

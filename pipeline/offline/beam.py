@@ -112,7 +112,7 @@ def _first_batch_encodings(config, backbone, model, nodes, input_size, pending):
         for items in extract.batch_slices(task, config.batch_size):
             kept, activations, _ = _extract(forward, branch_images, items)
             if kept:
-                return {node: codec.choose_encoding(activations[node]) for node in nodes}
+                return {node: codec.choose_encoding(activations[node], config.storage_dtype) for node in nodes}
     return None
 
 
@@ -166,7 +166,7 @@ class _ExtractBatch(_DoFn):
         for position, row in quarantined:
             yield apache_beam.pvalue.TaggedOutput(QUARANTINE_TAG, (shard_key, (number, position, row)))
         if kept:
-            records, zeros = extract.serialize_batch(kept, activations, self.encodings)
+            records, zeros = extract.serialize_batch(kept, activations, self.encodings, self.config.storage_dtype)
             yield shard_key, (number, records, zeros)
 
 

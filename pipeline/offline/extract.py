@@ -90,6 +90,9 @@ def _job_identity(config, backbone, nodes, input_size, index) -> dict:
     # Only feature vector models have an input range: keeping the key out otherwise lets jobs started
     # before it existed resume.
     model_input = {"input_range": list(backbone.input_range)} if backbone.input_range is not None else {}
+    # Named only when not the default, so that the jobs written before storage dtypes existed (all float32)
+    # still resume; a rerun with another dtype than the output's is then refused like any changed setting.
+    dtype = {} if config.storage_dtype == codec.FLOAT32 else {"storage_dtype": config.storage_dtype}
     return {
         "backbone": backbone.name, **model_input, "weights": weights, "nodes": list(nodes),
         "input_size": input_size, "central_crop": config.central_crop,
@@ -97,7 +100,7 @@ def _job_identity(config, backbone, nodes, input_size, index) -> dict:
         "shard_size_mb": config.shard_size_mb, "validation_percent": config.validation_percent,
         "test_percent": config.test_percent,
         "compression": config.compression, "batch_size": config.batch_size,
-        "seed": config.seed if weights["kind"] == "none" else None, "images": listing,
+        "seed": config.seed if weights["kind"] == "none" else None, "images": listing, **dtype,
     }
 
 
@@ -192,13 +195,13 @@ def batch_slices(task: ShardTask, batch_size: int) -> list[tuple[images.ImageIte
     return [task.items[start:start + batch_size] for start in range(0, len(task.items), batch_size)]
 
 
-def serialize_batch(batch_items, activations: dict, encodings: dict) -> tuple[dict, dict]:
-    """One batch's records per node ({node: [bytes]}, in item order) and its zero counts per node."""
+def serialize_batch(batch_items, activations: dict, encodings: dict, dtype: str) -> tuple[dict, dict]:
+    """One batch's records per node ({node: [bytes]}, in item order, values in dtype) and its zero counts."""
     records, zeros = {}, {}
     for node, values in activations.items():
         zeros[node] = sparsity.ZeroCounter()
         zeros[node].update(values)
-        records[node] = [example.serialize(item.image_id, item.label, bottleneck, encodings[node])
+        records[node] = [example.serialize(item.image_id, item.label, bottleneck, encodings[node], dtype)
                          for item, bottleneck in zip(batch_items, values)]
     return records, zeros
 
@@ -220,8 +223,8 @@ class _ShardBuilder:
         self.zeros = {node: sparsity.ZeroCounter() for node in nodes}
         self.num_records = 0
 
-    def add_batch(self, batch_items, activations: dict, encodings: dict) -> None:
-        self.add_records(*serialize_batch(batch_items, activations, encodings))
+    def add_batch(self, batch_items, activations: dict, encodings: dict, dtype: str) -> None:
+        self.add_records(*serialize_batch(batch_items, activations, encodings, dtype))
 
     def add_records(self, records: dict, zeros: dict) -> None:
         """Appends one batch's serialized records ({node: [bytes]}) and zero counts ({node: ZeroCounter})."""
@@ -365,10 +368,12 @@ class _BatchRunner:
         count = len(self.items)
         activations = self.forward.run(count)
         if self.encodings is None:  # decided once, from the job's first batch, then kept
-            self.encodings = {node: codec.choose_encoding(activations[node]) for node in self.nodes}
+            self.encodings = {node: codec.choose_encoding(activations[node], self.config.storage_dtype)
+                              for node in self.nodes}
             self.progress.save_encodings(self.encodings)
         self.wait()
-        self.pending_write = self.writer.submit(builder.add_batch, list(self.items), activations, self.encodings)
+        self.pending_write = self.writer.submit(builder.add_batch, list(self.items), activations, self.encodings,
+                                                self.config.storage_dtype)
         self.pending_write.add_done_callback(lambda _: bar.update(count))
         self.items.clear()
 
@@ -458,7 +463,7 @@ def _manifest(config, identity, index, example_shapes, encodings, results) -> ma
         total = sum(result["zeros"][node][1] for result in results)
         stored = sum(result["files"][node]["num_bytes"] for result in results)
         node_entries[node] = manifest_lib.NodeInfo(
-            shape=tuple(example_shapes[node]), dtype="float32", encoding=encodings[node],
+            shape=tuple(example_shapes[node]), dtype=config.storage_dtype, encoding=encodings[node],
             zero_fraction=zeros / total if total else 0.0,
             bytes_per_image=stored / num_records if num_records else 0.0,
             float32_bytes_per_image=4 * math.prod(example_shapes[node]))
@@ -488,7 +493,7 @@ def _summary(manifest: manifest_lib.Manifest, results, pending, seconds: float, 
     written = sum(result["num_records"] for result in results)
     processed = sum(len(task.items) for task in pending)
     node_lines = "; ".join(
-        f"{node} ({entry.encoding}): {100 * entry.zero_fraction:.1f} % zeros, "
+        f"{node} ({entry.encoding}, {entry.dtype}): {100 * entry.zero_fraction:.1f} % zeros, "
         f"{entry.bytes_per_image / 1024:.1f} KiB/image = "
         f"{entry.bytes_per_image / entry.float32_bytes_per_image:.2f}x float32"
         for node, entry in manifest.nodes.items())
