@@ -11,8 +11,8 @@ from tests import conftest
 
 
 def _stage_rows(report_text):
-    """(node, best top-1 %, best top-5 %) from the report's stage table."""
-    rows = re.findall(r"^\| (\d+) \| (\S+) \| [^|]+ \| [^|]+ \| \d+ \| \d+ \| ([\d.]+) \| ([\d.]+) \|$",
+    """(node, best top-1 %, best top-5 %) from the report's stage table (its last column says how it ended)."""
+    rows = re.findall(r"^\| (\d+) \| (\S+) \| [^|]+ \| [^|]+ \| \d+ \| \d+ \| ([\d.]+) \| ([\d.]+) \| [^|]+ \|$",
                       report_text, flags=re.MULTILINE)
     return [(node, float(top1), float(top5)) for _, node, top1, top5 in rows]
 
@@ -24,6 +24,7 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
     outcome = demo.run_demo(demo.DemoConfig(
         out_dir=str(tmp_path / "demo"), data_dir=str(subset), backbone="mobilenet_v2", weights=weights,
         input_size=96, max_epochs_per_stage=2.0, learning_rate=0.01, momentum=0.0, head_init="baseline",
+        fusions=("shared",), seeds=1,
         progress=False))
     results = json.loads((tmp_path / "demo" / "runs" / "topology" / "results.json").read_text())
     report_text = (tmp_path / "demo" / "report" / "report.md").read_text()
