@@ -2,6 +2,7 @@
 
 from bottlenecks import cut
 from bottlenecks import registry
+from tfrecords import example
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
@@ -13,5 +14,6 @@ check_nodes = registry.check_nodes
 node_extractor = cut.extractor
 read_manifest = manifest_lib.Manifest.read
 make_dataset = reader.make_dataset
+parse_batch = example.parse_batch
 read_json = fileio.read_json
 write_json_atomic = fileio.write_json_atomic

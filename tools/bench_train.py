@@ -123,8 +123,8 @@ def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -
     CPU time counts every core: on a machine whose cores the step already keeps busy, the input pipeline's
     CPU time per batch is what it takes away from the step.
     """
+    from pipeline import components
     from pipeline.training import prepare
-    from tfrecords import example
 
     setup, steps = _stage(dataclasses.replace(config, cache_mb=0.0), node)
     dataset = prepare.stage_dataset(setup, node, "train", training=True, seed=0)
@@ -139,7 +139,8 @@ def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -
     serialized = tf.stack(list(tf.data.TFRecordDataset(paths, compression_type=setup.manifest.compression)
                                .take(config.batch_size)))
     dtype = [] if info.dtype == "float32" else [info.dtype]  # the argument older checkouts do not have
-    parse = tf.function(lambda records: example.parse_batch(records, info.shape, info.encoding, *dtype)["bottleneck"])
+    parse = tf.function(
+        lambda records: components.parse_batch(records, info.shape, info.encoding, *dtype)["bottleneck"])
     parse_ms, parse_cpu_ms = _milliseconds(lambda: parse(serialized).numpy(), count)
     return {"node": node, "encoding": info.encoding, "dtype": info.dtype,
             "record_bytes": float(np.mean([len(record) for record in serialized.numpy()])),
