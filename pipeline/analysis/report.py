@@ -133,11 +133,11 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
             lines += [f"![accuracy per quality factor]({plot})", ""]
 
     lines += ["## Nodes: sparsity and storage", "",
-              "| node | encoding | zeros % | KiB per image | float32 KiB per image | ratio | shards | MiB on disk |",
+              "| node | storage | zeros % | KiB per image | float32 KiB per image | ratio | shards | MiB on disk |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for node, entry in manifest.nodes.items():
         files = [shard.files[node] for split in manifest.splits.values() for shard in split.shards]
-        lines.append(f"| {node} | {entry.encoding} | {_percent(entry.zero_fraction)} | "
+        lines.append(f"| {node} | {entry.encoding} {entry.dtype} | {_percent(entry.zero_fraction)} | "
                      f"{entry.bytes_per_image / 1024:.1f} | {entry.float32_bytes_per_image / 1024:.1f} | "
                      f"{entry.bytes_per_image / entry.float32_bytes_per_image:.3f} | {len(files)} | "
                      f"{sum(file.num_bytes for file in files) / 2**20:.1f} |")
