@@ -20,14 +20,19 @@ def comma_separated(text, kind=str):
     return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
 
 
-def run(program: str, job, config, command: str | None = None, argv=None) -> int:
+def run(program: str, job, config, command: str | None = None, argv=None, safe_point: str | None = None) -> int:
     """Runs one pipeline function; a user error becomes one line on stderr and exit status 2.
 
     A job stopped by SIGINT/SIGTERM (pipeline.interrupt) says how to resume it: `command` (the console
-    script) with the same flags, and exits with the shell's status for that signal.
+    script) with the same flags, and exits with the shell's status for that signal. With `safe_point`
+    (e.g. "after the step in progress") the job is called as job(config, stop) inside StopRequests.
     """
     try:
-        job(config)
+        if safe_point is None:
+            job(config)
+        else:
+            with interrupt.StopRequests(program, safe_point) as stop:
+                job(config, stop)
     except USER_ERRORS as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         return 2

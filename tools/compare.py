@@ -53,14 +53,10 @@ def parse_flags(argv=None) -> config_lib.CompareConfig:
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    from pipeline import interrupt
     from pipeline.analysis import compare  # after flag parsing, so --help is instant
 
-    def job(config):
-        with interrupt.StopRequests("compare", "after the training step in progress") as stop:
-            compare.compare(config, stop)
-
-    return tools.run("compare", job, config, command="jpeg-ladder-compare", argv=argv)
+    return tools.run("compare", compare.compare, config, command="jpeg-ladder-compare", argv=argv,
+                     safe_point="after the training step in progress")
 
 
 if __name__ == "__main__":

@@ -84,14 +84,10 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    from pipeline import interrupt
     from pipeline.training import train  # after flag parsing, so --help is instant
 
-    def job(config):
-        with interrupt.StopRequests("train_block_by_block", "after the step in progress") as stop:
-            train.train_and_evaluate(config, stop)
-
-    return tools.run("train_block_by_block", job, config, command="train-block-by-block", argv=argv)
+    return tools.run("train_block_by_block", train.train_and_evaluate, config, command="train-block-by-block",
+                     argv=argv, safe_point="after the step in progress")
 
 
 if __name__ == "__main__":
