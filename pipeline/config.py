@@ -149,7 +149,8 @@ class TrainConfig:
     devices: tuple[str, ...] | None = None  # None: every local GPU, else the CPU
     strategy: str = "mirrored"  # or "multiworker": one process per machine of the cluster in TF_CONFIG
     collective_timeout: float = 600.0  # multiworker: seconds a worker waits for the others at a collective op
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int = 10000  # examples in the training shuffle buffer, at most ...
+    shuffle_buffer_mb: float = 1024.0  # ... and at most this many MiB of them (records of deep nodes are large)
     # A split whose decoded bottlenecks fit in this many MiB is decoded once and kept in memory.
     cache_mb: float = 2048.0
     seed: int = 0  # initialisation and shuffling
@@ -184,6 +185,9 @@ class TrainConfig:
         if self.strategy == "multiworker" and self.devices:
             raise ValueError("--devices is for --strategy mirrored: each worker of --strategy multiworker uses all "
                              "its GPUs, else its CPU; drop --devices")
+        if self.shuffle_buffer < 1 or self.shuffle_buffer_mb <= 0:
+            raise ValueError(f"--shuffle-buffer must be at least 1 and --shuffle-buffer-mb positive, got "
+                             f"{self.shuffle_buffer} and {self.shuffle_buffer_mb}")
         if self.collective_timeout <= 0:
             raise ValueError(f"--collective-timeout must be positive, got {self.collective_timeout}")
 

@@ -57,6 +57,16 @@ def test_make_tfrecords_flags(tmp_path):
         assert raised.value.code == 2
 
 
+def test_train_shuffle_buffer_flags(tmp_path):
+    base = ["--records", str(tmp_path), "--logdir", str(tmp_path / "run")]
+    config = train_block_by_block.parse_flags(base + ["--shuffle-buffer", "500", "--shuffle-buffer-mb", "64"])
+    assert (config.shuffle_buffer, config.shuffle_buffer_mb) == (500, 64.0)
+    for wrong in (["--shuffle-buffer", "0"], ["--shuffle-buffer-mb", "0"]):
+        with pytest.raises(SystemExit) as raised:
+            train_block_by_block.parse_flags(base + wrong)
+        assert raised.value.code == 2
+
+
 def test_verify_user_error(tmp_path, capsys):
     assert verify.main([str(tmp_path / "nowhere")]) == 2
     assert "no manifest.json" in _one_line_error(capsys, "jpeg-ladder-verify")

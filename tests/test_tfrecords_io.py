@@ -237,6 +237,37 @@ def test_shuffle_and_repeat_yield_every_record(tmp_path):
     assert seen[:NUM_IMAGES] != unshuffled
 
 
+def test_the_shuffle_buffer_is_bounded_in_bytes(tmp_path):
+    records_dir = str(_write_records(tmp_path, num_shards=1))
+    records = manifest.Manifest.read(records_dir)
+    record_bytes = records.split("train").shards[0].files["mixed7"].num_bytes / NUM_IMAGES
+    assert reader.shuffle_records(records, "mixed7", "train", 1000, None) == 1000
+    assert reader.shuffle_records(records, "mixed7", "train", 1000, 5.5 * record_bytes) == 5
+    assert reader.shuffle_records(records, "mixed7", "train", 3, 5.5 * record_bytes) == 3
+    assert reader.shuffle_records(records, "mixed7", "train", 1000, 1.0) == 1  # never empty
+    assert reader.shuffle_records(records, "mixed7", "train", 1000, 4000, decoded_bytes=1000) == 4
+
+    def first_epoch(buffer_bytes):
+        return _check_batches(reader.make_dataset(
+            records_dir, "mixed7", "train", batch_size=NUM_IMAGES, shuffle=True, seed=3, with_ids=True,
+            shuffle_buffer=1000, shuffle_buffer_bytes=buffer_bytes).take(1), "mixed7")
+    # One shard: a buffer of one record keeps the file's order, a buffer of every record shuffles it.
+    in_file_order = _check_batches(reader.make_dataset(records_dir, "mixed7", "train", NUM_IMAGES, with_ids=True),
+                                   "mixed7")
+    assert first_epoch(record_bytes) == in_file_order
+    assert sorted(first_epoch(1e9)) == sorted(in_file_order) and first_epoch(1e9) != in_file_order
+
+
+def test_the_loaded_allocator_is_read_from_the_memory_map(tmp_path):
+    maps = tmp_path / "maps"
+    assert reader.loaded_allocator(str(maps)) is None  # unknowable
+    maps.write_text("7f0 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    assert reader.loaded_allocator(str(maps)) == "malloc"
+    maps.write_text("7f0 r-xp 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10\n")
+    assert reader.loaded_allocator(str(maps)) == "tcmalloc"
+    assert reader.loaded_allocator() in (None, "malloc", "tcmalloc", "jemalloc")
+
+
 @pytest.mark.parametrize("cache_decoded", [False, True])
 def test_a_resumed_stream_continues_the_same_batches(tmp_path, cache_decoded):
     records_dir = str(_write_records(tmp_path))

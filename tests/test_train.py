@@ -176,3 +176,18 @@ def test_clear_errors(records, tmp_path):
                                      export=False))
     with pytest.raises(ValueError, match="other settings.*batch_size"):
         train.train_and_evaluate(_config(records, tmp_path / "d", stages=("pool",), batch_size=2))
+
+
+def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(records, tmp_path, monkeypatch, capsys):
+    from pipeline.training import prepare
+
+    prepare._suggest_allocator.cache_clear()
+    printed = []
+    for allocator, cache_mb in (("tcmalloc", 0.0), ("malloc", 2048.0), ("malloc", 0.0), ("malloc", 0.0)):
+        monkeypatch.setattr(prepare.reader, "loaded_allocator", lambda allocator=allocator: allocator)
+        setup = prepare.prepare(_config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb,
+                                        progress=True), 0.01)
+        prepare.stage_dataset(setup, STAGES[0], "train", training=True)
+        prepare.stage_dataset(setup, STAGES[0], "validation", training=False)
+        printed.append(capsys.readouterr().out.count("LD_PRELOAD=libtcmalloc_minimal.so.4"))
+    assert printed == [0, 0, 1, 0]  # not with tcmalloc, not when cached, then once per process

@@ -55,6 +55,10 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
     parser.add_argument("--cache-mb", type=float, default=defaults.cache_mb,
                         help="keep a split's decoded bottlenecks in memory when they fit in this many MiB "
                              "(default: %(default)s; 0 decodes every epoch)")
+    parser.add_argument("--shuffle-buffer", type=int, default=defaults.shuffle_buffer,
+                        help="examples in the training shuffle buffer, at most (default: %(default)s) ...")
+    parser.add_argument("--shuffle-buffer-mb", type=float, default=defaults.shuffle_buffer_mb,
+                        help="... and at most this many MiB of them (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--seeds", type=int, default=defaults.seeds,
                         help="independent runs (LOGDIR/seed<k>), reported as mean ± sd (default: %(default)s)")
@@ -76,7 +80,8 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels, label_space=flags.label_space,
             train_batchnorm=flags.train_batchnorm, devices=tools.comma_separated(flags.devices),
             strategy=flags.strategy, collective_timeout=flags.collective_timeout,
-            cache_mb=flags.cache_mb, seed=flags.seed,
+            cache_mb=flags.cache_mb, shuffle_buffer=flags.shuffle_buffer,
+            shuffle_buffer_mb=flags.shuffle_buffer_mb, seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:
         parser.error(str(error))
