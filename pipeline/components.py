@@ -14,6 +14,7 @@ check_nodes = registry.check_nodes
 node_extractor = cut.extractor
 read_manifest = manifest_lib.Manifest.read
 make_dataset = reader.make_dataset
+loaded_allocator = reader.loaded_allocator
 parse_batch = example.parse_batch
 read_json = fileio.read_json
 write_json_atomic = fileio.write_json_atomic

@@ -11,7 +11,9 @@ On ../shared/data/imagenette-mini with the real ImageNet MobileNetV2 weights (or
       the default in-memory cache of decoded bottlenecks (these splits fit; target >= 0.9). Then where
       the time goes, each part alone, in milliseconds per batch: the training step on one batch already
       in memory, the uncached input pipeline with no step, and parsing (tfrecords.example.parse_batch)
-      of serialized batches already in memory;
+      of serialized batches already in memory.
+      The input alone against the step alone (wall) is its headroom where the step leaves the CPU free, as
+      on an accelerator: it keeps up with any step that takes longer than the input's wall time per batch;
   (b) the default schedule end to end: wall time per stage and best top-1/top-5 of every stage on the
       validation split, next to the stock model's (the baseline) on the same images.
 Prints a table and writes bench_train.json into --out. Only the trainer's public functions are used, so
@@ -189,11 +191,12 @@ def main(argv=None) -> int:
                                                flags.rounds, flags.seconds_per_round)
                         for node in nodes for cache_mb in cache_sizes]
     parts = [where_the_time_goes(speed_config, node, flags.part_batches) for node in nodes]
-    figures = {"records": records, "input_pipeline": pipeline_figures, "parts": parts}
+    allocator = getattr(components, "loaded_allocator", lambda: None)() or "unknown"  # older checkouts lack it
+    figures = {"records": records, "allocator": allocator, "input_pipeline": pipeline_figures, "parts": parts}
     if not flags.no_schedule:
         results = train.train_and_evaluate(config)
         figures.update(stages=results["stages"], baseline=results.get("baseline"))
-    print("\n(a) training steps/s, from TFRecords vs in-memory tensors")
+    print(f"\n(a) training steps/s, from TFRecords vs in-memory tensors (memory allocator: {allocator})")
     for row in pipeline_figures:
         verdict = "PASS" if row["ratio"] >= row["target"] else "MISS"
         reading = "cached in memory" if row["reading"] == "cached" else "decoded every epoch"
@@ -208,7 +211,8 @@ def main(argv=None) -> int:
               f"step {row['step_ms']:7.1f} / {row['step_cpu_ms']:7.1f}  "
               f"input pipeline {row['input_ms']:6.1f} / {row['input_cpu_ms']:6.1f}  "
               f"parse {row['parse_ms']:6.1f} / {row['parse_cpu_ms']:6.1f}  "
-              f"({row['record_bytes'] / 1024:.1f} KiB/record, {row['decoded_bytes'] / 1024:.1f} KiB decoded)")
+              f"({row['record_bytes'] / 1024:.1f} KiB/record, {row['decoded_bytes'] / 1024:.1f} KiB decoded)  "
+              f"input alone {row['step_ms'] / row['input_ms']:.1f}x the step's rate")
     if not flags.no_schedule:
         print("(b) the default schedule on the validation split")
         if figures["baseline"]:
