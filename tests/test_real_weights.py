@@ -53,7 +53,7 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
     assert (cached.argmax(axis=1) == labels).mean() > 0.7
 
 
-def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path):
+def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path, monkeypatch):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"
     conftest.imagenette_subset(subset, {"train": 6, "val": 1})
@@ -94,3 +94,13 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     assert dataset_results["label_space"] == "dataset" and "baseline" not in dataset_results
     with pytest.raises(ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"):
         train.prepare(dataclasses.replace(config, head_init="baseline"))
+
+    # A learning-rate sweep scores the stock model once, for the run, not again for every candidate.
+    calls = []
+    monkeypatch.setattr(train, "evaluate_baseline", lambda setup: calls.append(1) or {"node": "pool", "top1": 0.5,
+                                                                                       "top5": 0.5})
+    swept = train.train_and_evaluate(dataclasses.replace(
+        config, logdir=str(tmp_path / "swept"), label_space="auto", learning_rate="auto",
+        sweep_learning_rates=(0.01, 0.001), sweep_epochs=0.5))
+    assert len(swept["learning_rate_sweep"]["candidates"]) == 2 and swept["baseline"]["top1"] == 0.5
+    assert calls == [1]

@@ -70,7 +70,8 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
         distribute.remove_scratch()
 
 
-def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, announce: bool = True) -> dict:
+def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, announce: bool = True,
+           baseline: bool = True) -> dict:
     if config.seeds > 1:
         return _train_seeds(config, stop)
     nodes = prepare_lib.stage_nodes(config)  # bad flags fail here, before anything is recorded or swept
@@ -81,7 +82,7 @@ def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, 
     results = fileio.read_json(results_path) or _new_results(setup)
     results["learning_rate_sweep"] = sweep
     logs = tensorboard_logs.RunLogs(distribute.writable(config.logdir))
-    if "baseline" not in results and setup.label_map is not None:
+    if baseline and "baseline" not in results and setup.label_map is not None:
         results["baseline"] = evaluate_baseline(setup)
         fileio.write_json_atomic(distribute.writable(results_path), results)
     logs.sample_ladder(setup.manifest, config.records_dir)
@@ -138,7 +139,9 @@ def learning_rate_sweep(config: config_lib.TrainConfig, first_node: str,
         trial = dataclasses.replace(
             config, logdir=os.path.join(directory, f"lr{rate:g}"), stages=(first_node,), learning_rate=rate,
             max_epochs_per_stage=config.sweep_epochs, seed=seed, sweep_dir=None, sweep_seed=None, export=False)
-        stage = _train(trial, stop, announce=False)["stages"][0]
+        # A candidate is judged by its own validation top-1: the stock model's, the same for every
+        # candidate, is left to the run itself.
+        stage = _train(trial, stop, announce=False, baseline=False)["stages"][0]
         candidates.append({"learning_rate": rate, "validation_top1": stage["best_top1"],
                            "validation_loss": stage["best_loss"], "ended_by": stage["ended_by"]})
     best = max(candidates, key=lambda row: (row["validation_top1"], -row["validation_loss"]))
