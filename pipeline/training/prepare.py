@@ -167,16 +167,20 @@ def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:
 
 
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
-                  branches=None) -> tf.data.Dataset:
-    """Batches of (bottlenecks, labels in the head's class space) of one split at one node."""
+                  branches=None, batch_size: int | None = None, file_shard: tuple[int, int] | None = None
+                  ) -> tf.data.Dataset:
+    """Batches of (bottlenecks, labels in the head's class space) of one split at one node.
+
+    Batches are of the global batch unless `batch_size` is given; `file_shard` as in reader.make_dataset.
+    """
     config = setup.config
     branches = branches or setup.branches
     example_shape = setup.manifest.node(node).shape
     decoded_mb = setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
     dataset = reader.make_dataset(
-        config.records_dir, node, split, config.batch_size, shuffle=training, seed=seed, repeat=training,
+        config.records_dir, node, split, batch_size or config.batch_size, shuffle=training, seed=seed, repeat=training,
         drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
-        start_batch=start_batch, cache_decoded=decoded_mb <= config.cache_mb)
+        start_batch=start_batch, cache_decoded=decoded_mb <= config.cache_mb, file_shard=file_shard)
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 
