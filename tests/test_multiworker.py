@@ -1,4 +1,4 @@
-"""--strategy multiworker: two worker processes on loopback ports train like one machine; a lost worker, resume."""
+"""--strategy multiworker on two loopback worker processes: data and file input sharding, a lost worker, resume."""
 
 import dataclasses
 import glob
@@ -222,7 +222,8 @@ def test_file_sharding_trains_each_worker_on_its_own_shards(three_shard_records,
     for log in logs:
         assert FILE_CHOICE in log.splitlines(), log[-3000:]
     results = json.loads((logdir / "results.json").read_text())
-    assert (results["workers"], results["replicas"], results["stages"][0]["steps"]) == (2, 2, 40)
+    assert (results["workers"], results["replicas"], results["input_sharding"]) == (2, 2, "file")
+    assert results["stages"][0]["steps"] == 40
 
     # One machine fed, at every step, worker 0's next 2 records of shards 0 and 2 beside worker 1's next 2 of
     # shard 1 (each stream seeded and repeated on its own) trains as the two workers did. Every worker

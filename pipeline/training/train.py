@@ -131,6 +131,7 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "global_batch_size": setup.config.batch_size, "replicas": setup.strategy.num_replicas_in_sync,
             **({} if setup.backbone.has_classifier else {"baseline_note": NO_CLASSIFIER_NOTE}),
             "workers": distribute.num_workers(),
+            **({"input_sharding": config.input_sharding} if distribute.num_workers() > 1 else {}),
             "stages": []}
 
 
@@ -202,7 +203,8 @@ def _check_config(config: config_lib.TrainConfig) -> None:
     os.makedirs(distribute.writable(config.logdir), exist_ok=True)
     settings = {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()
-                # Resuming on other devices or machines (or without a progress bar) is still the same run.
+                # Resuming on other devices or machines, with another input sharding (or without a progress bar)
+                # is still the same run.
                 if key not in ("progress", "export", "devices", "strategy", "collective_timeout", "input_sharding")}
     path = os.path.join(config.logdir, "config.json")
     stored = fileio.read_json(path)
