@@ -103,6 +103,9 @@ FUSIONS = ("concat", "shared", "weighted", "gated")
 HEADS = ("linear", "mlp")
 LABEL_SPACES = ("auto", "dataset", "imagenet")
 STRATEGIES = ("mirrored", "multiworker")  # one machine's devices | the cluster in TF_CONFIG
+# How multiworker training splits the train split: every worker reads it all (data) or its own shards (file);
+# auto: file when there are at least as many train shards as workers.
+INPUT_SHARDINGS = ("auto", "data", "file")
 # The learning-rate sweep's candidates, log-spaced around each optimizer's usual range.
 SWEEP_RATES = {"sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003), "momentum": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
                "adam": (0.03, 0.01, 0.003, 0.001, 0.0003)}
@@ -149,6 +152,7 @@ class TrainConfig:
     devices: tuple[str, ...] | None = None  # None: every local GPU, else the CPU
     strategy: str = "mirrored"  # or "multiworker": one process per machine of the cluster in TF_CONFIG
     collective_timeout: float = 600.0  # multiworker: seconds a worker waits for the others at a collective op
+    input_sharding: str = "auto"  # multiworker: auto | data | file; see pipeline.training.distribute
     shuffle_buffer: int = 10000  # examples in the training shuffle buffer, at most ...
     shuffle_buffer_mb: float = 1024.0  # ... and at most this many MiB of them (records of deep nodes are large)
     # A split whose decoded bottlenecks fit in this many MiB is decoded once and kept in memory.
@@ -188,6 +192,12 @@ class TrainConfig:
         if self.shuffle_buffer < 1 or self.shuffle_buffer_mb <= 0:
             raise ValueError(f"--shuffle-buffer must be at least 1 and --shuffle-buffer-mb positive, got "
                              f"{self.shuffle_buffer} and {self.shuffle_buffer_mb}")
+        if self.input_sharding not in INPUT_SHARDINGS:
+            raise ValueError(f"--input-sharding must be one of {', '.join(INPUT_SHARDINGS)}, "
+                             f"got {self.input_sharding!r}")
+        if self.strategy != "multiworker" and self.input_sharding != "auto":
+            raise ValueError("--input-sharding is for --strategy multiworker: on one machine every replica's batch "
+                             "comes from one stream; drop --input-sharding")
         if self.collective_timeout <= 0:
             raise ValueError(f"--collective-timeout must be positive, got {self.collective_timeout}")
 

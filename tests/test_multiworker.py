@@ -1,4 +1,4 @@
-"""--strategy multiworker: two worker processes on loopback ports train like one machine; a lost worker, resume."""
+"""--strategy multiworker on two loopback worker processes: data and file input sharding, a lost worker, resume."""
 
 import dataclasses
 import glob
@@ -17,6 +17,8 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from pipeline import config as config_lib
 from pipeline.offline import extract
+from pipeline.training import distribute
+from pipeline.training import prepare as prepare_lib
 from pipeline.training import train
 from tests import conftest
 from tools import train_block_by_block
@@ -26,6 +28,8 @@ STAGE = "stage0_pool"
 FLAGS = ["--stages", "pool", "--batch-size", "4", "--eval-every-steps", "2", "--max-epochs-per-stage", "10",
          "--plateau-epochs", "100", "--no-progress"]
 MULTIWORKER = ["--strategy", "multiworker", "--collective-timeout", "120"]
+# Only DATA sharding makes two workers train like one machine.
+DATA_FLAGS = [*FLAGS, "--input-sharding", "data"]
 # Measured: the two runs' weights differ by under 2e-9 (weights of about 1e-2); only the order of the
 # sums in the gradient's all-reduce differs.
 WEIGHTS_RTOL, WEIGHTS_ATOL = 1e-5, 1e-7
@@ -55,11 +59,11 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _start_workers(records, logdir, tmp_path) -> list[tuple[subprocess.Popen, str, str]]:
+def _start_workers(records, logdir, tmp_path, flags) -> list[tuple[subprocess.Popen, str, str]]:
     """The trainer's command in two processes of one cluster, each with its own TMPDIR and log file."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     command = [sys.executable, "-m", "tools.train_block_by_block", "--records", records, "--logdir", str(logdir),
-               *FLAGS, *MULTIWORKER]
+               *flags, *MULTIWORKER]
     workers = []
     for index in range(2):
         scratch = tmp_path / f"tmp{index}"
@@ -114,7 +118,7 @@ def _stage_outcome(results: dict) -> tuple:
 def two_workers(one_shard_records, tmp_path_factory):
     """An uninterrupted run of two workers."""
     tmp_path = tmp_path_factory.mktemp("two_workers")
-    workers = _start_workers(one_shard_records, tmp_path / "run", tmp_path)
+    workers = _start_workers(one_shard_records, tmp_path / "run", tmp_path, DATA_FLAGS)
     for returncode, log in _finish(workers):
         assert returncode == 0, log[-3000:]
     return tmp_path / "run", [scratch for _, _, scratch in workers]
@@ -149,7 +153,7 @@ def test_two_workers_reach_the_weights_of_one_machine_and_only_the_chief_writes(
 def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(one_shard_records, two_workers,
                                                                              tmp_path):
     logdir = tmp_path / "run"
-    workers = _start_workers(one_shard_records, logdir, tmp_path)
+    workers = _start_workers(one_shard_records, logdir, tmp_path, DATA_FLAGS)
     marker = logdir / "checkpoints" / STAGE / "latest" / "checkpoint"
     deadline = time.time() + 300
     while not (marker.exists() and "ckpt-2" in marker.read_text()) and time.time() < deadline:
@@ -169,7 +173,7 @@ def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(on
 
     train_logs = logdir / STAGE / "train"
     before = set(glob.glob(str(train_logs / "events.out.tfevents.*")))
-    for returncode, log in _finish(_start_workers(one_shard_records, logdir, tmp_path)):
+    for returncode, log in _finish(_start_workers(one_shard_records, logdir, tmp_path, DATA_FLAGS)):
         assert returncode == 0, log[-3000:]
     (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - before
     rerun_losses = _losses(rerun_events)
@@ -182,6 +186,167 @@ def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(on
     straight = json.loads((straight_logdir / "results.json").read_text())
     assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
     _assert_same_weights(str(logdir), str(straight_logdir))
+
+
+@pytest.fixture(scope="module")
+def three_shard_records(tmp_path_factory):
+    """Two nodes of 18 tiny images, the train split in 3 shards: over 2 workers, one reads 2 and the other 1."""
+    root = tmp_path_factory.mktemp("file_sharding_records")
+    conftest.write_random_images(str(root / "images"), per_class=6)
+    config = dataclasses.replace(config_lib.tiny(str(root / "records"), str(root / "images")),
+                                 backbone="resnet50_v2", nodes=conftest.TRAIN_STAGES, num_shards=3,
+                                 validation_percent=30, test_percent=0)
+    extract.make_tfrecords(config)
+    train_split = json.loads((root / "records" / "manifest.json").read_text())["splits"]["train"]
+    counts = [shard["num_records"] for shard in train_split["shards"]]
+    assert len(counts) == 3 and counts[0] + counts[2] != counts[1], "the workers hold different numbers of records"
+    return config.out_dir
+
+
+FILE_CHOICE = "input sharding: file (3 train shards over 2 workers: each reads its own 1 or 2)"
+
+
+@pytest.fixture(scope="module")
+def file_sharded_run(three_shard_records, tmp_path_factory):
+    """An uninterrupted run of two workers that each read their own train shards (auto picks file)."""
+    tmp_path = tmp_path_factory.mktemp("file_sharded")
+    outcomes = _finish(_start_workers(three_shard_records, tmp_path / "run", tmp_path, FLAGS))
+    for returncode, log in outcomes:
+        assert returncode == 0, log[-3000:]
+    return tmp_path / "run", [log for _, log in outcomes]
+
+
+def test_file_sharding_trains_each_worker_on_its_own_shards(three_shard_records, file_sharded_run, tmp_path,
+                                                            monkeypatch):
+    logdir, logs = file_sharded_run
+    for log in logs:
+        assert FILE_CHOICE in log.splitlines(), log[-3000:]
+    results = json.loads((logdir / "results.json").read_text())
+    assert (results["workers"], results["replicas"], results["input_sharding"]) == (2, 2, "file")
+    assert results["stages"][0]["steps"] == 40
+
+    # One machine fed, at every step, worker 0's next 2 records of shards 0 and 2 beside worker 1's next 2 of
+    # shard 1 (each stream seeded and repeated on its own) trains as the two workers did. Every worker
+    # reading every shard, or both the same ones, or DATA sharding would each give other batches.
+    original = prepare_lib.stage_dataset
+
+    def two_workers_streams(setup, node, split, *, training, seed=0, start_batch=0, **options):
+        if split != "train":
+            return original(setup, node, split, training=training, seed=seed, start_batch=start_batch, **options)
+        assert start_batch == 0
+        workers = [original(setup, node, split, training=True, seed=seed, batch_size=2, file_shard=(2, index))
+                   for index in (0, 1)]
+        return tf.data.Dataset.zip(*workers).map(
+            lambda first, second: tuple(tf.concat(parts, axis=0) for parts in zip(first, second)))
+
+    monkeypatch.setattr(prepare_lib, "stage_dataset", two_workers_streams)
+    single = dataclasses.replace(train_block_by_block.parse_flags(
+        ["--records", three_shard_records, "--logdir", str(tmp_path / "single"), "--devices", "/cpu:0", *FLAGS]),
+        export=False)
+    reference = train.train_and_evaluate(single)
+    assert _stage_outcome(results) == pytest.approx(_stage_outcome(reference), rel=1e-6)
+    _assert_same_weights(str(logdir), single.logdir)
+    losses, reference_losses = _losses(logdir / STAGE / "train"), _losses(tmp_path / "single" / STAGE / "train")
+    assert sorted(losses) == sorted(reference_losses) == list(range(2, 41, 2))
+    np.testing.assert_allclose([losses[step] for step in sorted(losses)],
+                               [reference_losses[step] for step in sorted(losses)], rtol=1e-5)
+
+
+def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(three_shard_records, file_sharded_run, tmp_path):
+    logdir = tmp_path / "run"
+    workers = _start_workers(three_shard_records, logdir, tmp_path, FLAGS)
+    marker = logdir / "checkpoints" / STAGE / "latest" / "checkpoint"
+    deadline = time.time() + 300
+    while not (marker.exists() and re.search(r'"ckpt-([2-9]|1\d)"', marker.read_text())) and time.time() < deadline:
+        assert all(process.poll() is None for process, _, _ in workers), open(workers[0][1]).read()[-3000:]
+        time.sleep(0.01)
+    for process, _, _ in workers:
+        process.kill()
+    _finish(workers)
+    resume_step = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', marker.read_text()).group(1))
+    assert 2 <= resume_step < 40 and not (logdir / "results.json").exists(), "killed inside the stage"
+
+    train_logs = logdir / STAGE / "train"
+    before = set(glob.glob(str(train_logs / "events.out.tfevents.*")))
+    for returncode, log in _finish(_start_workers(three_shard_records, logdir, tmp_path, FLAGS)):
+        assert returncode == 0 and FILE_CHOICE in log.splitlines(), log[-3000:]
+    (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - before
+    rerun_losses = _losses(rerun_events)
+    assert min(rerun_losses) == resume_step + 2, "the rerun starts at the last checkpoint, not from scratch"
+    straight_logdir, _ = file_sharded_run
+    straight_losses = _losses(straight_logdir / STAGE / "train")
+    for step, loss in rerun_losses.items():
+        assert loss == pytest.approx(straight_losses[step], rel=1e-5), step
+    resumed = json.loads((logdir / "results.json").read_text())
+    straight = json.loads((straight_logdir / "results.json").read_text())
+    assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
+    _assert_same_weights(str(logdir), str(straight_logdir))
+
+
+def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
+    stages = ",".join(conftest.TRAIN_STAGES)
+    # One branch and one epoch a stage: most of the time goes to each seed's export, on every worker.
+    flags = ["--stages", stages, "--seeds", "2", "--branches", "0", "--batch-size", "4", "--eval-every-steps", "2",
+             "--max-epochs-per-stage", "1", "--plateau-epochs", "100", "--no-progress"]
+    outcomes = _finish(_start_workers(three_shard_records, tmp_path / "run", tmp_path, flags))
+    summaries = []
+    for returncode, log in outcomes:
+        # Both got past every stage's agreement check (where it resumed, where it ended), or neither would exit 0.
+        assert returncode == 0 and FILE_CHOICE in log.splitlines(), log[-3000:]
+        summary = [line for line in log.splitlines() if line.startswith("train_block_by_block:")][-1]
+        summaries.append(re.sub(r", \d+ s\)", ")", summary))  # all but the wall time
+    assert summaries[0] == summaries[1] and "Mean ± sd over seeds [0, 1]" in summaries[0], summaries
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [stage["node"] for stage in results["stages"]] == list(conftest.TRAIN_STAGES)
+    assert all(len(stage["best_top1_per_seed"]) == 2 for stage in results["stages"])
+    for seed in (0, 1):
+        per_seed = json.loads((tmp_path / "run" / f"seed{seed}" / "results.json").read_text())
+        assert [stage["node"] for stage in per_seed["stages"]] == list(conftest.TRAIN_STAGES), seed
+        assert [stage["steps"] for stage in per_seed["stages"]] == [4, 4] and per_seed["workers"] == 2
+
+
+def test_auto_reads_every_record_on_every_worker_when_shards_are_fewer_than_workers(one_shard_records, tmp_path):
+    flags = [*FLAGS, "--max-epochs-per-stage", "0.5"]
+    for returncode, log in _finish(_start_workers(one_shard_records, tmp_path / "run", tmp_path, flags)):
+        assert returncode == 0, log[-3000:]
+        assert ("input sharding: data (1 train shard for 2 workers: every worker reads every record; make-tfrecords "
+                "--num-shards >= 2 lets each read only its own)") in log.splitlines(), log[-3000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["stages"][0]["steps"] == 2
+
+
+def test_file_sharding_with_fewer_shards_than_workers_is_one_line(one_shard_records, tmp_path):
+    outcomes = _finish(_start_workers(one_shard_records, tmp_path / "run", tmp_path,
+                                      [*FLAGS, "--input-sharding", "file"]))
+    for returncode, log in outcomes:
+        last_line = log.strip().splitlines()[-1]
+        assert returncode == 2 and last_line == (
+            "train_block_by_block: error: --input-sharding file gives each worker its own shards, and the records "
+            "hold 1 train shard for 2 workers: rerun make-tfrecords with --num-shards 2 or more, or use "
+            "--input-sharding data"), log[-3000:]
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize("requested, shards, batch, expected", [
+    ("auto", 8, 4, ("file", "input sharding: file (8 train shards over 2 workers: each reads its own 4)")),
+    ("file", 3, 4, ("file", "input sharding: file (3 train shards over 2 workers: each reads its own 1 or 2)")),
+    ("auto", 1, 4, ("data", "input sharding: data (1 train shard for 2 workers: every worker reads every record; "
+                            "make-tfrecords --num-shards >= 2 lets each read only its own)")),
+    ("auto", 8, 5, ("data", "input sharding: data (--batch-size 5 does not split evenly over 2 replicas: every "
+                            "worker reads every record)")),
+    ("data", 8, 4, ("data", "input sharding: data (as asked: every worker reads every record and keeps its "
+                            "replicas' part)")),
+])
+def test_the_input_sharding_choice_says_why(requested, shards, batch, expected):
+    assert distribute.choose_input_sharding(requested, shards, 2, batch, 2) == expected
+
+
+def test_explicit_file_sharding_that_cannot_be_names_the_fix(capsys):
+    with pytest.raises(ValueError, match=r"--batch-size 5 is not a multiple of the 2 replicas: pass a multiple of 2, "
+                                         r"or use --input-sharding data$"):
+        distribute.choose_input_sharding("file", 8, 2, 5, 2)
+    with pytest.raises(SystemExit):
+        train_block_by_block.parse_flags(["--records", "r", "--logdir", "l", "--input-sharding", "file"])
+    assert "--input-sharding is for --strategy multiworker" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tf_config, message", [

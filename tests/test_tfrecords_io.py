@@ -283,6 +283,29 @@ def test_a_resumed_stream_continues_the_same_batches(tmp_path, cache_decoded):
     assert whole[:NUM_IMAGES] != whole[NUM_IMAGES:2 * NUM_IMAGES]  # reshuffled every epoch
 
 
+def test_a_file_shard_reads_its_own_shards_only_seeded_and_resumable(tmp_path):
+    records_dir = str(_write_records(tmp_path))  # 8 records in 3 shards of 2, 3 and 3
+    image_ids = sorted(IMAGES)
+    plan = shards.plan_shards(image_ids, 3)
+    own = [sorted(image_ids[index] for shard in plan[reader_index::2] for index in shard) for reader_index in (0, 1)]
+    assert [len(ids) for ids in own] == [5, 3]
+    for reader_index in (0, 1):
+        seen = _check_batches(reader.make_dataset(records_dir, "pool", "train", batch_size=2, with_ids=True,
+                                                  file_shard=(2, reader_index)), "pool")
+        assert sorted(seen) == own[reader_index]
+
+    def stream(start_batch):
+        return reader.make_dataset(records_dir, "pool", "train", batch_size=2, shuffle=True, seed=5, repeat=True,
+                                   drop_remainder=True, with_ids=True, shuffle_buffer=8, start_batch=start_batch,
+                                   file_shard=(2, 0))
+    whole = _check_batches(stream(0).take(6), "pool")
+    assert _check_batches(stream(0).take(6), "pool") == whole  # seeded: the same stream on every build
+    assert _check_batches(stream(3).take(3), "pool") == whole[6:]  # a resume continues the same batches
+    assert sorted(whole[:5]) == own[0] == sorted(whole[5:10])
+    with pytest.raises(ValueError, match=r"file_shard \(4, 0\) needs 0 <= index < readers <= the 3 shards"):
+        reader.make_dataset(records_dir, "pool", "train", batch_size=2, file_shard=(4, 0))
+
+
 def test_manifest_errors_name_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="run make_tfrecords first"):
         reader.make_dataset(str(tmp_path), "pool", "train", batch_size=2)

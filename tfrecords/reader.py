@@ -63,7 +63,7 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
                  branches: tuple[int, ...] | None = None, with_ids: bool = False,
                  shuffle_buffer: int = 1000, shuffle_buffer_bytes: float | None = None, start_batch: int = 0,
-                 cache_decoded: bool = False) -> tf.data.Dataset:
+                 cache_decoded: bool = False, file_shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]).
 
     Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32 here.
@@ -74,6 +74,8 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     bytes of them (see shuffle_records).
     `cache_decoded` decodes each record once and keeps the decoded split in memory for later epochs
     (for a split that fits in memory; then shuffling and resuming act on decoded examples).
+    `file_shard=(n, i)` reads only shards i, i + n, i + 2n, ...: reader i's share when n readers split the
+    files; seeding and `start_batch` then act on that share alone.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
@@ -90,6 +92,12 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
         if not branches or not all(0 <= branch < shape[0] for branch in branches):
             raise ValueError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
     paths = manifest.shard_paths(records_dir, node, split)
+    if file_shard is not None:
+        count, index = file_shard
+        if not 0 <= index < count <= len(paths):
+            raise ValueError(f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
+                             f"{node}/{split}")
+        paths = paths[index::count]  # before the file shuffle: a seeded order of this reader's own files
     compression = manifest.compression
 
     files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))

@@ -52,6 +52,10 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
     parser.add_argument("--collective-timeout", type=float, default=defaults.collective_timeout,
                         help="multiworker: seconds a worker waits for the others before the run stops "
                              "(default: %(default)s)")
+    parser.add_argument("--input-sharding", choices=config_lib.INPUT_SHARDINGS, default=defaults.input_sharding,
+                        help="multiworker: data: every worker reads every record and keeps its part of each batch "
+                             "(the single-machine run); file: each worker reads only its own train shards; auto: "
+                             "file when there are at least as many train shards as workers (default: %(default)s)")
     parser.add_argument("--cache-mb", type=float, default=defaults.cache_mb,
                         help="keep a split's decoded bottlenecks in memory when they fit in this many MiB "
                              "(default: %(default)s; 0 decodes every epoch)")
@@ -80,7 +84,7 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             head_init=flags.head_init, imagenet_labels=flags.imagenet_labels, label_space=flags.label_space,
             train_batchnorm=flags.train_batchnorm, devices=tools.comma_separated(flags.devices),
             strategy=flags.strategy, collective_timeout=flags.collective_timeout,
-            cache_mb=flags.cache_mb, shuffle_buffer=flags.shuffle_buffer,
+            input_sharding=flags.input_sharding, cache_mb=flags.cache_mb, shuffle_buffer=flags.shuffle_buffer,
             shuffle_buffer_mb=flags.shuffle_buffer_mb, seed=flags.seed,
             progress=not flags.no_progress)
     except ValueError as error:

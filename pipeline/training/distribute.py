@@ -4,6 +4,11 @@
 the cluster in TF_CONFIG, one process per machine, each running the same command. There the chief alone
 keeps what is written; every other worker writes the same files under a scratch folder of its own, removed
 at the end (saving distributed variables may need every worker, so each one saves).
+
+Input across workers: validation (and every evaluation) uses DATA sharding, so that each worker's metrics
+after the all-reduce are the same. The train split uses DATA sharding too (`--input-sharding data`: the run
+is the one a single machine makes, but every worker reads every record) or file sharding (`file`: each
+worker reads only its own shard files, 1/N of the bytes, its own seeded stream).
 """
 
 import functools
@@ -122,6 +127,62 @@ def distribute_dataset(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def choose_input_sharding(requested: str, num_shards: int, workers: int, global_batch: int, replicas: int
+                          ) -> tuple[str, str]:
+    """How `workers` workers split a train split of `num_shards` shards: (data or file, one line saying why).
+
+    `auto` takes file when every worker gets at least one shard (and the global batch splits evenly over
+    the replicas), else data; an explicit `file` that cannot be is a ValueError naming the fix.
+    """
+    shards = f"{num_shards} train shard{'s' if num_shards != 1 else ''}"
+    if requested == "data":
+        return "data", "input sharding: data (as asked: every worker reads every record and keeps its replicas' part)"
+    if num_shards < workers:
+        if requested == "file":
+            raise ValueError(f"--input-sharding file gives each worker its own shards, and the records hold "
+                             f"{shards} for {workers} workers: rerun make-tfrecords with --num-shards {workers} or "
+                             f"more, or use --input-sharding data")
+        return "data", (f"input sharding: data ({shards} for {workers} workers: every worker reads every record; "
+                        f"make-tfrecords --num-shards >= {workers} lets each read only its own)")
+    if global_batch % replicas:
+        if requested == "file":
+            raise ValueError(f"--input-sharding file splits each worker's batches evenly over the replicas, and "
+                             f"--batch-size {global_batch} is not a multiple of the {replicas} replicas: pass a "
+                             f"multiple of {replicas}, or use --input-sharding data")
+        return "data", (f"input sharding: data (--batch-size {global_batch} does not split evenly over {replicas} "
+                        f"replicas: every worker reads every record)")
+    fewest, most = num_shards // workers, -(-num_shards // workers)
+    own = f"{fewest}" if fewest == most else f"{fewest} or {most}"
+    return "file", f"input sharding: file ({shards} over {workers} workers: each reads its own {own})"
+
+
+def distribute_training_dataset(strategy: tf.distribute.Strategy, make_dataset, global_batch: int, start_step: int,
+                                by_files: bool):
+    """Each replica's part of every global batch of a repeated training stream, from step `start_step` on.
+
+    `make_dataset(batch_size, start_batch, file_shard)` builds the stream: batches of `batch_size`, the first
+    `start_batch` of them skipped, read from the shards `file_shard` = (n, i) names (None: every shard).
+    Without `by_files` every worker builds the global stream and keeps its replicas' part (DATA sharding).
+    With it, worker i of N reads shards i, i + N, ... into batches of one replica's share, which its
+    replicas take in turn; its stream is repeated, so a worker with fewer records than another simply
+    starts its next pass sooner, and every worker runs the same number of steps.
+    """
+    if not by_files:
+        return distribute_dataset(strategy, make_dataset(global_batch, start_step, None))
+    # The file list is split in the reader, not by tf.data's FILE auto-shard policy: the stream the reader
+    # builds is then the very one the worker trains on, so its seeded order is a function of the worker's
+    # own files and `start_batch` counts the worker's own batches (a resume skips exactly what it trained
+    # on). FILE auto-sharding rewrites the pipeline after the reader and then cuts global batches into
+    # replica batches, so the reader's skip would count in batches the worker never sees.
+    local_replicas = len(strategy.extended.worker_devices)
+
+    def worker_stream(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(context.get_per_replica_batch_size(global_batch), start_step * local_replicas,
+                            (context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(worker_stream)
 
 
 def check_agreement(strategy: tf.distribute.Strategy, what: str, values: tuple[int, ...]) -> None:

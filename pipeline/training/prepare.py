@@ -168,8 +168,12 @@ def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:
 
 
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
-                  branches=None) -> tf.data.Dataset:
-    """Batches of (bottlenecks, labels in the head's class space) of one split at one node."""
+                  branches=None, batch_size: int | None = None, file_shard: tuple[int, int] | None = None
+                  ) -> tf.data.Dataset:
+    """Batches of (bottlenecks, labels in the head's class space) of one split at one node.
+
+    Batches are of the global batch unless `batch_size` is given; `file_shard` as in reader.make_dataset.
+    """
     config = setup.config
     branches = branches or setup.branches
     example_shape = setup.manifest.node(node).shape
@@ -177,10 +181,10 @@ def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: 
     if training and decoded_mb > config.cache_mb and config.progress and reader.loaded_allocator() == "malloc":
         _suggest_allocator()
     dataset = reader.make_dataset(
-        config.records_dir, node, split, config.batch_size, shuffle=training, seed=seed, repeat=training,
+        config.records_dir, node, split, batch_size or config.batch_size, shuffle=training, seed=seed, repeat=training,
         drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
         shuffle_buffer_bytes=config.shuffle_buffer_mb * 2**20, start_batch=start_batch,
-        cache_decoded=decoded_mb <= config.cache_mb)
+        cache_decoded=decoded_mb <= config.cache_mb, file_shard=file_shard)
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 

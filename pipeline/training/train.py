@@ -35,6 +35,7 @@ from pipeline.training import steps as steps_lib
 from pipeline.training import tensorboard_logs
 from pipeline.training import topology
 from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
 RESULTS_NAME = "results.json"
@@ -58,8 +59,10 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
     if config.strategy != "multiworker":
         return _train(config, stop, announce)
     # Before anything else: collective ops can only be set up before TensorFlow has run an op.
-    distribute.make_strategy(config.strategy, collective_timeout=config.collective_timeout)
+    strategy = distribute.make_strategy(config.strategy, collective_timeout=config.collective_timeout)
     try:
+        if distribute.num_workers() > 1:
+            config = _choose_input_sharding(config, strategy)
         return _train(config, stop, announce)
     except distribute.PEER_ERRORS as error:
         if not distribute.is_peer_failure(error):
@@ -68,6 +71,16 @@ def train_and_evaluate(config: config_lib.TrainConfig, stop: interrupt.StopReque
             from None
     finally:
         distribute.remove_scratch()
+
+
+def _choose_input_sharding(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy
+                           ) -> config_lib.TrainConfig:
+    """The config with its input sharding resolved to data or file for this cluster, said in one line."""
+    num_shards = manifest_lib.Manifest.read(config.records_dir).split("train").num_shards
+    sharding, reason = distribute.choose_input_sharding(config.input_sharding, num_shards, distribute.num_workers(),
+                                                        config.batch_size, strategy.num_replicas_in_sync)
+    print(reason)
+    return dataclasses.replace(config, input_sharding=sharding)
 
 
 def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, announce: bool = True,
@@ -119,6 +132,7 @@ def _new_results(setup: prepare_lib.Setup) -> dict:
             "global_batch_size": setup.config.batch_size, "replicas": setup.strategy.num_replicas_in_sync,
             **({} if setup.backbone.has_classifier else {"baseline_note": NO_CLASSIFIER_NOTE}),
             "workers": distribute.num_workers(),
+            **({"input_sharding": config.input_sharding} if distribute.num_workers() > 1 else {}),
             "stages": []}
 
 
@@ -192,8 +206,9 @@ def _check_config(config: config_lib.TrainConfig) -> None:
     os.makedirs(distribute.writable(config.logdir), exist_ok=True)
     settings = {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(config).items()
-                # Resuming on other devices or machines (or without a progress bar) is still the same run.
-                if key not in ("progress", "export", "devices", "strategy", "collective_timeout")}
+                # Resuming on other devices or machines, with another input sharding (or without a progress bar)
+                # is still the same run.
+                if key not in ("progress", "export", "devices", "strategy", "collective_timeout", "input_sharding")}
     path = os.path.join(config.logdir, "config.json")
     stored = fileio.read_json(path)
     if stored is None:
@@ -251,8 +266,9 @@ class _StageRun:
         step = int(state["step"].numpy())
         if step == 0 and state["best_top1"].numpy() < 0:  # the stage's starting point counts as a candidate
             self._evaluate_and_save(0)
-        train = iter(distribute.distribute_dataset(self.setup.strategy, prepare_lib.stage_dataset(
-            self.setup, stage.node, "train", training=True, seed=config.seed + stage.index, start_batch=step)))
+        train = iter(distribute.distribute_training_dataset(
+            self.setup.strategy, self._training_stream, config.batch_size, step,
+            by_files=distribute.num_workers() > 1 and config.input_sharding == "file"))
         interval = np.zeros(3)  # loss, correct, steps since the last evaluation
         with tqdm.tqdm(total=max_steps, initial=step, unit="step", disable=not config.progress,
                        desc=f"{stage.name} lr={stage.learning_rate:g}") as bar, \
@@ -283,6 +299,11 @@ class _StageRun:
                 "best_top1": float(state["best_top1"].numpy()), "best_top5": float(state["best_top5"].numpy()),
                 "best_loss": float(state["best_loss"].numpy()), "checkpoint": self.best_path,
                 "seconds": self._seconds(), "ended_by": ended_by}
+
+    def _training_stream(self, batch_size: int, start_batch: int, file_shard: tuple[int, int] | None):
+        return prepare_lib.stage_dataset(self.setup, self.stage.node, "train", training=True,
+                                         seed=self.config.seed + self.stage.index, start_batch=start_batch,
+                                         batch_size=batch_size, file_shard=file_shard)
 
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
