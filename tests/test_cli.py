@@ -61,6 +61,7 @@ def test_train_shuffle_buffer_flags(tmp_path):
     base = ["--records", str(tmp_path), "--logdir", str(tmp_path / "run")]
     config = train_block_by_block.parse_flags(base + ["--shuffle-buffer", "500", "--shuffle-buffer-mb", "64"])
     assert (config.shuffle_buffer, config.shuffle_buffer_mb) == (500, 64.0)
+    assert config.export and not train_block_by_block.parse_flags(base + ["--no-export"]).export
     for wrong in (["--shuffle-buffer", "0"], ["--shuffle-buffer-mb", "0"]):
         with pytest.raises(SystemExit) as raised:
             train_block_by_block.parse_flags(base + wrong)

@@ -285,9 +285,8 @@ def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(three_shard_r
 
 def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
     stages = ",".join(conftest.TRAIN_STAGES)
-    # One branch and one epoch a stage: most of the time goes to each seed's export, on every worker.
     flags = ["--stages", stages, "--seeds", "2", "--branches", "0", "--batch-size", "4", "--eval-every-steps", "2",
-             "--max-epochs-per-stage", "1", "--plateau-epochs", "100", "--no-progress"]
+             "--max-epochs-per-stage", "1", "--plateau-epochs", "100", "--no-export", "--no-progress"]
     outcomes = _finish(_start_workers(three_shard_records, tmp_path / "run", tmp_path, flags))
     summaries = []
     for returncode, log in outcomes:

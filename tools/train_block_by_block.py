@@ -66,6 +66,8 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--seeds", type=int, default=defaults.seeds,
                         help="independent runs (LOGDIR/seed<k>), reported as mean ± sd (default: %(default)s)")
+    parser.add_argument("--no-export", action="store_true",
+                        help="write no raw-image model into LOGDIR/export (sweeps, seeds, tests)")
     parser.add_argument("--no-progress", action="store_true")
     flags = parser.parse_args(argv)
     try:
@@ -86,7 +88,7 @@ def parse_flags(argv=None) -> config_lib.TrainConfig:
             strategy=flags.strategy, collective_timeout=flags.collective_timeout,
             input_sharding=flags.input_sharding, cache_mb=flags.cache_mb, shuffle_buffer=flags.shuffle_buffer,
             shuffle_buffer_mb=flags.shuffle_buffer_mb, seed=flags.seed,
-            progress=not flags.no_progress)
+            export=not flags.no_export, progress=not flags.no_progress)
     except ValueError as error:
         parser.error(str(error))
 
