@@ -111,6 +111,13 @@ SWEEP_RATES = {"sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003), "momentum": (0.3, 0.1,
                "adam": (0.03, 0.01, 0.003, 0.001, 0.0003)}
 
 
+def check_local_output(flag: str, path: str) -> None:
+    """Output folders are written with local file operations (atomic renames, fsync, shutil): no URLs."""
+    if "://" in path:
+        raise ValueError(f"{flag} {path}: write the run to a local or shared-filesystem path (a bucket can be "
+                         "mounted with gcsfuse or mountpoint-s3); only --records may be a URL")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The block-by-block trainer: which records, which stages and branches, and the thesis's schedule.
@@ -163,6 +170,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        check_local_output("--logdir", self.logdir)
         if self.optimizer not in SWEEP_RATES:
             raise ValueError(f"--optimizer must be one of {', '.join(SWEEP_RATES)}, got {self.optimizer!r}")
         if self.fusion not in FUSIONS or self.head not in HEADS:
@@ -360,6 +368,7 @@ class CompareConfig:
     progress: bool = True
 
     def __post_init__(self):
+        check_local_output("--out-dir", self.out_dir)
         unknown = [fusion for fusion in self.fusions if fusion not in FUSIONS]
         if unknown or len(set(self.fusions)) != len(self.fusions):
             raise ValueError(f"--fusions must list distinct fusions of {', '.join(FUSIONS)}, got {self.fusions}")

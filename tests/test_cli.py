@@ -62,7 +62,7 @@ def test_train_shuffle_buffer_flags(tmp_path):
     config = train_block_by_block.parse_flags(base + ["--shuffle-buffer", "500", "--shuffle-buffer-mb", "64"])
     assert (config.shuffle_buffer, config.shuffle_buffer_mb) == (500, 64.0)
     assert config.export and not train_block_by_block.parse_flags(base + ["--no-export"]).export
-    for wrong in (["--shuffle-buffer", "0"], ["--shuffle-buffer-mb", "0"]):
+    for wrong in (["--shuffle-buffer", "0"], ["--shuffle-buffer-mb", "0"], ["--logdir", "gs://bucket/run"]):
         with pytest.raises(SystemExit) as raised:
             train_block_by_block.parse_flags(base + wrong)
         assert raised.value.code == 2
