@@ -1,8 +1,9 @@
 """The supported backbones: builder, preprocessing, input sizes, node catalogue and weight loading.
 
-Backbones come from three sources: a keras.applications name (`inception_v3`, ...), `savedmodel:PATH` (a local
-TF2 SavedModel) and `hub:HANDLE` (a TF-Hub or Kaggle Models handle, resolved and cached by tensorflow_hub). The
-last two are image feature vector models: their one node is `pool`, and they have no ImageNet classifier.
+Backbones come from three sources: a keras.applications name (`inception_v3`, ...), `savedmodel:PATH` (a TF2
+SavedModel, in a local folder or at a URL such as gs://) and `hub:HANDLE` (a TF-Hub or Kaggle Models handle,
+resolved and cached by tensorflow_hub). The last two are image feature vector models: their one node is `pool`,
+and they have no ImageNet classifier.
 """
 
 import dataclasses
@@ -12,6 +13,7 @@ import os
 from typing import Callable
 
 import keras
+import tensorflow as tf
 
 from bottlenecks import savedmodel
 
@@ -135,7 +137,7 @@ def check_input_range(input_range) -> tuple[float, float]:
 def _feature_vector_backbone(source: str, location: str, input_range) -> Backbone:
     if not location:
         raise ValueError(f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon")
-    if source == SAVEDMODEL:  # recorded in the manifest, so that the trainer finds it from anywhere
+    if source == SAVEDMODEL and not _is_url(location):  # recorded in the manifest: the trainer finds it from anywhere
         location = os.path.abspath(os.path.expanduser(location))
     low, high = check_input_range(input_range)
     return Backbone(
@@ -174,10 +176,12 @@ def check_input_size(backbone: Backbone, input_size: int | None) -> int:
     return size
 
 
-def build(backbone: Backbone, weights: str | None, input_size: int | None = None) -> keras.Model:
+def build(backbone: Backbone, weights: str | None, input_size: int | None = None,
+          weights_file: str | None = None) -> keras.Model:
     """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none.
 
-    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool.
+    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool. Keras loads only
+    local files: for weights given as a URL, weights_file is the local copy to load.
     """
     size = check_input_size(backbone, input_size)
     if backbone.source != KERAS:
@@ -196,19 +200,21 @@ def build(backbone: Backbone, weights: str | None, input_size: int | None = None
     else:
         model = backbone.builder(weights=None, input_shape=(size, size, 3))
         if weights_kind == "file":
-            _load_weights_file(model, weights, backbone)
+            _load_weights_file(model, weights, weights_file or weights, backbone)
     model.trainable = False
     return model
 
 
-def rebuild(name: str, weights: dict, input_size: int, seed: int = 0, input_range=None) -> keras.Model:
+def rebuild(name: str, weights: dict, input_size: int, seed: int = 0, input_range=None,
+            weights_file: str | None = None) -> keras.Model:
     """The backbone with the very weights some bottlenecks were made with, from their recorded identity.
 
     weights is weights_identity()'s record (with the file's sha256), or model_identity()'s for hub: and
-    savedmodel: backbones; random weights are remade from the seed they were drawn with.
+    savedmodel: backbones; random weights are remade from the seed they were drawn with. weights_file is
+    as for build.
     """
     backbone = get_backbone(name, input_range)
-    if backbone.source == SAVEDMODEL and not os.path.isdir(backbone.location):
+    if backbone.source == SAVEDMODEL and not tf.io.gfile.isdir(backbone.location):
         raise FileNotFoundError(f"the records were made with the SavedModel {backbone.location}, which is gone; "
                                 f"put it back (the sha256 of its files is {weights.get('sha256')})")
     if backbone.source != KERAS:
@@ -218,12 +224,12 @@ def rebuild(name: str, weights: dict, input_size: int, seed: int = 0, input_rang
         source = "none"
     elif weights["kind"] == "file":
         source = weights["path"]
-        if not os.path.isfile(source):
+        if not os.path.isfile(weights_file or source):
             raise FileNotFoundError(f"the records were made with weights {source}, which is gone; "
                                     f"put it back (its sha256 is {weights.get('sha256')})")
     else:
         source = "imagenet"
-    return build(backbone, source, input_size)
+    return build(backbone, source, input_size, weights_file)
 
 
 def _build_imagenet_any_size(backbone: Backbone, size: int) -> keras.Model:
@@ -245,12 +251,12 @@ def _download_guard(backbone: Backbone, build_call):
             f"(or --weights none for random weights).") from None
 
 
-def _load_weights_file(model: keras.Model, path: str, backbone: Backbone) -> None:
-    if not os.path.isfile(path):
+def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone: Backbone) -> None:
+    if not os.path.isfile(local_path):
         raise FileNotFoundError(f"--weights {path}: no such file; pass imagenet, none or the path "
                                 f"of a {backbone.name} weights file")
     try:
-        model.load_weights(path)
+        model.load_weights(local_path)
     except Exception as error:
         raise ValueError(f"--weights {path} does not fit {backbone.name} with the classifier "
                          f"({type(error).__name__}: {error})") from None
@@ -277,7 +283,12 @@ def weights_identity(weights: str) -> dict:
         return {"kind": "none"}
     if weights == "imagenet":
         return {"kind": "imagenet"}
-    return {"kind": "file", "path": os.path.abspath(weights)}
+    return {"kind": "file", "path": weights if _is_url(weights) else os.path.abspath(weights)}
+
+
+def _is_url(path: str) -> bool:
+    """gs://, s3://, ...: kept as given, where a local path is made absolute."""
+    return "://" in path
 
 
 @functools.cache

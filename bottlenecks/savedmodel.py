@@ -24,11 +24,11 @@ HUB_INSTALL = ('on tensorflow-cpu, pip install --no-deps "tensorflow-hub>=0.16.1
 
 
 def check_directory(path: str) -> str:
-    """path, when it is a SavedModel's folder."""
-    if not os.path.isdir(path):
+    """path, when it is a SavedModel's folder (a local one, or at a URL tf.io.gfile reads, as tf.saved_model does)."""
+    if not tf.io.gfile.isdir(path):
         raise FileNotFoundError(f"--backbone savedmodel:{path}: no such directory; pass the folder of a TF2 "
                                 f"SavedModel (the one that holds saved_model.pb)")
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise ValueError(f"--backbone savedmodel:{path} is not a SavedModel (it has no saved_model.pb); pass the "
                          f"folder that holds saved_model.pb")
     return path

@@ -147,3 +147,13 @@ def flip_byte(path: str) -> None:
         value = file.read(1)[0]
         file.seek(-1, os.SEEK_CUR)
         file.write(bytes([value ^ 0x01]))
+
+
+def copy_to_url(local_root: str, url: str) -> None:
+    """Copies a local folder tree to url (ram:// in tests, standing in for gs://)."""
+    for root, _, names in os.walk(local_root):
+        relative = os.path.relpath(root, local_root)
+        target = url if relative == "." else f"{url}/{relative}"
+        tf.io.gfile.makedirs(target)  # ram:// lists only folders made explicitly, as a bucket lists prefixes
+        for name in names:
+            tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}")

@@ -1,12 +1,17 @@
 """Backbones: every catalogued node builds with its shape; clear errors for user mistakes."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bottlenecks import cut
 from bottlenecks import registry
+from pipeline import config as config_lib
+from pipeline.offline import extract
+from tfrecords import writer
 
 SMALL_INPUT = {"inception_v3": 75, "resnet50_v2": 32, "mobilenet_v2": 32}
 
@@ -112,3 +117,28 @@ def test_missing_or_mismatched_weights_file(tmp_path):
     resnet.save_weights(path)
     with pytest.raises(ValueError, match="does not fit mobilenet_v2"):
         registry.build(backbone, path, 32)
+
+
+def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path):
+    local = str(tmp_path / "mobilenet.weights.h5")
+    registry.build(registry.get_backbone("mobilenet_v2"), "none", 32).save_weights(local)
+    url = "ram://test_backbones/weights/mobilenet.weights.h5"
+    try:
+        tf.io.gfile.makedirs(os.path.dirname(url))
+        tf.io.gfile.copy(local, url)
+        config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url)
+        backbone = extract.job_backbone(config)
+        model = extract.build_model(config, backbone, 32)
+        copy = extract.local_weights(url)
+        assert extract.local_weights(url) == copy and os.path.basename(copy) == "mobilenet.weights.h5"
+        expected = registry.build(backbone, local, 32)
+        for weights, wanted in zip(model.get_weights(), expected.get_weights()):
+            np.testing.assert_array_equal(weights, wanted)
+        identity = {**registry.weights_identity(url), "sha256": writer.file_sha256(url)}
+        assert identity == {"kind": "file", "path": url, "sha256": writer.file_sha256(local)}
+        rebuilt = registry.rebuild("mobilenet_v2", identity, 32, weights_file=extract.local_weights(identity))
+        np.testing.assert_array_equal(rebuilt.get_weights()[0], expected.get_weights()[0])
+        with pytest.raises(FileNotFoundError, match=f"--weights {url}x: no such file"):
+            extract._check_weights_file(dataclasses.replace(config, weights=url + "x"), backbone)
+    finally:
+        tf.io.gfile.rmtree("ram://test_backbones")

@@ -1,23 +1,35 @@
-"""The Beam runner (DirectRunner) against the local runner: the same records, manifest, quarantine and resume."""
+"""The Beam runner (DirectRunner) against the local runner: the same records, manifest, quarantine and resume.
+
+Also on URLs: TensorFlow's in-process ram:// file system stands in for gs:// (the DirectRunner runs in this
+process, so its workers see the same files), and the output there is checked as the local one is.
+"""
 
 import dataclasses
 import filecmp
 import json
 import os
+import signal
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from pipeline import interrupt
 from pipeline.offline import beam
 from pipeline.offline import extract
 from tests import conftest
 from tfrecords import codec
+from tfrecords import fileio
+from tfrecords import reader
+from tfrecords import writer
 from tools import make_tfrecords
+from tools import verify as verify_tool
 
 # In memory and one worker: the fastest DirectRunner set-up, and the one CI's two cores can afford.
 DIRECT_OPTIONS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
 BAD_IMAGE = "dog/broken.jpg"
+RAM = "ram://test_beam"
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +142,6 @@ def test_without_beam_installed_the_runner_names_the_extra(tmp_path, monkeypatch
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_beam_refuses_urls_it_would_take_for_local_paths(tmp_path):
-    config = config_lib.ExtractConfig(out_dir="gs://bucket/records", data_dir=str(tmp_path), runner="beam")
-    with pytest.raises(ValueError, match="--out-dir gs://bucket/records: URLs are not supported"):
-        beam.make_tfrecords(config)
-    assert not os.path.exists("gs:")
-
-
 def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
@@ -155,3 +160,161 @@ def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_pa
     for manifest in (local_manifest, beam_manifest):
         del manifest["config"]["runner"], manifest["config"]["beam_options"]
     assert beam_manifest == local_manifest
+
+
+@pytest.fixture(scope="module")
+def on_urls(both_runners):
+    """The local runner's dataset copied to ram:// and extracted there by Beam: (local config, ram:// config)."""
+    local = both_runners[0]
+    conftest.copy_to_url(local.data_dir, f"{RAM}/images")
+    remote = dataclasses.replace(local, data_dir=f"{RAM}/images", out_dir=f"{RAM}/records", runner="beam",
+                                 beam_options=DIRECT_OPTIONS)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codec, "SPARSE_AT_MOST", 1.0)  # as in both_runners
+            beam.make_tfrecords(remote)
+        yield local, remote
+    finally:
+        tf.io.gfile.rmtree(RAM)
+
+
+def _remote_shard_files(out_dir):
+    return sorted(fileio.relpath(fileio.join(root, name), out_dir) for root, _, names in fileio.walk(out_dir)
+                  for name in names if name.endswith(".tfrecord"))
+
+
+def _without_data_dir(text: str, config) -> str:
+    return text.replace(config.data_dir, "DATA")
+
+
+def test_beam_on_urls_writes_the_local_runners_records_manifest_and_quarantine(on_urls):
+    local, remote = on_urls
+    files = _shard_files(local.out_dir)
+    assert _remote_shard_files(remote.out_dir) == files
+    for name in files:
+        local_path, remote_path = os.path.join(local.out_dir, name), fileio.join(remote.out_dir, name)
+        assert _records(remote_path) == _records(local_path), name
+        assert writer.file_sha256(remote_path) == writer.file_sha256(local_path), name
+    local_manifest = _read_json(os.path.join(local.out_dir, "manifest.json"))
+    remote_manifest = fileio.read_json(fileio.join(remote.out_dir, "manifest.json"))
+    for manifest, config in ((local_manifest, local), (remote_manifest, remote)):
+        for key, value in (("data_dir", config.data_dir), ("runner", config.runner),
+                           ("beam_options", config.beam_options)):
+            assert manifest["config"].pop(key) == value
+    assert remote_manifest == local_manifest
+    local_quarantine = fileio.read_bytes(os.path.join(local.out_dir, extract.QUARANTINE_NAME)).decode()
+    remote_quarantine = fileio.read_bytes(fileio.join(remote.out_dir, extract.QUARANTINE_NAME)).decode()
+    assert f"{RAM}/images/{BAD_IMAGE}" in remote_quarantine
+    assert _without_data_dir(remote_quarantine, remote) == _without_data_dir(local_quarantine, local)
+
+
+def test_the_verifier_and_the_trainers_reader_read_records_at_urls(on_urls, capsys):
+    local, remote = on_urls
+    assert verify_tool.main([remote.out_dir]) == 0
+    assert f"verify: all 6 shard files in {remote.out_dir} match manifest.json" in capsys.readouterr().out
+    for node in local.nodes:
+        local_batches = list(reader.make_dataset(local.out_dir, node, "train", 4, with_ids=True))
+        remote_batches = list(reader.make_dataset(remote.out_dir, node, "train", 4, with_ids=True))
+        assert len(remote_batches) == len(local_batches) > 0
+        for local_batch, remote_batch in zip(local_batches, remote_batches):
+            for local_part, remote_part in zip(local_batch, remote_batch):
+                np.testing.assert_array_equal(remote_part.numpy(), local_part.numpy())
+
+
+def test_beam_rerun_on_urls_redoes_only_the_shard_whose_progress_is_gone(on_urls, monkeypatch):
+    local, remote = on_urls
+    shard = "train-00001-of-00002.tfrecord"
+    tf.io.gfile.remove(fileio.join(remote.out_dir, extract.PROGRESS_DIR, shard + ".json"))
+    opened = []
+    open_record_writer = writer.open_record_writer
+    monkeypatch.setattr(writer, "open_record_writer",
+                        lambda path, compression: opened.append(path) or open_record_writer(path, compression))
+    summary = beam.make_tfrecords(remote)
+    assert summary["shards_redone"] == 1
+    assert sorted(opened) == sorted(fileio.temporary_path(fileio.join(remote.out_dir, node, shard))
+                                    for node in remote.nodes)
+    for name in _shard_files(local.out_dir):
+        assert writer.file_sha256(fileio.join(remote.out_dir, name)) == \
+            writer.file_sha256(os.path.join(local.out_dir, name)), name
+    assert not [name for root, _, names in fileio.walk(remote.out_dir) for name in names if name.endswith(".tmp")]
+
+
+def test_the_local_runner_reads_and_writes_urls_too(both_runners):
+    local = both_runners[0]
+    url = f"{RAM}_local"
+    try:
+        conftest.copy_to_url(local.data_dir, f"{url}/images")
+        remote = dataclasses.replace(local, data_dir=f"{url}/images", out_dir=f"{url}/records")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
+            summary = extract.make_tfrecords(remote)
+        assert (summary["images_written"], summary["images_skipped"]) == (9, 1)
+        for name in _shard_files(local.out_dir):
+            assert writer.file_sha256(fileio.join(remote.out_dir, name)) == \
+                writer.file_sha256(os.path.join(local.out_dir, name)), name
+    finally:
+        tf.io.gfile.rmtree(url)
+
+
+def test_no_lock_is_taken_on_an_object_store_and_the_user_is_told(tmp_path, capsys):
+    assert isinstance(extract._output_lock(str(tmp_path)), writer.OutputLock)
+    assert capsys.readouterr().err == ""
+    extract._output_lock(f"{RAM}/records")
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "up to you" in error and f"{RAM}/records is not locked" in error
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data-dir", f"{RAM}_missing/images", "--out-dir", f"{RAM}_missing/records"],
+     f"--data-dir {RAM}_missing/images: no such directory"),
+    (["--data-dir", f"{RAM}_missing/images", "--out-dir", "nowhere://bucket/records"],
+     "--out-dir nowhere://bucket/records: TensorFlow has no file system for nowhere://"),
+])
+def test_a_bad_url_is_one_line(flags, message, capsys):
+    assert make_tfrecords.main(flags + ["--runner", "beam", f"--beam-options={DIRECT_OPTIONS}"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert not tf.io.gfile.exists(f"{RAM}_missing")
+
+
+class _SubmittedJob:
+    """A PipelineResult whose wait is interrupted, as by Ctrl-C while a Dataflow job runs."""
+
+    def __init__(self, interruption: BaseException, cancel_error: Exception | None = None):
+        self.interruption = interruption
+        self.cancel_error = cancel_error
+        self.cancelled = False
+
+    def wait_until_finish(self, duration=None):
+        raise self.interruption
+
+    def cancel(self):
+        self.cancelled = True
+        if self.cancel_error is not None:
+            raise self.cancel_error
+
+
+def test_an_interrupted_launcher_cancels_its_job(both_runners, tmp_path, monkeypatch, capsys):
+    local = both_runners[0]
+    job = _SubmittedJob(KeyboardInterrupt())
+    monkeypatch.setattr(beam.apache_beam.Pipeline, "run", lambda pipeline, *args, **kwargs: job)
+    config = dataclasses.replace(local, out_dir=str(tmp_path / "out"), runner="beam", beam_options=DIRECT_OPTIONS)
+    with pytest.raises(KeyboardInterrupt):
+        beam.make_tfrecords(config)
+    assert job.cancelled
+    assert "make_tfrecords: the Beam job was cancelled" in capsys.readouterr().err
+    assert not _shard_files(config.out_dir)
+
+
+@pytest.mark.parametrize("interruption, cancel_error, said", [
+    (interrupt.Interrupted("stopped", signal.SIGTERM), None, "the Beam job was cancelled"),
+    (KeyboardInterrupt(), NotImplementedError(), ""),  # a runner that cannot cancel: nothing to say
+    (KeyboardInterrupt(), OSError("the service did not answer"), "could not cancel the Beam job (OSError"),
+])
+def test_the_interruption_is_raised_again_whatever_the_cancel_does(interruption, cancel_error, said, capsys):
+    job = _SubmittedJob(interruption, cancel_error)
+    with pytest.raises(type(interruption)):
+        beam.wait_for(job)
+    assert job.cancelled
+    error = capsys.readouterr().err
+    assert (said in error and error.count("\n") == 1) if said else error == ""

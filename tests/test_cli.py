@@ -4,7 +4,9 @@ import json
 import os
 
 import pytest
+import tensorflow as tf
 
+import tools
 from tools import compare
 from tools import demo
 from tools import evaluate
@@ -108,3 +110,15 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, tiny_dataset
     blocker.write_text("not a folder")
     assert qf_histogram.main([tiny_dataset, "--json", str(blocker / "counts.json")]) == 2
     _one_line_error(capsys, "qf_histogram")
+
+
+@pytest.mark.parametrize("error", [
+    tf.errors.PermissionDeniedError(None, None, "gs://bucket/records: HTTP 403\n{\"error\": {\"code\": 403}}"),
+    tf.errors.NotFoundError(None, None, "gs://bucket/images/cat: not found"),
+])
+def test_a_url_that_is_missing_or_not_allowed_is_one_line(error, capsys):
+    def job(config):
+        raise error
+
+    assert tools.run("make_tfrecords", job, None) == 2
+    assert "gs://bucket/" in _one_line_error(capsys, "make_tfrecords")

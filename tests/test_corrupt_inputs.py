@@ -7,6 +7,8 @@ import os
 import numpy as np
 import PIL.Image
 import pytest
+import tensorflow as tf
+from tensorflow.python.lib.io import file_io
 
 from pipeline import config as config_lib
 from pipeline.offline import extract
@@ -83,3 +85,34 @@ def test_walking_a_folder_with_a_link_loop_ends(tmp_path):
     with pytest.warns(UserWarning, match="up: it links to a folder already listed"):
         index = images.index_directory(str(tmp_path / "data"), 0)
     assert sorted(item.image_id for item in index.items) == ["cat/cat_000.jpg", "cat/cat_001.jpg"]
+
+
+def test_a_tree_at_a_url_is_indexed_as_the_same_tree_on_disk(tmp_path, monkeypatch):
+    data = str(tmp_path / "data")
+    conftest.write_random_images(data, classes=("cat", "dog"), per_class=2, split_dirs=("train", "val"))
+    os.makedirs(os.path.join(data, "train", "cat", "more"))
+    os.makedirs(os.path.join(data, "train", "dog", ".hidden"))
+    for name in ("train/cat/more/deeper.jpg", "train/cat/.DS_Store", "train/dog/.hidden/skipped.jpg"):
+        with open(os.path.join(data, name), "wb") as file:
+            file.write(b"any bytes: the content decides later")
+    with open(os.path.join(data, "labels.csv"), "w") as file:
+        file.write("file,label,split\ntrain/cat/cat_000.jpg,cat,train\n./val/dog/../dog/dog_001.jpg,dog,val\n")
+    url = "ram://test_index/data"
+    conftest.copy_to_url(data, url)
+    # GCS lists a folder as "cat/", where ram:// and a local disk say "cat".
+    list_directory = file_io.list_directory
+    monkeypatch.setattr(file_io, "list_directory", lambda path: [  # what tf.io.gfile.walk lists with
+        f"{name}/" if tf.io.gfile.isdir(f"{path.rstrip('/')}/{name}") else name for name in list_directory(path)])
+    monkeypatch.setattr(tf.io.gfile, "listdir", file_io.list_directory)
+    assert "train/" in tf.io.gfile.listdir(url)
+    try:
+        for local, remote in ((images.index_directory(data, 30), images.index_directory(url + "/", 30)),
+                              (images.index_csv(os.path.join(data, "labels.csv"), 30),
+                               images.index_csv(f"{url}/labels.csv", 30))):
+            assert remote.class_names == local.class_names
+            assert [(item.image_id, item.label, item.split) for item in remote.items] == \
+                [(item.image_id, item.label, item.split) for item in local.items]
+            assert [item.path for item in remote.items] == [f"{url}/{item.image_id}" for item in local.items]
+        assert len(local.items) == 2 and len(images.index_directory(data, 30).items) == 9
+    finally:
+        tf.io.gfile.rmtree("ram://test_index")

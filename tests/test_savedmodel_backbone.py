@@ -26,6 +26,7 @@ from pipeline.offline import ladder
 from pipeline.training import export
 from pipeline.training import prepare
 from pipeline.training import train
+from tests import conftest
 from tfrecords import reader
 from tools import make_tfrecords
 
@@ -163,6 +164,20 @@ def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(feature_m
     assert "baseline" not in result and "savedmodel:" in result["note"]
     with pytest.raises(FileNotFoundError, match="which is gone"):
         prepare.build_backbone(setup.manifest)
+
+
+def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
+    model, paths = feature_model
+    url = "ram://test_savedmodel/hub_style"
+    try:
+        conftest.copy_to_url(paths["hub_style"], url)
+        backbone = registry.get_backbone(f"savedmodel:{url}")
+        assert backbone.name == f"savedmodel:{url}"  # a URL is not made into a local absolute path
+        pixels = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+        np.testing.assert_allclose(registry.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6)
+        assert extract.directory_sha256(url) == extract.directory_sha256(paths["hub_style"])
+    finally:
+        tf.io.gfile.rmtree("ram://test_savedmodel")
 
 
 def test_backbone_names_input_size_and_range():

@@ -373,6 +373,31 @@ def test_killed_job_leaves_only_a_temporary_file_and_releases_its_lock(tmp_path)
     assert os.listdir(tmp_path) == [".lock"]
 
 
+def test_file_helpers_treat_a_url_as_a_url_and_a_path_as_before(tmp_path):
+    url = "ram://test_fileio/records"
+    try:
+        assert fileio.join(url + "/", "pool", "a.tfrecord") == f"{url}/pool/a.tfrecord"
+        assert fileio.relpath(f"{url}/pool/a.tfrecord", url + "/") == "pool/a.tfrecord"
+        assert fileio.abspath(url) == url and fileio.abspath("records") == os.path.abspath("records")
+        assert fileio.dirname(f"{url}/labels.csv") == url and fileio.dirname("x.csv") == os.getcwd()
+        fileio.makedirs(f"{url}/pool")
+        fileio.write_text_atomic(f"{url}/pool/a.json", "{}")
+        assert (fileio.isdir(f"{url}/pool"), fileio.isfile(f"{url}/pool"), fileio.isfile(f"{url}/pool/a.json")) == \
+            (True, False, True)
+        assert fileio.listdir(url) == ["pool"] and fileio.read_bytes(f"{url}/pool/a.json") == b"{}"
+        assert list(fileio.walk(url)) == [(url, ["pool"], []), (f"{url}/pool", [], ["a.json"])]
+        copy = fileio.local_copy(f"{url}/pool/a.json")
+        assert copy.endswith("/a.json") and fileio.local_copy(f"{url}/pool/a.json") == copy
+        with open(copy, "rb") as file:
+            assert file.read() == b"{}"
+        assert fileio.local_copy(str(tmp_path)) == str(tmp_path)
+        with pytest.raises(ValueError, match="--out-dir nowhere://b: TensorFlow has no file system for nowhere://"):
+            fileio.check_scheme("nowhere://b", "--out-dir nowhere://b")
+        fileio.check_scheme(url, "--out-dir")
+    finally:
+        tf.io.gfile.rmtree("ram://test_fileio")
+
+
 def test_mirrored_strategy_distributes_the_dataset(tmp_path):
     records_dir = str(_write_records(tmp_path))
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]

@@ -13,7 +13,6 @@
 
 import dataclasses
 import json
-import os
 
 from tfrecords import fileio
 
@@ -116,7 +115,7 @@ class Manifest:
         if self.config.get("data_dir"):
             return self.config["data_dir"]
         if self.config.get("labels_csv"):
-            return os.path.dirname(os.path.abspath(self.config["labels_csv"]))
+            return fileio.dirname(self.config["labels_csv"])
         return None
 
     def shard_paths(self, records_dir: str, node: str, split: str) -> list[str]:

@@ -180,12 +180,15 @@ class ShardWriter:
 
 
 def remove_temporaries(directory: str) -> list[str]:
-    """Deletes the .*.tmp files a killed job left anywhere under directory; call it only holding the lock."""
+    """Deletes the .*.tmp files a killed job left anywhere under directory (local or a URL).
+
+    Call it only holding the lock, or, on an object store, which has none, with no other job on the directory.
+    """
     removed = []
-    for root, _, names in os.walk(directory):
+    for root, _, names in fileio.walk(directory):
         for name in names:
             if name.startswith(".") and name.endswith(".tmp"):
-                path = os.path.join(root, name)
-                os.remove(path)
+                path = fileio.join(root, name)
+                fileio.remove(path)
                 removed.append(path)
     return sorted(removed)

@@ -15,6 +15,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
+def _path_errors() -> tuple:
+    """TensorFlow's errors for a URL (gs://, s3://) that is missing or not open to this user, once TensorFlow is
+    loaded: looked up late so that --help need not import it."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None:
+        return ()
+    errors = tensorflow.errors
+    return errors.NotFoundError, errors.PermissionDeniedError, errors.UnauthenticatedError
+
+
 def comma_separated(text, kind=str):
     """'a,b,,c' -> (kind(a), kind(b), kind(c)); None for an empty or missing flag."""
     return tuple(kind(part.strip()) for part in text.split(",") if part.strip()) if text else None
@@ -35,6 +45,9 @@ def run(program: str, job, config, command: str | None = None, argv=None, safe_p
                 job(config, stop)
     except USER_ERRORS as error:
         print(f"{program}: error: {error}", file=sys.stderr)
+        return 2
+    except _path_errors() as error:  # a cloud store's message may go on with a response body: its first line
+        print(f"{program}: error: {(error.message.splitlines() or [type(error).__name__])[0]}", file=sys.stderr)
         return 2
     except interrupt.Interrupted as stopped:
         flags = list(sys.argv[1:] if argv is None else argv)

@@ -16,6 +16,7 @@ import numpy as np
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline.training import export
+from pipeline.offline import extract
 from pipeline.offline import images
 from pipeline.analysis import statistics
 from pipeline.offline import ladder
@@ -52,7 +53,8 @@ class _BaselineModel:
                 raise ValueError(f"--baseline {baseline_logdir} has other classes than the model")
         elif description["label_space"] == "imagenet":
             self.stock = registry.rebuild(description["backbone"], description["weights"],
-                                          description["input_size"], description.get("weights_seed", 0))
+                                          description["input_size"], description.get("weights_seed", 0),
+                                          weights_file=extract.local_weights(description["weights"]))
             self.backbone = registry.get_backbone(description["backbone"])
 
     @property

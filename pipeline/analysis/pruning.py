@@ -319,7 +319,7 @@ def load_run(logdir: str):
     head = heads.from_description(head_description, num_classes, features.splits["train"][0].shape[1])
     tf.train.Checkpoint(head=head).read(results["stages"][0]["checkpoint"]).expect_partial() \
         .assert_existing_objects_matched()
-    return head, features, {"run": os.path.abspath(logdir), "fusion": results.get("fusion", "concat"),
+    return head, features, {"run": fileio.abspath(logdir), "fusion": results.get("fusion", "concat"),
                             "records": records_dir}
 
 
@@ -339,7 +339,7 @@ def starting_head(config: config_lib.PruneConfig):
                                   len(manifest.class_names), features.splits["train"][0].shape[1],
                                   seed=config.seed)
     training = _fit(head, features, config)
-    return head, features, {"records": os.path.abspath(config.records_dir), "fusion": "concat",
+    return head, features, {"records": fileio.abspath(config.records_dir), "fusion": "concat",
                             "branches": list(config.branches or ()), "starting_head_epochs": training["epochs"]}
 
 

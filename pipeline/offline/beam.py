@@ -14,19 +14,30 @@ runner and the records are identical byte for byte. Beam's own BatchElements wou
 arrives, which makes a batch's make-up, and so possibly the last bits of its activations, depend on
 scheduling.
 
-Paths: the launcher and the workers open the images, a weights file and OUT as ordinary files, so they
-must lie on a filesystem that every machine mounts at the same path. The launcher takes extract's lock
-on OUT, as the local runner does; flock only keeps out jobs that see the same lock, so on a shared
-filesystem without cross-machine flock (a FUSE-mounted bucket) starting one job per output directory is
-up to the user. Workers take no lock: each writes only its own shard's files.
+Paths: the launcher and the workers read the images, a weights file, a SavedModel and OUT through
+tfrecords.fileio, so each may be a URL that tf.io.gfile reads on every machine (gs://, s3:// with
+tensorflow-io, hdfs://, ...) or a local path that every machine mounts at the same place. A weights URL is
+copied once per process to a local file for Keras; a SavedModel loads from its URL.
+
+One job per output: for a local OUT the launcher takes extract's lock, as the local runner does (flock only
+keeps out jobs that see the same lock: on a shared filesystem without cross-machine flock it cannot see
+other machines). An object store has no lock, so the launcher takes none and says so: starting two jobs on
+the same remote OUT is up to the user. Either way every shard is written to a temporary name and renamed
+only when complete and verified, so no shard is ever half-written. Workers take no lock: each writes only
+its own shard's files.
+
+Interrupting the launcher (Ctrl-C) cancels the submitted job, so that it does not keep running, and paying
+for workers, with nobody waiting for it; the same command resumes it.
 """
 
 import shlex
+import sys
 import time
 
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from pipeline import interrupt
 from pipeline.offline import extract
 from pipeline.offline import ladder
 from tfrecords import codec
@@ -48,17 +59,6 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
     """Runs (or resumes) the offline stage on Beam; same output and summary as extract.make_tfrecords."""
     if apache_beam is None:
         raise ValueError(f"--runner beam needs Apache Beam, an optional extra: {INSTALL_HINT}")
-    # The index, the decoder, the lock and the shard plan's bookkeeping use plain file I/O, which would
-    # take "gs://b/x" for a relative local path: refuse URLs rather than write beside the launcher.
-    saved_model = config.backbone if config.backbone.startswith("savedmodel:") else None  # hub: handles are URLs
-    urls = [f"{flag} {path}" for flag, path in (("--out-dir", config.out_dir), ("--data-dir", config.data_dir),
-                                                 ("--labels-csv", config.labels_csv), ("--weights", config.weights),
-                                                 ("--backbone", saved_model))
-            if path and "://" in path]
-    if urls:
-        raise ValueError(f"{', '.join(urls)}: URLs are not supported; give paths that the launcher and every "
-                         "worker mount at the same place (a shared filesystem, or the bucket mounted with a FUSE "
-                         "driver such as gcsfuse)")
     pipeline_options(config)  # bad --beam-options fail here, before the backbone is built
     return extract.make_tfrecords(config, run_shards=run_shards)
 
@@ -82,22 +82,48 @@ def run_shards(config, backbone, model, nodes, input_size, pending, progress) ->
             progress.save_encodings(encodings)
     batches = [((task.split, task.index, task.num_shards), number, items)
                for task in pending for number, items in enumerate(extract.batch_slices(task, config.batch_size))]
-    with apache_beam.Pipeline(options=pipeline_options(config)) as pipeline:
-        extracted = (
-            pipeline
-            | "Batches" >> apache_beam.Create(batches)
-            # Create hands its elements out in one piece; the reshuffle spreads the batches over workers.
-            | "Spread" >> apache_beam.Reshuffle()
-            | "Extract" >> apache_beam.ParDo(_ExtractBatch(config, nodes, input_size, encodings)).with_outputs(
-                QUARANTINE_TAG, main="records"))
-        _ = ({"records": extracted.records, "quarantine": extracted[QUARANTINE_TAG]}
-             | "ByShard" >> apache_beam.CoGroupByKey()
-             | "Write" >> apache_beam.ParDo(_WriteShard(config, nodes)))
+    pipeline = apache_beam.Pipeline(options=pipeline_options(config))
+    extracted = (
+        pipeline
+        | "Batches" >> apache_beam.Create(batches)
+        # Create hands its elements out in one piece; the reshuffle spreads the batches over workers.
+        | "Spread" >> apache_beam.Reshuffle()
+        | "Extract" >> apache_beam.ParDo(_ExtractBatch(config, nodes, input_size, encodings)).with_outputs(
+            QUARANTINE_TAG, main="records"))
+    _ = ({"records": extracted.records, "quarantine": extracted[QUARANTINE_TAG]}
+         | "ByShard" >> apache_beam.CoGroupByKey()
+         | "Write" >> apache_beam.ParDo(_WriteShard(config, nodes)))
+    wait_for(pipeline.run())
     missing = [task.name for task in pending if progress.shard_result(task) is None]
     if missing:
         raise RuntimeError(f"the Beam job ended without writing shards {missing[:5]} (of {len(missing)}): "
                            "rerun the same command to redo them")
     return time.perf_counter() - started
+
+
+def wait_for(result) -> None:
+    """Waits for a submitted Beam job; when the launcher is interrupted, cancels the job, then re-raises.
+
+    Without the cancel, a job on Dataflow, Flink or Spark would go on running (and paying for its
+    workers) after Ctrl-C, and a rerun would race it for the same shards.
+    """
+    try:
+        result.wait_until_finish()
+    except (KeyboardInterrupt, interrupt.Interrupted):
+        _cancel(result)
+        raise
+
+
+def _cancel(result) -> None:
+    try:
+        result.cancel()
+    except NotImplementedError:  # a runner that cannot cancel, e.g. a DirectRunner whose job already ended
+        return
+    except Exception as error:  # the interruption is what gets reported; a failed cancel only needs saying
+        print(f"make_tfrecords: could not cancel the Beam job ({type(error).__name__}: {error}); cancel it with "
+              f"the runner's own tools before rerunning", file=sys.stderr)
+        return
+    print("make_tfrecords: the Beam job was cancelled; rerun the same command to resume it", file=sys.stderr)
 
 
 def _first_batch_encodings(config, backbone, model, nodes, input_size, pending):
@@ -154,6 +180,7 @@ class _ExtractBatch(_DoFn):
         self.branch_images = None
 
     def setup(self):
+        extract.check_paths(self.config)
         backbone = extract.job_backbone(self.config)
         model = extract.build_model(self.config, backbone, self.input_size)
         self.forward = extract.BatchForward(backbone, model, self.nodes, self.config.batch_size,
@@ -179,6 +206,7 @@ class _WriteShard(_DoFn):
         self.progress = None
 
     def setup(self):
+        extract.check_paths(self.config)
         self.progress = extract._Progress(self.config.out_dir)
 
     def process(self, element):

@@ -4,15 +4,20 @@ Streaming and restartable: images flow through a tf.data pipeline (decode and la
 prefetched behind the CNN), and each shard is renamed into place only when complete and verified.
 Per-shard progress lives in OUT/.progress/, so a killed job rerun with the same command redoes only
 the shards that were not finished and ends with output identical to an uninterrupted run.
+
+Every path (images, --labels-csv, --weights, a savedmodel: backbone, OUT) may be local or a URL that
+tf.io.gfile reads (gs://, s3://, ...); all file access goes through tfrecords.fileio. A local OUT is locked
+against a second job; an object store has no lock, so there keeping one job per OUT is up to the user.
 """
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
 import math
-import os
+import sys
 import time
 
 import keras
@@ -50,6 +55,17 @@ class ShardTask:
     @property
     def name(self) -> str:
         return shards.shard_filename(self.split, self.index, self.num_shards)
+
+
+def check_paths(config: config_lib.ExtractConfig) -> None:
+    """Fails in one line on a URL whose file system TensorFlow lacks; each Beam worker calls it too, since it
+    also loads tensorflow-io's file systems (s3://, hdfs://) into the process."""
+    saved_model = config.backbone.startswith(f"{registry.SAVEDMODEL}:")  # hub: handles are not files
+    for flag, path in (("--out-dir", config.out_dir), ("--data-dir", config.data_dir),
+                       ("--labels-csv", config.labels_csv), ("--weights", config.weights),
+                       ("--backbone", config.backbone if saved_model else None)):
+        if path:
+            fileio.check_scheme(path.removeprefix(f"{registry.SAVEDMODEL}:"), f"{flag} {path}")
 
 
 def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
@@ -107,11 +123,11 @@ def _job_identity(config, backbone, nodes, input_size, index) -> dict:
 def directory_sha256(directory: str) -> str:
     """One sha256 over a folder's files (a SavedModel): their relative paths and contents, in sorted order."""
     digest = hashlib.sha256()
-    for root, folders, files in os.walk(directory):
+    for root, folders, files in fileio.walk(directory):
         folders.sort()
         for name in sorted(files):
-            path = os.path.join(root, name)
-            digest.update(f"{os.path.relpath(path, directory)}\0{writer.file_sha256(path)}\n".encode())
+            path = fileio.join(root, name)
+            digest.update(f"{fileio.relpath(path, directory)}\0{writer.file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -119,11 +135,11 @@ class _Progress:
     """The job's state on disk: its identity, node encodings and one result file per shard."""
 
     def __init__(self, out_dir: str):
-        self.directory = os.path.join(out_dir, PROGRESS_DIR)
-        os.makedirs(self.directory, exist_ok=True)
+        self.directory = fileio.join(out_dir, PROGRESS_DIR)
+        fileio.makedirs(self.directory)
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        return fileio.join(self.directory, name)
 
     def _read(self, name: str):
         return fileio.read_json(self._path(name))
@@ -155,7 +171,7 @@ class _Progress:
 def _is_complete(result, out_dir: str) -> bool:
     """Every file of the shard is there as written (same size, then same sha256), so a damaged one is redone."""
     return result is not None and all(
-        verify.file_problem(os.path.join(out_dir, file["path"]), file["num_bytes"], file["sha256"]) is None
+        verify.file_problem(fileio.join(out_dir, file["path"]), file["num_bytes"], file["sha256"]) is None
         for file in result["files"].values())
 
 
@@ -215,7 +231,7 @@ class _ShardBuilder:
         self.writers = {}
         try:
             for node in nodes:
-                self.writers[node] = writer.ShardWriter(os.path.join(out_dir, node, task.name), compression or None)
+                self.writers[node] = writer.ShardWriter(fileio.join(out_dir, node, task.name), compression or None)
         except BaseException:
             self.abort()  # the writers already opened must not leave their temporary files
             raise
@@ -238,7 +254,7 @@ class _ShardBuilder:
         files = {}
         for node, shard_writer in self.writers.items():
             info = shard_writer.close()
-            files[node] = {"path": os.path.relpath(info.path, self.out_dir).replace(os.sep, "/"),
+            files[node] = {"path": fileio.relpath(info.path, self.out_dir),
                            "sha256": info.sha256, "num_bytes": info.num_bytes}
         return {"split": self.task.split, "index": self.task.index, "num_records": self.num_records,
                 "files": files, "quarantine": self.quarantine,
@@ -258,7 +274,37 @@ def build_model(config: config_lib.ExtractConfig, backbone, input_size: int):
     """The backbone with the job's weights; random ones come from config.seed, the same on every run and worker."""
     if backbone.source == registry.KERAS and registry.weights_identity(config.weights)["kind"] == "none":
         keras.utils.set_random_seed(config.seed)
-    return registry.build(backbone, config.weights, input_size)
+    return registry.build(backbone, config.weights, input_size, local_weights(config.weights))
+
+
+def local_weights(weights: str | dict | None) -> str | None:
+    """The local copy Keras loads a --weights URL from (Keras reads local files only), made once per process.
+
+    weights is the flag's value or the identity a manifest records. None for imagenet, none, local files,
+    which Keras reads as they are, and for a URL that is not there, which the registry then reports.
+    """
+    if isinstance(weights, dict):
+        weights = weights.get("path") if weights.get("kind") == "file" else None
+    if weights is None or not fileio.is_remote(weights) or not fileio.isfile(weights):
+        return None
+    return fileio.local_copy(weights)
+
+
+def _check_weights_file(config: config_lib.ExtractConfig, backbone) -> None:
+    """A --weights file that is not there is one line here, before anything reads it."""
+    if backbone.source == registry.KERAS and registry.weights_identity(config.weights)["kind"] == "file" \
+            and not fileio.isfile(config.weights):
+        raise FileNotFoundError(f"--weights {config.weights}: no such file; pass imagenet, none or the path "
+                                f"of a {backbone.name} weights file")
+
+
+def _output_lock(out_dir: str):
+    """The lock that keeps a second job off a local out_dir; none for an object store, which has no lock."""
+    if not fileio.is_remote(out_dir):
+        return writer.OutputLock(out_dir)
+    print(f"make_tfrecords: {out_dir} is not locked (object stores have no lock): starting two jobs on the same "
+          f"output directory is up to you; every shard is still written whole or not at all", file=sys.stderr)
+    return contextlib.nullcontext()
 
 
 def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
@@ -268,12 +314,14 @@ def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
     pending shards and returns its seconds: this process's _run by default, or the Beam runner's.
     """
     started = time.perf_counter()
+    check_paths(config)
     backbone = job_backbone(config)
     nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
     input_size = registry.check_input_size(backbone, config.input_size)
     index = index_images(config)
-    os.makedirs(config.out_dir, exist_ok=True)
-    with writer.OutputLock(config.out_dir):
+    _check_weights_file(config, backbone)
+    fileio.makedirs(config.out_dir)
+    with _output_lock(config.out_dir):
         identity = _job_identity(config, backbone, nodes, input_size, index)
         # Built before the job is recorded: a model that does not build (wrong --input-size, say) must not
         # make the corrected command look like another job.
@@ -285,8 +333,8 @@ def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
         tasks = plan(index, config, example_shapes)
         pending = _pending(tasks, progress, config.out_dir)
         for node in nodes:
-            os.makedirs(os.path.join(config.out_dir, node), exist_ok=True)
-            writer.remove_temporaries(os.path.join(config.out_dir, node))
+            fileio.makedirs(fileio.join(config.out_dir, node))
+            writer.remove_temporaries(fileio.join(config.out_dir, node))
         extracting_seconds = 0.0
         if pending:
             extracting_seconds = (run_shards or _run)(config, backbone, model, nodes, input_size, pending, progress)
@@ -295,7 +343,7 @@ def make_tfrecords(config: config_lib.ExtractConfig, run_shards=None) -> dict:
         manifest.write(config.out_dir)
         _write_quarantine(config.out_dir, results)
         summary = _summary(manifest, results, pending, time.perf_counter() - started, extracting_seconds)
-        fileio.write_json_atomic(os.path.join(config.out_dir, TIMINGS_NAME), summary)
+        fileio.write_json_atomic(fileio.join(config.out_dir, TIMINGS_NAME), summary)
     print(summary["text"])
     return summary
 
@@ -486,7 +534,7 @@ def _write_quarantine(out_dir: str, results) -> None:
     csv_writer = csv.writer(buffer)
     csv_writer.writerow(["path", "reason"])
     csv_writer.writerows(rows)
-    fileio.write_text_atomic(os.path.join(out_dir, QUARANTINE_NAME), buffer.getvalue())
+    fileio.write_text_atomic(fileio.join(out_dir, QUARANTINE_NAME), buffer.getvalue())
 
 
 def _summary(manifest: manifest_lib.Manifest, results, pending, seconds: float, extracting_seconds: float) -> dict:

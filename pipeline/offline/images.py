@@ -4,13 +4,18 @@ test is the input's own held-out images (a val/, validation/ or test/ folder, or
 column); validation is carved from the training images by a stable hash of each id; a flat
 root/<class>/* tree gets both by hash. Only evaluation reads test: everything that chooses looks at
 validation.
+
+The dataset may live in a local folder or behind any URL tf.io.gfile reads (gs://, s3://, ...); both give
+the same order and the same image ids.
 """
 
 import csv
 import dataclasses
 import os
+import posixpath
 import warnings
 
+from tfrecords import fileio
 from tfrecords import shards
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -44,34 +49,41 @@ def _files_below(directory: str) -> list[str]:
     # Every visible file is a candidate: the format is read from the content, not the name,
     # and whatever is not an image ends up in quarantine rather than silently ignored.
     # Linked folders are followed (datasets are often assembled from links), each real folder once,
-    # so a link back up the tree cannot make the walk loop forever.
+    # so a link back up the tree cannot make the walk loop forever. Object stores have no links.
+    remote = fileio.is_remote(directory)
     found = []
     visited = set()
-    for root, directories, files in os.walk(directory, followlinks=True):
-        status = os.stat(root)
-        visited.add((status.st_dev, status.st_ino))
+    for root, directories, files in fileio.walk(directory, followlinks=True):
+        if not remote:
+            status = os.stat(root)
+            visited.add((status.st_dev, status.st_ino))
         kept = []
         for name in sorted(name for name in directories if not name.startswith(".")):
-            path = os.path.join(root, name)
-            try:
-                status = os.stat(path)
-            except OSError as error:  # a dangling or looping link
-                warnings.warn(f"skipping {path}: {error.strerror}", stacklevel=3)
-                continue
-            if (status.st_dev, status.st_ino) in visited:
-                warnings.warn(f"skipping {path}: it links to a folder already listed ({os.path.realpath(path)})",
-                              stacklevel=3)
-                continue
-            visited.add((status.st_dev, status.st_ino))
-            kept.append(name)
+            if remote or _first_visit(os.path.join(root, name), visited):
+                kept.append(name)
         directories[:] = kept
-        found.extend(os.path.join(root, name) for name in sorted(files) if not name.startswith("."))
+        found.extend(fileio.join(root, name) for name in sorted(files) if not name.startswith("."))
     return found
 
 
+def _first_visit(path: str, visited: set) -> bool:
+    """Whether the local folder path (perhaps a link) is one not walked yet; warns when it is skipped."""
+    try:
+        status = os.stat(path)
+    except OSError as error:  # a dangling or looping link
+        warnings.warn(f"skipping {path}: {error.strerror}", stacklevel=4)
+        return False
+    if (status.st_dev, status.st_ino) in visited:
+        warnings.warn(f"skipping {path}: it links to a folder already listed ({os.path.realpath(path)})",
+                      stacklevel=4)
+        return False
+    visited.add((status.st_dev, status.st_ino))
+    return True
+
+
 def _class_directories(directory: str) -> list[str]:
-    return sorted(name for name in os.listdir(directory)
-                  if os.path.isdir(os.path.join(directory, name)) and not name.startswith("."))
+    return sorted(name for name in fileio.listdir(directory)
+                  if not name.startswith(".") and fileio.isdir(fileio.join(directory, name)))
 
 
 def _split(given: str | None, image_id: str, validation_percent: float, test_percent: float) -> str:
@@ -84,11 +96,11 @@ def _split(given: str | None, image_id: str, validation_percent: float, test_per
 
 def index_directory(data_dir: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
     """root/<class>/* (split by a stable hash of the id) or root/train|val|test/<class>/*."""
-    if not os.path.isdir(data_dir):
+    if not fileio.isdir(data_dir):
         raise FileNotFoundError(f"--data-dir {data_dir}: no such directory")
     top = _class_directories(data_dir)
     presplit = bool(top) and all(name in _SPLIT_DIRECTORIES for name in top)
-    roots = [(os.path.join(data_dir, name), _SPLIT_DIRECTORIES[name]) for name in top] if presplit \
+    roots = [(fileio.join(data_dir, name), _SPLIT_DIRECTORIES[name]) for name in top] if presplit \
         else [(data_dir, None)]
     class_names = sorted({name for root, _ in roots for name in _class_directories(root)})
     if not class_names:
@@ -98,8 +110,8 @@ def index_directory(data_dir: str, validation_percent: float, test_percent: floa
     items = []
     for root, split in roots:
         for class_name in _class_directories(root):
-            for path in _files_below(os.path.join(root, class_name)):
-                image_id = os.path.relpath(path, data_dir).replace(os.sep, "/")
+            for path in _files_below(fileio.join(root, class_name)):
+                image_id = fileio.relpath(path, data_dir)
                 items.append(ImageItem(path, label_of[class_name], image_id,
                                        _split(split, image_id, validation_percent, test_percent)))
     return _checked(ImageIndex(tuple(items), tuple(class_names)), f"--data-dir {data_dir}")
@@ -111,9 +123,9 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
     Labels that are all integers are used as class indices; otherwise they are class names,
     numbered in sorted order.
     """
-    if not os.path.isfile(labels_csv):
+    if not fileio.isfile(labels_csv):
         raise FileNotFoundError(f"--labels-csv {labels_csv}: no such file")
-    with open(labels_csv, newline="") as file:
+    with fileio.open_text(labels_csv) as file:
         rows = [row for row in csv.reader(file) if row and not row[0].startswith("#")]
     if rows and rows[0][0].strip().lower() in ("file", "path", "filename"):
         rows = rows[1:]
@@ -129,7 +141,7 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
     else:
         class_names = tuple(sorted(set(labels)))
         numbers = [class_names.index(label) for label in labels]
-    root = os.path.dirname(os.path.abspath(labels_csv))
+    root = fileio.dirname(labels_csv)
     items = []
     for row, label in zip(rows, numbers):
         file_name = row[0].strip()
@@ -137,8 +149,10 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         if len(row) == 3 and split is None:
             raise ValueError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
                              f"(use train, or val or test for held-out images)")
-        path = os.path.join(root, file_name)
         image_id = os.path.normpath(file_name).replace(os.sep, "/")
+        # An object store takes "a/../b" literally, so a URL is built from the normalized name.
+        path = fileio.join(root, posixpath.normpath(file_name)) if fileio.is_remote(root) \
+            else os.path.join(root, file_name)
         items.append(ImageItem(path, label, image_id, _split(split, image_id, validation_percent, test_percent)))
     return _checked(ImageIndex(tuple(items), class_names), f"--labels-csv {labels_csv}")
 

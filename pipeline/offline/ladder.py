@@ -4,12 +4,15 @@
 offline stage and the exported model both call it, so training and serving see identical pixels.
 """
 
+import io
+
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from tfrecords import fileio
 
 
 MAX_SIDE = 65535  # JPEG's limit: the ladder could not re-encode a larger image
@@ -28,11 +31,10 @@ def load_rgb(path: str) -> np.ndarray:
     corrupt and non-image files.
     """
     try:
-        with open(path, "rb") as file:
-            header = file.read(1)
-        if not header:
+        data = fileio.read_bytes(path)
+        if not data:
             raise BadImage("empty file (0 bytes)")
-        with PIL.Image.open(path) as image:
+        with PIL.Image.open(io.BytesIO(data)) as image:
             if max(image.size) > MAX_SIDE:
                 raise BadImage(f"too large to re-encode as JPEG: {image.size[0]}x{image.size[1]} px "
                                f"(JPEG allows at most {MAX_SIDE} px a side)")
@@ -41,8 +43,10 @@ def load_rgb(path: str) -> np.ndarray:
             return _to_rgb(image)
     except BadImage:
         raise
-    except FileNotFoundError:
+    except (FileNotFoundError, tf.errors.NotFoundError):
         raise BadImage("file not found: it was deleted or moved after the dataset was indexed") from None
+    except tf.errors.PermissionDeniedError as error:
+        raise BadImage(f"unreadable image: {error.message}") from None
     except PIL.UnidentifiedImageError:
         raise BadImage("not an image: no known image format in its content") from None
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from bottlenecks import registry
 from pipeline import config as config_lib
+from pipeline.offline import extract
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fusion as fusion_lib
@@ -64,7 +65,7 @@ def records_backbone(manifest: manifest_lib.Manifest) -> registry.Backbone:
 def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
     """The backbone with the very weights the records were made with."""
     return registry.rebuild(manifest.backbone, manifest.weights, manifest.input_size, manifest.weights_seed,
-                            manifest.input_range)
+                            manifest.input_range, extract.local_weights(manifest.weights))
 
 
 def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:

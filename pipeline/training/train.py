@@ -123,7 +123,7 @@ def _train(config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, 
 
 def _new_results(setup: prepare_lib.Setup) -> dict:
     config = setup.config
-    return {"records": os.path.abspath(config.records_dir), "backbone": setup.backbone.name,
+    return {"records": fileio.abspath(config.records_dir), "backbone": setup.backbone.name,
             "branches": [setup.manifest.branches[branch] for branch in setup.branches],
             "branch_indices": list(setup.branches), "fusion": config.fusion, "optimizer": config.optimizer,
             "head": heads.description(config.head, config.hidden_units, config.activation, config.dropout),
