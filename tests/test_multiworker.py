@@ -102,6 +102,21 @@ def _weights(logdir) -> dict[str, np.ndarray]:
             if name.startswith("head/")}
 
 
+def _assert_rerun_continues(logdir, events_before, resume_step, straight_logdir):
+    """The rerun's losses start after the last checkpoint and match, with its results and weights, the unbroken run."""
+    train_logs = logdir / STAGE / "train"
+    (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - events_before
+    rerun_losses = _losses(rerun_events)
+    assert min(rerun_losses) == resume_step + 2, "the rerun starts at the last checkpoint, not from scratch"
+    straight_losses = _losses(straight_logdir / STAGE / "train")
+    for step, loss in rerun_losses.items():
+        assert loss == pytest.approx(straight_losses[step], rel=1e-5), step
+    resumed = json.loads((logdir / "results.json").read_text())
+    straight = json.loads((straight_logdir / "results.json").read_text())
+    assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
+    _assert_same_weights(str(logdir), str(straight_logdir))
+
+
 def _assert_same_weights(logdir, expected_logdir) -> None:
     got, expected = _weights(logdir), _weights(expected_logdir)
     assert sorted(got) == sorted(expected) and got
@@ -175,17 +190,7 @@ def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(on
     before = set(glob.glob(str(train_logs / "events.out.tfevents.*")))
     for returncode, log in _finish(_start_workers(one_shard_records, logdir, tmp_path, DATA_FLAGS)):
         assert returncode == 0, log[-3000:]
-    (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - before
-    rerun_losses = _losses(rerun_events)
-    assert min(rerun_losses) == resume_step + 2, "the rerun starts at the last checkpoint, not from scratch"
-    straight_logdir, _ = two_workers
-    straight_losses = _losses(straight_logdir / STAGE / "train")
-    for step, loss in rerun_losses.items():
-        assert loss == pytest.approx(straight_losses[step], rel=1e-5), step
-    resumed = json.loads((logdir / "results.json").read_text())
-    straight = json.loads((straight_logdir / "results.json").read_text())
-    assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
-    _assert_same_weights(str(logdir), str(straight_logdir))
+    _assert_rerun_continues(logdir, before, resume_step, two_workers[0])
 
 
 @pytest.fixture(scope="module")
@@ -270,17 +275,7 @@ def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(three_shard_r
     before = set(glob.glob(str(train_logs / "events.out.tfevents.*")))
     for returncode, log in _finish(_start_workers(three_shard_records, logdir, tmp_path, FLAGS)):
         assert returncode == 0 and FILE_CHOICE in log.splitlines(), log[-3000:]
-    (rerun_events,) = set(glob.glob(str(train_logs / "events.out.tfevents.*"))) - before
-    rerun_losses = _losses(rerun_events)
-    assert min(rerun_losses) == resume_step + 2, "the rerun starts at the last checkpoint, not from scratch"
-    straight_logdir, _ = file_sharded_run
-    straight_losses = _losses(straight_logdir / STAGE / "train")
-    for step, loss in rerun_losses.items():
-        assert loss == pytest.approx(straight_losses[step], rel=1e-5), step
-    resumed = json.loads((logdir / "results.json").read_text())
-    straight = json.loads((straight_logdir / "results.json").read_text())
-    assert _stage_outcome(resumed) == pytest.approx(_stage_outcome(straight), rel=1e-6)
-    _assert_same_weights(str(logdir), str(straight_logdir))
+    _assert_rerun_continues(logdir, before, resume_step, file_sharded_run[0])
 
 
 def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
