@@ -251,10 +251,15 @@ def _download_guard(backbone: Backbone, build_call):
             f"(or --weights none for random weights).") from None
 
 
+def missing_weights_file(path: str, backbone: Backbone) -> FileNotFoundError:
+    """The one-line error for a --weights file that is not there."""
+    return FileNotFoundError(f"--weights {path}: no such file; pass imagenet, none or the path "
+                             f"of a {backbone.name} weights file")
+
+
 def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone: Backbone) -> None:
     if not os.path.isfile(local_path):
-        raise FileNotFoundError(f"--weights {path}: no such file; pass imagenet, none or the path "
-                                f"of a {backbone.name} weights file")
+        raise missing_weights_file(path, backbone)
     try:
         model.load_weights(local_path)
     except Exception as error:

@@ -294,8 +294,7 @@ def _check_weights_file(config: config_lib.ExtractConfig, backbone) -> None:
     """A --weights file that is not there is one line here, before anything reads it."""
     if backbone.source == registry.KERAS and registry.weights_identity(config.weights)["kind"] == "file" \
             and not fileio.isfile(config.weights):
-        raise FileNotFoundError(f"--weights {config.weights}: no such file; pass imagenet, none or the path "
-                                f"of a {backbone.name} weights file")
+        raise registry.missing_weights_file(config.weights, backbone)
 
 
 def _output_lock(out_dir: str):
