@@ -2,6 +2,7 @@
 
 import keras
 
+from bottlenecks import errors
 from bottlenecks import registry
 
 
@@ -13,7 +14,7 @@ def pool_layer(model: keras.Model) -> keras.layers.Layer:
         return named[0]
     pools = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
     if len(pools) != 1:
-        raise ValueError(f"{model.name}: expected one global average pooling layer, found {len(pools)}")
+        raise errors.BackboneError(f"{model.name}: expected one global average pooling layer, found {len(pools)}")
     return pools[0]
 
 
@@ -21,7 +22,7 @@ def classifier_layer(model: keras.Model) -> keras.layers.Dense:
     """The decision layer after `pool` (the backbone's own ImageNet classifier)."""
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense):
-        raise ValueError(f"{model.name}: the last layer is {type(last).__name__}, not the classifier")
+        raise errors.BackboneError(f"{model.name}: the last layer is {type(last).__name__}, not the classifier")
     return last
 
 
@@ -32,7 +33,7 @@ def node_tensor(model: keras.Model, node: str):
     try:
         return model.get_layer(node).output
     except ValueError:
-        raise ValueError(f"{model.name} has no layer named {node!r}") from None
+        raise errors.BackboneError(f"{model.name} has no layer named {node!r}") from None
 
 
 def extractor(model: keras.Model, backbone: registry.Backbone, nodes) -> keras.Model:
@@ -65,5 +66,5 @@ def tail(model: keras.Model, node: str) -> keras.Model:
     try:
         return keras.Model(start, end, name=f"tail_after_{node}")
     except ValueError:
-        raise ValueError(f"{node!r} is not a block boundary of {model.name}: the layers after it also "
+        raise errors.BackboneError(f"{node!r} is not a block boundary of {model.name}: the layers after it also "
                          f"read earlier tensors, so it cannot start a stage") from None

@@ -13,8 +13,8 @@ import os
 from typing import Callable
 
 import keras
-import tensorflow as tf
 
+from bottlenecks import errors
 from bottlenecks import savedmodel
 
 POOL = "pool"  # the pooled feature vector that feeds the classifier, in every backbone
@@ -118,10 +118,10 @@ def get_backbone(name: str, input_range=None) -> Backbone:
         source, location = name.split(":", 1)
         return _feature_vector_backbone(source, location, input_range)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, hub:HANDLE or "
+        raise errors.BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, hub:HANDLE or "
                          f"savedmodel:PATH")
     if input_range is not None:
-        raise ValueError(f"--input-range is for hub: and savedmodel: backbones; {name} brings its own preprocessing")
+        raise errors.BackboneError(f"--input-range is for hub: and savedmodel: backbones; {name} brings its own preprocessing")
     return BACKBONES[name]
 
 
@@ -129,14 +129,14 @@ def check_input_range(input_range) -> tuple[float, float]:
     """(low, high) of a feature vector model's pixel values; None: FEATURE_VECTOR_INPUT_RANGE."""
     values = FEATURE_VECTOR_INPUT_RANGE if input_range is None else tuple(float(value) for value in input_range)
     if len(values) != 2 or not values[0] < values[1]:
-        raise ValueError(f"--input-range must be two numbers LOW,HIGH with LOW < HIGH, got "
+        raise errors.BackboneError(f"--input-range must be two numbers LOW,HIGH with LOW < HIGH, got "
                          f"{','.join(f'{value:g}' for value in values)}")
     return values
 
 
 def _feature_vector_backbone(source: str, location: str, input_range) -> Backbone:
     if not location:
-        raise ValueError(f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon")
+        raise errors.BackboneError(f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon")
     if source == SAVEDMODEL and not _is_url(location):  # recorded in the manifest: the trainer finds it from anywhere
         location = os.path.abspath(os.path.expanduser(location))
     low, high = check_input_range(input_range)
@@ -157,21 +157,21 @@ def check_nodes(backbone: Backbone, nodes) -> tuple[str, ...]:
     nodes = tuple(nodes)
     unknown = [node for node in nodes if node not in backbone.nodes]
     if unknown and backbone.source != KERAS:
-        raise ValueError(f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}: an image feature "
+        raise errors.BackboneError(f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}: an image feature "
                          f"vector model has the one node {POOL} (a SavedModel does not expose its inner layers)")
     if unknown:
-        raise ValueError(
+        raise errors.BackboneError(
             f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}; "
             f"valid nodes are: {', '.join(backbone.nodes)}")
     if not nodes:
-        raise ValueError(f"no nodes given; valid nodes for {backbone.name} are: {', '.join(backbone.nodes)}")
+        raise errors.BackboneError(f"no nodes given; valid nodes for {backbone.name} are: {', '.join(backbone.nodes)}")
     return tuple(node for node in backbone.nodes if node in nodes)
 
 
 def check_input_size(backbone: Backbone, input_size: int | None) -> int:
     size = backbone.default_input_size if input_size is None else int(input_size)
     if size < backbone.min_input_size:
-        raise ValueError(f"--input-size {size} is too small for {backbone.name}: "
+        raise errors.BackboneError(f"--input-size {size} is too small for {backbone.name}: "
                          f"it needs at least {backbone.min_input_size} px")
     return size
 
@@ -186,7 +186,7 @@ def build(backbone: Backbone, weights: str | None, input_size: int | None = None
     size = check_input_size(backbone, input_size)
     if backbone.source != KERAS:
         if weights is not None:
-            raise ValueError(f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
+            raise errors.BackboneError(f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
                              f"leave --weights out")
         model = savedmodel.feature_vector_model(model_path(backbone), backbone.name, size, name=POOL)
         model.trainable = False
@@ -205,33 +205,6 @@ def build(backbone: Backbone, weights: str | None, input_size: int | None = None
     return model
 
 
-def rebuild(name: str, weights: dict, input_size: int, seed: int = 0, input_range=None,
-            weights_file: str | None = None) -> keras.Model:
-    """The backbone with the very weights some bottlenecks were made with, from their recorded identity.
-
-    weights is weights_identity()'s record (with the file's sha256), or model_identity()'s for hub: and
-    savedmodel: backbones; random weights are remade from the seed they were drawn with. weights_file is
-    as for build.
-    """
-    backbone = get_backbone(name, input_range)
-    if backbone.source == SAVEDMODEL and not tf.io.gfile.isdir(backbone.location):
-        raise FileNotFoundError(f"the records were made with the SavedModel {backbone.location}, which is gone; "
-                                f"put it back (the sha256 of its files is {weights.get('sha256')})")
-    if backbone.source != KERAS:
-        return build(backbone, None, input_size)
-    if weights["kind"] == "none":
-        keras.utils.set_random_seed(seed)
-        source = "none"
-    elif weights["kind"] == "file":
-        source = weights["path"]
-        if not os.path.isfile(weights_file or source):
-            raise FileNotFoundError(f"the records were made with weights {source}, which is gone; "
-                                    f"put it back (its sha256 is {weights.get('sha256')})")
-    else:
-        source = "imagenet"
-    return build(backbone, source, input_size, weights_file)
-
-
 def _build_imagenet_any_size(backbone: Backbone, size: int) -> keras.Model:
     reference = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
     model = backbone.builder(weights=None, input_shape=(size, size, 3))
@@ -244,16 +217,16 @@ def _download_guard(backbone: Backbone, build_call):
         return build_call()
     except Exception as error:  # Keras wraps URL and socket errors in a bare Exception
         cache = os.path.join(os.path.expanduser("~"), ".keras", "models", backbone.imagenet_file)
-        raise RuntimeError(
+        raise errors.BackboneError(
             f"could not obtain the ImageNet weights of {backbone.name} ({error}). "
             f"Without internet, download {backbone.imagenet_url} elsewhere and place it at {cache}, "
             f"or pass --weights PATH to a weights file for keras.applications "
             f"(or --weights none for random weights).") from None
 
 
-def missing_weights_file(path: str, backbone: Backbone) -> FileNotFoundError:
+def missing_weights_file(path: str, backbone: Backbone) -> errors.BackboneError:
     """The one-line error for a --weights file that is not there."""
-    return FileNotFoundError(f"--weights {path}: no such file; pass imagenet, none or the path "
+    return errors.BackboneError(f"--weights {path}: no such file; pass imagenet, none or the path "
                              f"of a {backbone.name} weights file")
 
 
@@ -263,7 +236,7 @@ def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone:
     try:
         model.load_weights(local_path)
     except Exception as error:
-        raise ValueError(f"--weights {path} does not fit {backbone.name} with the classifier "
+        raise errors.BackboneError(f"--weights {path} does not fit {backbone.name} with the classifier "
                          f"({type(error).__name__}: {error})") from None
 
 

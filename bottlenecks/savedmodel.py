@@ -16,6 +16,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from bottlenecks import errors
+
 SIGNATURE = "serving_default"
 # tensorflow-hub 0.16 imports tf_keras (Keras 2) when tf.keras is Keras 3, and pkg_resources (setuptools < 82).
 # tf-keras requires the full `tensorflow` distribution, so on tensorflow-cpu both come without their dependencies.
@@ -29,7 +31,7 @@ def check_directory(path: str) -> str:
         raise FileNotFoundError(f"--backbone savedmodel:{path}: no such directory; pass the folder of a TF2 "
                                 f"SavedModel (the one that holds saved_model.pb)")
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        raise ValueError(f"--backbone savedmodel:{path} is not a SavedModel (it has no saved_model.pb); pass the "
+        raise errors.BackboneError(f"--backbone savedmodel:{path} is not a SavedModel (it has no saved_model.pb); pass the "
                          f"folder that holds saved_model.pb")
     return path
 
@@ -43,17 +45,17 @@ def resolve_hub(handle: str) -> str:
     """The local SavedModel folder of a TF-Hub or Kaggle Models handle, downloaded and cached by tensorflow_hub."""
     missing = [name for name in ("tensorflow_hub", "tf_keras") if importlib.util.find_spec(name) is None]
     if missing:
-        raise RuntimeError(f"--backbone hub:{handle} needs {' and '.join(missing)}: {HUB_INSTALL}; or download the "
+        raise errors.BackboneError(f"--backbone hub:{handle} needs {' and '.join(missing)}: {HUB_INSTALL}; or download the "
                            f"model elsewhere, unpack it and pass --backbone savedmodel:DIR")
     try:
         import tensorflow_hub
     except ImportError as error:  # e.g. pkg_resources, gone from setuptools 82
-        raise RuntimeError(f"--backbone hub:{handle}: tensorflow_hub does not import ({error}): {HUB_INSTALL}") \
+        raise errors.BackboneError(f"--backbone hub:{handle}: tensorflow_hub does not import ({error}): {HUB_INSTALL}") \
             from None
     try:
         return check_directory(tensorflow_hub.resolve(handle))
     except Exception as error:  # URL, socket and file errors alike: all mean the model is not here
-        raise RuntimeError(
+        raise errors.BackboneError(
             f"could not fetch hub:{handle} ({type(error).__name__}: {_first_line(error)}). Without internet, "
             f"download {handle}?tf-hub-format=compressed elsewhere, unpack the .tar.gz and pass --backbone "
             f"savedmodel:DIR, or set TFHUB_CACHE_DIR to a TF-Hub cache that holds the model "
@@ -69,7 +71,7 @@ class FeatureVector(keras.layers.Layer):
         try:
             self.saved_model = tf.saved_model.load(path)
         except Exception as error:
-            raise ValueError(f"{label}: cannot load the SavedModel in {path} ({type(error).__name__}: "
+            raise errors.BackboneError(f"{label}: cannot load the SavedModel in {path} ({type(error).__name__}: "
                              f"{_first_line(error)})") from None
         self._function, self._keywords, self.image_spec = _endpoint(self.saved_model, label)
 
@@ -79,7 +81,7 @@ class FeatureVector(keras.layers.Layer):
         outputs = self._function(images, **self._keywords)
         if isinstance(outputs, dict):
             if len(outputs) != 1:
-                raise ValueError(f"{self.label} returns {len(outputs)} outputs ({', '.join(sorted(outputs))}); an "
+                raise errors.BackboneError(f"{self.label} returns {len(outputs)} outputs ({', '.join(sorted(outputs))}); an "
                                  f"image feature vector model returns one")
             outputs = next(iter(outputs.values()))
         return outputs
@@ -106,10 +108,10 @@ def _endpoint(saved_model, label: str):
         signature = saved_model.signatures[SIGNATURE]
         inputs = signature.structured_input_signature[1]
         if len(inputs) != 1:
-            raise ValueError(f"{label}: its {SIGNATURE} signature takes {len(inputs)} inputs "
+            raise errors.BackboneError(f"{label}: its {SIGNATURE} signature takes {len(inputs)} inputs "
                              f"({', '.join(sorted(inputs))}); an image feature vector model takes one")
         return signature, {}, next(iter(inputs.values()))
-    raise ValueError(f"{label}: the SavedModel is not callable and has no {SIGNATURE} signature (it has: "
+    raise errors.BackboneError(f"{label}: the SavedModel is not callable and has no {SIGNATURE} signature (it has: "
                      f"{', '.join(saved_model.signatures) or 'none'}); save a callable object with "
                      f"tf.saved_model.save, or the model with keras.Model.export")
 
@@ -119,16 +121,16 @@ def feature_vector_model(path: str, label: str, input_size: int, name: str) -> k
     layer = FeatureVector(path, label, name=name)
     declared = layer.declared_size()
     if declared is not None and declared != (input_size, input_size):
-        raise ValueError(f"{label} takes {declared[0]}x{declared[1]} images, not {input_size}x{input_size}: "
+        raise errors.BackboneError(f"{label} takes {declared[0]}x{declared[1]} images, not {input_size}x{input_size}: "
                          f"pass --input-size {declared[0]}")
     images = keras.Input(shape=(input_size, input_size, 3), name="images")
     try:
         features = layer(images)
     except Exception as error:
-        raise ValueError(f"{label} does not run on {input_size}x{input_size} images ({type(error).__name__}: "
+        raise errors.BackboneError(f"{label} does not run on {input_size}x{input_size} images ({type(error).__name__}: "
                          f"{_first_line(error)}); check --input-size") from None
     if len(features.shape) != 2:
-        raise ValueError(f"{label} is not an image feature vector model: its output has shape "
+        raise errors.BackboneError(f"{label} is not an image feature vector model: its output has shape "
                          f"{tuple(features.shape)}, not (batch, features)")
     return keras.Model(images, features, name="feature_vector_model")
 

@@ -67,14 +67,14 @@ def records(tmp_path_factory):
     import dataclasses
 
     from pipeline import config as config_lib
-    from pipeline.offline import extract
+    from pipeline.offline import job
 
     root = tmp_path_factory.mktemp("train")
     data = str(root / "images")
     write_random_images(data, per_class=6)
     config = dataclasses.replace(config_lib.tiny(str(root / "records"), data), backbone="resnet50_v2",
                                  nodes=TRAIN_STAGES, validation_percent=30, test_percent=25)
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     return config.out_dir
 
 
@@ -157,3 +157,49 @@ def copy_to_url(local_root: str, url: str) -> None:
         tf.io.gfile.makedirs(target)  # ram:// lists only folders made explicitly, as a bucket lists prefixes
         for name in names:
             tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}")
+
+
+def records_dataset(records_dir: str, node: str, split: str, batch_size: int, **options):
+    """reader.make_dataset on the records in records_dir (their manifest read here)."""
+    from tfrecords import manifest as manifest_lib
+    from tfrecords import reader
+
+    return reader.make_dataset(manifest_lib.Manifest.read(records_dir), node, split, batch_size, **options)
+
+
+def num_records(records_dir: str, split: str) -> int:
+    from tfrecords import manifest as manifest_lib
+
+    return manifest_lib.Manifest.read(records_dir).num_records(split)
+
+
+def assert_nested_close(got, expected, rel: float = 1e-5, abs_: float = 1e-7, path: str = "") -> None:
+    """got == expected for nested dicts and lists, floats compared up to rounding."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), path
+        for key in expected:
+            assert_nested_close(got[key], expected[key], rel, abs_, f"{path}/{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(expected), path
+        for index, (left, right) in enumerate(zip(got, expected)):
+            assert_nested_close(left, right, rel, abs_, f"{path}[{index}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=rel, abs=abs_), path
+    else:
+        assert got == expected, path
+
+
+def predict_records(setup, stage, checkpoint_path: str, split: str = "validation") -> dict:
+    """Class probabilities per image id, from the cached bottlenecks of `stage` with a stage checkpoint: what the
+    trainer's own model computes, to hold an export against."""
+    from pipeline.training import checkpoints
+    from tfrecords import reader
+
+    model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
+    checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
+    probabilities = {}
+    for bottlenecks, _, image_ids in reader.make_dataset(setup.manifest, stage.node, split, setup.config.batch_size,
+                                                         branches=setup.branches, with_ids=True):
+        batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
+        probabilities.update(zip(image_ids.numpy().astype(str), batch))
+    return probabilities

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from bottlenecks import cut
+from bottlenecks import errors
 from bottlenecks import registry
+from pipeline import backbones
 from pipeline import config as config_lib
-from pipeline.offline import extract
 from tfrecords import writer
 
 SMALL_INPUT = {"inception_v3": 75, "resnet50_v2": 32, "mobilenet_v2": 32}
@@ -101,7 +102,7 @@ def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatc
         return registry.BACKBONES["resnet50_v2"].builder(**kwargs)
 
     backbone = dataclasses.replace(registry.get_backbone("resnet50_v2"), builder=offline_builder)
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(errors.BackboneError) as error:
         registry.build(backbone, "imagenet")
     message = str(error.value)
     assert "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5" in message
@@ -110,7 +111,7 @@ def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatc
 
 def test_missing_or_mismatched_weights_file(tmp_path):
     backbone = registry.get_backbone("mobilenet_v2")
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(errors.BackboneError, match="no such file"):
         registry.build(backbone, str(tmp_path / "missing.h5"), 32)
     resnet = registry.build(registry.get_backbone("resnet50_v2"), "none", 32)
     path = str(tmp_path / "resnet.weights.h5")
@@ -127,18 +128,18 @@ def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path
         tf.io.gfile.makedirs(os.path.dirname(url))
         tf.io.gfile.copy(local, url)
         config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url)
-        backbone = extract.job_backbone(config)
-        model = extract.build_model(config, backbone, 32)
-        copy = extract.local_weights(url)
-        assert extract.local_weights(url) == copy and os.path.basename(copy) == "mobilenet.weights.h5"
+        backbone = backbones.spec(config)
+        model = backbones.for_job(config, backbone, 32)
+        copy = backbones.local_weights(url)
+        assert backbones.local_weights(url) == copy and os.path.basename(copy) == "mobilenet.weights.h5"
         expected = registry.build(backbone, local, 32)
         for weights, wanted in zip(model.get_weights(), expected.get_weights()):
             np.testing.assert_array_equal(weights, wanted)
         identity = {**registry.weights_identity(url), "sha256": writer.file_sha256(url)}
         assert identity == {"kind": "file", "path": url, "sha256": writer.file_sha256(local)}
-        rebuilt = registry.rebuild("mobilenet_v2", identity, 32, weights_file=extract.local_weights(identity))
+        rebuilt = backbones.from_identity("mobilenet_v2", identity, 32)
         np.testing.assert_array_equal(rebuilt.get_weights()[0], expected.get_weights()[0])
-        with pytest.raises(FileNotFoundError, match=f"--weights {url}x: no such file"):
-            extract._check_weights_file(dataclasses.replace(config, weights=url + "x"), backbone)
+        with pytest.raises(errors.BackboneError, match=f"--weights {url}x: no such file"):
+            backbones.check_weights_file(dataclasses.replace(config, weights=url + "x"), backbone)
     finally:
         tf.io.gfile.rmtree("ram://test_backbones")

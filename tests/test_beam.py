@@ -17,11 +17,11 @@ import tensorflow as tf
 from pipeline import config as config_lib
 from pipeline import interrupt
 from pipeline.offline import beam
-from pipeline.offline import extract
+from pipeline.offline import job
+from pipeline.offline import progress as progress_lib
 from tests import conftest
 from tfrecords import codec
 from tfrecords import fileio
-from tfrecords import reader
 from tfrecords import writer
 from tools import make_tfrecords
 from tools import verify as verify_tool
@@ -48,7 +48,7 @@ def both_runners(tmp_path_factory):
         # Random weights give about half zeros, which the reading-speed policy keeps dense: store every node
         # that sparse storage shrinks at all as sparse, so that both encodings are compared.
         patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-        return local, on_beam, extract.make_tfrecords(local), beam.make_tfrecords(on_beam)
+        return local, on_beam, job.make_tfrecords(local), job.make_tfrecords(on_beam)
 
 
 def _shard_files(out_dir):
@@ -76,7 +76,7 @@ def test_beam_writes_the_local_runners_records_record_by_record(both_runners):
         assert _records(os.path.join(on_beam.out_dir, name)) == local_records, name
         assert filecmp.cmp(os.path.join(local.out_dir, name), os.path.join(on_beam.out_dir, name), shallow=False)
     assert beam_summary["images_written"] == local_summary["images_written"] == 9
-    encodings = _read_json(os.path.join(local.out_dir, extract.PROGRESS_DIR, "encodings.json"))
+    encodings = _read_json(os.path.join(local.out_dir, progress_lib.PROGRESS_DIR, "encodings.json"))
     assert encodings == {"block_16_project_BN": codec.DENSE, "pool": codec.SPARSE}
     assert beam_summary["images_skipped"] == local_summary["images_skipped"] == 1
 
@@ -90,19 +90,19 @@ def test_beam_manifest_and_shard_results_match_apart_from_the_runner(both_runner
     assert local_manifest["config"].pop("beam_options") == ""
     assert beam_manifest["config"].pop("beam_options") == DIRECT_OPTIONS
     assert beam_manifest == local_manifest
-    progress = os.path.join(local.out_dir, extract.PROGRESS_DIR)
+    progress = os.path.join(local.out_dir, progress_lib.PROGRESS_DIR)
     names = sorted(name for name in os.listdir(progress) if name.endswith(".tfrecord.json"))
     assert len(names) == 3
     for name in names + ["encodings.json", "job.json"]:
-        assert _read_json(os.path.join(on_beam.out_dir, extract.PROGRESS_DIR, name)) == \
+        assert _read_json(os.path.join(on_beam.out_dir, progress_lib.PROGRESS_DIR, name)) == \
             _read_json(os.path.join(progress, name)), name
 
 
 def test_beam_quarantines_the_bad_image_as_the_local_runner_does(both_runners):
     local, on_beam, _, _ = both_runners
-    with open(os.path.join(on_beam.out_dir, extract.QUARANTINE_NAME)) as file:
+    with open(os.path.join(on_beam.out_dir, job.QUARANTINE_NAME)) as file:
         quarantine = file.read()
-    with open(os.path.join(local.out_dir, extract.QUARANTINE_NAME)) as file:
+    with open(os.path.join(local.out_dir, job.QUARANTINE_NAME)) as file:
         assert quarantine == file.read()
     assert quarantine.count("\n") == 2 and BAD_IMAGE in quarantine
 
@@ -113,9 +113,9 @@ def test_beam_rerun_redoes_only_the_deleted_shard(both_runners):
     deleted = os.path.join(on_beam.out_dir, "pool", "train-00001-of-00002.tfrecord")
     kept = {name: os.stat(os.path.join(on_beam.out_dir, name)).st_mtime_ns for name in files}
     os.remove(deleted)
-    summary = beam.make_tfrecords(on_beam)
+    summary = job.make_tfrecords(on_beam)
     assert summary["shards_redone"] == 1
-    redone = _read_json(os.path.join(on_beam.out_dir, extract.PROGRESS_DIR, "train-00001-of-00002.tfrecord.json"))
+    redone = _read_json(os.path.join(on_beam.out_dir, progress_lib.PROGRESS_DIR, "train-00001-of-00002.tfrecord.json"))
     assert summary["images_processed"] == redone["num_records"] + len(redone["quarantine"]) == \
         len(_records(deleted)) + len(redone["quarantine"])
     for name in files:
@@ -138,7 +138,7 @@ def test_without_beam_installed_the_runner_names_the_extra(tmp_path, monkeypatch
     monkeypatch.setattr(beam, "apache_beam", None)
     config = config_lib.ExtractConfig(out_dir=str(tmp_path / "out"), data_dir=str(tmp_path), runner="beam")
     with pytest.raises(ValueError, match=r'pip install -e "\.\[beam\]"'):
-        beam.make_tfrecords(config)
+        job.make_tfrecords(config)
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -148,8 +148,8 @@ def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_pa
     local = dataclasses.replace(config_lib.tiny(str(tmp_path / "local"), data), storage_dtype="float16",
                                 validation_percent=0, test_percent=0)
     on_beam = dataclasses.replace(local, out_dir=str(tmp_path / "beam"), runner="beam", beam_options=DIRECT_OPTIONS)
-    extract.make_tfrecords(local)
-    beam.make_tfrecords(on_beam)
+    job.make_tfrecords(local)
+    job.make_tfrecords(on_beam)
     files = _shard_files(local.out_dir)
     assert len(files) == 2 * len(local.nodes) and _shard_files(on_beam.out_dir) == files
     for name in files:
@@ -172,7 +172,7 @@ def on_urls(both_runners):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(codec, "SPARSE_AT_MOST", 1.0)  # as in both_runners
-            beam.make_tfrecords(remote)
+            job.make_tfrecords(remote)
         yield local, remote
     finally:
         tf.io.gfile.rmtree(RAM)
@@ -202,8 +202,8 @@ def test_beam_on_urls_writes_the_local_runners_records_manifest_and_quarantine(o
                            ("beam_options", config.beam_options)):
             assert manifest["config"].pop(key) == value
     assert remote_manifest == local_manifest
-    local_quarantine = fileio.read_bytes(os.path.join(local.out_dir, extract.QUARANTINE_NAME)).decode()
-    remote_quarantine = fileio.read_bytes(fileio.join(remote.out_dir, extract.QUARANTINE_NAME)).decode()
+    local_quarantine = fileio.read_bytes(os.path.join(local.out_dir, job.QUARANTINE_NAME)).decode()
+    remote_quarantine = fileio.read_bytes(fileio.join(remote.out_dir, job.QUARANTINE_NAME)).decode()
     assert f"{RAM}/images/{BAD_IMAGE}" in remote_quarantine
     assert _without_data_dir(remote_quarantine, remote) == _without_data_dir(local_quarantine, local)
 
@@ -213,8 +213,8 @@ def test_the_verifier_and_the_trainers_reader_read_records_at_urls(on_urls, caps
     assert verify_tool.main([remote.out_dir]) == 0
     assert f"verify: all 6 shard files in {remote.out_dir} match manifest.json" in capsys.readouterr().out
     for node in local.nodes:
-        local_batches = list(reader.make_dataset(local.out_dir, node, "train", 4, with_ids=True))
-        remote_batches = list(reader.make_dataset(remote.out_dir, node, "train", 4, with_ids=True))
+        local_batches = list(conftest.records_dataset(local.out_dir, node, "train", 4, with_ids=True))
+        remote_batches = list(conftest.records_dataset(remote.out_dir, node, "train", 4, with_ids=True))
         assert len(remote_batches) == len(local_batches) > 0
         for local_batch, remote_batch in zip(local_batches, remote_batches):
             for local_part, remote_part in zip(local_batch, remote_batch):
@@ -224,12 +224,12 @@ def test_the_verifier_and_the_trainers_reader_read_records_at_urls(on_urls, caps
 def test_beam_rerun_on_urls_redoes_only_the_shard_whose_progress_is_gone(on_urls, monkeypatch):
     local, remote = on_urls
     shard = "train-00001-of-00002.tfrecord"
-    tf.io.gfile.remove(fileio.join(remote.out_dir, extract.PROGRESS_DIR, shard + ".json"))
+    tf.io.gfile.remove(fileio.join(remote.out_dir, progress_lib.PROGRESS_DIR, shard + ".json"))
     opened = []
     open_record_writer = writer.open_record_writer
     monkeypatch.setattr(writer, "open_record_writer",
                         lambda path, compression: opened.append(path) or open_record_writer(path, compression))
-    summary = beam.make_tfrecords(remote)
+    summary = job.make_tfrecords(remote)
     assert summary["shards_redone"] == 1
     assert sorted(opened) == sorted(fileio.temporary_path(fileio.join(remote.out_dir, node, shard))
                                     for node in remote.nodes)
@@ -247,7 +247,7 @@ def test_the_local_runner_reads_and_writes_urls_too(both_runners):
         remote = dataclasses.replace(local, data_dir=f"{url}/images", out_dir=f"{url}/records")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-            summary = extract.make_tfrecords(remote)
+            summary = job.make_tfrecords(remote)
         assert (summary["images_written"], summary["images_skipped"]) == (9, 1)
         for name in _shard_files(local.out_dir):
             assert writer.file_sha256(fileio.join(remote.out_dir, name)) == \
@@ -257,9 +257,9 @@ def test_the_local_runner_reads_and_writes_urls_too(both_runners):
 
 
 def test_no_lock_is_taken_on_an_object_store_and_the_user_is_told(tmp_path, capsys):
-    assert isinstance(extract._output_lock(str(tmp_path)), writer.OutputLock)
+    assert isinstance(job.output_lock(str(tmp_path)), writer.OutputLock)
     assert capsys.readouterr().err == ""
-    extract._output_lock(f"{RAM}/records")
+    job.output_lock(f"{RAM}/records")
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "up to you" in error and f"{RAM}/records is not locked" in error
 
@@ -296,12 +296,12 @@ class _SubmittedJob:
 
 def test_an_interrupted_launcher_cancels_its_job(both_runners, tmp_path, monkeypatch, capsys):
     local = both_runners[0]
-    job = _SubmittedJob(KeyboardInterrupt())
-    monkeypatch.setattr(beam.apache_beam.Pipeline, "run", lambda pipeline, *args, **kwargs: job)
+    submitted = _SubmittedJob(KeyboardInterrupt())
+    monkeypatch.setattr(beam.apache_beam.Pipeline, "run", lambda pipeline, *args, **kwargs: submitted)
     config = dataclasses.replace(local, out_dir=str(tmp_path / "out"), runner="beam", beam_options=DIRECT_OPTIONS)
     with pytest.raises(KeyboardInterrupt):
-        beam.make_tfrecords(config)
-    assert job.cancelled
+        job.make_tfrecords(config)
+    assert submitted.cancelled
     assert "make_tfrecords: the Beam job was cancelled" in capsys.readouterr().err
     assert not _shard_files(config.out_dir)
 
@@ -312,9 +312,9 @@ def test_an_interrupted_launcher_cancels_its_job(both_runners, tmp_path, monkeyp
     (KeyboardInterrupt(), OSError("the service did not answer"), "could not cancel the Beam job (OSError"),
 ])
 def test_the_interruption_is_raised_again_whatever_the_cancel_does(interruption, cancel_error, said, capsys):
-    job = _SubmittedJob(interruption, cancel_error)
+    submitted = _SubmittedJob(interruption, cancel_error)
     with pytest.raises(type(interruption)):
-        beam.wait_for(job)
-    assert job.cancelled
+        beam.wait_for(submitted)
+    assert submitted.cancelled
     error = capsys.readouterr().err
     assert (said in error and error.count("\n") == 1) if said else error == ""

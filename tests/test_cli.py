@@ -1,5 +1,6 @@
 """Command lines: exit status, files written, and a user error as one line on stderr with exit status 2."""
 
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tools
+from pipeline import config as config_lib
 from tools import compare
 from tools import demo
 from tools import evaluate
@@ -49,7 +51,7 @@ def test_make_tfrecords_flags(tmp_path):
     base = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")]
     assert make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None  # the backbone's own
     assert make_tfrecords.parse_flags(base + ["--input-size", "96"]).input_size == 96
-    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == str(tmp_path)
+    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == config_lib.VerifyConfig(str(tmp_path))
     assert make_tfrecords.parse_flags(base).storage_dtype == "float32"
     assert make_tfrecords.parse_flags(base + ["--storage-dtype", "bfloat16"]).storage_dtype == "bfloat16"
     for wrong in (["--data-dir", str(tmp_path)], ["--verify", "a", "--data-dir", "b"], base + ["--qualities", "x"],
@@ -93,7 +95,7 @@ def test_predict_refuses_a_missing_model(tmp_path, tiny_dataset, capsys):
     ("compare", compare.main, ["--out-dir", "{tmp}/out"], "no manifest.json"),
     ("evaluate", evaluate.main, ["--model", "{tmp}/nowhere", "--data-dir", "{tmp}", "--out-dir", "{tmp}/out"],
      "{tmp}/nowhere"),
-    ("report", report.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "has no results.json"),
+    ("report", report.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "no results.json"),
     ("jpeg-ladder-prune", prune.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "no results.json"),
     ("demo", demo.main, ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out", "--no-progress"], "nowhere"),
 ])
@@ -122,3 +124,71 @@ def test_a_url_that_is_missing_or_not_allowed_is_one_line(error, capsys):
 
     assert tools.run("make_tfrecords", job, None) == 2
     assert "gs://bucket/" in _one_line_error(capsys, "make_tfrecords")
+
+
+def test_a_library_bug_keeps_its_traceback_where_a_user_error_is_one_line(capsys):
+    def bug(config):
+        raise RuntimeError("an internal invariant broke")
+
+    with pytest.raises(RuntimeError, match="an internal invariant broke"):
+        tools.run("make_tfrecords", bug, None)
+
+    def full_disk(config):
+        raise OSError(28, "No space left on device")
+
+    assert tools.run("make_tfrecords", full_disk, None) == 2
+    assert "No space left on device" in _one_line_error(capsys, "make_tfrecords")
+
+
+TOOLS_DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def test_no_tool_writes_a_flag_by_hand():
+    for name in sorted(os.listdir(TOOLS_DIRECTORY)):
+        if name.endswith(".py") and name != "flags.py":
+            with open(os.path.join(TOOLS_DIRECTORY, name), encoding="utf-8") as file:
+                assert "add_argument" not in file.read(), name
+
+
+@pytest.mark.parametrize("config_class", [config_lib.ExtractConfig, config_lib.TrainConfig, config_lib.CompareConfig,
+                                          config_lib.PruneConfig, config_lib.CompressConfig, config_lib.DemoConfig,
+                                          config_lib.EvaluateConfig, config_lib.PredictConfig,
+                                          config_lib.ReportConfig, config_lib.HistogramConfig])
+def test_every_option_of_a_config_is_a_flag_with_its_help(config_class):
+    from tools import flags
+
+    parser = flags.Flags().add(config_class).parser
+    helps = {action.help for action in parser._actions}
+    for field in dataclasses.fields(config_class):
+        if field.metadata.get("nested"):
+            continue
+        assert ("help" in field.metadata) == any(text and text.startswith(field.metadata.get("help", "\0"))
+                                                 for text in helps), field.name
+
+
+def test_a_template_s_flags_set_the_runs_that_a_config_derives():
+    config = compare.parse_flags(["--records", "r", "--out-dir", "o", "--optimizer", "sgd", "--seeds", "2",
+                                  "--plateau-epochs", "7", "--fusions", "shared"])
+    assert config.fusions == ("shared",)
+    assert (config.training.optimizer, config.training.seeds, config.training.plateau_epochs) == ("sgd", 2, 7.0)
+    defaults = compare.parse_flags(["--records", "r", "--out-dir", "o"])
+    assert defaults.training == config_lib.compare_training()
+    with pytest.raises(SystemExit):  # the protocol sets each arm's fusion: not a flag of compare
+        compare.parse_flags(["--records", "r", "--out-dir", "o", "--fusion", "shared"])
+
+
+def test_adding_an_option_is_one_edit():
+    from tools import flags
+
+    @dataclasses.dataclass(frozen=True)
+    class Example:
+        out_dir: str = config_lib.option(help="where")
+        rate: float = config_lib.option(0.5, help="how fast")
+        names: tuple[str, ...] | None = config_lib.option(None, help="which")
+        quiet: bool = config_lib.option(False, help="say less")
+        internal: int = 3
+
+    config = flags.parse(Example, ["--out-dir", "o", "--rate", "2", "--names", "a,b", "--quiet"])
+    assert config == Example(out_dir="o", rate=2.0, names=("a", "b"), quiet=True)
+    with pytest.raises(SystemExit):
+        flags.parse(Example, ["--out-dir", "o", "--internal", "4"])

@@ -10,8 +10,8 @@ import pytest
 from pipeline import config as config_lib
 from pipeline.analysis import compression
 from pipeline.training import train
+from tests import conftest
 from tfrecords import manifest as manifest_lib
-from tfrecords import reader
 from tools import compress as compress_tool
 
 
@@ -76,7 +76,7 @@ def test_compress_command_reports_and_writes_code_records(records, tmp_path):
     has_test = manifest_lib.Manifest.read(records).num_records("test") > 0
     assert result["test_split"] == ("test" if has_test else "validation")
     assert ("no test split" in (out / "compression.md").read_text()) != has_test
-    codes, labels = next(iter(reader.make_dataset(str(out / "records"), "pool", "train", 4)))
+    codes, labels = next(iter(conftest.records_dataset(str(out / "records"), "pool", "train", 4)))
     assert tuple(codes.shape) == (4, 1, 6) and float(codes.numpy().min()) >= 0 and float(codes.numpy().max()) <= 1
     assert (out / "compression.png").stat().st_size > 0
 
@@ -91,25 +91,25 @@ def test_the_trainer_reads_code_records_with_a_head_over_the_dataset_classes(rec
     config = dataclasses.replace(config_lib.tiny_training(codes, str(tmp_path / "run")), stages=("pool",),
                                  max_epochs_per_stage=3.0)
     results = train.train_and_evaluate(config)
-    assert results["label_space"] == "dataset" and "baseline" not in results
-    assert "autoencoder codes" in results["export_skipped"] and not (tmp_path / "run" / "export").exists()
+    assert results.label_space == "dataset" and results.baseline is None
+    assert "autoencoder codes" in results.export_skipped and not (tmp_path / "run" / "export").exists()
     setup = train.prepare(config)
     model = setup.build_model("pool")
     assert tuple(model.input.shape) == (None, 1, 8)
     assert setup.head.units == 3  # cat, dog, fox
-    stage = results["stages"][0]
-    probabilities = train.predict_records(setup, setup.stages[0], stage["checkpoint"])
+    stage = results.stages[0]
+    probabilities = conftest.predict_records(setup, setup.config.schedule[0], stage.checkpoint)
     assert len(probabilities) == manifest_lib.Manifest.read(codes).num_records("validation")
     right = np.mean([np.argmax(probabilities[image_id]) == label for image_id, label in
                      _labels(codes, "validation").items()])
-    assert right == pytest.approx(stage["best_top1"], abs=1e-6)
+    assert right == pytest.approx(stage.best_top1, abs=1e-6)
     with pytest.raises(ValueError, match="autoencoder codes"):
         train.prepare(dataclasses.replace(config, label_space="imagenet"))
 
 
 def _labels(records_dir: str, split: str) -> dict:
     return {image_id.decode(): int(label) for _, labels, image_ids in
-            reader.make_dataset(records_dir, "pool", split, 16, with_ids=True)
+            conftest.records_dataset(records_dir, "pool", split, 16, with_ids=True)
             for image_id, label in zip(image_ids.numpy(), labels.numpy())}
 
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 from tensorflow.python.lib.io import file_io
 
 from pipeline import config as config_lib
-from pipeline.offline import extract
 from pipeline.offline import images
+from pipeline.offline import job
 from pipeline.offline import ladder
 from tests import conftest
 
@@ -57,16 +57,16 @@ def test_the_job_converts_quarantines_or_skips_each_and_finishes(tmp_path, tiny_
     os.symlink("b.jpg", os.path.join(tiny_dataset, "cat", "a.jpg"))  # a link loop between two names
     os.symlink("a.jpg", os.path.join(tiny_dataset, "cat", "b.jpg"))
     vanishing = os.path.join(tiny_dataset, "fox", "fox_000.jpg")
-    index_images = extract.index_images
+    index_images = job.index_images
 
     def index_then_delete(config):
         index = index_images(config)
         os.remove(vanishing)  # gone between indexing and reading
         return index
 
-    monkeypatch.setattr(extract, "index_images", index_then_delete)
+    monkeypatch.setattr(job, "index_images", index_then_delete)
     with pytest.warns(UserWarning, match="loop: it links to a folder already listed"):
-        summary = extract.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
+        summary = job.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
                                                              qualities=(50,)))
     with open(tmp_path / "out" / "quarantine.csv") as file:
         reasons = {os.path.relpath(row["path"], tiny_dataset): row["reason"] for row in csv.DictReader(file)}

@@ -4,7 +4,7 @@ import dataclasses
 import json
 import re
 
-
+from pipeline import config as config_lib
 from pipeline.analysis import compare
 from pipeline.demo import run as demo
 from tests import conftest
@@ -21,15 +21,15 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
     conftest.imagenette_subset(subset, {"train": 8, "val": 6})
-    outcome = demo.run_demo(demo.DemoConfig(
+    training = dataclasses.replace(config_lib.demo_training(), max_epochs_per_stage=2.0, learning_rate=0.01,
+                                   momentum=0.0, head_init="baseline", progress=False)
+    outcome = demo.run_demo(config_lib.DemoConfig(
         out_dir=str(tmp_path / "demo"), data_dir=str(subset), backbone="mobilenet_v2", weights=weights,
-        input_size=96, max_epochs_per_stage=2.0, learning_rate=0.01, momentum=0.0, head_init="baseline",
-        fusions=("shared",), seeds=1,
-        progress=False))
+        input_size=96, training=training, fusions=("shared",), seeds=1))
     results = json.loads((tmp_path / "demo" / "runs" / "topology" / "results.json").read_text())
     report_text = (tmp_path / "demo" / "report" / "report.md").read_text()
     numbers = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
-    assert outcome["results"]["label_space"] == "imagenet" and "baseline" in results
+    assert outcome["results"].label_space == "imagenet" and "baseline" in results
     assert numbers["results"] == results
     assert _stage_rows(report_text) == [(stage["node"], round(100 * stage["best_top1"], 2),
                                          round(100 * stage["best_top5"], 2)) for stage in results["stages"]]
@@ -47,9 +47,9 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
 
 
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
-    config = dataclasses.replace(demo.DemoConfig(out_dir=str(tmp_path / "demo")), images_per_class=24,
-                                 max_epochs_per_stage=1.0, fusions=("shared",), seeds=1,
-                                 progress=False)
+    training = dataclasses.replace(config_lib.demo_training(), max_epochs_per_stage=1.0, progress=False)
+    config = config_lib.DemoConfig(out_dir=str(tmp_path / "demo"), images_per_class=24, training=training,
+                                   fusions=("shared",), seeds=1)
     outcome = demo.run_demo(config)
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "tensorboard --logdir" in printed

@@ -18,11 +18,11 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline.offline import job
 from pipeline.offline import ladder
+from pipeline.offline import progress as progress_lib
 from tests import conftest
 from tfrecords import codec
-from tfrecords import reader
 from tfrecords import writer
 
 
@@ -41,7 +41,7 @@ def _expected_activations(config, paths):
 
 def _read_all(out_dir, node, split):
     records = {}
-    for bottleneck, label, image_id in reader.make_dataset(out_dir, node, split, batch_size=3, with_ids=True):
+    for bottleneck, label, image_id in conftest.records_dataset(out_dir, node, split, batch_size=3, with_ids=True):
         for one, one_label, one_id in zip(bottleneck.numpy(), label.numpy(), image_id.numpy()):
             records[one_id.decode()] = (one, int(one_label))
     return records
@@ -53,7 +53,7 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
     # Random weights give about half zeros, which the default policy keeps dense: ask for sparse wherever it
     # saves bytes, so that both encodings are written and read back.
     monkeypatch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-    summary = extract.make_tfrecords(config)
+    summary = job.make_tfrecords(config)
     with open(tmp_path / "out" / "manifest.json") as file:
         manifest = json.load(file)
     assert manifest["nodes"]["pool"]["encoding"] == codec.SPARSE
@@ -80,7 +80,7 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
 def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
     expected = conftest.write_odd_inputs(os.path.join(tiny_dataset, "dog"))
     os.remove(os.path.join(tiny_dataset, "dog", "good.jpg"))  # keep the listing simple below
-    summary = extract.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), tiny_dataset))
+    summary = job.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), tiny_dataset))
     with open(tmp_path / "out" / "quarantine.csv") as file:
         rows = list(csv.DictReader(file))
     bad = {name: reason for name, reason in expected.items() if reason is not None}
@@ -108,18 +108,18 @@ def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path
                "--no-progress"]
     environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
     killed = str(tmp_path / "killed")
-    job = subprocess.Popen(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
+    process = subprocess.Popen(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress = os.path.join(killed, extract.PROGRESS_DIR)
+    progress = os.path.join(killed, progress_lib.PROGRESS_DIR)
     deadline = time.time() + 120
-    while job.poll() is None and time.time() < deadline:
+    while process.poll() is None and time.time() < deadline:
         if os.path.isdir(progress) and any(name.startswith("train-") for name in os.listdir(progress)):
-            job.send_signal(signal.SIGSTOP)  # freeze it, then look, then kill it without warning
+            process.send_signal(signal.SIGSTOP)  # freeze it, then look, then kill it without warning
             break
         time.sleep(0.002)
     done_at_kill = [name for name in os.listdir(progress) if name.startswith("train-")]
-    job.kill()
-    job.wait()
+    process.kill()
+    process.wait()
     assert 1 <= len(done_at_kill) < 12, "the job must be killed part-way through"
     assert not os.path.exists(os.path.join(killed, "manifest.json"))
 
@@ -141,17 +141,17 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path, tiny_dataset):
     os.makedirs(out_dir)
     with writer.OutputLock(out_dir):
         with pytest.raises(writer.JobAlreadyRunning, match="another job"):
-            extract.make_tfrecords(config_lib.tiny(out_dir, tiny_dataset))
+            job.make_tfrecords(config_lib.tiny(out_dir, tiny_dataset))
 
 
 def test_rerun_is_a_no_op_and_other_settings_are_refused(tmp_path, tiny_dataset):
     config = config_lib.tiny(str(tmp_path / "out"), tiny_dataset)
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     before = os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord")
-    assert extract.make_tfrecords(config)["shards_redone"] == 0
+    assert job.make_tfrecords(config)["shards_redone"] == 0
     assert os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord") == before
     with pytest.raises(ValueError, match="different job.*qualities"):
-        extract.make_tfrecords(dataclasses.replace(config, qualities=(50, 90)))
+        job.make_tfrecords(dataclasses.replace(config, qualities=(50, 90)))
 
 
 def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
@@ -161,7 +161,7 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
         file.write("file,label,split\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), data_dir=None,
                                  labels_csv=csv_path, qualities=(30, 60))
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     held_out = _read_all(str(tmp_path / "out"), "pool", "test")  # the CSV's val rows are the test split
     assert {image_id: label for image_id, (_, label) in held_out.items()} == \
         {"dog/dog_001.jpg": 2, "fox/fox_002.jpg": 7}
@@ -173,7 +173,7 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
 def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=4, split_dirs=("train", "val"))
-    extract.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40))
+    job.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40))
     held_out = _read_all(str(tmp_path / "out"), "pool", "test")
     assert sorted(held_out) == sorted(f"val/{name}/{name}_{number:03d}.jpg"
                                       for name in ("cat", "dog", "fox") for number in range(4))
@@ -197,8 +197,8 @@ def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
 def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(tmp_path, tiny_dataset):
     lossless = config_lib.tiny(str(tmp_path / "float32"), tiny_dataset)
     halved = dataclasses.replace(lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16")
-    extract.make_tfrecords(lossless)
-    summary = extract.make_tfrecords(halved)
+    job.make_tfrecords(lossless)
+    summary = job.make_tfrecords(halved)
     with open(tmp_path / "bfloat16" / "manifest.json") as file:
         manifest = json.load(file)
     assert manifest["format_version"] == 2 and manifest["config"]["storage_dtype"] == "bfloat16"
@@ -217,8 +217,8 @@ def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another
             assert bottleneck.dtype == np.float32 and label == exact[image_id][1]
             np.testing.assert_array_equal(bottleneck, exact[image_id][0].astype(ml_dtypes.bfloat16).astype(np.float32))
     # The float32 job's identity has no dtype in it, so jobs written before dtypes existed resume.
-    with open(tmp_path / "float32" / extract.PROGRESS_DIR / "job.json") as file:
+    with open(tmp_path / "float32" / progress_lib.PROGRESS_DIR / "job.json") as file:
         assert "storage_dtype" not in json.load(file)
     for config, other in ((halved, "float16"), (lossless, "bfloat16"), (halved, "float32")):
         with pytest.raises(ValueError, match="different job.*storage_dtype"):
-            extract.make_tfrecords(dataclasses.replace(config, storage_dtype=other))
+            job.make_tfrecords(dataclasses.replace(config, storage_dtype=other))

@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from pipeline.offline import extract
+from pipeline.offline import progress as progress_lib
 from tests import conftest
 from tfrecords import verify
 from tfrecords import writer
@@ -25,7 +25,7 @@ def _tiny_command(data: str, out_dir: str, num_shards: int = 2) -> list[str]:
 
 def _files(out_dir: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(root, name), out_dir) for root, _, names in os.walk(out_dir)
-                  for name in names if not root.endswith(extract.PROGRESS_DIR) and name != ".lock")
+                  for name in names if not root.endswith(progress_lib.PROGRESS_DIR) and name != ".lock")
 
 
 def _full_disk(path):
@@ -71,7 +71,7 @@ def _start(tmp_path, out_dir):
     job = subprocess.Popen([sys.executable, "-m", "tools.make_tfrecords"] + argv, cwd=conftest.PROJECT_ROOT,
                            env=dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = os.path.join(out_dir, extract.PROGRESS_DIR)
+    progress = os.path.join(out_dir, progress_lib.PROGRESS_DIR)
     deadline = time.time() + 120
     while job.poll() is None and time.time() < deadline:
         if os.path.isdir(progress) and any(name.startswith("train-") for name in os.listdir(progress)):
@@ -88,7 +88,7 @@ def test_a_signal_stops_after_the_shard_in_progress_and_says_how_to_resume(tmp_p
     assert job.returncode == 128 + signal.SIGTERM, error
     assert "SIGTERM received: stopping after the shard in progress" in error
     assert "To resume, run the same command: make-tfrecords --data-dir" in error
-    done = [name for name in os.listdir(os.path.join(out_dir, extract.PROGRESS_DIR)) if name.startswith("train-")]
+    done = [name for name in os.listdir(os.path.join(out_dir, progress_lib.PROGRESS_DIR)) if name.startswith("train-")]
     assert 1 <= len(done) < 12
     assert not os.path.exists(os.path.join(out_dir, "manifest.json"))
     assert not [name for name in _files(out_dir) if name.endswith(".tmp")]

@@ -1,11 +1,11 @@
 """Decision heads: shapes, seeded determinism, the linear head as the trainer's decision layer, MLP weight access."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline.training import heads
-from pipeline.training import topology
 
 
 def _features(rows=6, size=12, seed=0):
@@ -38,12 +38,11 @@ def test_same_seed_same_weights_other_seed_other_weights(kind):
     assert not np.array_equal(weights(3)[0], weights(4)[0])
 
 
-def test_linear_head_equals_the_trainers_decision_layer():
+def test_linear_head_is_the_thesis_decision_layer():
     head = heads.build_head("linear", 5, seed=2)
-    layer = topology.decision_layer(5, seed=2)
-    features = _features()
-    np.testing.assert_array_equal(np.asarray(head(features)), np.asarray(layer(features)))
-    assert head.name == layer.name == "decision"
+    assert isinstance(head, keras.layers.Dense) and head.name == "decision" and head.units == 5
+    np.testing.assert_array_equal(np.asarray(head(_features())),
+                                  np.asarray(heads.build_head("linear", 5, seed=2)(_features())))
 
 
 def test_mlp_weights_round_trip_and_a_smaller_head_from_weights(tmp_path):

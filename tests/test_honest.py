@@ -17,8 +17,11 @@ from pipeline.analysis import report
 from pipeline.analysis import statistics
 from pipeline.training import export
 from pipeline.training import fusion
+from pipeline.training import results as results_lib
+from pipeline.training import stage
 from pipeline.training import topology
 from pipeline.training import train
+from tests import conftest
 
 
 def _config(records, logdir, **changes):
@@ -64,12 +67,12 @@ def test_weighted_with_equal_weights_predicts_and_trains_the_head_as_shared():
 def test_each_fusion_exports_what_the_trainer_computes(records, tmp_path, fusion_name):
     config = _config(records, tmp_path / fusion_name, fusion=fusion_name, max_epochs_per_stage=1.0, export=True)
     results = train.train_and_evaluate(config)
-    assert results["fusion"] == fusion_name
+    assert results.fusion == fusion_name
     setup = train.prepare(config)
-    cached = train.predict_records(setup, setup.stages[-1], results["stages"][-1]["checkpoint"])
+    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
     classifier = export.ExportedClassifier(str(tmp_path / fusion_name / "export"))
     assert classifier.description["fusion"] == fusion_name
-    for bottlenecks, _, image_ids in train.reader.make_dataset(records, "pool", "validation", 8, with_ids=True):
+    for bottlenecks, _, image_ids in conftest.records_dataset(records, "pool", "validation", 8, with_ids=True):
         exported = classifier.probabilities_of_bottlenecks(bottlenecks.numpy())
         expected = np.stack([cached[image_id] for image_id in image_ids.numpy().astype(str)])
         np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-6)
@@ -80,13 +83,13 @@ def test_a_stage_ends_on_its_plateau_and_a_capped_stage_is_flagged(records, tmp_
     # A learning rate too small to move anything: validation never improves after step 0.
     still = train.train_and_evaluate(_config(records, tmp_path / "still", learning_rate=1e-12, plateau_epochs=1.0,
                                              max_epochs_per_stage=50.0))
-    steps_per_epoch = -(-train.reader.dataset_size(records, "train") // 4)
-    assert still["stages"][0]["ended_by"] == "plateau"
-    assert still["stages"][0]["steps"] < 50 * steps_per_epoch
+    steps_per_epoch = -(-conftest.num_records(records, "train") // 4)
+    assert still.stages[0].ended_by == "plateau"
+    assert still.stages[0].steps < 50 * steps_per_epoch
     capped = train.train_and_evaluate(_config(records, tmp_path / "capped", max_epochs_per_stage=1.0))
-    assert capped["stages"][0]["ended_by"] == "max_epochs"
-    assert train.CAP_WARNING in train.summary_text(capped)
-    assert train.CAP_WARNING not in train.summary_text(still)
+    assert capped.stages[0].ended_by == "max_epochs" and capped.stages[0].capped
+    assert results_lib.CAP_WARNING in capped.summary()
+    assert results_lib.CAP_WARNING not in still.summary()
     for name, flagged in (("capped", True), ("still", False)):
         report.build_report(str(tmp_path / name), None, str(tmp_path / f"report_{name}"))
         text = (tmp_path / f"report_{name}" / "report.md").read_text()
@@ -97,12 +100,12 @@ def test_a_stage_ends_on_its_plateau_and_a_capped_stage_is_flagged(records, tmp_
 def test_the_sweep_keeps_the_learning_rate_best_on_validation(records, tmp_path):
     results = train.train_and_evaluate(_config(records, tmp_path / "run", optimizer="adam", learning_rate="auto",
                                                sweep_learning_rates=(1e-12, 0.01), sweep_epochs=3.0))
-    sweep = results["learning_rate_sweep"]
-    by_rate = {row["learning_rate"]: row for row in sweep["candidates"]}
+    sweep = results.learning_rate_sweep
+    by_rate = {row.learning_rate: row for row in sweep.candidates}
     # 1e-12 cannot move the head; 0.01 learns, so it has the better validation (accuracy, then loss).
-    assert (by_rate[0.01]["validation_top1"], -by_rate[0.01]["validation_loss"]) > \
-        (by_rate[1e-12]["validation_top1"], -by_rate[1e-12]["validation_loss"])
-    assert sweep["chosen"] == 0.01 == results["stages"][0]["learning_rate"]
+    assert (by_rate[0.01].validation_top1, -by_rate[0.01].validation_loss) > \
+        (by_rate[1e-12].validation_top1, -by_rate[1e-12].validation_loss)
+    assert sweep.chosen == 0.01 == results.stages[0].learning_rate
     assert os.path.isdir(tmp_path / "run" / "sweep" / "lr0.01")
 
 
@@ -119,30 +122,33 @@ def test_training_never_reads_the_test_split(records, tmp_path):
                 file.write(b"not a record" * 100)
         else:
             os.symlink(path, target)
-    assert train.reader.dataset_size(poisoned, "test") > 0
+    assert conftest.num_records(poisoned, "test") > 0
     dirty = train.train_and_evaluate(_config(poisoned, tmp_path / "dirty"))
-    for got, expected in zip(dirty["stages"], clean["stages"], strict=True):
-        assert (got["steps"], got["best_step"], got["best_top1"], got["best_loss"]) == \
-            (expected["steps"], expected["best_step"], expected["best_top1"], expected["best_loss"])
+    for got, expected in zip(dirty.stages, clean.stages, strict=True):
+        assert (got.steps, got.best_step, got.best_top1, got.best_loss) == \
+            (expected.steps, expected.best_step, expected.best_top1, expected.best_loss)
 
 
 def test_seeds_are_independent_runs_reported_as_mean_and_sd(records, tmp_path):
     results = train.train_and_evaluate(_config(records, tmp_path / "run", seeds=2, max_epochs_per_stage=1.0))
     per_seed = [train.fileio.read_json(str(tmp_path / "run" / f"seed{k}" / "results.json")) for k in (0, 1)]
     top1 = [run["stages"][0]["best_top1"] for run in per_seed]
-    assert [run["seed"] for run in per_seed] == [0, 1] == results["seeds"]
-    assert results["stages"][0]["best_top1"] == pytest.approx(np.mean(top1))
-    assert results["stages"][0]["best_top1_std"] == pytest.approx(np.std(top1, ddof=1))
+    assert [run["seed"] for run in per_seed] == [0, 1] == list(results.seeds)
+    assert results.stages[0].best_top1 == pytest.approx(np.mean(top1))
+    assert results.stages[0].std["best_top1"] == pytest.approx(np.std(top1, ddof=1))
+    assert train.fileio.read_json(str(tmp_path / "run" / "results.json")) == results.to_json()
+    assert results.to_json()["stages"][0]["best_top1_std"] == results.stages[0].std["best_top1"]
 
 
 def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
+    rule = dataclasses.replace(config_lib.compare_training(), seeds=2, sweep_learning_rates=(0.01,),
+                               sweep_epochs=1.0, batch_size=4, eval_every_steps=2, plateau_epochs=2.0,
+                               max_epochs_per_stage=2.0, progress=False)
     config = config_lib.CompareConfig(records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",),
-                                      seeds=2, sweep_learning_rates=(0.01,), sweep_epochs=1.0, batch_size=4,
-                                      eval_every_steps=2, plateau_epochs=2.0, max_epochs_per_stage=2.0,
-                                      progress=False)
+                                      training=rule)
     result = compare.compare(config)
     assert result == train.fileio.read_json(str(tmp_path / "out" / "comparison.json"))
-    assert result["split"] == "test" and result["num_images"] == train.reader.dataset_size(records, "test")
+    assert result["split"] == "test" and result["num_images"] == conftest.num_records(records, "test")
     assert set(result["arms"]) == {"baseline", "shared"} and set(result["versus_baseline"]) == {"shared"}
     for arm, entry in result["arms"].items():
         assert len(entry["top1"]) == 2 and entry["top1_mean"] == pytest.approx(np.mean(entry["top1"]))
@@ -203,8 +209,8 @@ def test_head_init_baseline_fails_clearly_for_an_mlp_head():
 
 
 def test_a_top1_tie_improves_only_at_a_clearly_lower_loss():
-    assert train._improves({"top1": 0.5, "loss": 9.0}, -1.0, 0.0)  # the first evaluation
-    assert train._improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
-    assert not train._improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
-    assert train._improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
-    assert not train._improves({"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0)  # float noise is no improvement
+    assert stage.improves({"top1": 0.5, "loss": 9.0}, -1.0, 0.0)  # the first evaluation
+    assert stage.improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
+    assert not stage.improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
+    assert stage.improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
+    assert not stage.improves({"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0)  # float noise is no improvement

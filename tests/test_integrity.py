@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline.offline import job
 from tests import conftest
 from tfrecords import reader
 from tfrecords import verify
@@ -15,11 +15,10 @@ from tools import make_tfrecords
 from tools import verify as verify_tool
 
 
-
 def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
     config = dataclasses.replace(config_lib.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,))
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     assert verify.verify_records(out_dir).ok and verify_tool.main([out_dir]) == 0
     damaged = os.path.join(out_dir, "pool", "train-00001-of-00002.tfrecord")
     kept = os.path.join(out_dir, "pool", "train-00000-of-00002.tfrecord")
@@ -35,13 +34,13 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
     assert make_tfrecords.main(["--verify", out_dir]) == 1
 
     with pytest.raises(tf.errors.DataLossError) as raised:
-        for _ in reader.make_dataset(out_dir, "pool", "train", batch_size=4):
+        for _ in conftest.records_dataset(out_dir, "pool", "train", batch_size=4):
             pass
     message = reader.explain_data_loss(raised.value, out_dir, "pool", "train")
     assert "\n" not in message and damaged in message
     assert f"jpeg-ladder-verify {out_dir}" in message and "rerun make-tfrecords" in message
 
-    summary = extract.make_tfrecords(config)  # the original command
+    summary = job.make_tfrecords(config)  # the original command
     assert summary["shards_redone"] == 1
     assert os.path.getmtime(kept) == kept_mtime
     assert verify.verify_records(out_dir).ok and make_tfrecords.main(["--verify", out_dir]) == 0
@@ -52,7 +51,7 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
     assert reasons == {"pool/train-00000-of-00002.tfrecord": "missing",
                        "pool/train-00001-of-00002.tfrecord": reasons["pool/train-00001-of-00002.tfrecord"]}
     assert reasons["pool/train-00001-of-00002.tfrecord"].startswith("100 bytes, the manifest says")
-    assert extract.make_tfrecords(config)["shards_redone"] == 2
+    assert job.make_tfrecords(config)["shards_redone"] == 2
 
 
 def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):

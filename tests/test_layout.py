@@ -1,5 +1,6 @@
 """Dependencies point one way: tools -> pipeline -> {bottlenecks, tfrecords}; inside pipeline,
-demo -> analysis -> training -> offline -> the root modules (config, components)."""
+demo -> analysis -> training -> offline -> the root modules (config, errors, backbones, ...). No module uses
+another module's private names."""
 
 import ast
 import os
@@ -9,10 +10,13 @@ import pytest
 from tests import conftest
 
 PACKAGES = ("tools", "pipeline", "bottlenecks", "tfrecords")
-# What each top-level package may import of the project (itself always).
+# What each top-level package may import of the project (itself always); the benchmarks measure the lower
+# layers directly.
 ALLOWED = {"tools": {"tools", "pipeline"}, "pipeline": {"pipeline", "bottlenecks", "tfrecords"},
-           "bottlenecks": {"bottlenecks"}, "tfrecords": {"tfrecords"}}
-PIPELINE_LAYERS = {"config": 0, "components": 0, "offline": 1, "training": 2, "analysis": 3, "demo": 4}
+           "bottlenecks": {"bottlenecks"}, "tfrecords": {"tfrecords"},
+           "tools.benchmarks": {"tools", "pipeline", "bottlenecks", "tfrecords"}}
+# Modules directly under pipeline/ (config, errors, backbones, plots, interrupt) are its root layer, 0.
+PIPELINE_LAYERS = {"offline": 1, "training": 2, "analysis": 3, "demo": 4}
 
 
 def project_imports(source: str, module: str) -> list[tuple[int, str]]:
@@ -39,10 +43,14 @@ def _pipeline_layer(module: str) -> int:
     return PIPELINE_LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
 
 
+def _package(module: str) -> str:
+    return "tools.benchmarks" if module.startswith("tools.benchmarks") else module.split(".")[0]
+
+
 def violations(source: str, module: str) -> list[str]:
     """Every import of `module` (dotted name) that points against the one-way dependencies."""
     problems = []
-    top = module.split(".")[0]
+    top = _package(module)
     for line, imported in project_imports(source, module):
         imported_top = imported.split(".")[0]
         if imported_top not in ALLOWED[top]:
@@ -53,8 +61,46 @@ def violations(source: str, module: str) -> list[str]:
     return problems
 
 
-def _modules():
-    for package in PACKAGES:
+def private_uses(source: str, module: str) -> list[str]:
+    """Every use in `module` of another project module's private name: `from x import _name`, `alias._name`."""
+    tree = ast.parse(source)
+    aliases = {}  # name bound in this module -> the project module it is
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in PACKAGES:  # `import a.b` binds a, and a.b names the module
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+            for alias in node.names:
+                if _private(alias.name):
+                    problems.append(f"{module}:{node.lineno} imports {node.module}.{alias.name}, a private name")
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _dotted(node.value) in aliases and _private(node.attr):
+            problems.append(f"{module}:{node.lineno} uses {aliases[_dotted(node.value)]}.{node.attr}, a private name")
+    return problems
+
+
+def _dotted(node) -> str | None:
+    """a.b.c for the expression a.b.c, None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+TESTED_PACKAGES = PACKAGES + ("tests",)
+
+
+def _modules(packages=PACKAGES):
+    for package in packages:
         for root, _, files in os.walk(os.path.join(conftest.PROJECT_ROOT, package)):
             for name in sorted(files):
                 if name.endswith(".py"):
@@ -71,6 +117,28 @@ def test_every_import_points_one_way():
     assert not problems, "\n".join(problems)
 
 
+def test_no_module_uses_another_modules_private_names():
+    problems = []
+    for path, module in _modules(TESTED_PACKAGES):
+        with open(path, encoding="utf-8") as file:
+            problems.extend(private_uses(file.read(), module))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("source", [
+    "from pipeline.offline import job\njob._manifest(1)\n",
+    "from tfrecords.writer import _check_compression\n",
+    "import tools.flags\ntools.flags._instantiate\n",
+])
+def test_a_private_use_is_caught(source):
+    assert len(private_uses(source, "pipeline.analysis.report")) == 1
+
+
+def test_own_and_public_names_pass():
+    source = "from pipeline.offline import job\njob.make_tfrecords(1)\nvalue = '_x'\nclass A:\n    _b = 1\nA._b\n"
+    assert private_uses(source, "pipeline.analysis.report") == []
+
+
 def test_the_training_export_never_imports_the_stage_loop():
     with open(os.path.join(conftest.PROJECT_ROOT, "pipeline", "training", "export.py"), encoding="utf-8") as file:
         imported = {name for _, name in project_imports(file.read(), "pipeline.training.export")}
@@ -79,15 +147,20 @@ def test_the_training_export_never_imports_the_stage_loop():
 
 @pytest.mark.parametrize("module, source, expected", [
     ("pipeline.training.topology", "def f():\n    from pipeline.analysis import evaluate\n", "higher layer"),
-    ("pipeline.offline.extract", "from pipeline.training import train\n", "higher layer"),
+    ("pipeline.offline.job", "from pipeline.training import train\n", "higher layer"),
     ("bottlenecks.cut", "import tfrecords.reader\n", "bottlenecks may import only"),
     ("tfrecords.reader", "from pipeline import config\n", "tfrecords may import only"),
-    ("tools.bench_offline", "from bottlenecks import registry\n", "tools may import only"),
+    ("tools.make_tfrecords", "from bottlenecks import registry\n", "tools may import only"),
     ("pipeline.config", "from tools import demo\n", "pipeline may import only"),
 ])
 def test_a_backward_import_is_caught(module, source, expected):
     problems = violations(source, module)
     assert len(problems) == 1 and expected in problems[0]
+
+
+def test_the_benchmarks_may_measure_the_lower_layers():
+    assert violations("from bottlenecks import registry\nfrom tfrecords import reader\n",
+                      "tools.benchmarks.bench_train") == []
 
 
 def test_forward_imports_pass():

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline.offline import job
 from pipeline.training import distribute
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import train
@@ -43,7 +43,7 @@ def one_shard_records(tmp_path_factory):
     config = dataclasses.replace(config_lib.tiny(str(root / "records"), str(root / "images")),
                                  backbone="resnet50_v2", nodes=("pool",), num_shards=1, validation_percent=30,
                                  test_percent=0)
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     manifest = json.loads((root / "records" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["num_shards"] == manifest["splits"]["validation"]["num_shards"] == 1
     return config.out_dir
@@ -145,7 +145,7 @@ def test_two_workers_reach_the_weights_of_one_machine_and_only_the_chief_writes(
     single = dataclasses.replace(train_block_by_block.parse_flags(
         ["--records", one_shard_records, "--logdir", str(tmp_path / "single"), "--devices", "/cpu:0", *FLAGS]),
         export=False)
-    reference = train.train_and_evaluate(single)
+    reference = train.train_and_evaluate(single).to_json()
     results = json.loads((logdir / "results.json").read_text())
     assert (results["workers"], results["replicas"], reference["replicas"]) == (2, 2, 1)
     assert results["global_batch_size"] == reference["global_batch_size"] == 4
@@ -201,7 +201,7 @@ def three_shard_records(tmp_path_factory):
     config = dataclasses.replace(config_lib.tiny(str(root / "records"), str(root / "images")),
                                  backbone="resnet50_v2", nodes=conftest.TRAIN_STAGES, num_shards=3,
                                  validation_percent=30, test_percent=0)
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     train_split = json.loads((root / "records" / "manifest.json").read_text())["splits"]["train"]
     counts = [shard["num_records"] for shard in train_split["shards"]]
     assert len(counts) == 3 and counts[0] + counts[2] != counts[1], "the workers hold different numbers of records"
@@ -248,7 +248,7 @@ def test_file_sharding_trains_each_worker_on_its_own_shards(three_shard_records,
     single = dataclasses.replace(train_block_by_block.parse_flags(
         ["--records", three_shard_records, "--logdir", str(tmp_path / "single"), "--devices", "/cpu:0", *FLAGS]),
         export=False)
-    reference = train.train_and_evaluate(single)
+    reference = train.train_and_evaluate(single).to_json()
     assert _stage_outcome(results) == pytest.approx(_stage_outcome(reference), rel=1e-6)
     _assert_same_weights(str(logdir), single.logdir)
     losses, reference_losses = _losses(logdir / STAGE / "train"), _losses(tmp_path / "single" / STAGE / "train")

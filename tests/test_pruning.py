@@ -11,6 +11,8 @@ import tensorflow as tf
 from pipeline import config as config_lib
 from pipeline.analysis import pruning
 from pipeline.training import heads
+from pipeline.training import results as results_lib
+from pipeline.training import run_directory
 from tfrecords import manifest as manifest_lib
 from tools import prune as prune_tool
 
@@ -149,11 +151,13 @@ def _write_run(logdir, records, kind="mlp"):
     """A run folder as the trainer writes it: results.json and the first stage's checkpoint of the head."""
     head = heads.from_description(heads.description(kind, 8, "relu", 0.2), 3, 2048, seed=0)
     path = tf.train.Checkpoint(head=head).write(os.path.join(logdir, "checkpoints", "stage0", "best", "ckpt"))
-    results = {"records": records, "branch_indices": [0], "fusion": "concat", "label_space": "dataset",
-               "head": heads.description(kind, 8, "relu", 0.2),
-               "stages": [{"node": "pool", "checkpoint": path, "best_top1": 0.0}]}
-    with open(os.path.join(logdir, "results.json"), "w") as file:
-        json.dump(results, file)
+    stage = results_lib.StageResult(stage=0, node="pool", thesis_block="fully connected layer", learning_rate=0.01,
+                                    steps=1, best_top1=0.0, best_top5=0.0, checkpoint=path, seconds=0.0,
+                                    ended_by="plateau")
+    run_directory.RunDirectory(logdir).write_results(results_lib.Results(
+        records=records, backbone="resnet50_v2", branches=("original",), branch_indices=(0,), fusion="concat",
+        optimizer="sgd", head=heads.description(kind, 8, "relu", 0.2), label_space="dataset",
+        global_batch_size=4, replicas=1, workers=1, stages=(stage,)))
 
 
 def test_prune_command_on_a_run_with_an_mlp_head(records, tmp_path, capsys):

@@ -11,11 +11,11 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline.offline import job
+from pipeline.training import results as results_lib
 from pipeline.training import train
 from tests import conftest
 from tests import test_train
-from tfrecords import reader
 
 
 def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(tmp_path):
@@ -31,13 +31,13 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
     config = config_lib.ExtractConfig(out_dir=str(tmp_path / "out"), labels_csv=labels_csv,
                                       backbone="mobilenet_v2", weights=weights, nodes=("pool",),
                                       qualities=(50,), batch_size=16, progress=False)
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
 
     backbone = registry.get_backbone("mobilenet_v2")
     stock = keras.applications.MobileNetV2(weights=weights)
     classifier = cut.classifier_layer(registry.build(backbone, weights))
     cached, labels, image_ids = [], [], []
-    for bottleneck, label, image_id in reader.make_dataset(config.out_dir, "pool", "test", 50,
+    for bottleneck, label, image_id in conftest.records_dataset(config.out_dir, "pool", "test", 50,
                                                            with_ids=True):
         cached.append(classifier(bottleneck[:, 0]).numpy())
         labels.append(label.numpy())
@@ -58,29 +58,29 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     subset = tmp_path / "images"
     conftest.imagenette_subset(subset, {"train": 6, "val": 1})
     records = str(tmp_path / "records")
-    extract.make_tfrecords(config_lib.ExtractConfig(
+    job.make_tfrecords(config_lib.ExtractConfig(
         out_dir=records, data_dir=str(subset), backbone="mobilenet_v2", weights=weights, nodes=("pool",),
         qualities=(50,), batch_size=16, validation_percent=50, progress=False))
     logdir = tmp_path / "run"
     results = train.train_and_evaluate(config_lib.TrainConfig(
         records_dir=records, logdir=str(logdir), stages=("pool",), head_init="baseline", batch_size=10,
         eval_every_steps=1, max_epochs_per_stage=1, export=False, progress=False))
-    assert results["label_space"] == "imagenet"
+    assert results.label_space == "imagenet"
     first = test_train._scalars(str(logdir / "stage0_pool" / "validation"), "top1")[0]
     # TensorBoard keeps float32.
-    assert first[0] == 0 and first[1] == pytest.approx(results["baseline"]["top1"], abs=1e-6)
+    assert first[0] == 0 and first[1] == pytest.approx(results.baseline.top1, abs=1e-6)
 
     # The baseline is the stock Keras model on the original images, over all 1000 classes.
     stock = keras.applications.MobileNetV2(weights=weights)
     classes = [wnid for wnid, _ in registry.imagenet_classes()]
-    batches = reader.make_dataset(records, "pool", "validation", 50, with_ids=True)
+    batches = conftest.records_dataset(records, "pool", "validation", 50, with_ids=True)
     validation_ids = [image_id.decode() for _, _, ids in batches for image_id in ids.numpy()]
     paths = sorted(str(subset / image_id) for image_id in validation_ids)
     assert len(paths) >= 5
     pixels = np.stack([keras.utils.img_to_array(keras.utils.load_img(path)) for path in paths])
     predicted = stock.predict(keras.applications.mobilenet_v2.preprocess_input(pixels), verbose=0).argmax(1)
     truth = [classes.index(os.path.basename(os.path.dirname(path))) for path in paths]
-    assert results["baseline"]["top1"] == pytest.approx(np.mean(predicted == np.asarray(truth)), abs=1e-9)
+    assert results.baseline.top1 == pytest.approx(np.mean(predicted == np.asarray(truth)), abs=1e-9)
 
     # The same wnid records with --label-space dataset: a head over the dataset's own classes, no baseline.
     config = config_lib.TrainConfig(records_dir=records, logdir=str(tmp_path / "dataset"), stages=("pool",),
@@ -91,16 +91,16 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     assert setup.label_map is None and setup.class_names == tuple(sorted(os.listdir(subset / "train")))
     assert setup.head.units == num_classes < 1000
     dataset_results = train.train_and_evaluate(config)
-    assert dataset_results["label_space"] == "dataset" and "baseline" not in dataset_results
+    assert dataset_results.label_space == "dataset" and dataset_results.baseline is None
     with pytest.raises(ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"):
         train.prepare(dataclasses.replace(config, head_init="baseline"))
 
     # A learning-rate sweep scores the stock model once, for the run, not again for every candidate.
     calls = []
-    monkeypatch.setattr(train, "evaluate_baseline", lambda setup: calls.append(1) or {"node": "pool", "top1": 0.5,
-                                                                                       "top5": 0.5})
+    monkeypatch.setattr(train, "evaluate_baseline",
+                        lambda setup: calls.append(1) or results_lib.Baseline(node="pool", top1=0.5, top5=0.5))
     swept = train.train_and_evaluate(dataclasses.replace(
         config, logdir=str(tmp_path / "swept"), label_space="auto", learning_rate="auto",
         sweep_learning_rates=(0.01, 0.001), sweep_epochs=0.5))
-    assert len(swept["learning_rate_sweep"]["candidates"]) == 2 and swept["baseline"]["top1"] == 0.5
+    assert len(swept.learning_rate_sweep.candidates) == 2 and swept.baseline.top1 == 0.5
     assert calls == [1]

@@ -19,15 +19,14 @@ import pytest
 import tensorflow as tf
 
 from bottlenecks import registry
+from pipeline import backbones
 from pipeline import config as config_lib
 from pipeline.analysis import evaluate
-from pipeline.offline import extract
+from pipeline.offline import job
 from pipeline.offline import ladder
 from pipeline.training import export
-from pipeline.training import prepare
 from pipeline.training import train
 from tests import conftest
-from tfrecords import reader
 from tools import make_tfrecords
 
 SIZE = 32
@@ -109,7 +108,7 @@ def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(feature_mo
     fake_hub[HANDLE] = paths[kind]
     backbone = f"savedmodel:{paths[kind]}" if source == "savedmodel" else f"hub:{HANDLE}"
     config = _config(tmp_path / "records", tiny_dataset, backbone, input_range=input_range)
-    summary = extract.make_tfrecords(config)
+    summary = job.make_tfrecords(config)
     assert summary["images_written"] == 12
     with open(tmp_path / "records" / "manifest.json") as file:
         manifest = json.load(file)
@@ -123,7 +122,7 @@ def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(feature_mo
     assert list(manifest["nodes"]) == ["pool"] and manifest["nodes"]["pool"]["shape"] == [11, FEATURES]
     checked = 0
     for split in ("train", "validation"):
-        for bottlenecks, _, image_ids in reader.make_dataset(config.out_dir, "pool", split, 4, with_ids=True):
+        for bottlenecks, _, image_ids in conftest.records_dataset(config.out_dir, "pool", split, 4, with_ids=True):
             for bottleneck, image_id in zip(bottlenecks.numpy(), image_ids.numpy().astype(str)):
                 pixels = ladder.branch_images(ladder.load_rgb(os.path.join(tiny_dataset, image_id)), SIZE,
                                               config.qualities)
@@ -139,31 +138,31 @@ def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(feature_m
     copy = str(tmp_path / "model")
     shutil.copytree(paths["keras_export"], copy)
     records = str(tmp_path / "records")
-    extract.make_tfrecords(_config(records, tiny_dataset, f"savedmodel:{copy}", input_range=(-1.0, 1.0)))
+    job.make_tfrecords(_config(records, tiny_dataset, f"savedmodel:{copy}", input_range=(-1.0, 1.0)))
     config = dataclasses.replace(config_lib.tiny_training(records, str(tmp_path / "run")), max_epochs_per_stage=2.0)
     for refused in ({"head_init": "baseline"}, {"imagenet_labels": True}):
         with pytest.raises(ValueError, match="image feature vector model without one"):
             train.train_and_evaluate(dataclasses.replace(config, **refused))
     results = train.train_and_evaluate(config)
-    assert [stage["node"] for stage in results["stages"]] == ["pool"]  # the backbone's one stage
-    assert results["label_space"] == "dataset" and "baseline" not in results
-    assert "no stock-model baseline" in results["baseline_note"]
+    assert [stage.node for stage in results.stages] == ["pool"]  # the backbone's one stage
+    assert results.label_space == "dataset" and results.baseline is None
+    assert "no stock-model baseline" in results.baseline_note
     setup = train.prepare(config)
     assert setup.class_names == ("cat", "dog", "fox") and setup.backbone.input_range == (-1.0, 1.0)
-    cached = train.predict_records(setup, setup.stages[-1], results["stages"][-1]["checkpoint"])
+    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
 
     shutil.rmtree(copy)  # the export carries the SavedModel and its input range
-    classifier = export.ExportedClassifier(results["export"]["path"])
+    classifier = export.ExportedClassifier(results.export["path"])
     assert classifier.description["input_range"] == [-1.0, 1.0]
     assert len(cached) >= 2
     for image_id, probabilities in cached.items():
         np.testing.assert_allclose(classifier.classify_file(os.path.join(tiny_dataset, image_id)), probabilities,
                                    rtol=1e-4, atol=1e-6)
-    predictions = evaluate.predictions_from_records(results["export"]["path"], records, split="validation")
+    predictions = evaluate.predictions_from_records(results.export["path"], setup.manifest, split="validation")
     result = evaluate.evaluate(predictions)
     assert "baseline" not in result and "savedmodel:" in result["note"]
-    with pytest.raises(FileNotFoundError, match="which is gone"):
-        prepare.build_backbone(setup.manifest)
+    with pytest.raises(ValueError, match="which is gone"):
+        backbones.from_manifest(setup.manifest)
 
 
 def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
@@ -175,7 +174,7 @@ def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
         assert backbone.name == f"savedmodel:{url}"  # a URL is not made into a local absolute path
         pixels = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
         np.testing.assert_allclose(registry.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6)
-        assert extract.directory_sha256(url) == extract.directory_sha256(paths["hub_style"])
+        assert backbones.directory_sha256(url) == backbones.directory_sha256(paths["hub_style"])
     finally:
         tf.io.gfile.rmtree("ram://test_savedmodel")
 

@@ -12,8 +12,11 @@ import urllib.request
 
 import pytest
 
+from pipeline.training import run_directory
 from pipeline.training import train
-from tests.test_train import STAGES, _config, _scalars
+from tests.test_train import STAGES
+from tests.test_train import _config
+from tests.test_train import _scalars
 
 RUN_NAMES = tuple(f"stage{index}_{node}" for index, node in enumerate(STAGES))
 VALIDATION_TAGS = {"top1", "top5", "loss", "learning_rate", "best_top1"}
@@ -30,7 +33,7 @@ def trained_run(records, tmp_path_factory):
     """Two short stages (about three evaluations each) logged to a fresh LOGDIR."""
     logdir = tmp_path_factory.mktemp("tensorboard_server") / "run"
     results = train.train_and_evaluate(_config(records, logdir, export=False, max_epochs_per_stage=1.0))
-    return str(logdir), results
+    return str(logdir), results.to_json()
 
 
 def _free_loopback_port() -> int:
@@ -172,7 +175,7 @@ def test_served_scalars_equal_the_event_files_and_results(server, trained_run):
                 if (split, tag) == ("validation", "top1"):
                     assert max(value for _, value in served) == pytest.approx(outcome["best_top1"], rel=1e-6)
 
-    with open(os.path.join(logdir, train.RESULTS_NAME)) as file:
+    with open(os.path.join(logdir, run_directory.RESULTS_NAME)) as file:
         saved = json.load(file)
     best_top1 = _served_scalars(server, "stages", "best_top1", list(range(len(STAGES))))
     assert best_top1 == [(index, pytest.approx(stage["best_top1"], rel=1e-6))

@@ -1,5 +1,6 @@
 """Tests writing shards and reading them back: bit-identical values, compression, restart and locking."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -7,14 +8,20 @@ import signal
 import subprocess
 import sys
 
-import hashlib
-
 import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords import codec, example, fileio, manifest, reader, shards, writer
+from tests import conftest
+from tfrecords import codec
+from tfrecords import errors
+from tfrecords import example
+from tfrecords import fileio
+from tfrecords import manifest
+from tfrecords import reader
+from tfrecords import shards
+from tfrecords import writer
 
 NODES = {"mixed7": ((11, 3, 3, 4), codec.SPARSE), "pool": ((11, 6), codec.DENSE)}
 NUM_IMAGES = 8
@@ -179,9 +186,9 @@ def test_parse_batch_rejects_a_record_of_another_shape(node):
 @pytest.mark.parametrize("node", NODES)
 def test_make_dataset_reads_every_record_bit_identical(tmp_path, node, compression):
     records_dir = str(_write_records(tmp_path, compression))
-    dataset = reader.make_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
+    dataset = conftest.records_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
     assert sorted(_check_batches(dataset, node)) == sorted(IMAGES)
-    assert reader.dataset_size(records_dir, "train") == NUM_IMAGES
+    assert conftest.num_records(records_dir, "train") == NUM_IMAGES
     with open(os.path.join(records_dir, manifest.MANIFEST_NAME)) as file:
         first_file = json.load(file)["splits"]["train"]["shards"][0]["files"][node]
     assert writer.file_sha256(os.path.join(records_dir, first_file["path"])) == first_file["sha256"]
@@ -196,7 +203,7 @@ def test_make_dataset_reads_reduced_dtype_records_as_float32_and_the_manifest_sa
     assert records.to_json()["format_version"] == manifest.REDUCED_DTYPE_VERSION == 2
     assert manifest.Manifest.read(str(_write_records(tmp_path / "f32"))).to_json()["format_version"] == 1
     for node in NODES:
-        dataset = reader.make_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
+        dataset = conftest.records_dataset(records_dir, node, "train", batch_size=3, with_ids=True)
         assert dataset.element_spec[0].dtype == tf.float32
         seen = []
         for bottleneck, _, image_ids in dataset:
@@ -214,25 +221,25 @@ def test_a_storage_dtype_this_reader_does_not_know_is_refused_by_name(tmp_path):
     data["nodes"]["pool"]["dtype"] = "int8"
     fileio.write_json_atomic(path, data)
     with pytest.raises(ValueError, match="'pool' is stored as int8, this reader reads float32, float16, bfloat16"):
-        reader.make_dataset(records_dir, "pool", "train", batch_size=2)
+        conftest.records_dataset(records_dir, "pool", "train", batch_size=2)
 
 
 def test_make_dataset_selects_branches(tmp_path):
     records_dir = str(_write_records(tmp_path))
-    dataset = reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(0, 10), with_ids=True)
+    dataset = conftest.records_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(0, 10), with_ids=True)
     assert dataset.element_spec[0].shape.as_list() == [None, 2, 3, 3, 4]
     assert len(_check_batches(dataset, "mixed7", branches=[0, 10])) == NUM_IMAGES
     with pytest.raises(ValueError, match="subset of 0..10"):
-        reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(11,))
+        conftest.records_dataset(records_dir, "mixed7", "train", batch_size=4, branches=(11,))
 
 
 def test_shuffle_and_repeat_yield_every_record(tmp_path):
     records_dir = str(_write_records(tmp_path))
-    dataset = reader.make_dataset(records_dir, "pool", "train", batch_size=4, shuffle=True, seed=1,
+    dataset = conftest.records_dataset(records_dir, "pool", "train", batch_size=4, shuffle=True, seed=1,
                                   repeat=True, drop_remainder=True, with_ids=True, shuffle_buffer=8)
     seen = _check_batches(dataset.take(4), "pool")
     assert sorted(seen[:NUM_IMAGES]) == sorted(IMAGES) == sorted(seen[NUM_IMAGES:])
-    unshuffled = _check_batches(reader.make_dataset(records_dir, "pool", "train", batch_size=4, with_ids=True),
+    unshuffled = _check_batches(conftest.records_dataset(records_dir, "pool", "train", batch_size=4, with_ids=True),
                                 "pool")
     assert seen[:NUM_IMAGES] != unshuffled
 
@@ -248,11 +255,11 @@ def test_the_shuffle_buffer_is_bounded_in_bytes(tmp_path):
     assert reader.shuffle_records(records, "mixed7", "train", 1000, 4000, decoded_bytes=1000) == 4
 
     def first_epoch(buffer_bytes):
-        return _check_batches(reader.make_dataset(
+        return _check_batches(conftest.records_dataset(
             records_dir, "mixed7", "train", batch_size=NUM_IMAGES, shuffle=True, seed=3, with_ids=True,
             shuffle_buffer=1000, shuffle_buffer_bytes=buffer_bytes).take(1), "mixed7")
     # One shard: a buffer of one record keeps the file's order, a buffer of every record shuffles it.
-    in_file_order = _check_batches(reader.make_dataset(records_dir, "mixed7", "train", NUM_IMAGES, with_ids=True),
+    in_file_order = _check_batches(conftest.records_dataset(records_dir, "mixed7", "train", NUM_IMAGES, with_ids=True),
                                    "mixed7")
     assert first_epoch(record_bytes) == in_file_order
     assert sorted(first_epoch(1e9)) == sorted(in_file_order) and first_epoch(1e9) != in_file_order
@@ -273,7 +280,7 @@ def test_a_resumed_stream_continues_the_same_batches(tmp_path, cache_decoded):
     records_dir = str(_write_records(tmp_path))
 
     def stream(start_batch):
-        return reader.make_dataset(records_dir, "mixed7", "train", batch_size=3, shuffle=True, seed=5,
+        return conftest.records_dataset(records_dir, "mixed7", "train", batch_size=3, shuffle=True, seed=5,
                                    repeat=True, drop_remainder=True, with_ids=True, shuffle_buffer=8,
                                    start_batch=start_batch, cache_decoded=cache_decoded, branches=(0, 3))
     whole = _check_batches(stream(0).take(7), "mixed7", branches=[0, 3])
@@ -290,12 +297,12 @@ def test_a_file_shard_reads_its_own_shards_only_seeded_and_resumable(tmp_path):
     own = [sorted(image_ids[index] for shard in plan[reader_index::2] for index in shard) for reader_index in (0, 1)]
     assert [len(ids) for ids in own] == [5, 3]
     for reader_index in (0, 1):
-        seen = _check_batches(reader.make_dataset(records_dir, "pool", "train", batch_size=2, with_ids=True,
+        seen = _check_batches(conftest.records_dataset(records_dir, "pool", "train", batch_size=2, with_ids=True,
                                                   file_shard=(2, reader_index)), "pool")
         assert sorted(seen) == own[reader_index]
 
     def stream(start_batch):
-        return reader.make_dataset(records_dir, "pool", "train", batch_size=2, shuffle=True, seed=5, repeat=True,
+        return conftest.records_dataset(records_dir, "pool", "train", batch_size=2, shuffle=True, seed=5, repeat=True,
                                    drop_remainder=True, with_ids=True, shuffle_buffer=8, start_batch=start_batch,
                                    file_shard=(2, 0))
     whole = _check_batches(stream(0).take(6), "pool")
@@ -303,17 +310,17 @@ def test_a_file_shard_reads_its_own_shards_only_seeded_and_resumable(tmp_path):
     assert _check_batches(stream(3).take(3), "pool") == whole[6:]  # a resume continues the same batches
     assert sorted(whole[:5]) == own[0] == sorted(whole[5:10])
     with pytest.raises(ValueError, match=r"file_shard \(4, 0\) needs 0 <= index < readers <= the 3 shards"):
-        reader.make_dataset(records_dir, "pool", "train", batch_size=2, file_shard=(4, 0))
+        conftest.records_dataset(records_dir, "pool", "train", batch_size=2, file_shard=(4, 0))
 
 
 def test_manifest_errors_name_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run make_tfrecords first"):
-        reader.make_dataset(str(tmp_path), "pool", "train", batch_size=2)
+    with pytest.raises(errors.RecordsError, match="run make_tfrecords first"):
+        conftest.records_dataset(str(tmp_path), "pool", "train", batch_size=2)
     records_dir = str(_write_records(tmp_path))
     with pytest.raises(ValueError, match=r"available nodes: \['mixed7', 'pool'\]"):
-        reader.make_dataset(records_dir, "mixed6", "train", batch_size=2)
+        conftest.records_dataset(records_dir, "mixed6", "train", batch_size=2)
     with pytest.raises(ValueError, match=r"available splits: \['train'\]"):
-        reader.make_dataset(records_dir, "pool", "validation", batch_size=2)
+        conftest.records_dataset(records_dir, "pool", "validation", batch_size=2)
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
@@ -321,7 +328,7 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "count_records", lambda path, compression: 0)
     shard_writer = writer.ShardWriter(str(final_path), "GZIP")
     shard_writer.write(example.serialize("x", 0, np.ones(3, np.float32), codec.DENSE))
-    with pytest.raises(RuntimeError, match="failed verification"):
+    with pytest.raises(errors.RecordsError, match="failed verification"):
         shard_writer.close()
     assert os.listdir(tmp_path) == []
 
@@ -402,7 +409,7 @@ def test_mirrored_strategy_distributes_the_dataset(tmp_path):
     records_dir = str(_write_records(tmp_path))
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
     strategy = tf.distribute.MirroredStrategy(devices)
-    dataset = reader.make_dataset(records_dir, "mixed7", "train", batch_size=4, with_ids=True)
+    dataset = conftest.records_dataset(records_dir, "mixed7", "train", batch_size=4, with_ids=True)
     seen = []
     for batch in strategy.experimental_distribute_dataset(dataset):
         local = [tf.concat(strategy.experimental_local_results(part), axis=0) for part in batch]

@@ -17,6 +17,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline.training import export
+from pipeline.training import heads
+from pipeline.training import results as results_lib
 from pipeline.training import topology
 from pipeline.training import train
 from tests import conftest
@@ -40,7 +42,7 @@ def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
     backbone_model = registry.build(registry.get_backbone("resnet50_v2"), "none", 32)
     models = {}
     for num_branches in (3, 11):
-        head = topology.decision_layer(5)
+        head = heads.build_head("linear", 5)
         models[num_branches] = topology.build(backbone_model, "conv4_block6_out", num_branches, head)
     tail_parameters = sum(int(np.prod(weight.shape)) for weight in
                           keras.Model(backbone_model.get_layer("conv4_block6_out").output,
@@ -59,7 +61,7 @@ def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
     one = train.train_and_evaluate(_config(records, tmp_path / "one", devices=("/cpu:0",), export=False))
     two = train.train_and_evaluate(_config(records, tmp_path / "two", devices=("/cpu:0", "/cpu:1"),
                                            export=False))
-    assert one["replicas"] == 1 and two["replicas"] == 2
+    assert one.replicas == 1 and two.replicas == 2
     for stage in STAGES:
         run = f"stage{STAGES.index(stage)}_{stage}"
         losses_one = _scalars(str(tmp_path / "one" / run / "train"), "loss")
@@ -68,7 +70,7 @@ def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
         assert [step for step, _ in losses_one] == [step for step, _ in losses_two]
         np.testing.assert_allclose([loss for _, loss in losses_one], [loss for _, loss in losses_two],
                                    rtol=1e-4)
-    assert [stage["best_top1"] for stage in one["stages"]] == [stage["best_top1"] for stage in two["stages"]]
+    assert [stage.best_top1 for stage in one.stages] == [stage.best_top1 for stage in two.stages]
 
 
 def test_two_replica_runs_with_different_head_shapes_share_one_process(records, tmp_path):
@@ -77,36 +79,38 @@ def test_two_replica_runs_with_different_head_shapes_share_one_process(records, 
     for name, branches in (("single", (0,)), ("all", None)):
         results = train.train_and_evaluate(_config(records, tmp_path / name, devices=devices, branches=branches,
                                                    stages=STAGES[:1], export=False))
-        assert results["replicas"] == 2 and len(results["branch_indices"]) == (1 if branches else 11)
+        assert results.replicas == 2 and len(results.branch_indices) == (1 if branches else 11)
 
 
 def test_schedule_results_tensorboard_and_export(records, tmp_path):
     results = train.train_and_evaluate(_config(records, tmp_path / "run", momentum=0.9))
-    assert [stage["node"] for stage in results["stages"]] == list(STAGES)
-    assert [stage["learning_rate"] for stage in results["stages"]] == pytest.approx([0.01, 0.001])
-    assert results["stages"][1]["thesis_block"] == "block 4"
-    assert results["branches"][0] == "original" and len(results["branches"]) == 11
-    assert "baseline" not in results  # random weights on made-up classes: no stock baseline
-    steps_per_epoch = -(-train.reader.dataset_size(records, "train") // 4)
-    for stage in results["stages"]:
-        assert stage["steps"] == 3 * steps_per_epoch and stage["ended_by"] == "max_epochs"
-        assert os.path.exists(stage["checkpoint"] + ".index")
+    assert [stage.node for stage in results.stages] == list(STAGES)
+    assert [stage.learning_rate for stage in results.stages] == pytest.approx([0.01, 0.001])
+    assert results.stages[1].thesis_block == "block 4"
+    assert results.branches[0] == "original" and len(results.branches) == 11
+    assert results.baseline is None  # random weights on made-up classes: no stock baseline
+    steps_per_epoch = -(-conftest.num_records(records, "train") // 4)
+    for stage in results.stages:
+        assert stage.steps == 3 * steps_per_epoch and stage.ended_by == "max_epochs"
+        assert os.path.exists(stage.checkpoint + ".index")
     with open(tmp_path / "run" / "results.json") as file:
-        assert json.load(file) == json.loads(json.dumps(results))
+        saved = json.load(file)
+    assert saved == json.loads(json.dumps(results.to_json())) and "baseline" not in saved
+    assert results_lib.Results.from_json(saved) == results
 
     validation = str(tmp_path / "run" / "stage1_conv4_block6_out" / "validation")
     top1 = _scalars(validation, "top1")
     expected_steps = sorted({0, *range(2, 3 * steps_per_epoch + 1, 2), 3 * steps_per_epoch})
     assert [step for step, _ in top1] == expected_steps
-    assert max(value for _, value in top1) == pytest.approx(results["stages"][1]["best_top1"])
+    assert max(value for _, value in top1) == pytest.approx(results.stages[1].best_top1)
     # Stage 1 starts from stage 0's best checkpoint: its first evaluation repeats stage 0's best.
-    assert top1[0][1] == pytest.approx(results["stages"][0]["best_top1"])
+    assert top1[0][1] == pytest.approx(results.stages[0].best_top1)
     assert _scalars(validation, "learning_rate")[0][1] == pytest.approx(0.001)
     for tag in ("loss", "top5"):
         assert len(_scalars(validation, tag)) == len(expected_steps)
     stages = _scalars(str(tmp_path / "run" / "stages"), "best_top1")
-    assert stages == [(0, pytest.approx(results["stages"][0]["best_top1"])),
-                      (1, pytest.approx(results["stages"][1]["best_top1"]))]
+    assert stages == [(0, pytest.approx(results.stages[0].best_top1)),
+                      (1, pytest.approx(results.stages[1].best_top1))]
     accumulator = event_accumulator.EventAccumulator(str(tmp_path / "run" / "stages"),
                                                      size_guidance={"tensors": 0})
     accumulator.Reload()
@@ -114,10 +118,10 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
 
     # The exported model on raw images equals the trainer on the cached bottlenecks of those images.
     setup = train.prepare(_config(records, tmp_path / "run", momentum=0.9))
-    cached = train.predict_records(setup, setup.stages[-1], results["stages"][-1]["checkpoint"])
+    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
     classifier = export.ExportedClassifier(str(tmp_path / "run" / "export"))
     data_dir = json.load(open(os.path.join(records, "manifest.json")))["config"]["data_dir"]
-    assert len(cached) == train.reader.dataset_size(records, "validation") >= 2
+    assert len(cached) == conftest.num_records(records, "validation") >= 2
     for image_id, probabilities in cached.items():
         np.testing.assert_allclose(classifier.classify_file(os.path.join(data_dir, image_id)), probabilities,
                                    rtol=1e-4, atol=1e-6)
@@ -181,12 +185,12 @@ def test_clear_errors(records, tmp_path):
 def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(records, tmp_path, monkeypatch, capsys):
     from pipeline.training import prepare
 
-    prepare._suggest_allocator.cache_clear()
+    prepare.suggest_allocator.cache_clear()
     printed = []
     for allocator, cache_mb in (("tcmalloc", 0.0), ("malloc", 2048.0), ("malloc", 0.0), ("malloc", 0.0)):
         monkeypatch.setattr(prepare.reader, "loaded_allocator", lambda allocator=allocator: allocator)
-        setup = prepare.prepare(_config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb,
-                                        progress=True), 0.01)
+        setup = train.prepare(_config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb,
+                                      progress=True))
         prepare.stage_dataset(setup, STAGES[0], "train", training=True)
         prepare.stage_dataset(setup, STAGES[0], "validation", training=False)
         printed.append(capsys.readouterr().out.count("LD_PRELOAD=libtcmalloc_minimal.so.4"))

@@ -16,13 +16,12 @@ import pytest
 
 from pipeline import config as config_lib
 from pipeline import interrupt
-from pipeline.training import checkpoints
+from pipeline.training import run_directory
 from pipeline.training import train
 from tests import conftest
 from tools import evaluate as evaluate_tool
 from tools import report as report_tool
 from tools import train_block_by_block
-
 
 
 def _train_flags(records: str, logdir: str, *extra: str) -> list[str]:
@@ -92,19 +91,19 @@ def test_a_stopped_stage_resumes_to_the_same_result_as_an_unbroken_one(records, 
         train.train_and_evaluate(config, _StopAfter(checks=4))  # stops after step 5, between evaluations
     assert stopped.value.exit_status == 128 + signal.SIGTERM
     assert "stopped on SIGTERM after step 5 of stage0_pool, its resume point saved" in str(stopped.value)
-    stage = train.prepare(config).stages[0]
-    latest = os.path.basename(checkpoints.latest_directory(config.logdir, stage))
+    stage = train.prepare(config).config.schedule[0]
+    run = run_directory.RunDirectory(config.logdir)
+    latest = os.path.basename(run.latest_checkpoints(stage))
     assert latest in str(stopped.value)
-    assert os.path.exists(os.path.join(checkpoints.latest_directory(config.logdir, stage), "ckpt-5.index"))
-    assert not os.path.exists(os.path.join(config.logdir, train.RESULTS_NAME)) or \
-        not train.fileio.read_json(os.path.join(config.logdir, train.RESULTS_NAME))["stages"]
+    assert os.path.exists(os.path.join(run.latest_checkpoints(stage), "ckpt-5.index"))
+    assert run.read_results() is None or not run.read_results().stages
 
-    resumed = train.train_and_evaluate(config)["stages"][0]
-    unbroken = train.train_and_evaluate(dataclasses.replace(config, logdir=str(tmp_path / "unbroken")))["stages"][0]
+    resumed = train.train_and_evaluate(config).stages[0]
+    unbroken = train.train_and_evaluate(dataclasses.replace(config, logdir=str(tmp_path / "unbroken"))).stages[0]
     for key in ("steps", "best_step", "ended_by"):
-        assert resumed[key] == unbroken[key], key
-    np.testing.assert_allclose([resumed["best_top1"], resumed["best_loss"]],
-                               [unbroken["best_top1"], unbroken["best_loss"]], rtol=1e-5)
+        assert getattr(resumed, key) == getattr(unbroken, key), key
+    np.testing.assert_allclose([resumed.best_top1, resumed.best_loss], [unbroken.best_top1, unbroken.best_loss],
+                               rtol=1e-5)
 
 
 def test_sigint_stops_the_trainer_and_says_how_to_resume(records, tmp_path):

@@ -11,6 +11,8 @@ storage dtype, so they are the same in every dtype.
 import ml_dtypes
 import numpy as np
 
+from tfrecords import errors
+
 SPARSE = "sparse"
 DENSE = "dense"
 ENCODINGS = (SPARSE, DENSE)
@@ -48,7 +50,7 @@ def _to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
     overflow = np.isfinite(values) & ~np.isfinite(rounded)
     if overflow.any():
         largest = float(np.abs(values[overflow]).max())
-        raise ValueError(f"an activation of magnitude {largest:g} is beyond {dtype}'s range: store this node as "
+        raise errors.RecordsError(f"an activation of magnitude {largest:g} is beyond {dtype}'s range: store this node as "
                          f"bfloat16 (float32's range) or float32")
     if dtype == "bfloat16":
         rounded = rounded.view(np.uint16)
@@ -101,14 +103,14 @@ def decode(data: bytes, gaps: np.ndarray | None, size: int, encoding: str, dtype
     values = _from_storage(data.tobytes() if isinstance(data, np.ndarray) else data, dtype)
     if encoding == DENSE:
         if values.size != size:
-            raise ValueError(f"dense record holds {values.size} values, expected {size}: check the node shape")
+            raise errors.RecordsError(f"dense record holds {values.size} values, expected {size}: check the node shape")
         return values.copy()
     gaps = np.asarray(gaps)
     if gaps.shape != values.shape:
-        raise ValueError(f"sparse record holds {values.size} values but {gaps.size} gaps: the record is corrupt")
+        raise errors.RecordsError(f"sparse record holds {values.size} values but {gaps.size} gaps: the record is corrupt")
     positions = np.cumsum(gaps, dtype=np.int64)
     if positions.size and positions[-1] >= size:
-        raise ValueError(f"sparse record has positions beyond {size}: check the node shape")
+        raise errors.RecordsError(f"sparse record has positions beyond {size}: check the node shape")
     flat = np.zeros(size, dtype=np.float32)
     flat[positions] = values
     return flat

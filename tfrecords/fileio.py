@@ -18,6 +18,8 @@ import tempfile
 
 import tensorflow as tf
 
+from tfrecords import errors
+
 
 def is_remote(path: str) -> bool:
     return "://" in path
@@ -45,7 +47,7 @@ def check_scheme(path: str, name: str) -> None:
     scheme = path.split("://", 1)[0]
     if not _has_filesystem(scheme):
         known = ", ".join(f"{known}://" for known in sorted(tf.io.gfile.get_registered_schemes()) if known)
-        raise ValueError(f"{name}: TensorFlow has no file system for {scheme}:// here (it has {known}); "
+        raise errors.RecordsError(f"{name}: TensorFlow has no file system for {scheme}:// here (it has {known}); "
                          f"s3://, hdfs:// and az:// come with tensorflow-io, in the version made for this TensorFlow")
 
 

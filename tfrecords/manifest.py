@@ -14,6 +14,7 @@
 import dataclasses
 import json
 
+from tfrecords import errors
 from tfrecords import fileio
 
 MANIFEST_NAME = "manifest.json"
@@ -80,17 +81,19 @@ class Manifest:
     class_names: tuple[str, ...] = ()
     num_quarantined: int = 0
     config: dict = dataclasses.field(default_factory=dict)  # the offline stage's settings
+    # Where the manifest was read from: the records directory its shard paths are relative to (not written).
+    directory: str | None = dataclasses.field(default=None, compare=False)
 
     # Reading -----------------------------------------------------------------------------------
 
     def node(self, node: str) -> NodeInfo:
         if node not in self.nodes:
-            raise ValueError(f"node {node!r} is not in the records; available nodes: {sorted(self.nodes)}")
+            raise errors.RecordsError(f"node {node!r} is not in the records; available nodes: {sorted(self.nodes)}")
         return self.nodes[node]
 
     def split(self, split: str) -> SplitInfo:
         if split not in self.splits:
-            raise ValueError(f"split {split!r} is not in the records; available splits: {sorted(self.splits)}")
+            raise errors.RecordsError(f"split {split!r} is not in the records; available splits: {sorted(self.splits)}")
         return self.splits[split]
 
     def num_records(self, split: str) -> int:
@@ -118,15 +121,15 @@ class Manifest:
             return fileio.dirname(self.config["labels_csv"])
         return None
 
-    def shard_paths(self, records_dir: str, node: str, split: str) -> list[str]:
-        """Paths of one node's shards of one split, in shard order."""
+    def shard_paths(self, node: str, split: str) -> list[str]:
+        """Paths of one node's shards of one split, in shard order (the manifest must have been read)."""
         self.node(node)
         paths = []
         for shard in sorted(self.split(split).shards, key=lambda shard: shard.index):
             if node not in shard.files:
-                raise ValueError(f"shard {shard.index} of split {split!r} has no file for node {node!r}: "
+                raise errors.RecordsError(f"shard {shard.index} of split {split!r} has no file for node {node!r}: "
                                  "the manifest is incomplete, rerun make_tfrecords to finish the job")
-            paths.append(fileio.join(records_dir, shard.files[node].path))
+            paths.append(fileio.join(self.directory, shard.files[node].path))
         return paths
 
     # Converting --------------------------------------------------------------------------------
@@ -182,20 +185,20 @@ class Manifest:
         path = fileio.join(records_dir, MANIFEST_NAME)
         text = fileio.read_text(path)
         if text is None:
-            raise FileNotFoundError(f"no {MANIFEST_NAME} in {records_dir}: run make_tfrecords first, or point to "
+            raise errors.RecordsError(f"no {MANIFEST_NAME} in {records_dir}: run make_tfrecords first, or point to "
                                     f"the --out-dir it wrote")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}): rerun make_tfrecords to rewrite it") from None
+            raise errors.RecordsError(f"{path} is not valid JSON ({error}): rerun make_tfrecords to rewrite it") from None
         if data.get("format_version") not in READABLE_VERSIONS:
-            raise ValueError(f"{path} has format_version {data.get('format_version')!r}, this reader reads "
+            raise errors.RecordsError(f"{path} has format_version {data.get('format_version')!r}, this reader reads "
                              f"{', '.join(map(str, READABLE_VERSIONS))}: rerun make_tfrecords with this version "
                              f"of the code")
         try:
-            return cls.from_json(data)
+            return dataclasses.replace(cls.from_json(data), directory=records_dir)
         except (KeyError, TypeError) as error:
-            raise ValueError(f"{path} lacks a field the format requires ({error}): rerun make_tfrecords") from None
+            raise errors.RecordsError(f"{path} lacks a field the format requires ({error}): rerun make_tfrecords") from None
 
 
 def version_for(nodes: dict[str, NodeInfo]) -> int:
@@ -208,6 +211,3 @@ def version_for(nodes: dict[str, NodeInfo]) -> int:
 def _drop_none(entry: dict) -> dict:
     return {key: value for key, value in entry.items() if value is not None}
 
-
-def read_manifest(records_dir: str) -> Manifest:
-    return Manifest.read(records_dir)

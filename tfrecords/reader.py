@@ -6,6 +6,7 @@ import math
 import tensorflow as tf
 
 from tfrecords import codec
+from tfrecords import errors
 from tfrecords import example
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
@@ -37,10 +38,6 @@ def loaded_allocator(maps_path: str = "/proc/self/maps") -> str | None:
     return next((name for name in FAST_ALLOCATORS if f"lib{name}" in libraries), "malloc")
 
 
-def dataset_size(records_dir: str, split: str) -> int:
-    return manifest_lib.Manifest.read(records_dir).split(split).num_records
-
-
 def shuffle_records(manifest: manifest_lib.Manifest, node: str, split: str, buffer_records: int,
                     buffer_bytes: float | None, *, decoded_bytes: int | None = None) -> int:
     """How many examples a shuffle buffer of at most buffer_records and buffer_bytes holds.
@@ -59,12 +56,13 @@ def shuffle_records(manifest: manifest_lib.Manifest, node: str, split: str, buff
     return max(1, min(buffer_records, int(buffer_bytes // max(1.0, decoded_bytes))))
 
 
-def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, shuffle: bool = False,
+def make_dataset(manifest: manifest_lib.Manifest, node: str, split: str, batch_size: int, *, shuffle: bool = False,
                  seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
                  branches: tuple[int, ...] | None = None, with_ids: bool = False,
                  shuffle_buffer: int = 1000, shuffle_buffer_bytes: float | None = None, start_batch: int = 0,
                  cache_decoded: bool = False, file_shard: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]).
+    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]) of the
+    records that `manifest` (as read from their directory) describes.
 
     Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32 here.
 
@@ -79,10 +77,9 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
-    manifest = manifest_lib.Manifest.read(records_dir)
     info = manifest.node(node)
     if info.dtype not in codec.STORAGE_DTYPES:
-        raise ValueError(f"node {node!r} is stored as {info.dtype}, this reader reads "
+        raise errors.RecordsError(f"node {node!r} is stored as {info.dtype}, this reader reads "
                          f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords")
     shape = info.shape
     encoding = info.encoding
@@ -90,12 +87,12 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     if branches is not None:
         branches = tuple(branches)
         if not branches or not all(0 <= branch < shape[0] for branch in branches):
-            raise ValueError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
-    paths = manifest.shard_paths(records_dir, node, split)
+            raise errors.RecordsError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
+    paths = manifest.shard_paths(node, split)
     if file_shard is not None:
         count, index = file_shard
         if not 0 <= index < count <= len(paths):
-            raise ValueError(f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
+            raise errors.RecordsError(f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
                              f"{node}/{split}")
         paths = paths[index::count]  # before the file shuffle: a seeded order of this reader's own files
     compression = manifest.compression
@@ -137,7 +134,7 @@ def make_dataset(records_dir: str, node: str, split: str, batch_size: int, *, sh
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-class DamagedRecords(RuntimeError):
+class DamagedRecords(errors.RecordsError):
     """A shard could not be read; the message names it and how to repair it."""
 
 

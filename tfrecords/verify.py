@@ -114,9 +114,9 @@ def verify_records(records_dir: str, node: str | None = None, split: str | None 
                    count: bool = True) -> Report:
     """Checks every shard file (of one node and/or split when given) against the manifest.
 
-    Raises FileNotFoundError when there is no manifest: that is a wrong path, not a bad shard.
+    Raises errors.RecordsError when there is no manifest: that is a wrong path, not a bad shard.
     """
-    manifest = manifest_lib.read_manifest(records_dir)
+    manifest = manifest_lib.Manifest.read(records_dir)
     files = shard_files(manifest, node, split)
     compression = manifest.compression
     with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:

@@ -8,17 +8,18 @@ import os
 
 import tensorflow as tf
 
+from tfrecords import errors
 from tfrecords import fileio
 
 COMPRESSIONS = ("", "GZIP", "ZLIB")
 LOCK_NAME = ".lock"
 
 
-class JobAlreadyRunning(RuntimeError):
+class JobAlreadyRunning(errors.RecordsError):
     """Another process holds the output directory's lock."""
 
 
-class WriteFailed(RuntimeError):
+class WriteFailed(errors.RecordsError):
     """The file system refused a write (no space, read-only, quota); no partial file is left under a final name."""
 
 
@@ -144,7 +145,7 @@ class ShardWriter:
             self._writer.close()
             num_read = count_records(self.temporary_path, self.compression)
             if num_read != self._num_written:
-                raise RuntimeError(
+                raise errors.RecordsError(
                     f"shard {self.final_path} failed verification: wrote {self._num_written} records, "
                     f"read back {num_read}; check free disk space and rerun to redo this shard")
             info = ShardInfo(self.final_path, num_read, file_sha256(self.temporary_path),

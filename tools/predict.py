@@ -1,36 +1,18 @@
 """Classify image files with an exported model: prints each image's top classes and probabilities."""
 
-import argparse
 import sys
+
+import tools
+from pipeline import config as config_lib
+from tools import flags
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="LOGDIR/export of a finished training")
-    parser.add_argument("--top", type=int, default=5, help="classes to print per image (default: %(default)s)")
-    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
-    flags = parser.parse_args(argv)
-    from pipeline.training import export
-    from pipeline.offline import ladder
+    config = flags.parse(config_lib.PredictConfig, argv, description=__doc__)
+    from pipeline.training import export  # after flag parsing, so --help is instant
 
-    try:
-        classifier = export.ExportedClassifier(flags.model)
-    except (FileNotFoundError, OSError) as error:
-        print(f"predict: error: {error}", file=sys.stderr)
-        return 2
-    failures = 0
-    for path in flags.images:
-        try:
-            probabilities = classifier.classify_file(path)
-        except ladder.BadImage as error:
-            print(f"{path}: skipped: {error}")
-            failures += 1
-            continue
-        ranked = probabilities.argsort()[::-1][:flags.top]
-        print(path)
-        for rank, index in enumerate(ranked, 1):
-            print(f"  {rank}. {classifier.class_names[index]}  {probabilities[index]:.4f}")
-    return 1 if failures else 0
+    # Exit status 1 when some image could not be read (each is named), as before any other error.
+    return tools.run("predict", export.predict_files, config, status=lambda skipped: 1 if skipped else 0)
 
 
 if __name__ == "__main__":

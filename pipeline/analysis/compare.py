@@ -11,43 +11,38 @@ path. OUT/
 A rerun of the same command resumes: finished runs are kept, the one in progress resumes.
 """
 
+import dataclasses
 import os
 
-import matplotlib
+import numpy as np
+import tqdm
 
-matplotlib.use("Agg")  # files only: no display needed
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
-from matplotlib import pyplot  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
-from pipeline.analysis import evaluate  # noqa: E402
-from pipeline.analysis import statistics  # noqa: E402
-from pipeline.training import train  # noqa: E402
-from tfrecords import fileio  # noqa: E402
-from tfrecords import manifest as manifest_lib  # noqa: E402
+from pipeline import config as config_lib
+from pipeline import plots
+from pipeline.analysis import evaluate
+from pipeline.analysis import statistics
+from pipeline.training import run_directory
+from pipeline.training import train
+from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
 
 BASELINE = "baseline"
 
 
 def arm_training(config: config_lib.CompareConfig, arm: str, seed_index: int) -> config_lib.TrainConfig:
-    """The one training rule, instantiated for an arm and a seed."""
+    """The one training rule (config.training), instantiated for an arm and a seed."""
     runs = os.path.join(config.out_dir, "runs", arm)
-    return config_lib.TrainConfig(
-        records_dir=config.records_dir, logdir=os.path.join(runs, f"seed{seed_index}"), stages=config.stages,
+    template = config.training
+    return dataclasses.replace(
+        template, records_dir=config.records_dir, logdir=os.path.join(runs, f"seed{seed_index}"),
         branches=(0,) if arm == BASELINE else None, fusion="concat" if arm == BASELINE else arm,
-        head=config.head, hidden_units=config.hidden_units, dropout=config.dropout,
-        label_space=config.label_space, optimizer=config.optimizer, learning_rate="auto",
-        sweep_learning_rates=config.sweep_learning_rates,
-        sweep_epochs=config.sweep_epochs, sweep_dir=os.path.join(runs, "sweep"), batch_size=config.batch_size,
-        eval_every_steps=config.eval_every_steps, plateau_epochs=config.plateau_epochs,
-        max_epochs_per_stage=config.max_epochs_per_stage, seed=config.seed + seed_index, sweep_seed=config.seed,
-        progress=config.progress)
+        learning_rate="auto", sweep_dir=os.path.join(runs, "sweep"), seeds=1, seed=template.seed + seed_index,
+        sweep_seed=template.seed)
 
 
-def evaluation_split(records_dir: str) -> str:
+def evaluation_split(manifest: manifest_lib.Manifest) -> str:
     """test when the records have one; else validation, and every output says it was used for selection."""
-    return "test" if manifest_lib.Manifest.read(records_dir).num_records("test") else "validation"
+    return "test" if manifest.num_records("test") else "validation"
 
 
 def compare(config: config_lib.CompareConfig, stop=None) -> dict:
@@ -64,27 +59,28 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
     p-value an exact McNemar (sign) test over images with the seeds pooled per image, which does not see
     that spread: the verdict follows the interval.
     """
-    split = evaluation_split(config.records_dir)
+    manifest = manifest_lib.Manifest.read(config.records_dir)
+    split = evaluation_split(manifest)
     arms = (BASELINE,) + tuple(config.fusions)
     right, top5, ended_by, rates = {}, {}, {}, {}
     image_ids, oracle = None, []
-    runs = [(arm, seed) for arm in arms for seed in range(config.seeds)]
-    with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.progress) as bar:
+    runs = [(arm, seed) for arm in arms for seed in range(config.training.seeds)]
+    with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.training.progress) as bar:
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
             results = train.train_and_evaluate(training, stop)
             baseline_logdir = training.logdir if arm == BASELINE else None
-            predictions = evaluate.predictions_from_records(os.path.join(training.logdir, "export"),
-                                                            config.records_dir, baseline_logdir, split)
+            predictions = evaluate.predictions_from_records(run_directory.RunDirectory(training.logdir).export_dir,
+                                                            manifest, baseline_logdir, split)
             order = np.argsort(predictions.image_ids)  # the same image order for every run
             if image_ids is None:
                 image_ids = [predictions.image_ids[index] for index in order]
             ranks = evaluate.ranks(predictions.topology[order], predictions.labels[order])
             right.setdefault(arm, []).append(ranks == 1)
             top5.setdefault(arm, []).append(float(np.mean(ranks <= 5)))
-            ended_by.setdefault(arm, []).append([stage["ended_by"] for stage in results["stages"]])
-            rates[arm] = results["learning_rate_sweep"]["chosen"]
+            ended_by.setdefault(arm, []).append([stage.ended_by for stage in results.stages])
+            rates[arm] = results.learning_rate_sweep.chosen
             if arm == BASELINE:
                 branch_ranks = np.stack([evaluate.ranks(predictions.branches[order][:, branch],
                                                         predictions.labels[order])
@@ -189,7 +185,7 @@ def markdown(result: dict) -> str:
 
 def _plot(result: dict, path: str) -> None:
     arms = list(result["arms"])
-    figure, axes = pyplot.subplots(figsize=(7, 4))
+    figure, axes = plots.figure(figsize=(7, 4))
     means = [100 * result["arms"][arm]["top1_mean"] for arm in arms]
     errors = [100 * result["arms"][arm]["top1_std"] for arm in arms]
     bars = axes.bar(arms, means, yerr=errors, capsize=4, color=["gray"] + ["C0"] * (len(arms) - 1))
@@ -206,9 +202,7 @@ def _plot(result: dict, path: str) -> None:
     low = min(min(100 * value for value in result["arms"][arm]["top1"]) for arm in arms)
     axes.set_ylim(max(0, low - 10), min(100, 100 * result["oracle_top1"] + 5))
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    plots.save(figure, path)
 
 
 def write(result: dict, out_dir: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from pipeline import config as config_lib
 from pipeline.analysis import pruning
 from pipeline.training import heads
+from pipeline.training import metrics
 from tfrecords import example
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
@@ -112,14 +113,15 @@ def _classify(codes: dict, labels: dict, num_classes: int, test_split: str, conf
     result = {}
     for name, split in (("validation", "validation"), ("test", test_split)):
         logits = np.asarray(classifier(codes[split]))
-        result.update({f"{name}_{key}": value for key, value in pruning.top_k(logits, labels[split]).items()})
+        scores = metrics.top_k_accuracy(logits, labels[split], pruning.TOP_KS)
+        result.update({f"{name}_{key}": value for key, value in scores.items()})
     return result
 
 
 def compress(config: config_lib.CompressConfig) -> dict:
     """Trains, prunes and evaluates; writes compression.json, compression.md, compression.png (and records)."""
     manifest = manifest_lib.Manifest.read(config.records_dir)
-    features = pruning.load_features(config.records_dir, config.node, config.branches, "concat")
+    features = pruning.load_features(manifest, config.node, config.branches, "concat")
     raw = {split: features.splits[split][0] for split in features.splits}
     labels = {split: features.splits[split][1] for split in features.splits}
     low, span = raw["train"].min(axis=0), np.ptp(raw["train"], axis=0)
@@ -148,8 +150,7 @@ def compress(config: config_lib.CompressConfig) -> dict:
             os.path.join(config.out_dir, "records"), manifest,
             {split: encode(model, values) for split, values in scaled.items()}, labels, features.image_ids)
     fileio.write_json_atomic(os.path.join(config.out_dir, RESULTS_NAME), result)
-    with open(os.path.join(config.out_dir, "compression.md"), "w", encoding="utf-8") as file:
-        file.write(markdown(result))
+    fileio.write_text_atomic(os.path.join(config.out_dir, "compression.md"), markdown(result))
     plot(result, os.path.join(config.out_dir, "compression.png"))
     final = rows[-1]
     print(f"jpeg-ladder-compress: {result['input_size']} features -> code size {final['code_size']} "
@@ -199,13 +200,10 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from pipeline import plots  # matplotlib only when a plot is drawn
 
     rows = [row for row in result["results"] if not row["uncompressed"]]
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure, axes = plots.figure(1, 2, figsize=(10, 4))
     for k in pruning.TOP_KS:
         axes[0].plot([row["code_size"] for row in rows], [100 * row[f"test_top{k}"] for row in rows], marker="o",
                      label=f"top-{k}")
@@ -219,6 +217,4 @@ def plot(result: dict, path: str) -> None:
     axes[1].set_xlabel("code size")
     axes[1].set_ylabel("validation reconstruction MSE")
     axes[1].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    plots.save(figure, path)

@@ -15,12 +15,15 @@ import numpy as np
 
 from bottlenecks import cut
 from bottlenecks import registry
-from pipeline.training import export
-from pipeline.offline import extract
-from pipeline.offline import images
+from pipeline import backbones
+from pipeline import config as config_lib
+from pipeline import errors
 from pipeline.analysis import statistics
+from pipeline.offline import images
 from pipeline.offline import ladder
+from pipeline.training import export
 from pipeline.training import metrics
+from pipeline.training import run_directory
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
@@ -45,16 +48,15 @@ class _BaselineModel:
         self.trained = None
         self.stock = None
         if baseline_logdir:
-            self.trained = export.ExportedClassifier(os.path.join(baseline_logdir, "export"))
+            self.trained = export.ExportedClassifier(run_directory.RunDirectory(baseline_logdir).export_dir)
             if self.trained.description["branch_indices"] != [0]:
-                raise ValueError(f"--baseline {baseline_logdir} was trained on branches "
+                raise errors.UserError(f"--baseline {baseline_logdir} was trained on branches "
                                  f"{self.trained.description['branches']}; train it with --branches 0")
             if self.trained.class_names != description["class_names"]:
-                raise ValueError(f"--baseline {baseline_logdir} has other classes than the model")
+                raise errors.UserError(f"--baseline {baseline_logdir} has other classes than the model")
         elif description["label_space"] == "imagenet":
-            self.stock = registry.rebuild(description["backbone"], description["weights"],
-                                          description["input_size"], description.get("weights_seed", 0),
-                                          weights_file=extract.local_weights(description["weights"]))
+            self.stock = backbones.from_identity(description["backbone"], description["weights"],
+                                                 description["input_size"], description.get("weights_seed", 0))
             self.backbone = registry.get_backbone(description["backbone"])
 
     @property
@@ -102,7 +104,7 @@ class _LabelMapper(dict):
             if indices is not None:
                 self[name] = indices[0]
                 return indices[0]
-        raise ValueError(f"class {name!r} is not one of the model's classes "
+        raise errors.UserError(f"class {name!r} is not one of the model's classes "
                          f"({', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
 
 
@@ -111,9 +113,8 @@ SELECTION_NOTE = ("these figures come from the validation split, which also chos
                   "--test-percent, or a val/ or test/ folder)")
 
 
-def records_split(records_dir: str, split: str) -> str:
+def records_split(manifest: manifest_lib.Manifest, split: str) -> str:
     """The split to score: test by default; records without one fall back to validation (see SELECTION_NOTE)."""
-    manifest = manifest_lib.Manifest.read(records_dir)
     if split == "test" and not manifest.num_records("test"):
         return "validation"
     if split != "all":
@@ -121,12 +122,12 @@ def records_split(records_dir: str, split: str) -> str:
     return split
 
 
-def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=None, split="test",
+def predictions_from_records(model_dir: str, manifest: manifest_lib.Manifest, baseline_logdir=None, split="test",
                              batch_size=32) -> Predictions:
     """Predictions on one split of the records ("all": every split of them, one after the other)."""
     if split == "all":
-        parts = [predictions_from_records(model_dir, records_dir, baseline_logdir, name, batch_size)
-                 for name in manifest_lib.Manifest.read(records_dir).splits]
+        parts = [predictions_from_records(model_dir, manifest, baseline_logdir, name, batch_size)
+                 for name in manifest.splits]
         return Predictions(
             [image_id for part in parts for image_id in part.image_ids], np.concatenate([p.labels for p in parts]),
             np.concatenate([p.topology for p in parts]),
@@ -135,13 +136,12 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
-    manifest = manifest_lib.Manifest.read(records_dir)
     mapper = _LabelMapper(description)
     label_of = np.asarray([mapper[name] for name in manifest.class_names])
     node = description["node"]
     topology, labels, image_ids = [], [], []
-    with reader.explained_data_loss(records_dir, node, split):
-        for bottlenecks, label, image_id in reader.make_dataset(records_dir, node, split, batch_size, with_ids=True,
+    with reader.explained_data_loss(manifest.directory, node, split):
+        for bottlenecks, label, image_id in reader.make_dataset(manifest, node, split, batch_size, with_ids=True,
                                                                 branches=description["branch_indices"]):
             topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
             labels.append(label_of[label.numpy()])
@@ -150,8 +150,8 @@ def predictions_from_records(model_dir: str, records_dir: str, baseline_logdir=N
     if baseline.available:
         by_id = {}
         baseline_node = baseline.node(description)
-        with reader.explained_data_loss(records_dir, baseline_node, split):
-            for bottlenecks, _, image_id in reader.make_dataset(records_dir, baseline_node, split, batch_size,
+        with reader.explained_data_loss(manifest.directory, baseline_node, split):
+            for bottlenecks, _, image_id in reader.make_dataset(manifest, baseline_node, split, batch_size,
                                                                 with_ids=True):
                 by_id.update(zip(image_id.numpy().astype(str),
                                  baseline.from_bottlenecks(bottlenecks.numpy(), baseline_node)))
@@ -187,7 +187,7 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
             branches.append(baseline.from_pixels(pixels))
         labels.extend(mapper[index.class_names[item.label]] for item in batch)
         image_ids.extend(item.image_id for item in batch)
-    branch_names = ["original"] + [f"q{quality}" for quality in description["qualities"]]
+    branch_names = list(config_lib.branch_names(description["qualities"]))
     return Predictions(image_ids, np.asarray(labels), np.concatenate(topology),
                        np.concatenate(branches) if branches else None, branch_names,
                        list(description["class_names"]))
@@ -198,10 +198,8 @@ def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return metrics.ranks(scores, labels).numpy()
 
 
-
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
-    label_ranks = ranks(scores, labels)
-    return {f"top{k}": float(np.mean(label_ranks <= k)) for k in TOP_K}
+    return metrics.top_k_accuracy(scores, labels, TOP_K)
 
 
 def compare(topology_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000, seed: int = 0) -> dict:
@@ -311,5 +309,27 @@ def markdown(result: dict, title: str) -> str:
 def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     os.makedirs(out_dir, exist_ok=True)
     fileio.write_json_atomic(os.path.join(out_dir, "evaluation.json"), result)
-    with open(os.path.join(out_dir, "evaluation.md"), "w") as file:
-        file.write(markdown(result, title))
+    fileio.write_text_atomic(os.path.join(out_dir, "evaluation.md"), markdown(result, title))
+
+
+def run(config: config_lib.EvaluateConfig) -> dict:
+    """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes OUT/evaluation.*."""
+    split = config.split
+    if config.records_dir:
+        manifest = manifest_lib.Manifest.read(config.records_dir)
+        split = records_split(manifest, split)
+        predictions = predictions_from_records(config.model, manifest, config.baseline, split)
+    else:
+        description = export.ExportedClassifier(config.model).description
+        percents = (description["validation_percent"], description.get("test_percent", 0.0))
+        index = (images.index_directory(config.data_dir, *percents) if config.data_dir
+                 else images.index_csv(config.labels_csv, *percents))
+        if split == "test" and not index.split("test"):
+            split = "validation"
+        predictions = predictions_from_images(config.model, index, config.baseline, None if split == "all" else split)
+    result = evaluate(predictions, config.image_ids, split)
+    title = f"Evaluation of {config.model}"
+    write(result, config.out_dir, title)
+    print(markdown(result, title).split("\n## ")[0])
+    print(f"evaluate: wrote {config.out_dir}/evaluation.json and evaluation.md")
+    return result

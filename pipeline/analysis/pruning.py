@@ -20,7 +20,10 @@ import tensorflow as tf
 
 from bottlenecks import registry
 from pipeline import config as config_lib
+from pipeline import errors
 from pipeline.training import heads
+from pipeline.training import metrics
+from pipeline.training import run_directory
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
@@ -83,7 +86,7 @@ def select(angle_matrix: np.ndarray, method: str, *, similar_degrees: float = 15
            complementary_degrees: float = 165.0, complementary: str = "both") -> list[Removal]:
     """The removals one cycle of `method` makes; disjoint, and [] when the method finds nothing to do."""
     if method not in config_lib.PRUNE_METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(config_lib.PRUNE_METHODS)}")
+        raise errors.UserError(f"unknown method {method!r}: use one of {', '.join(config_lib.PRUNE_METHODS)}")
     pairs = sorted(_pairs(angle_matrix))  # by angle, then by index: ties resolve the same way every time
     if not pairs:
         return []
@@ -251,20 +254,19 @@ class Features:
         return features, np.repeat(labels, self.per_branch)
 
 
-def load_features(records_dir: str, node: str, branches, fusion: str, label_map=None,
+def load_features(manifest: manifest_lib.Manifest, node: str, branches, fusion: str, label_map=None,
                   batch_size: int = 256) -> Features:
     """Every split of `node` in memory: concat -> [N, branches * D]; other fusions -> one row per branch."""
-    manifest = manifest_lib.Manifest.read(records_dir)
     splits, image_ids = {}, {}
     available = [split for split in ("train", "validation", "test") if manifest.num_records(split)]
     for split in ("train", "validation"):
         if split not in available:
-            raise ValueError(f"the records in {records_dir} have no {split} images; rerun make_tfrecords with "
+            raise errors.UserError(f"the records in {manifest.directory} have no {split} images; rerun make_tfrecords with "
                              "--validation-percent above 0 or a train/val folder layout")
     for split in available:
         features, labels, ids = [], [], []
         for bottlenecks, batch_labels, batch_ids in reader.make_dataset(
-                records_dir, node, split, batch_size, branches=tuple(branches) if branches else None, with_ids=True):
+                manifest, node, split, batch_size, branches=tuple(branches) if branches else None, with_ids=True):
             features.append(bottlenecks.numpy())
             labels.append(batch_labels.numpy())
             ids.append(batch_ids.numpy())
@@ -278,49 +280,34 @@ def load_features(records_dir: str, node: str, branches, fusion: str, label_map=
     return Features(splits, per_branch, "test" if "test" in splits else "validation", image_ids)
 
 
-def top_k(scores: np.ndarray, labels: np.ndarray, ks=TOP_KS) -> dict:
-    """Fraction of rows whose label ranks within the top k; ties go to the lower class index, as argmax."""
-    scores = np.asarray(scores)
-    label_scores = scores[np.arange(len(labels)), labels][:, None]
-    lower = np.arange(scores.shape[1])[None, :] < np.asarray(labels)[:, None]
-    ranks = (scores > label_scores).sum(axis=1) + ((scores == label_scores) & lower).sum(axis=1)
-    return {f"top{k}": float(np.mean(ranks < k)) for k in ks}
-
-
 def score(head, features: Features, split: str) -> dict:
     inputs, labels = features.splits[split]
     logits = np.concatenate([np.asarray(head(inputs[start:start + 4096]))
                              for start in range(0, len(inputs), 4096)])
     probabilities = tf.nn.softmax(logits).numpy().reshape(len(labels), features.per_branch, -1).mean(axis=1)
-    return top_k(probabilities, labels)
+    return metrics.top_k_accuracy(probabilities, labels, TOP_KS)
 
 
 def load_run(logdir: str):
     """The MLP head of a run's first stage (it must read `pool`), restored from that stage's best checkpoint, and
     the run's features."""
-    results = fileio.read_json(os.path.join(logdir, "results.json"))
-    if results is None:
-        raise FileNotFoundError(f"no results.json in {logdir}: pass the --logdir of a finished training run")
-    head_description = results.get("head", {"kind": "linear"})
-    if head_description.get("kind") != "mlp":
-        raise ValueError(f"the run in {logdir} has a {head_description.get('kind')} head: pruning needs a run "
-                         "trained with --head mlp")
-    if not results.get("stages") or results["stages"][0]["node"] != "pool":
-        raise ValueError(f"the run in {logdir} has no finished first stage reading pool: train one with "
-                         "--stages pool first")
-    records_dir = results["records"]
-    manifest = manifest_lib.Manifest.read(records_dir)
+    results = run_directory.read(logdir)
+    if results.head.get("kind") != "mlp":
+        raise errors.UserError(f"the run in {logdir} has a {results.head.get('kind')} head: pruning needs a run "
+                               "trained with --head mlp")
+    if not results.stages or results.stages[0].node != "pool":
+        raise errors.UserError(f"the run in {logdir} has no finished first stage reading pool: train one with "
+                               "--stages pool first")
+    manifest = manifest_lib.Manifest.read(results.records)
     label_map = None
-    if results.get("label_space") == "imagenet":
+    if results.label_space == "imagenet":
         label_map = registry.imagenet_indices(manifest.class_names, True)
     num_classes = 1000 if label_map is not None else len(manifest.class_names)
-    features = load_features(records_dir, "pool", results.get("branch_indices"), results.get("fusion", "concat"),
-                             label_map)
-    head = heads.from_description(head_description, num_classes, features.splits["train"][0].shape[1])
-    tf.train.Checkpoint(head=head).read(results["stages"][0]["checkpoint"]).expect_partial() \
+    features = load_features(manifest, "pool", results.branch_indices, results.fusion, label_map)
+    head = heads.from_description(results.head, num_classes, features.splits["train"][0].shape[1])
+    tf.train.Checkpoint(head=head).read(results.stages[0].checkpoint).expect_partial() \
         .assert_existing_objects_matched()
-    return head, features, {"run": fileio.abspath(logdir), "fusion": results.get("fusion", "concat"),
-                            "records": records_dir}
+    return head, features, {"run": fileio.abspath(logdir), "fusion": results.fusion, "records": results.records}
 
 
 def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
@@ -334,7 +321,7 @@ def starting_head(config: config_lib.PruneConfig):
     if config.logdir is not None:
         return load_run(config.logdir)
     manifest = manifest_lib.Manifest.read(config.records_dir)
-    features = load_features(config.records_dir, "pool", config.branches, "concat")
+    features = load_features(manifest, "pool", config.branches, "concat")
     head = heads.from_description(heads.description("mlp", config.hidden_units, config.activation, config.dropout),
                                   len(manifest.class_names), features.splits["train"][0].shape[1],
                                   seed=config.seed)
@@ -406,8 +393,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
     fileio.write_json_atomic(os.path.join(config.out_dir, RESULTS_NAME), result)
     best = heads.mlp_from_weights(history[inflection_cycle], activation=activation, dropout=dropout)
     tf.train.Checkpoint(head=best).write(os.path.join(config.out_dir, "inflection_head", "ckpt"))
-    with open(os.path.join(config.out_dir, "pruning.md"), "w", encoding="utf-8") as file:
-        file.write(markdown(result, source, config))
+    fileio.write_text_atomic(os.path.join(config.out_dir, "pruning.md"), markdown(result, source, config))
     plot(result, os.path.join(config.out_dir, "pruning.png"))
     print(summary_text(result))
     return result
@@ -451,15 +437,12 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
 
 def plot(result: dict, path: str) -> None:
     """Top-1 against neurons removed and against FLOPs removed, the inflection marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from pipeline import plots  # matplotlib only when a plot is drawn
 
     cycles = result["cycles"]
     removed = np.array([cycles[0]["neurons"] - cycle["neurons"] for cycle in cycles])
     flops_removed = np.array([cycles[0]["flops"] - cycle["flops"] for cycle in cycles])
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4), sharey=True)
+    figure, axes = plots.figure(1, 2, figsize=(10, 4), sharey=True)
     for axis, x_values, label in ((axes[0], removed, "hidden neurons removed"),
                                   (axes[1], flops_removed, "FLOPs removed (fan-in + fan-out + 2 per neuron)")):
         for key, name in (("validation_top1", "validation"), ("test_top1", cycles[0]["test_split"])):
@@ -469,6 +452,4 @@ def plot(result: dict, path: str) -> None:
     axes[0].set_ylabel("top-1 (%)")
     axes[0].legend()
     figure.suptitle(f"Pruning by distinctiveness ({result['method']})")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    plots.save(figure, path)

@@ -8,14 +8,14 @@ JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every numbe
 import json
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-from matplotlib import pyplot  # noqa: E402
-
-from pipeline.offline import jpeg_quality  # noqa: E402
-from tfrecords import fileio  # noqa: E402
-from tfrecords import manifest as manifest_lib  # noqa: E402
+from pipeline import config as config_lib
+from pipeline import plots
+from pipeline.analysis import evaluate
+from pipeline.offline import jpeg_quality
+from pipeline.training import results as results_lib
+from pipeline.training import run_directory
+from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
 
 
 def _percent(value) -> str:
@@ -23,9 +23,7 @@ def _percent(value) -> str:
 
 
 def _save(figure, directory, name) -> str:
-    figure.tight_layout()
-    figure.savefig(os.path.join(directory, name), dpi=100)
-    pyplot.close(figure)
+    plots.save(figure, os.path.join(directory, name))
     return name
 
 
@@ -34,7 +32,7 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     if not branches:
         return None
     qualities = [int(name[1:]) for name in branches if name != "original"]
-    figure, axes = pyplot.subplots(figsize=(7, 4))
+    figure, axes = plots.figure(figsize=(7, 4))
     for metric, marker in (("top1", "o"), ("top5", "s")):
         axes.plot(qualities, [100 * branches[f"q{q}"][metric] for q in qualities], marker=marker,
                   label=f"one branch alone, {metric}")
@@ -47,24 +45,24 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     return _save(figure, directory, "accuracy_per_quality.png")
 
 
-def _ended_by(stage: dict) -> str:
-    if stage.get("ended_by") == "max_epochs":
+def _ended_by(stage: results_lib.StageResult) -> str:
+    if stage.capped:
         return "**epoch cap while still improving: raise --max-epochs-per-stage**"
-    return stage.get("ended_by", "")
+    return stage.ended_by
 
 
-def _stages_plot(results: dict, directory: str):
-    stages = results["stages"]
-    figure, axes = pyplot.subplots(figsize=(7, 4))
-    labels = [f"{stage['stage']}: {stage['node']}" for stage in stages]
-    top1 = [100 * stage["best_top1"] for stage in stages]
+def _stages_plot(results: results_lib.Results, directory: str):
+    stages = results.stages
+    figure, axes = plots.figure(figsize=(7, 4))
+    labels = [f"{stage.stage}: {stage.node}" for stage in stages]
+    top1 = [100 * stage.best_top1 for stage in stages]
     axes.plot(labels, top1, marker="o", label="topology, best top-1")
-    capped = [index for index, stage in enumerate(stages) if stage.get("ended_by") == "max_epochs"]
+    capped = [index for index, stage in enumerate(stages) if stage.capped]
     if capped:  # these stages were still improving: their top-1 is not the stage's best
         axes.scatter([labels[index] for index in capped], [top1[index] for index in capped], s=120,
                      facecolors="none", edgecolors="red", zorder=3, label="hit the epoch cap while improving")
-    if results.get("baseline"):
-        axes.axhline(100 * results["baseline"]["top1"], linestyle="--", color="gray", label="baseline top-1")
+    if results.baseline:
+        axes.axhline(100 * results.baseline.top1, linestyle="--", color="gray", label="baseline top-1")
     axes.set_ylabel("validation top-1 %")
     axes.set_title("Best top-1 per training stage")
     axes.legend()
@@ -73,7 +71,7 @@ def _stages_plot(results: dict, directory: str):
 
 def _nodes_plot(manifest: manifest_lib.Manifest, directory: str):
     nodes = list(manifest.nodes)
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = plots.figure(1, 2, figsize=(10, 4))
     left.bar(nodes, [100 * manifest.nodes[node].zero_fraction for node in nodes])
     left.set_ylabel("zeros %")
     left.set_title("Zero fraction per node")
@@ -96,37 +94,33 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
                  bench_files=()) -> dict:
     """Writes out_dir/report.md, its PNGs and report.json; returns the numbers."""
     os.makedirs(out_dir, exist_ok=True)
-    results = fileio.read_json(os.path.join(logdir, "results.json"))
-    if results is None:
-        raise FileNotFoundError(f"{logdir} has no results.json: pass the --logdir of a training run")
+    results = run_directory.read(logdir)
     evaluation = fileio.read_json(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
-    manifest = manifest_lib.Manifest.read(results["records"])
-    timings = fileio.read_json(os.path.join(results["records"], "timings.json"))
-    numbers = {"results": results, "evaluation": evaluation, "nodes": manifest.to_json()["nodes"],
+    manifest = manifest_lib.Manifest.read(results.records)
+    timings = fileio.read_json(os.path.join(results.records, "timings.json"))
+    numbers = {"results": results.to_json(), "evaluation": evaluation, "nodes": manifest.to_json()["nodes"],
                "timings": timings}
     lines = ["# Multi-quality JPEG topology: report", "",
-             f"Backbone {results['backbone']}, branches {', '.join(results['branches'])}; records "
-             f"`{results['records']}`; training run `{logdir}`.", ""]
+             f"Backbone {results.backbone}, branches {', '.join(results.branches)}; records "
+             f"`{results.records}`; training run `{logdir}`.", ""]
 
     lines += ["## Training stages (best validation top-1 per stage)", "",
               "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best top-5 % "
               "| ended by |",
               "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {stage['stage']} | {stage['node']} | {stage['thesis_block']} | {stage['learning_rate']:g} | "
-              f"{stage['steps']} | {stage['seconds']:.0f} | {_percent(stage['best_top1'])} | "
-              f"{_percent(stage['best_top5'])} | {_ended_by(stage)} |" for stage in results["stages"]]
-    capped = [stage["node"] for stage in results["stages"] if stage.get("ended_by") == "max_epochs"]
+    lines += [f"| {stage.stage} | {stage.node} | {stage.thesis_block} | {stage.learning_rate:g} | "
+              f"{stage.steps} | {stage.seconds:.0f} | {_percent(stage.best_top1)} | "
+              f"{_percent(stage.best_top5)} | {_ended_by(stage)} |" for stage in results.stages]
+    capped = [stage.node for stage in results.stages if stage.capped]
     if capped:
         lines += ["", f"**WARNING: {', '.join(capped)} hit the epoch cap while still improving, so its top-1 "
                       f"understates what the stage can reach: compare nothing against it.**"]
-    if results.get("baseline"):
+    if results.baseline:
         lines += ["", f"Baseline (the stock model on the original images): top-1 "
-                      f"{_percent(results['baseline']['top1'])} %, top-5 {_percent(results['baseline']['top5'])} %."]
+                      f"{_percent(results.baseline.top1)} %, top-5 {_percent(results.baseline.top5)} %."]
     lines += ["", f"![best top-1 per stage]({_stages_plot(results, out_dir)})", ""]
 
     if evaluation:
-        from pipeline.analysis import evaluate
-
         lines += ["## Evaluation", "", evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2]]
         plot = _accuracy_versus_quality(evaluation, out_dir)
         if plot:
@@ -147,8 +141,7 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
     if timings:
         lines.append(f"- offline stage: {timings['images_processed']} images in {timings['seconds']:.1f} s "
                      f"({timings['images_per_second']:.2f} images/s while extracting)")
-    lines += [f"- training stage {stage['stage']} ({stage['node']}): {stage['seconds']:.1f} s"
-              for stage in results["stages"]]
+    lines += [f"- training stage {stage.stage} ({stage.node}): {stage.seconds:.1f} s" for stage in results.stages]
     numbers["benchmarks"] = {}
     for path in bench_files:
         bench = fileio.read_json(path)
@@ -165,7 +158,13 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
         lines += ["## JPEG quality of the dataset", "", "```", histogram.text(), "```", "",
                   "![quality-factor histogram](quality_histogram.png)", ""]
 
-    with open(os.path.join(out_dir, "report.md"), "w") as file:
-        file.write("\n".join(lines))
+    fileio.write_text_atomic(os.path.join(out_dir, "report.md"), "\n".join(lines))
     fileio.write_json_atomic(os.path.join(out_dir, "report.json"), numbers)
+    return numbers
+
+
+def run(config: config_lib.ReportConfig) -> dict:
+    """jpeg-ladder-report: the report of a training run (and its evaluation)."""
+    numbers = build_report(config.logdir, config.evaluation, config.out_dir, config.data_dir, config.bench)
+    print(f"report: wrote {config.out_dir}/report.md")
     return numbers

@@ -1,14 +1,14 @@
 """The offline stage on Apache Beam: the local runner's shards, manifest and quarantine, computed by Beam workers.
 
 Only the extraction of the pending shards runs on Beam; everything around it (index, shard plan, job
-identity, resume, manifest, quarantine.csv) is pipeline.offline.extract's own code, run once by the
-launching process. The pipeline:
+identity, resume, manifest, quarantine.csv) is the job's (pipeline.offline.job), run once by the launching
+process, which calls run_shards here as it calls the local runner's. The pipeline:
 
   batches of the plan --Reshuffle--> decode + ladder + one forward pass per batch (backbone loaded in
   DoFn.setup) --> serialized records, and unreadable images as a side output --CoGroupByKey by shard-->
   each shard written with the verified temp-then-rename writer, its result saved in OUT/.progress/.
 
-A batch is a fixed slice of a shard's items (extract.batch_slices), padded to a fixed shape exactly as
+A batch is a fixed slice of a shard's items (shard_work.batch_slices), padded to a fixed shape exactly as
 the local runner pads it, so every image meets the same kernels at the same batch position on either
 runner and the records are identical byte for byte. Beam's own BatchElements would batch whatever
 arrives, which makes a batch's make-up, and so possibly the last bits of its activations, depend on
@@ -19,7 +19,7 @@ tfrecords.fileio, so each may be a URL that tf.io.gfile reads on every machine (
 tensorflow-io, hdfs://, ...) or a local path that every machine mounts at the same place. A weights URL is
 copied once per process to a local file for Keras; a SavedModel loads from its URL.
 
-One job per output: for a local OUT the launcher takes extract's lock, as the local runner does (flock only
+One job per output: for a local OUT the launcher takes the job's lock, as the local runner does (flock only
 keeps out jobs that see the same lock: on a shared filesystem without cross-machine flock it cannot see
 other machines). An object store has no lock, so the launcher takes none and says so: starting two jobs on
 the same remote OUT is up to the user. Either way every shard is written to a temporary name and renamed
@@ -34,12 +34,13 @@ import shlex
 import sys
 import time
 
-import tensorflow as tf
-
+from pipeline import backbones
 from pipeline import config as config_lib
+from pipeline import errors
 from pipeline import interrupt
-from pipeline.offline import extract
 from pipeline.offline import ladder
+from pipeline.offline import progress as progress_lib
+from pipeline.offline import shard_work
 from tfrecords import codec
 
 try:
@@ -55,12 +56,11 @@ QUARANTINE_TAG = "quarantine"
 _DoFn = apache_beam.DoFn if apache_beam is not None else object
 
 
-def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
-    """Runs (or resumes) the offline stage on Beam; same output and summary as extract.make_tfrecords."""
+def check_available(config: config_lib.ExtractConfig) -> None:
+    """Beam is installed and --beam-options parse: checked before the backbone is built."""
     if apache_beam is None:
-        raise ValueError(f"--runner beam needs Apache Beam, an optional extra: {INSTALL_HINT}")
-    pipeline_options(config)  # bad --beam-options fail here, before the backbone is built
-    return extract.make_tfrecords(config, run_shards=run_shards)
+        raise errors.UserError(f"--runner beam needs Apache Beam, an optional extra: {INSTALL_HINT}")
+    pipeline_options(config)
 
 
 def pipeline_options(config: config_lib.ExtractConfig):
@@ -68,36 +68,38 @@ def pipeline_options(config: config_lib.ExtractConfig):
     try:
         flags = shlex.split(config.beam_options)
     except ValueError as error:
-        raise ValueError(f"--beam-options {config.beam_options!r}: {error}") from None
+        raise errors.UserError(f"--beam-options {config.beam_options!r}: {error}") from None
     return apache_beam.options.pipeline_options.PipelineOptions(flags)
 
 
-def run_shards(config, backbone, model, nodes, input_size, pending, progress) -> float:
-    """extract.make_tfrecords's run_shards: extracts and writes the pending shards on Beam; returns seconds."""
+def run_shards(extraction: shard_work.Extraction, backbone, model, pending, progress: progress_lib.Progress
+               ) -> float:
+    """The job's runner on Beam: extracts and writes the pending shards; returns the seconds spent."""
+    config = extraction.config
     started = time.perf_counter()
     encodings = progress.encodings()
     if encodings is None:
-        encodings = _first_batch_encodings(config, backbone, model, nodes, input_size, pending)
+        encodings = _first_batch_encodings(extraction, backbone, model, pending)
         if encodings is not None:
             progress.save_encodings(encodings)
     batches = [((task.split, task.index, task.num_shards), number, items)
-               for task in pending for number, items in enumerate(extract.batch_slices(task, config.batch_size))]
+               for task in pending for number, items in enumerate(shard_work.batch_slices(task, config.batch_size))]
     pipeline = apache_beam.Pipeline(options=pipeline_options(config))
     extracted = (
         pipeline
         | "Batches" >> apache_beam.Create(batches)
         # Create hands its elements out in one piece; the reshuffle spreads the batches over workers.
         | "Spread" >> apache_beam.Reshuffle()
-        | "Extract" >> apache_beam.ParDo(_ExtractBatch(config, nodes, input_size, encodings)).with_outputs(
+        | "Extract" >> apache_beam.ParDo(_ExtractBatch(extraction, encodings)).with_outputs(
             QUARANTINE_TAG, main="records"))
     _ = ({"records": extracted.records, "quarantine": extracted[QUARANTINE_TAG]}
          | "ByShard" >> apache_beam.CoGroupByKey()
-         | "Write" >> apache_beam.ParDo(_WriteShard(config, nodes)))
+         | "Write" >> apache_beam.ParDo(_WriteShard(extraction)))
     wait_for(pipeline.run())
-    missing = [task.name for task in pending if progress.shard_result(task) is None]
+    missing = [task.name for task in pending if progress.shard_result(task.name) is None]
     if missing:
-        raise RuntimeError(f"the Beam job ended without writing shards {missing[:5]} (of {len(missing)}): "
-                           "rerun the same command to redo them")
+        raise errors.UserError(f"the Beam job ended without writing shards {missing[:5]} (of {len(missing)}): "
+                               "rerun the same command to redo them")
     return time.perf_counter() - started
 
 
@@ -126,30 +128,21 @@ def _cancel(result) -> None:
     print("make_tfrecords: the Beam job was cancelled; rerun the same command to resume it", file=sys.stderr)
 
 
-def _first_batch_encodings(config, backbone, model, nodes, input_size, pending):
+def _first_batch_encodings(extraction: shard_work.Extraction, backbone, model, pending):
     """The encoding of each node, chosen from the job's first batch as the local runner chooses it.
 
     Decided here, once, before any worker starts, so that every shard of the job uses the same one.
     None when every image of the job is unreadable.
     """
-    forward = extract.BatchForward(backbone, model, nodes, config.batch_size, 1 + len(config.qualities), input_size)
-    branch_images = _branch_images_function(config, input_size)
+    forward = shard_work.BatchForward(backbone, model, extraction)
+    branch_images = shard_work.branch_images_function(extraction)
     for task in pending:
-        for items in extract.batch_slices(task, config.batch_size):
+        for items in shard_work.batch_slices(task, extraction.config.batch_size):
             kept, activations, _ = _extract(forward, branch_images, items)
             if kept:
-                return {node: codec.choose_encoding(activations[node], config.storage_dtype) for node in nodes}
+                return {node: codec.choose_encoding(activations[node], extraction.config.storage_dtype)
+                        for node in extraction.nodes}
     return None
-
-
-def _branch_images_function(config, input_size: int):
-    """ladder.branch_images for one decoded image, traced once as the local runner's tf.data map traces it."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    def branch_images(image):
-        return ladder.branch_images(image, input_size, config.qualities, config.central_crop)
-
-    return branch_images
 
 
 def _extract(forward, branch_images, items):
@@ -170,22 +163,20 @@ def _extract(forward, branch_images, items):
 class _ExtractBatch(_DoFn):
     """(shard key, batch number, items) -> (shard key, (batch number, records, zero counts)); bad images aside."""
 
-    def __init__(self, config, nodes, input_size: int, encodings):
+    def __init__(self, extraction: shard_work.Extraction, encodings):
         # Only names and numbers travel with the pipeline; the backbone is built on the worker.
-        self.config = config
-        self.nodes = tuple(nodes)
-        self.input_size = input_size
+        self.extraction = extraction
         self.encodings = encodings
         self.forward = None
         self.branch_images = None
 
     def setup(self):
-        extract.check_paths(self.config)
-        backbone = extract.job_backbone(self.config)
-        model = extract.build_model(self.config, backbone, self.input_size)
-        self.forward = extract.BatchForward(backbone, model, self.nodes, self.config.batch_size,
-                                            1 + len(self.config.qualities), self.input_size)
-        self.branch_images = _branch_images_function(self.config, self.input_size)
+        config = self.extraction.config
+        shard_work.check_paths(config)
+        backbone = backbones.spec(config)
+        model = backbones.for_job(config, backbone, self.extraction.input_size)
+        self.forward = shard_work.BatchForward(backbone, model, self.extraction)
+        self.branch_images = shard_work.branch_images_function(self.extraction)
 
     def process(self, element):
         shard_key, number, items = element
@@ -193,26 +184,28 @@ class _ExtractBatch(_DoFn):
         for position, row in quarantined:
             yield apache_beam.pvalue.TaggedOutput(QUARANTINE_TAG, (shard_key, (number, position, row)))
         if kept:
-            records, zeros = extract.serialize_batch(kept, activations, self.encodings, self.config.storage_dtype)
+            records, zeros = shard_work.serialize_batch(kept, activations, self.encodings,
+                                                        self.extraction.config.storage_dtype)
             yield shard_key, (number, records, zeros)
 
 
 class _WriteShard(_DoFn):
     """(shard key, its batches and quarantine) -> the shard's files, verified and renamed, and its result."""
 
-    def __init__(self, config, nodes):
-        self.config = config
-        self.nodes = tuple(nodes)
+    def __init__(self, extraction: shard_work.Extraction):
+        self.extraction = extraction
         self.progress = None
 
     def setup(self):
-        extract.check_paths(self.config)
-        self.progress = extract._Progress(self.config.out_dir)
+        shard_work.check_paths(self.extraction.config)
+        self.progress = progress_lib.Progress(self.extraction.config.out_dir)
 
     def process(self, element):
         (split, index, num_shards), grouped = element
-        task = extract.ShardTask(split, index, num_shards, ())  # the writer needs its name, not its items
-        builder = extract._ShardBuilder(task, self.config.out_dir, self.nodes, self.config.compression)
+        config = self.extraction.config
+        name = shard_work.ShardTask(split, index, num_shards, ()).name
+        builder = shard_work.ShardBuilder(name, split, index, config.out_dir, self.extraction.nodes,
+                                          config.compression)
         try:
             builder.quarantine.extend(row for _, _, row in sorted(grouped["quarantine"], key=lambda bad: bad[:2]))
             for _, records, zeros in sorted(grouped["records"], key=lambda batch: batch[0]):
@@ -221,5 +214,5 @@ class _WriteShard(_DoFn):
         except BaseException:
             builder.abort()
             raise
-        self.progress.save_shard_result(task, result)
-        yield task.name
+        self.progress.save_shard_result(name, result)
+        yield name

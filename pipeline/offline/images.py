@@ -15,6 +15,7 @@ import os
 import posixpath
 import warnings
 
+from pipeline import errors
 from tfrecords import fileio
 from tfrecords import shards
 
@@ -104,7 +105,7 @@ def index_directory(data_dir: str, validation_percent: float, test_percent: floa
         else [(data_dir, None)]
     class_names = sorted({name for root, _ in roots for name in _class_directories(root)})
     if not class_names:
-        raise ValueError(f"--data-dir {data_dir} has no class folders: expected root/<class>/* "
+        raise errors.UserError(f"--data-dir {data_dir} has no class folders: expected root/<class>/* "
                          f"or root/train|val/<class>/*")
     label_of = {name: label for label, name in enumerate(class_names)}
     items = []
@@ -131,12 +132,12 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         rows = rows[1:]
     bad = [number for number, row in enumerate(rows, 1) if len(row) not in (2, 3)]
     if bad:
-        raise ValueError(f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]")
+        raise errors.UserError(f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]")
     labels = [row[1].strip() for row in rows]
     if labels and all(label.lstrip("-").isdigit() for label in labels):
         numbers = [int(label) for label in labels]
         if min(numbers) < 0:
-            raise ValueError(f"--labels-csv {labels_csv}: negative label {min(numbers)}")
+            raise errors.UserError(f"--labels-csv {labels_csv}: negative label {min(numbers)}")
         class_names = tuple(str(number) for number in range(max(numbers) + 1))
     else:
         class_names = tuple(sorted(set(labels)))
@@ -147,7 +148,7 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         file_name = row[0].strip()
         split = _SPLIT_DIRECTORIES.get(row[2].strip().lower()) if len(row) == 3 else None
         if len(row) == 3 and split is None:
-            raise ValueError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
+            raise errors.UserError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
                              f"(use train, or val or test for held-out images)")
         image_id = os.path.normpath(file_name).replace(os.sep, "/")
         # An object store takes "a/../b" literally, so a URL is built from the normalized name.
@@ -159,10 +160,10 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
 
 def _checked(index: ImageIndex, source: str) -> ImageIndex:
     if not index.items:
-        raise ValueError(f"{source} lists no image files")
+        raise errors.UserError(f"{source} lists no image files")
     seen = set()
     for item in index.items:
         if item.image_id in seen:
-            raise ValueError(f"{source} lists {item.image_id} twice")
+            raise errors.UserError(f"{source} lists {item.image_id} twice")
         seen.add(item.image_id)
     return index

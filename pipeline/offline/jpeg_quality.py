@@ -12,6 +12,8 @@ import os
 import numpy as np
 import PIL.Image
 
+from tfrecords import fileio
+
 # ITU-T T.81 Annex K, in natural (row-major) order, as Pillow reports them.
 _LUMINANCE = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -126,12 +128,9 @@ def histogram_of_directory(directory: str) -> Histogram:
 
 
 def plot(histogram: Histogram, path: str, title: str) -> None:
-    import matplotlib
+    from pipeline import plots  # matplotlib only when a plot is drawn
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(8, 3.5))
+    figure, axes = plots.figure(figsize=(8, 3.5))
     qualities = np.arange(1, 101)
     axes.bar(qualities, [histogram.standard.get(q, 0) for q in qualities], label="IJG tables")
     axes.bar(qualities, [histogram.non_standard.get(q, 0) for q in qualities],
@@ -140,6 +139,18 @@ def plot(histogram: Histogram, path: str, title: str) -> None:
     axes.set_ylabel("files")
     axes.set_title(f"{title} ({histogram.not_jpeg} not JPEG, {histogram.unreadable} unreadable)")
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    plots.save(figure, path)
+
+
+def run(config) -> Histogram:
+    """jpeg-ladder-qf-histogram: prints the histogram of config.directory (a HistogramConfig), --plot, --json."""
+    if not os.path.isdir(config.directory):
+        raise FileNotFoundError(f"{config.directory}: no such directory")
+    histogram = histogram_of_directory(config.directory)
+    print(histogram.text())
+    if config.plot:
+        plot(histogram, config.plot, os.path.basename(os.path.normpath(config.directory)))
+        print(f"plot: {config.plot}")
+    if config.json:
+        fileio.write_json_atomic(config.json, histogram.to_json())
+    return histogram

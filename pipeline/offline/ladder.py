@@ -14,7 +14,6 @@ import tensorflow as tf
 from pipeline import config as config_lib
 from tfrecords import fileio
 
-
 MAX_SIDE = 65535  # JPEG's limit: the ladder could not re-encode a larger image
 
 

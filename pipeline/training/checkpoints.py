@@ -1,39 +1,12 @@
-"""Stages and their checkpoints: names, paths and what a checkpoint holds; read by the stage loop and the export.
+"""What a stage checkpoint holds (the head and the backbone layers the stage trains) and restoring one.
 
-LOGDIR/checkpoints/stage<k>_<node>/latest   resume point (weights, optimizer, step, plateau state)
-LOGDIR/checkpoints/stage<k>_<node>/best     the stage's best validation top-1
+Where checkpoints live is the run directory's to say (pipeline.training.run_directory).
 """
-
-import dataclasses
-import os
 
 import keras
 import tensorflow as tf
 
 from bottlenecks import cut
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    index: int
-    node: str
-    learning_rate: float
-
-    @property
-    def name(self) -> str:
-        return f"stage{self.index}_{self.node}"
-
-
-def stage_directory(logdir: str, stage: Stage) -> str:
-    return os.path.join(logdir, "checkpoints", stage.name)
-
-
-def best_path(logdir: str, stage: Stage) -> str:
-    return os.path.join(stage_directory(logdir, stage), "best", "ckpt")
-
-
-def latest_directory(logdir: str, stage: Stage) -> str:
-    return os.path.join(stage_directory(logdir, stage), "latest")
 
 
 def trainable_objects(backbone_model: keras.Model, node: str, head: keras.layers.Layer) -> dict:

@@ -20,6 +20,8 @@ import tempfile
 
 import tensorflow as tf
 
+from pipeline import errors
+
 # Collective ops can be set up once per process, before TensorFlow runs anything: one strategy for the
 # whole run (learning-rate sweep and seeds included).
 _multiworker: tf.distribute.Strategy | None = None
@@ -56,7 +58,7 @@ def _start_multiworker(collective_timeout: float | None) -> tf.distribute.Strate
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except RuntimeError as error:  # "Collective ops must be configured at program startup"
-        raise RuntimeError(f"--strategy multiworker must start before TensorFlow runs anything else in the "
+        raise errors.UserError(f"--strategy multiworker must start before TensorFlow runs anything else in the "
                            f"process ({error}); run train-block-by-block in a fresh process") from None
     _multiworker, _cluster = strategy, cluster
     return strategy
@@ -67,7 +69,7 @@ def read_tf_config() -> dict:
     text = os.environ.get("TF_CONFIG")
     fix = "set it on every worker as in the README's multi-worker section"
     if not text:
-        raise ValueError(f"--strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
+        raise errors.UserError(f"--strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
                          f"which is not set; {fix}")
     try:
         tf_config = json.loads(text)
@@ -75,12 +77,12 @@ def read_tf_config() -> dict:
         jobs = {job: list(addresses) for job, addresses in cluster.items()}
         task_type, task_index = task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"TF_CONFIG must be JSON with a cluster and a task ({error!r}); {fix}") from None
+        raise errors.UserError(f"TF_CONFIG must be JSON with a cluster and a task ({error!r}); {fix}") from None
     if set(jobs) - {"chief", "worker"} or not jobs.get("worker", []) + jobs.get("chief", []):
-        raise ValueError(f"TF_CONFIG's cluster holds jobs {sorted(jobs)}: --strategy multiworker takes chief and "
+        raise errors.UserError(f"TF_CONFIG's cluster holds jobs {sorted(jobs)}: --strategy multiworker takes chief and "
                          f"worker tasks only; {fix}")
     if task_type not in jobs or not 0 <= task_index < len(jobs[task_type]):
-        raise ValueError(f"TF_CONFIG's task {task} is not in its cluster ({jobs}); {fix}")
+        raise errors.UserError(f"TF_CONFIG's task {task} is not in its cluster ({jobs}); {fix}")
     return {"jobs": jobs, "task": (task_type, task_index)}
 
 
@@ -141,14 +143,14 @@ def choose_input_sharding(requested: str, num_shards: int, workers: int, global_
         return "data", "input sharding: data (as asked: every worker reads every record and keeps its replicas' part)"
     if num_shards < workers:
         if requested == "file":
-            raise ValueError(f"--input-sharding file gives each worker its own shards, and the records hold "
+            raise errors.UserError(f"--input-sharding file gives each worker its own shards, and the records hold "
                              f"{shards} for {workers} workers: rerun make-tfrecords with --num-shards {workers} or "
                              f"more, or use --input-sharding data")
         return "data", (f"input sharding: data ({shards} for {workers} workers: every worker reads every record; "
                         f"make-tfrecords --num-shards >= {workers} lets each read only its own)")
     if global_batch % replicas:
         if requested == "file":
-            raise ValueError(f"--input-sharding file splits each worker's batches evenly over the replicas, and "
+            raise errors.UserError(f"--input-sharding file splits each worker's batches evenly over the replicas, and "
                              f"--batch-size {global_batch} is not a multiple of the {replicas} replicas: pass a "
                              f"multiple of {replicas}, or use --input-sharding data")
         return "data", (f"input sharding: data (--batch-size {global_batch} does not split evenly over {replicas} "
@@ -196,7 +198,7 @@ def check_agreement(strategy: tf.distribute.Strategy, what: str, values: tuple[i
     local = tf.constant([values], tf.int64)
     gathered = tf.function(lambda: strategy.gather(strategy.run(lambda: local), axis=0))().numpy()
     if (gathered != gathered[0]).any():
-        raise ValueError(f"the workers disagree on {what} ({sorted({tuple(row) for row in gathered.tolist()})}): "
+        raise errors.UserError(f"the workers disagree on {what} ({sorted({tuple(row) for row in gathered.tolist()})}): "
                          f"every worker must run the same command on one LOGDIR that all of them read (a shared "
                          f"filesystem or an object store); start them all again")
 

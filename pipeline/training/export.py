@@ -6,7 +6,7 @@
         classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
     the very same model from raw images or from the records.
-    export/classes.json      class names, branches, node, input size: what predict.py prints by
+    export/classes.json      the classes, branches, node, input size and ladder: what predict and evaluate read
 The backbone's preprocessing is inside the model (a hub: or savedmodel: model's input range too), and a
 SavedModel backbone travels inside the export, so the export needs neither the records nor the backbone's files.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import cut
+from pipeline import config as config_lib
 from pipeline.offline import ladder
 from pipeline.training import checkpoints
 from tfrecords import fileio
@@ -103,3 +104,21 @@ class ExportedClassifier:
 
     def classify_file(self, path: str) -> np.ndarray:
         return self.probabilities(ladder.load_rgb(path))
+
+
+def predict_files(config: config_lib.PredictConfig) -> int:
+    """jpeg-ladder-predict: prints each image's top classes; returns how many images could not be read."""
+    classifier = ExportedClassifier(config.model)
+    skipped = 0
+    for path in config.images:
+        try:
+            probabilities = classifier.classify_file(path)
+        except ladder.BadImage as error:
+            print(f"{path}: skipped: {error}")
+            skipped += 1
+            continue
+        ranked = probabilities.argsort()[::-1][:config.top]
+        print(path)
+        for rank, index in enumerate(ranked, 1):
+            print(f"  {rank}. {classifier.class_names[index]}  {probabilities[index]:.4f}")
+    return skipped

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from pipeline import errors
 
 FUSIONS = config_lib.FUSIONS
 GATE_HIDDEN_UNITS = 64
@@ -52,12 +53,8 @@ class Gate(keras.layers.Layer):
 
 def check(fusion: str) -> str:
     if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
+        raise errors.UserError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
     return fusion
-
-
-def head_input_size(fusion: str, num_branches: int, feature_size: int) -> int:
-    return num_branches * feature_size if fusion == "concat" else feature_size
 
 
 def combiner(fusion: str, num_branches: int, seed: int = 0) -> keras.layers.Layer | None:

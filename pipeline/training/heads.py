@@ -11,8 +11,11 @@ import dataclasses
 import keras
 import numpy as np
 
-HEADS = ("linear", "mlp")
-ACTIVATIONS = ("relu", "sigmoid")
+from pipeline import config as config_lib
+from pipeline import errors
+
+HEADS = config_lib.HEADS
+ACTIVATIONS = config_lib.ACTIVATIONS
 HIDDEN_NAME = "hidden"
 LOGITS_NAME = "logits"
 
@@ -42,14 +45,14 @@ class MlpWeights:
 def check_head(kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0) -> None:
     """Raises ValueError, naming the flag to fix, for a head that cannot be built."""
     if kind not in HEADS:
-        raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {kind!r}")
+        raise errors.UserError(f"--head must be one of {', '.join(HEADS)}, got {kind!r}")
     if kind == "mlp":
         if activation not in ACTIVATIONS:
-            raise ValueError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise errors.UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if hidden_units < 1:
-            raise ValueError(f"--hidden-units must be at least 1, got {hidden_units}")
+            raise errors.UserError(f"--hidden-units must be at least 1, got {hidden_units}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {dropout}")
+            raise errors.UserError(f"--dropout must be in [0, 1), got {dropout}")
 
 
 def build_head(kind: str, num_classes: int, *, hidden_units: int = 500, activation: str = "relu",
@@ -86,13 +89,9 @@ def from_description(head: dict, num_classes: int, input_size: int, *, seed: int
     return layer
 
 
-def is_mlp(head: keras.layers.Layer) -> bool:
-    return isinstance(head, keras.Sequential) and HIDDEN_NAME in [layer.name for layer in head.layers]
-
-
 def _dense_layers(head: keras.layers.Layer) -> tuple[keras.layers.Dense, keras.layers.Dense]:
     if not isinstance(head, keras.Sequential):
-        raise ValueError(f"{head.name} is a {type(head).__name__}, not an MLP head: build it with --head mlp")
+        raise errors.UserError(f"{head.name} is a {type(head).__name__}, not an MLP head: build it with --head mlp")
     return head.get_layer(HIDDEN_NAME), head.get_layer(LOGITS_NAME)
 
 

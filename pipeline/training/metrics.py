@@ -1,5 +1,6 @@
 """Top-k accuracy, computed one way everywhere: ties are ranked as argmax ranks them (lower class first)."""
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -16,3 +17,9 @@ def ranks(scores, labels) -> tf.Tensor:
 def correct_in_top_k(scores, labels, k: int) -> tf.Tensor:
     """How many rows have their label among the top k scores (a float32 count)."""
     return tf.reduce_sum(tf.cast(ranks(scores, labels) <= k, tf.float32))
+
+
+def top_k_accuracy(scores, labels, ks=(1, 5, 10)) -> dict:
+    """{"top1": fraction, "top5": ..., ...}: how often the label ranks within the top k of its row's scores."""
+    label_ranks = ranks(scores, labels).numpy()
+    return {f"top{k}": float(np.mean(label_ranks <= k)) for k in ks}

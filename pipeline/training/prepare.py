@@ -9,8 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import registry
+from pipeline import backbones
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline import errors
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fusion as fusion_lib
@@ -22,7 +23,8 @@ from tfrecords import reader
 
 @dataclasses.dataclass
 class Setup:
-    """What every stage shares: the records' description, the label space, the backbone and the head."""
+    """What every stage shares: the resolved config (its schedule), the records, the label space, the backbone
+    and the head."""
 
     config: config_lib.TrainConfig
     manifest: manifest_lib.Manifest
@@ -33,10 +35,8 @@ class Setup:
     branches: tuple[int, ...]
     class_names: tuple[str, ...]
     label_map: np.ndarray | None  # dataset label -> ImageNet index, when the classes are ImageNet's
-    stages: tuple[checkpoints.Stage, ...]
     strategy: tf.distribute.Strategy
     num_train: int
-    num_validation: int
 
     @property
     def num_classes(self) -> int:
@@ -57,17 +57,6 @@ class Setup:
                               self.combiner, feature_size)
 
 
-def records_backbone(manifest: manifest_lib.Manifest) -> registry.Backbone:
-    """The backbone the records were made with (a hub: or savedmodel: model with its recorded input range)."""
-    return registry.get_backbone(manifest.backbone, manifest.input_range)
-
-
-def build_backbone(manifest: manifest_lib.Manifest) -> keras.Model:
-    """The backbone with the very weights the records were made with."""
-    return registry.rebuild(manifest.backbone, manifest.weights, manifest.input_size, manifest.weights_seed,
-                            manifest.input_range, extract.local_weights(manifest.weights))
-
-
 def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:
     """Refuses the flags that need the backbone's ImageNet classifier when it has none."""
     wanted = [flag for flag, used in (("--head-init baseline", config.head_init == "baseline"),
@@ -75,7 +64,7 @@ def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Bac
                                       ("--label-space imagenet", config.label_space == "imagenet")) if used]
     if wanted and not backbone.has_classifier:
         need, them = ("needs", "it") if len(wanted) == 1 else ("need", "them")
-        raise ValueError(f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and {backbone.name} is an "
+        raise errors.UserError(f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and {backbone.name} is an "
                          f"image feature vector model without one: leave {them} out (the decision layer learns the "
                          f"records' own classes, and --branches 0 trains the single-branch baseline)")
 
@@ -85,44 +74,50 @@ def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
     registry.check_nodes(backbone, stage_nodes)
     depths = [backbone.nodes.index(node) for node in stage_nodes]
     if len(set(stage_nodes)) != len(stage_nodes) or depths != sorted(depths, reverse=True):
-        raise ValueError(f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
+        raise errors.UserError(f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
                          f"before it, so that every stage unfreezes one more block (e.g. "
                          f"{','.join(backbone.default_stages)})")
     missing = [node for node in stage_nodes if node not in manifest.nodes]
     if missing:
-        raise ValueError(f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
+        raise errors.UserError(f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
                          f"(they hold {', '.join(manifest.nodes)}); rerun make_tfrecords with "
                          f"--nodes {','.join(stage_nodes)}")
     return tuple(stage_nodes)
 
 
-def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = None) -> Setup:
-    """Checks the run against its records and builds what all stages share.
+def resolve_stages(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> config_lib.TrainConfig:
+    """The config with its stages named (the backbone's default schedule unless given) and checked."""
+    backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
+    return dataclasses.replace(config, stages=_check_stages(config, manifest, backbone))
+
+
+def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> Setup:
+    """Checks a resolved run (see resolve_stages; its learning rate a number) against its records and builds what
+    all stages share.
 
     Training reads only the train and validation splits: the test split is left to the evaluation.
     """
-    manifest = manifest_lib.Manifest.read(config.records_dir)
-    backbone = records_backbone(manifest)
+    backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
     _check_classifier_use(config, backbone)
     num_record_branches = manifest.num_branches
     branches = tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
     bad = [branch for branch in branches if not 0 <= branch < num_record_branches]
     if bad:
-        raise ValueError(f"--branches {bad} do not exist: the records hold branches 0..{num_record_branches - 1} "
-                         f"({', '.join(manifest.branches)})")
-    stage_nodes = _check_stages(config, manifest, backbone)
+        raise errors.UserError(f"--branches {bad} do not exist: the records hold branches "
+                               f"0..{num_record_branches - 1} ({', '.join(manifest.branches)})")
+    config = resolve_stages(config, manifest)
     for split in ("train", "validation"):
         if not manifest.num_records(split):
-            raise ValueError(f"the records in {config.records_dir} have no {split} images; rerun make_tfrecords "
-                             f"with --validation-percent above 0 or a train/val folder layout")
+            raise errors.UserError(f"the records in {config.records_dir} have no {split} images; rerun "
+                                   f"make_tfrecords with --validation-percent above 0 or a train/val folder layout")
     strategy = distribute.make_strategy(config.strategy, config.devices, config.collective_timeout)
     with strategy.scope():
-        backbone_model = build_backbone(manifest)
-        for node in stage_nodes:
+        _, backbone_model = backbones.from_manifest(manifest)
+        for node in config.stages:
             try:
                 topology.check_stage(backbone, backbone_model, node)
             except ValueError as error:
-                raise ValueError(f"stage {node!r}: {error}") from None
+                raise errors.UserError(f"stage {node!r}: {error}") from None
         # A feature vector model has no ImageNet classifier: its label space is the records' own classes.
         indices = _imagenet_indices(config, manifest) if backbone.has_classifier else None
         if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
@@ -130,42 +125,33 @@ def prepare(config: config_lib.TrainConfig, first_learning_rate: float | None = 
             label_map = np.asarray(indices, np.int32)
         else:
             if config.head_init == "baseline":
-                raise ValueError("--head-init baseline needs the backbone's own ImageNet classes (class folders "
-                                 "named by wnid, or integer labels with --imagenet-labels); use --head-init random")
+                raise errors.UserError("--head-init baseline needs the backbone's own ImageNet classes (class "
+                                       "folders named by wnid, or integer labels with --imagenet-labels); use "
+                                       "--head-init random")
             class_names, label_map = tuple(manifest.class_names), None
         head = heads.build_head(config.head, len(class_names), hidden_units=config.hidden_units,
                                 activation=config.activation, dropout=config.dropout, seed=config.seed)
         combiner = fusion_lib.combiner(config.fusion, len(branches), seed=config.seed)
-    if first_learning_rate is None:
-        if isinstance(config.learning_rate, str):
-            raise ValueError("--learning-rate auto is resolved by the trainer's sweep before the stages are made")
-        first_learning_rate = config.learning_rate
-    stages = tuple(checkpoints.Stage(index, node, config.stage_learning_rate(index, first_learning_rate))
-                   for index, node in enumerate(stage_nodes))
+    if isinstance(config.learning_rate, str):
+        raise ValueError("--learning-rate auto is resolved by the trainer's sweep before the stages are made")
     return Setup(config, manifest, backbone, backbone_model, head, combiner, branches, class_names, label_map,
-                 stages, strategy, manifest.num_records("train"), manifest.num_records("validation"))
+                 strategy, manifest.num_records("train"))
 
 
 def _imagenet_indices(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> list[int] | None:
     """Each class's index among the backbone's 1000 when the head is to predict those, else None."""
     if config.label_space == "dataset" or manifest.codes:
         if config.label_space == "imagenet":
-            raise ValueError(f"--label-space imagenet: {config.records_dir} holds autoencoder codes, which the "
+            raise errors.UserError(f"--label-space imagenet: {config.records_dir} holds autoencoder codes, which the "
                              f"backbone's own classifier cannot read; use --label-space dataset")
         return None
     indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
     if indices is None and config.label_space == "imagenet":
-        raise ValueError(f"--label-space imagenet needs classes that are ImageNet's (folders named by wnid such as "
+        raise errors.UserError(f"--label-space imagenet needs classes that are ImageNet's (folders named by wnid such as "
                          f"n01440764, or integer labels with --imagenet-labels); the records' classes are "
                          f"{', '.join(manifest.class_names[:5])}{', ...' if len(manifest.class_names) > 5 else ''}; "
                          f"use --label-space dataset")
     return indices
-
-
-def stage_nodes(config: config_lib.TrainConfig) -> tuple[str, ...]:
-    """The nodes the run's stages read, checked against the records."""
-    manifest = manifest_lib.Manifest.read(config.records_dir)
-    return _check_stages(config, manifest, records_backbone(manifest))
 
 
 def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
@@ -180,9 +166,9 @@ def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: 
     example_shape = setup.manifest.node(node).shape
     decoded_mb = setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
     if training and decoded_mb > config.cache_mb and config.progress and reader.loaded_allocator() == "malloc":
-        _suggest_allocator()
+        suggest_allocator()
     dataset = reader.make_dataset(
-        config.records_dir, node, split, batch_size or config.batch_size, shuffle=training, seed=seed, repeat=training,
+        setup.manifest, node, split, batch_size or config.batch_size, shuffle=training, seed=seed, repeat=training,
         drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
         shuffle_buffer_bytes=config.shuffle_buffer_mb * 2**20, start_batch=start_batch,
         cache_decoded=decoded_mb <= config.cache_mb, file_shard=file_shard)
@@ -201,7 +187,7 @@ def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: 
 
 
 @functools.cache  # once per process
-def _suggest_allocator() -> None:
+def suggest_allocator() -> None:
     print("the training split is read from the records every epoch (it exceeds --cache-mb): running with "
           "LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4) takes about 40 % "
           "off the CPU time of reading it, see the README's input pipeline notes")
@@ -213,7 +199,7 @@ def make_optimizer(config: config_lib.TrainConfig, learning_rate: float) -> kera
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum_value)
 
 
-def stage_model(setup: Setup, stage: checkpoints.Stage):
+def stage_model(setup: Setup, stage: config_lib.Stage):
     """The stage's model, with the layers after its node unfrozen, and a fresh optimizer."""
     with setup.strategy.scope():
         topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)

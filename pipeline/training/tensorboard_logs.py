@@ -57,7 +57,8 @@ class RunLogs:
                          hparams_api.Metric("loss", group="validation", display_name="last loss")])
         experiment.close()
 
-    def stage_writers(self, stage, config, setup) -> StageWriters:
+    def stage_writers(self, stage, setup) -> StageWriters:
+        config = setup.config
         directory = os.path.join(self.logdir, stage.name)
         hparams_writer = tf.summary.create_file_writer(directory)
         with hparams_writer.as_default():
@@ -71,19 +72,18 @@ class RunLogs:
         hparams_writer.close()
         return StageWriters(directory)
 
-    def stage_summary(self, stage, outcome: dict, config, setup) -> None:
+    def stage_summary(self, stage, outcome) -> None:
         """The cross-stage view: best validation top-1/top-5 at x = stage index (the thesis's Figure 4.2)."""
         with self._stages.as_default(step=stage.index):
-            tf.summary.scalar("best_top1", outcome["best_top1"])
-            tf.summary.scalar("best_top5", outcome["best_top5"])
-            tf.summary.text("stage", f"stage {stage.index}: node {stage.node} "
-                                     f"({outcome['thesis_block']}), lr {stage.learning_rate:g}, "
-                                     f"{outcome['steps']} steps, ended by {outcome['ended_by']}")
+            tf.summary.scalar("best_top1", outcome.best_top1)
+            tf.summary.scalar("best_top5", outcome.best_top5)
+            tf.summary.text("stage", f"stage {stage.index}: node {stage.node} ({outcome.thesis_block}), "
+                                     f"lr {stage.learning_rate:g}, {outcome.steps} steps, ended by {outcome.ended_by}")
         self._stages.flush()
 
-    def sample_ladder(self, manifest: manifest_lib.Manifest, records_dir: str) -> str | None:
+    def sample_ladder(self, manifest: manifest_lib.Manifest) -> str | None:
         """One validation image's branches as TensorBoard images, when the source images are at hand."""
-        sample = _first_source_image(manifest, records_dir)
+        sample = _first_source_image(manifest)
         try:
             image = ladder.load_rgb(sample) if sample else None
         except ladder.BadImage:  # changed since the records were made
@@ -98,14 +98,14 @@ class RunLogs:
         return sample
 
 
-def _first_source_image(manifest: manifest_lib.Manifest, records_dir: str) -> str | None:
+def _first_source_image(manifest: manifest_lib.Manifest) -> str | None:
     """The source file of the first validation record: image ids are paths relative to the source,
     so one record names it without walking a dataset that may hold a million files."""
     root = manifest.source_root()
     if root is None:
         return None
     node = next(iter(manifest.nodes))
-    for _, _, image_ids in reader.make_dataset(records_dir, node, "validation", 1, with_ids=True).take(1):
+    for _, _, image_ids in reader.make_dataset(manifest, node, "validation", 1, with_ids=True).take(1):
         path = os.path.join(root, image_ids.numpy()[0].decode())
         return path if os.path.isfile(path) else None  # the images need not live beside the records
     return None

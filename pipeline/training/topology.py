@@ -13,15 +13,8 @@ import numpy as np
 
 from bottlenecks import cut
 from bottlenecks import registry
+from pipeline import errors
 from pipeline.training import fusion as fusion_lib
-
-HEAD_INITS = ("random", "baseline")
-
-
-def decision_layer(num_classes: int, seed: int = 0) -> keras.layers.Dense:
-    """The one layer that maps the concatenated features to the classes; it lives across stages."""
-    return keras.layers.Dense(num_classes, name="decision",
-                              kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
 
 
 def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Layer,
@@ -71,7 +64,7 @@ def init_head_from_classifier(head: keras.layers.Layer, backbone_model: keras.Mo
     classifier itself, so stage 0 starts at the stock model's mean over the branches.
     """
     if not isinstance(head, keras.layers.Dense):
-        raise ValueError("--head-init baseline starts a linear decision layer from the backbone's classifier; "
+        raise errors.UserError("--head-init baseline starts a linear decision layer from the backbone's classifier; "
                          "use --head linear, or --head-init random for an MLP head")
     kernel, bias = (np.asarray(weight) for weight in cut.classifier_layer(backbone_model).get_weights())
     feature_size = kernel.shape[0]
@@ -79,7 +72,7 @@ def init_head_from_classifier(head: keras.layers.Layer, backbone_model: keras.Mo
         head.set_weights([kernel[:, class_indices], bias[class_indices].astype(np.float32)])
         return
     if head.kernel.shape != (num_branches * feature_size, len(class_indices)):
-        raise ValueError(f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
+        raise errors.UserError(f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
                          f"{(num_branches * feature_size, len(class_indices))}")
     new_kernel = np.zeros(head.kernel.shape, np.float32)
     start = original_position * feature_size

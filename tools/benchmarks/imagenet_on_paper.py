@@ -1,13 +1,13 @@
 """ImageNet on paper: storage per node and offline wall time for ImageNet, from per-image costs measured here.
 
 On a few real ImageNet photos, per backbone:
-  (a) storage: the offline stage itself (extract.make_tfrecords) caches the nodes; its manifest gives each
+  (a) storage: the offline stage itself (the job's make_tfrecords) caches the nodes; its manifest gives each
       node's encoding (sparse or dense, as the codec chooses), zero fraction and stored bytes per image
       (all branches in one record); the records, read back, give the zero fraction of each branch;
   (b) the CPU work per image that is not the CNN: the ladder (decode, 10 JPEG re-encodings and decodes at
       the photo's own size, 11 resizes to the input size, as the runners trace it) and serializing the
-      records of the stored nodes (extract.serialize_batch with the job's encodings);
-  (c) the CNN's CPU cost per branch (extract.BatchForward, the runners' forward pass), for reference and
+      records of the stored nodes (the job's serialize_batch with the job's encodings);
+  (c) the CNN's CPU cost per branch (the job's BatchForward, the runners' forward pass), for reference and
       for CPU-only workers. No GPU is measured: the GPU's rate is a stated parameter.
 
 Costs are CPU seconds of this process (time.process_time) with TensorFlow held to one thread, so they
@@ -21,7 +21,7 @@ It assumes that the cores and the GPUs overlap perfectly, that the work scales l
 cores and GPUs, and that reading photos and writing shards never wait on storage or network.
 
 Run from the project root (about 5-10 minutes on 2 busy cores):
-  PYTHONPATH=. python -m tools.imagenet_on_paper --out /tmp/imagenet_on_paper
+  PYTHONPATH=. python -m tools.benchmarks.imagenet_on_paper --out /tmp/imagenet_on_paper
 """
 
 import argparse
@@ -39,11 +39,17 @@ import numpy as np
 import tensorflow as tf
 
 import tools
-from pipeline import components
+from bottlenecks import cut
+from bottlenecks import registry
+from pipeline import backbones
 from pipeline import config as config_lib
-from pipeline.offline import extract
 from pipeline.offline import images as images_lib
+from pipeline.offline import job
 from pipeline.offline import ladder
+from pipeline.offline import shard_work
+from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
+from tfrecords import reader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
@@ -205,15 +211,15 @@ def cache_nodes(items, backbone_name: str, weights: str, nodes, input_size: int,
                                       weights=weights, nodes=tuple(nodes), input_size=input_size,
                                       num_shards=1, progress=False)
     started = time.perf_counter()
-    extract.make_tfrecords(config)
+    job.make_tfrecords(config)
     job_seconds = time.perf_counter() - started
-    manifest = components.read_manifest(out_dir)
+    manifest = manifest_lib.Manifest.read(out_dir)
     figures = {}
     for node, entry in manifest.to_json()["nodes"].items():
         zeros = np.zeros(entry["shape"][0])
         total = 0
         for split in manifest.splits:
-            for bottlenecks, _ in components.make_dataset(out_dir, node, split, batch_size=4):
+            for bottlenecks, _ in reader.make_dataset(manifest_lib.Manifest.read(out_dir), node, split, batch_size=4):
                 values = bottlenecks.numpy()
                 zeros += (values == 0).sum(axis=tuple(axis for axis in range(values.ndim) if axis != 1))
                 total += values.size // values.shape[1]
@@ -226,10 +232,11 @@ def cache_nodes(items, backbone_name: str, weights: str, nodes, input_size: int,
 def forward_costs(config, nodes, input_size: int, branch_pixels, batch_size: int, encodings: dict,
                   items) -> dict:
     """CPU seconds per branch of the CNN pass and per image of serializing its records."""
-    backbone = components.get_backbone(config.backbone)
-    model = extract.build_model(config, backbone, input_size)
+    backbone = registry.get_backbone(config.backbone)
+    model = backbones.for_job(config, backbone, input_size)
     num_branches = branch_pixels[0].shape[0]
-    forward = extract.BatchForward(backbone, model, nodes, batch_size, num_branches, input_size)
+    forward = shard_work.BatchForward(backbone, model, shard_work.Extraction(
+        dataclasses.replace(config, batch_size=batch_size), tuple(nodes), input_size))
     for slot, pixels in enumerate(branch_pixels[:batch_size]):
         forward.put(slot, pixels)
     forward.run(min(batch_size, len(branch_pixels)))  # traces once, outside the clock
@@ -242,7 +249,7 @@ def forward_costs(config, nodes, input_size: int, branch_pixels, batch_size: int
         activations = forward.run(len(batch))
         cnn_seconds += time.process_time() - started
         started = time.process_time()
-        extract.serialize_batch(items[start:start + len(batch)], activations, encodings)
+        shard_work.serialize_batch(items[start:start + len(batch)], activations, encodings, config.storage_dtype)
         serialize_seconds += time.process_time() - started
     # A padded last batch costs as much as a full one: count its padding as work done.
     passes = math.ceil(len(branch_pixels) / batch_size) * batch_size * num_branches
@@ -252,7 +259,7 @@ def forward_costs(config, nodes, input_size: int, branch_pixels, batch_size: int
 
 def survey_zeros(model, backbone, nodes, branch_pixels) -> dict:
     """Zero fraction per node over all branches of a few images, one image's branches per call."""
-    extractor = components.node_extractor(model, backbone, nodes)
+    extractor = cut.extractor(model, backbone, nodes)
     zeros = dict.fromkeys(nodes, 0)
     totals = dict.fromkeys(nodes, 0)
     for pixels in branch_pixels:
@@ -265,10 +272,10 @@ def survey_zeros(model, backbone, nodes, branch_pixels) -> dict:
 
 
 def measure_backbone(name: str, flags, items, qualities) -> dict:
-    backbone = components.get_backbone(name)
+    backbone = registry.get_backbone(name)
     input_size = backbone.default_input_size
     weights = os.path.abspath(flags.mobilenet_weights) if name == "mobilenet_v2" else "none"
-    nodes = components.check_nodes(backbone, NODES[name])
+    nodes = registry.check_nodes(backbone, NODES[name])
     print(f"{name} ({'ImageNet' if weights != 'none' else 'random'} weights, {input_size} px): "
           f"the ladder of {len(items)} photos", flush=True)
     ladder_figures, kept = ladder_costs(items, input_size, qualities,
@@ -465,12 +472,12 @@ def print_report(figures: dict, configs, gpu_rates) -> None:
 def main(argv=None) -> int:
     flags = parse_flags(argv)
     if flags.from_json:
-        print_report(components.read_json(flags.from_json), flags.configs, flags.gpu_rates)
+        print_report(fileio.read_json(flags.from_json), flags.configs, flags.gpu_rates)
         return 0
     flags.out = os.path.abspath(flags.out)
     json_path = flags.json or os.path.join(flags.out, "imagenet_on_paper.json")
     figures = measure(flags)
-    components.write_json_atomic(json_path, figures)
+    fileio.write_json_atomic(json_path, figures)
     print_report(figures, flags.configs, flags.gpu_rates)
     print(f"\nmeasuring took {figures['wall_seconds']:.0f} s wall, {figures['cpu_seconds']:.0f} s CPU; "
           f"figures in {json_path} (--from-json reprints them with other --configs and --gpu-rates)")

@@ -12,7 +12,7 @@ so only same-run ratios mean anything):
       (target: 4N within 20 % of N).
 
 Run from the project root (about 5-10 minutes on 2 CPU cores):
-  PYTHONPATH=. python tools/bench_offline.py --out /tmp/bench_offline
+  PYTHONPATH=. python tools/benchmarks/bench_offline.py --out /tmp/bench_offline
 """
 
 import argparse
@@ -30,10 +30,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import components
+from bottlenecks import cut
+from bottlenecks import registry
 from pipeline import config as config_lib
-from pipeline.offline import extract
+from pipeline.offline import job
 from pipeline.offline import ladder
+from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
+from tfrecords import reader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_DIR = os.path.join(PROJECT_ROOT, "..", "shared", "data", "imagenette-mini")
@@ -154,8 +158,8 @@ def survey_zero_fractions(model, backbone, pixels: np.ndarray, num_branches: int
     Batch norm and residual-add nodes are linear and never sparse, so only ReLU outputs are surveyed;
     one image per call keeps the early 112x112 nodes from filling memory.
     """
-    nodes = [node for node in backbone.nodes if node.endswith("relu") or node == components.POOL]
-    survey_model = components.node_extractor(model, backbone, nodes)
+    nodes = [node for node in backbone.nodes if node.endswith("relu") or node == registry.POOL]
+    survey_model = cut.extractor(model, backbone, nodes)
     zeros = dict.fromkeys(nodes, 0)
     totals = dict.fromkeys(nodes, 0)
     for start in range(0, len(pixels), num_branches):
@@ -183,7 +187,7 @@ def run_job(labels_csv: str, out_dir: str, weights: str, nodes, batch_size: int)
                                       weights=weights, nodes=tuple(nodes), input_size=INPUT_SIZE,
                                       batch_size=batch_size, progress=False)
     started = time.perf_counter()
-    summary = extract.make_tfrecords(config)
+    summary = job.make_tfrecords(config)
     return summary, time.perf_counter() - started
 
 
@@ -191,7 +195,7 @@ def job_versus_predict(model, backbone, nodes, pixels: np.ndarray, labels_csv: s
                        weights: str, batch_size: int, num_branches: int, rounds: int) -> dict:
     """Alternates bare predict and the job (P J P J ... P); see speed_ratios for how they are compared."""
     num_images = len(pixels) // num_branches
-    extractor = components.node_extractor(model, backbone, nodes)
+    extractor = cut.extractor(model, backbone, nodes)
     extractor.predict(pixels[:batch_size * num_branches], batch_size=batch_size * num_branches,
                       verbose=0)  # traces once, as the job does before its first batch
     predict_runs = [predict_seconds(extractor, pixels, batch_size, num_branches)]
@@ -233,7 +237,7 @@ def speed_ratios(num_images: int, predict_seconds: list, job_runs: list) -> dict
 def storage_figures(records_dir: str) -> dict:
     """(b) per node, from the job's own manifest: stored bytes per image against raw float32."""
     figures = {}
-    for node, entry in components.read_manifest(records_dir).to_json()["nodes"].items():
+    for node, entry in manifest_lib.Manifest.read(records_dir).to_json()["nodes"].items():
         ratio = entry["bytes_per_image"] / entry["float32_bytes_per_image"]
         target = SPARSE_STORAGE_TARGET if entry["zero_fraction"] >= SPARSE_ZERO_FRACTION else DENSE_STORAGE_TARGET
         figures[node] = {key: entry[key] for key in
@@ -247,7 +251,7 @@ def storage_figures(records_dir: str) -> dict:
 
 
 def reader_pass(records_dir: str, node: str, batch_size: int) -> tuple[int, float]:
-    dataset = components.make_dataset(records_dir, node, SPLIT, batch_size)
+    dataset = reader.make_dataset(manifest_lib.Manifest.read(records_dir), node, SPLIT, batch_size)
     started = time.perf_counter()
     count = 0
     for bottleneck, _ in dataset:
@@ -259,7 +263,7 @@ def write_txt_cache(records_dir: str, node: str, txt_dir: str) -> list[list[str]
     """retrain.py's cache: one file per image per branch, its floats joined by commas. Returns the paths."""
     fresh_directory(txt_dir)
     paths = []
-    for bottlenecks, _ in components.make_dataset(records_dir, node, SPLIT, 16):
+    for bottlenecks, _ in reader.make_dataset(manifest_lib.Manifest.read(records_dir), node, SPLIT, 16):
         for bottleneck in bottlenecks.numpy():
             image_paths = []
             for branch, values in enumerate(bottleneck):
@@ -282,7 +286,7 @@ def read_txt_image(image_paths: list[str], branch_shape) -> np.ndarray:
 
 
 def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int) -> dict:
-    shape = components.read_manifest(records_dir).node(node).shape
+    shape = manifest_lib.Manifest.read(records_dir).node(node).shape
     reader_pass(records_dir, node, batch_size)  # warm-up: traces the parse function, fills the page cache
     # A pass over this split takes about a second, so one pass is at the mercy of a noisy neighbour:
     # the median of a few passes is the figure; the .txt pass below lasts long enough on its own.
@@ -290,7 +294,7 @@ def reader_versus_txt(records_dir: str, node: str, txt_dir: str, batch_size: int
     num_examples = passes[0][0]
     reader_seconds = float(np.median([seconds for _, seconds in passes]))
     txt_paths = write_txt_cache(records_dir, node, txt_dir)
-    first = next(iter(components.make_dataset(records_dir, node, SPLIT, 1)))[0].numpy()[0]
+    first = next(iter(reader.make_dataset(manifest_lib.Manifest.read(records_dir), node, SPLIT, 1)))[0].numpy()[0]
     if not np.array_equal(read_txt_image(txt_paths[0], shape[1:]), first):
         raise RuntimeError(f"the .txt cache of {node} does not read back what the records hold")
     started = time.perf_counter()
@@ -399,7 +403,7 @@ def main(argv=None) -> int:
     out = os.path.abspath(flags.out)
     os.makedirs(out, exist_ok=True)
     json_path = flags.json or os.path.join(out, "bench_offline.json")
-    backbone = components.get_backbone(BACKBONE)
+    backbone = registry.get_backbone(BACKBONE)
     qualities = config_lib.QUALITIES
     num_branches = 1 + len(qualities)
     dense_nodes = tuple(node.strip() for node in flags.dense_nodes.split(",") if node.strip())
@@ -410,13 +414,13 @@ def main(argv=None) -> int:
     print(f"bench_offline: {BACKBONE} at {INPUT_SIZE} px, {num_branches} branches, batch {flags.batch_size} "
           f"images; preparing the branches of {len(speed_images)} images in memory", flush=True)
     pixels = prepare_branches(speed_images, qualities)
-    model = components.build_backbone(backbone, flags.weights, INPUT_SIZE)
+    model = registry.build(backbone, flags.weights, INPUT_SIZE)
 
     survey = survey_zero_fractions(model, backbone, pixels[:flags.survey_images * num_branches], num_branches)
     sparse_node = flags.sparse_node or max(survey, key=survey.get)
     print("zero fractions over the branches of {} images: {}".format(flags.survey_images, ", ".join(
         f"{node} {fraction:.2f}" for node, fraction in survey.items())), flush=True)
-    nodes = components.check_nodes(backbone, set(backbone.default_stages) | set(dense_nodes) | {sparse_node})
+    nodes = registry.check_nodes(backbone, set(backbone.default_stages) | set(dense_nodes) | {sparse_node})
     print(f"nodes: {', '.join(nodes)} (mostly zeros: {sparse_node})", flush=True)
 
     records_dir = os.path.join(out, "bench_records")
@@ -452,7 +456,7 @@ def main(argv=None) -> int:
         "peak_rss_mib_of_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    components.write_json_atomic(json_path, results)
+    fileio.write_json_atomic(json_path, results)
     return 0
 
 

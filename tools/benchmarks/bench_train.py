@@ -1,7 +1,7 @@
 """Benchmark of the trainer on real photos and real weights, measured side by side in one run.
 
-    python -m tools.bench_train --out /tmp/bench_train
-    python -m tools.bench_train --records RECORDS --out /tmp/bench_train --no-schedule --cache uncached
+    python -m tools.benchmarks.bench_train --out /tmp/bench_train
+    python -m tools.benchmarks.bench_train --records RECORDS --out /tmp/bench_train --no-schedule --cache uncached
 
 On ../shared/data/imagenette-mini with the real ImageNet MobileNetV2 weights (or on --records):
   (a) per stage node, training steps/s fed from the TFRecords by the trainer's own input pipeline versus
@@ -32,7 +32,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bottlenecks import registry
 from pipeline import config as config_lib
+from pipeline.offline import job
+from tfrecords import example
+from tfrecords import reader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
@@ -40,11 +44,10 @@ TARGETS = {"uncached": 0.95, "cached": 0.9}
 
 
 def make_records(data_dir: str, weights: str, out_dir: str, nodes) -> str:
-    from pipeline.offline import extract
-
+    
     config = config_lib.ExtractConfig(out_dir=out_dir, data_dir=data_dir, backbone="mobilenet_v2",
                                       weights=weights, nodes=tuple(nodes), num_shards=4, batch_size=8)
-    extract.make_tfrecords(config)  # resumes (a no-op) when the records are already there
+    job.make_tfrecords(config)  # resumes (a no-op) when the records are already there
     return out_dir
 
 
@@ -65,9 +68,10 @@ def _stage(config: config_lib.TrainConfig, node: str):
     """The set-up and distributed steps of a one-stage run reading `node`."""
     from pipeline.training import prepare
     from pipeline.training import steps as steps_lib
+    from pipeline.training import train
 
-    setup = prepare.prepare(dataclasses.replace(config, stages=(node,)))
-    model, optimizer = prepare.stage_model(setup, setup.stages[0])
+    setup = train.prepare(dataclasses.replace(config, stages=(node,)))
+    model, optimizer = prepare.stage_model(setup, setup.config.schedule[0])
     return setup, steps_lib.Steps(setup.strategy, model, optimizer, config.batch_size)
 
 
@@ -125,7 +129,6 @@ def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -
     CPU time counts every core: on a machine whose cores the step already keeps busy, the input pipeline's
     CPU time per batch is what it takes away from the step.
     """
-    from pipeline import components
     from pipeline.training import prepare
 
     setup, steps = _stage(dataclasses.replace(config, cache_mb=0.0), node)
@@ -137,12 +140,12 @@ def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -
     batches = iter(dataset)
     input_ms, input_cpu_ms = _milliseconds(lambda: next(batches), 5 * count)
     info = setup.manifest.node(node)
-    paths = setup.manifest.shard_paths(config.records_dir, node, "train")
+    paths = setup.manifest.shard_paths(node, "train")
     serialized = tf.stack(list(tf.data.TFRecordDataset(paths, compression_type=setup.manifest.compression)
                                .take(config.batch_size)))
     dtype = [] if info.dtype == "float32" else [info.dtype]  # the argument older checkouts do not have
     parse = tf.function(
-        lambda records: components.parse_batch(records, info.shape, info.encoding, *dtype)["bottleneck"])
+        lambda records: example.parse_batch(records, info.shape, info.encoding, *dtype)["bottleneck"])
     parse_ms, parse_cpu_ms = _milliseconds(lambda: parse(serialized).numpy(), count)
     return {"node": node, "encoding": info.encoding, "dtype": info.dtype,
             "record_bytes": float(np.mean([len(record) for record in serialized.numpy()])),
@@ -171,10 +174,9 @@ def main(argv=None) -> int:
         if not flags.records and not os.path.exists(path):
             print(f"bench_train: error: {path} is missing (pass --data-dir / --weights)", file=sys.stderr)
             return 2
-    from pipeline import components
     from pipeline.training import train
 
-    default_stages = components.get_backbone("mobilenet_v2").default_stages
+    default_stages = registry.get_backbone("mobilenet_v2").default_stages
     nodes = tuple(flags.nodes.split(",")) if flags.nodes else default_stages
     stages = default_stages[:2]
     records = flags.records or make_records(flags.data_dir, flags.weights, os.path.join(flags.out, "records"),
@@ -191,11 +193,11 @@ def main(argv=None) -> int:
                                                flags.rounds, flags.seconds_per_round)
                         for node in nodes for cache_mb in cache_sizes]
     parts = [where_the_time_goes(speed_config, node, flags.part_batches) for node in nodes]
-    allocator = getattr(components, "loaded_allocator", lambda: None)() or "unknown"  # older checkouts lack it
+    allocator = reader.loaded_allocator() or "unknown"  # older checkouts lack it
     figures = {"records": records, "allocator": allocator, "input_pipeline": pipeline_figures, "parts": parts}
     if not flags.no_schedule:
         results = train.train_and_evaluate(config)
-        figures.update(stages=results["stages"], baseline=results.get("baseline"))
+        figures.update(stages=results.to_json()["stages"], baseline=results.to_json().get("baseline"))
     print(f"\n(a) training steps/s, from TFRecords vs in-memory tensors (memory allocator: {allocator})")
     for row in pipeline_figures:
         verdict = "PASS" if row["ratio"] >= row["target"] else "MISS"

@@ -7,7 +7,7 @@ config) are identical, and images/s of each, both while extracting (for Beam: pi
 loading on the worker and the job's first-batch encoding choice included) and end to end.
 
 Run from the project root (about 2-4 minutes on 2 CPU cores):
-  PYTHONPATH=. python tools/bench_beam.py --out /tmp/bench_beam
+  PYTHONPATH=. python tools/benchmarks/bench_beam.py --out /tmp/bench_beam
 """
 
 import argparse
@@ -20,8 +20,7 @@ import sys
 import tempfile
 
 from pipeline import config as config_lib
-from pipeline.offline import beam
-from pipeline.offline import extract
+from pipeline.offline import job
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
         num_shards=flags.num_shards, progress=False)
     on_beam = dataclasses.replace(local, out_dir=os.path.join(flags.out, "beam"), runner="beam",
                                   beam_options=flags.beam_options)
-    summaries = {"local": extract.make_tfrecords(local), "beam": beam.make_tfrecords(on_beam)}
+    summaries = {"local": job.make_tfrecords(local), "beam": job.make_tfrecords(on_beam)}
     figures = {"num_images": flags.num_images, "beam_options": flags.beam_options,
                **_identical(local.out_dir, on_beam.out_dir)}
     for runner, summary in summaries.items():

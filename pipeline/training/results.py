@@ -1,0 +1,202 @@
+"""results.json of a training run, typed: the run's set-up, and per stage its node, steps and best scores.
+
+    Results            records, backbone, branches, fusion, head, ...; stages; the learning-rate sweep; the
+                       stock model's baseline; the export; over --seeds N also the seeds and their runs
+      stages: [StageResult]   node, learning rate, steps, best validation top-1/top-5/loss, checkpoint,
+                              seconds, ended_by (plateau | max_epochs); over seeds, the mean with each
+                              metric's sd and per-seed values
+
+Code that reads a run asks `results.stages[0].best_top1`; `to_json`/`from_json` keep the file's shape.
+"""
+
+import dataclasses
+
+import numpy as np
+
+CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
+PLATEAU, MAX_EPOCHS = "plateau", "max_epochs"
+# What a stage over several seeds reports as mean, sd and per-seed values.
+SEED_METRICS = ("best_top1", "best_top5", "steps", "seconds")
+
+
+def _drop_none(entry: dict) -> dict:
+    return {key: value for key, value in entry.items() if value is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """One stage: the node it read, how long it trained, its best validation scores and how it ended."""
+
+    stage: int
+    node: str
+    thesis_block: str
+    learning_rate: float
+    steps: float
+    best_top1: float
+    best_top5: float
+    checkpoint: str  # the best checkpoint (of the first seed, over seeds)
+    seconds: float
+    ended_by: str  # plateau, or max_epochs: the cap came while still improving
+    epochs: float | None = None
+    best_step: int | None = None
+    best_loss: float | None = None
+    # Over --seeds N (the metrics above are then means): each metric's sd and per-seed values.
+    std: dict = dataclasses.field(default_factory=dict)
+    per_seed: dict = dataclasses.field(default_factory=dict)
+    ended_by_per_seed: tuple[str, ...] = ()
+
+    @property
+    def capped(self) -> bool:
+        """Whether the stage hit its epoch cap while still improving: its scores understate the stage."""
+        return self.ended_by == MAX_EPOCHS
+
+    def to_json(self) -> dict:
+        entry = _drop_none({
+            "stage": self.stage, "node": self.node, "thesis_block": self.thesis_block,
+            "learning_rate": self.learning_rate, "steps": self.steps, "best_top1": self.best_top1,
+            "best_top5": self.best_top5, "checkpoint": self.checkpoint, "seconds": self.seconds,
+            "ended_by": self.ended_by, "epochs": self.epochs, "best_step": self.best_step,
+            "best_loss": self.best_loss})
+        entry.update({f"{metric}_std": value for metric, value in self.std.items()})
+        entry.update({f"{metric}_per_seed": list(values) for metric, values in self.per_seed.items()})
+        if self.ended_by_per_seed:
+            entry["ended_by_per_seed"] = list(self.ended_by_per_seed)
+        return entry
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "StageResult":
+        names = {field.name for field in dataclasses.fields(cls)} - {"std", "per_seed", "ended_by_per_seed"}
+        return cls(**{key: value for key, value in entry.items() if key in names},
+                   std={key[:-len("_std")]: value for key, value in entry.items() if key.endswith("_std")},
+                   per_seed={key[:-len("_per_seed")]: tuple(value) for key, value in entry.items()
+                             if key.endswith("_per_seed") and key != "ended_by_per_seed"},
+                   ended_by_per_seed=tuple(entry.get("ended_by_per_seed", ())))
+
+    @classmethod
+    def over_seeds(cls, per_seed: list["StageResult"]) -> "StageResult":
+        """One stage of N seeded runs: mean, sd and per-seed values; capped when any seed was."""
+        first = per_seed[0]
+        means, spreads, values = {}, {}, {}
+        for metric in SEED_METRICS:
+            array = np.asarray([getattr(stage, metric) for stage in per_seed], np.float64)
+            means[metric], spreads[metric], values[metric] = float(array.mean()), float(array.std(ddof=1)), \
+                tuple(array.tolist())
+        ended = tuple(stage.ended_by for stage in per_seed)
+        return cls(stage=first.stage, node=first.node, thesis_block=first.thesis_block,
+                   learning_rate=first.learning_rate, checkpoint=first.checkpoint,
+                   ended_by=MAX_EPOCHS if MAX_EPOCHS in ended else PLATEAU, std=spreads, per_seed=values,
+                   ended_by_per_seed=ended, **means)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCandidate:
+    learning_rate: float
+    validation_top1: float
+    validation_loss: float
+    ended_by: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The first stage's learning rate: given (no candidates), or chosen on validation among candidates."""
+
+    chosen: float
+    candidates: tuple[SweepCandidate, ...] = ()
+    node: str | None = None
+    epochs: float | None = None
+    directory: str | None = None
+
+    def to_json(self) -> dict:
+        return {"chosen": self.chosen, "candidates": [dataclasses.asdict(row) for row in self.candidates],
+                **_drop_none({"node": self.node, "epochs": self.epochs, "directory": self.directory})}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "Sweep":
+        return cls(chosen=entry["chosen"], candidates=tuple(SweepCandidate(**row) for row in entry["candidates"]),
+                   node=entry.get("node"), epochs=entry.get("epochs"), directory=entry.get("directory"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The stock backbone on the original images (validation split)."""
+
+    node: str
+    top1: float
+    top5: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """A training run: what it trained on and with, and what each stage reached."""
+
+    records: str
+    backbone: str
+    branches: tuple[str, ...]  # names, e.g. original, q10
+    branch_indices: tuple[int, ...]
+    fusion: str
+    optimizer: str
+    head: dict  # heads.description()
+    label_space: str  # imagenet (the backbone's 1000 classes) or dataset
+    global_batch_size: int
+    replicas: int
+    workers: int
+    stages: tuple[StageResult, ...] = ()
+    seed: int | None = None
+    learning_rate_sweep: Sweep | None = None
+    baseline: Baseline | None = None
+    baseline_note: str | None = None
+    input_sharding: str | None = None
+    export: dict | None = None  # {"path", "node"} of LOGDIR/export
+    export_skipped: str | None = None
+    seeds: tuple[int, ...] | None = None  # over --seeds N
+    seed_logdirs: tuple[str, ...] | None = None
+
+    def stage(self, node: str) -> StageResult | None:
+        return next((stage for stage in self.stages if stage.node == node), None)
+
+    def with_stage(self, stage: StageResult) -> "Results":
+        return dataclasses.replace(self, stages=self.stages + (stage,))
+
+    def to_json(self) -> dict:
+        entry = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        entry.update(branches=list(self.branches), branch_indices=list(self.branch_indices),
+                     stages=[stage.to_json() for stage in self.stages],
+                     learning_rate_sweep=self.learning_rate_sweep and self.learning_rate_sweep.to_json(),
+                     baseline=self.baseline and dataclasses.asdict(self.baseline),
+                     seeds=self.seeds and list(self.seeds), seed_logdirs=self.seed_logdirs and list(self.seed_logdirs))
+        return _drop_none(entry)
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "Results":
+        names = {field.name for field in dataclasses.fields(cls)}
+        known = {key: value for key, value in entry.items() if key in names}
+        known.update(branches=tuple(entry["branches"]), branch_indices=tuple(entry["branch_indices"]),
+                     stages=tuple(StageResult.from_json(stage) for stage in entry.get("stages", ())))
+        if entry.get("learning_rate_sweep"):
+            known["learning_rate_sweep"] = Sweep.from_json(entry["learning_rate_sweep"])
+        if entry.get("baseline"):
+            known["baseline"] = Baseline(**entry["baseline"])
+        for key in ("seeds", "seed_logdirs"):
+            if entry.get(key) is not None:
+                known[key] = tuple(entry[key])
+        return cls(**known)
+
+    def summary(self) -> str:
+        """The run in one paragraph: every stage's best validation scores, against the stock model's."""
+        def spread(stage, metric):
+            return f" ± {100 * stage.std[metric]:.2f}" if metric in stage.std else ""
+
+        stages = "; ".join(f"{stage.node} (lr {stage.learning_rate:g}, {stage.steps:.0f} steps, "
+                           f"{stage.seconds:.0f} s): validation top-1 {100 * stage.best_top1:.2f}"
+                           f"{spread(stage, 'best_top1')} %, top-5 {100 * stage.best_top5:.2f} %"
+                           + (f" (WARNING: {CAP_WARNING})" if stage.capped else "")
+                           for stage in self.stages)
+        seeds = f" Mean ± sd over seeds {list(self.seeds)}." if self.seeds else ""
+        versus = ""
+        if self.baseline:
+            versus = (f" Baseline (the stock model on the original images): top-1 {100 * self.baseline.top1:.2f} %, "
+                      f"top-5 {100 * self.baseline.top5:.2f} %.")
+        elif self.baseline_note:
+            versus = f" Note: {self.baseline_note}."
+        return (f"train_block_by_block: {len(self.stages)} stages on {len(self.branches)} branches "
+                f"({', '.join(self.branches)}), fusion {self.fusion}. {stages}.{versus}{seeds}")
