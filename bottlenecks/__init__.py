@@ -1,1 +1,2 @@
-"""Backbones: registry, cutting a model at its nodes, activations and their sparsity. No file I/O."""
+"""Backbones: registry, cutting a model at its nodes, activations and their sparsity. No file
+I/O."""

@@ -7,14 +7,19 @@ from bottlenecks import registry
 
 
 def pool_layer(model: keras.Model) -> keras.layers.Layer:
-    """The layer whose output is `pool`: the global pooling that feeds the classifier (its Keras name differs
-    per backbone), or an image feature vector model's SavedModel layer, which registry names `pool`."""
+    """The layer whose output is `pool`: the global pooling that feeds the classifier (its Keras
+    name differs per backbone), or an image feature vector model's SavedModel layer, which registry
+    names `pool`."""
     named = [layer for layer in model.layers if layer.name == registry.POOL]
     if named:
         return named[0]
-    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    pools = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)
+    ]
     if len(pools) != 1:
-        raise errors.BackboneError(f"{model.name}: expected one global average pooling layer, found {len(pools)}")
+        raise errors.BackboneError(
+            f"{model.name}: expected one global average pooling layer, found {len(pools)}"
+        )
     return pools[0]
 
 
@@ -22,7 +27,9 @@ def classifier_layer(model: keras.Model) -> keras.layers.Dense:
     """The decision layer after `pool` (the backbone's own ImageNet classifier)."""
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense):
-        raise errors.BackboneError(f"{model.name}: the last layer is {type(last).__name__}, not the classifier")
+        raise errors.BackboneError(
+            f"{model.name}: the last layer is {type(last).__name__}, not the classifier"
+        )
     return last
 
 
@@ -66,5 +73,7 @@ def tail(model: keras.Model, node: str) -> keras.Model:
     try:
         return keras.Model(start, end, name=f"tail_after_{node}")
     except ValueError:
-        raise errors.BackboneError(f"{node!r} is not a block boundary of {model.name}: the layers after it also "
-                         f"read earlier tensors, so it cannot start a stage") from None
+        raise errors.BackboneError(
+            f"{node!r} is not a block boundary of {model.name}: the layers after it also "
+            f"read earlier tensors, so it cannot start a stage"
+        ) from None

@@ -1,9 +1,9 @@
 """The supported backbones: builder, preprocessing, input sizes, node catalogue and weight loading.
 
-Backbones come from three sources: a keras.applications name (`inception_v3`, ...), `savedmodel:PATH` (a TF2
-SavedModel, in a local folder or at a URL such as gs://) and `hub:HANDLE` (a TF-Hub or Kaggle Models handle,
-resolved and cached by tensorflow_hub). The last two are image feature vector models: their one node is `pool`,
-and they have no ImageNet classifier.
+Backbones come from three sources: a keras.applications name (`inception_v3`, ...),
+`savedmodel:PATH` (a TF2 SavedModel, in a local folder or at a URL such as gs://) and `hub:HANDLE`
+(a TF-Hub or Kaggle Models handle, resolved and cached by tensorflow_hub). The last two are image
+feature vector models: their one node is `pool`, and they have no ImageNet classifier.
 """
 
 import dataclasses
@@ -20,7 +20,8 @@ from bottlenecks import savedmodel
 POOL = "pool"  # the pooled feature vector that feeds the classifier, in every backbone
 KERAS, SAVEDMODEL, HUB = "keras", "savedmodel", "hub"  # where a backbone comes from
 FEATURE_VECTOR_PREFIXES = (f"{HUB}:", f"{SAVEDMODEL}:")
-# What image feature vector models on TF-Hub usually take, unless --input-size and --input-range say otherwise.
+# What image feature vector models on TF-Hub usually take, unless --input-size and --input-range say
+# otherwise.
 FEATURE_VECTOR_INPUT_SIZE = 224
 FEATURE_VECTOR_INPUT_RANGE = (0.0, 1.0)
 
@@ -43,14 +44,21 @@ class Backbone:
     thesis_block_names: dict = dataclasses.field(default_factory=dict)
     source: str = KERAS  # keras | savedmodel | hub
     location: str | None = None  # the SavedModel's folder or the hub handle
-    input_range: tuple[float, float] | None = None  # savedmodel and hub: the pixel values the model expects
-    has_classifier: bool = True  # the ImageNet decision layer after pool (feature vector models have none)
+    input_range: tuple[float, float] | None = (
+        None  # savedmodel and hub: the pixel values the model expects
+    )
+    has_classifier: bool = (
+        True  # the ImageNet decision layer after pool (feature vector models have none)
+    )
 
 
 def _resnet50_v2_nodes() -> tuple[str, ...]:
     blocks_per_stage = {2: 3, 3: 4, 4: 6, 5: 3}
-    nodes = [f"conv{stage}_block{block}_out"
-             for stage, count in blocks_per_stage.items() for block in range(1, count + 1)]
+    nodes = [
+        f"conv{stage}_block{block}_out"
+        for stage, count in blocks_per_stage.items()
+        for block in range(1, count + 1)
+    ]
     return tuple(nodes) + ("post_relu", POOL)
 
 
@@ -60,7 +68,9 @@ def _mobilenet_v2_nodes() -> tuple[str, ...]:
     nodes = ["expanded_conv_project_BN"]
     for block in range(1, 17):
         nodes.append(f"block_{block}_expand_relu")
-        nodes.append(f"block_{block}_add" if block in residual_blocks else f"block_{block}_project_BN")
+        nodes.append(
+            f"block_{block}_add" if block in residual_blocks else f"block_{block}_project_BN"
+        )
     return tuple(nodes) + ("out_relu", POOL)
 
 
@@ -74,11 +84,16 @@ BACKBONES = {
         default_input_size=299,
         min_input_size=75,
         imagenet_file="inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-        imagenet_url=_KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        imagenet_url=_KERAS_WEIGHTS
+        + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
         nodes=tuple(f"mixed{index}" for index in range(11)) + (POOL,),
         default_stages=(POOL, "mixed9", "mixed8", "mixed7"),
-        thesis_block_names={POOL: "fully connected layer", "mixed9": "mixed_10",
-                            "mixed8": "mixed_9", "mixed7": "mixed_8"},
+        thesis_block_names={
+            POOL: "fully connected layer",
+            "mixed9": "mixed_10",
+            "mixed8": "mixed_9",
+            "mixed7": "mixed_8",
+        },
     ),
     "resnet50_v2": Backbone(
         name="resnet50_v2",
@@ -99,18 +114,23 @@ BACKBONES = {
         default_input_size=224,
         min_input_size=32,
         imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
-        imagenet_url=_KERAS_WEIGHTS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+        imagenet_url=_KERAS_WEIGHTS
+        + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
         nodes=_mobilenet_v2_nodes(),
         # The last two inverted-residual blocks and the 1x1 head conv, one stage each.
         default_stages=(POOL, "block_16_project_BN", "block_15_add"),
-        thesis_block_names={POOL: "fully connected layer", "block_16_project_BN": "out_conv",
-                            "block_15_add": "block_16"},
+        thesis_block_names={
+            POOL: "fully connected layer",
+            "block_16_project_BN": "out_conv",
+            "block_15_add": "block_16",
+        },
     ),
 }
 
 
 def get_backbone(name: str, input_range=None) -> Backbone:
-    """Looks a backbone up by name or source (hub:HANDLE, savedmodel:PATH), failing with the valid choices.
+    """Looks a backbone up by name or source (hub:HANDLE, savedmodel:PATH), failing with the valid
+    choices.
 
     input_range: the pixel values a hub: or savedmodel: model expects, as (low, high); None: (0, 1).
     """
@@ -118,33 +138,58 @@ def get_backbone(name: str, input_range=None) -> Backbone:
         source, location = name.split(":", 1)
         return _feature_vector_backbone(source, location, input_range)
     if name not in BACKBONES:
-        raise errors.BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, hub:HANDLE or "
-                         f"savedmodel:PATH")
+        raise errors.BackboneError(
+            f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, hub:HANDLE or "
+            f"savedmodel:PATH"
+        )
     if input_range is not None:
-        raise errors.BackboneError(f"--input-range is for hub: and savedmodel: backbones; {name} brings its own preprocessing")
+        raise errors.BackboneError(
+            f"--input-range is for hub: and savedmodel: backbones; {name} brings its own "
+            "preprocessing"
+        )
     return BACKBONES[name]
 
 
 def check_input_range(input_range) -> tuple[float, float]:
     """(low, high) of a feature vector model's pixel values; None: FEATURE_VECTOR_INPUT_RANGE."""
-    values = FEATURE_VECTOR_INPUT_RANGE if input_range is None else tuple(float(value) for value in input_range)
+    values = (
+        FEATURE_VECTOR_INPUT_RANGE
+        if input_range is None
+        else tuple(float(value) for value in input_range)
+    )
     if len(values) != 2 or not values[0] < values[1]:
-        raise errors.BackboneError(f"--input-range must be two numbers LOW,HIGH with LOW < HIGH, got "
-                         f"{','.join(f'{value:g}' for value in values)}")
+        raise errors.BackboneError(
+            f"--input-range must be two numbers LOW,HIGH with LOW < HIGH, got "
+            f"{','.join(f'{value:g}' for value in values)}"
+        )
     return values
 
 
 def _feature_vector_backbone(source: str, location: str, input_range) -> Backbone:
     if not location:
-        raise errors.BackboneError(f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon")
-    if source == SAVEDMODEL and not _is_url(location):  # recorded in the manifest: the trainer finds it from anywhere
+        raise errors.BackboneError(
+            f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon"
+        )
+    if source == SAVEDMODEL and not _is_url(
+        location
+    ):  # recorded in the manifest: the trainer finds it from anywhere
         location = os.path.abspath(os.path.expanduser(location))
     low, high = check_input_range(input_range)
     return Backbone(
-        name=f"{source}:{location}", builder=None, preprocess=functools.partial(_scale_pixels, low=low, high=high),
-        default_input_size=FEATURE_VECTOR_INPUT_SIZE, min_input_size=1, imagenet_file=None, imagenet_url=None,
-        nodes=(POOL,), default_stages=(POOL,), source=source, location=location, input_range=(low, high),
-        has_classifier=False)
+        name=f"{source}:{location}",
+        builder=None,
+        preprocess=functools.partial(_scale_pixels, low=low, high=high),
+        default_input_size=FEATURE_VECTOR_INPUT_SIZE,
+        min_input_size=1,
+        imagenet_file=None,
+        imagenet_url=None,
+        nodes=(POOL,),
+        default_stages=(POOL,),
+        source=source,
+        location=location,
+        input_range=(low, high),
+        has_classifier=False,
+    )
 
 
 def _scale_pixels(pixels, low: float, high: float):
@@ -157,38 +202,53 @@ def check_nodes(backbone: Backbone, nodes) -> tuple[str, ...]:
     nodes = tuple(nodes)
     unknown = [node for node in nodes if node not in backbone.nodes]
     if unknown and backbone.source != KERAS:
-        raise errors.BackboneError(f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}: an image feature "
-                         f"vector model has the one node {POOL} (a SavedModel does not expose its inner layers)")
+        raise errors.BackboneError(
+            f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}: an image feature "
+            f"vector model has the one node {POOL} (a SavedModel does not expose its inner layers)"
+        )
     if unknown:
         raise errors.BackboneError(
             f"unknown node(s) {', '.join(unknown)} for backbone {backbone.name}; "
-            f"valid nodes are: {', '.join(backbone.nodes)}")
+            f"valid nodes are: {', '.join(backbone.nodes)}"
+        )
     if not nodes:
-        raise errors.BackboneError(f"no nodes given; valid nodes for {backbone.name} are: {', '.join(backbone.nodes)}")
+        raise errors.BackboneError(
+            f"no nodes given; valid nodes for {backbone.name} are: {', '.join(backbone.nodes)}"
+        )
     return tuple(node for node in backbone.nodes if node in nodes)
 
 
 def check_input_size(backbone: Backbone, input_size: int | None) -> int:
     size = backbone.default_input_size if input_size is None else int(input_size)
     if size < backbone.min_input_size:
-        raise errors.BackboneError(f"--input-size {size} is too small for {backbone.name}: "
-                         f"it needs at least {backbone.min_input_size} px")
+        raise errors.BackboneError(
+            f"--input-size {size} is too small for {backbone.name}: "
+            f"it needs at least {backbone.min_input_size} px"
+        )
     return size
 
 
-def build(backbone: Backbone, weights: str | None, input_size: int | None = None,
-          weights_file: str | None = None) -> keras.Model:
+def build(
+    backbone: Backbone,
+    weights: str | None,
+    input_size: int | None = None,
+    weights_file: str | None = None,
+) -> keras.Model:
     """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none.
 
-    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool. Keras loads only
-    local files: for weights given as a URL, weights_file is the local copy to load.
+    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool. Keras
+    loads only local files: for weights given as a URL, weights_file is the local copy to load.
     """
     size = check_input_size(backbone, input_size)
     if backbone.source != KERAS:
         if weights is not None:
-            raise errors.BackboneError(f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
-                             f"leave --weights out")
-        model = savedmodel.feature_vector_model(model_path(backbone), backbone.name, size, name=POOL)
+            raise errors.BackboneError(
+                f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
+                f"leave --weights out"
+            )
+        model = savedmodel.feature_vector_model(
+            model_path(backbone), backbone.name, size, name=POOL
+        )
         model.trainable = False
         return model
     weights_kind = weights_identity(weights)["kind"]
@@ -219,15 +279,19 @@ def _download_guard(backbone: Backbone, build_call):
         cache = os.path.join(os.path.expanduser("~"), ".keras", "models", backbone.imagenet_file)
         raise errors.BackboneError(
             f"could not obtain the ImageNet weights of {backbone.name} ({error}). "
-            f"Without internet, download {backbone.imagenet_url} elsewhere and place it at {cache}, "
+            f"Without internet, download {backbone.imagenet_url} elsewhere and place it at "
+            f"{cache}, "
             f"or pass --weights PATH to a weights file for keras.applications "
-            f"(or --weights none for random weights).") from None
+            f"(or --weights none for random weights)."
+        ) from None
 
 
 def missing_weights_file(path: str, backbone: Backbone) -> errors.BackboneError:
     """The one-line error for a --weights file that is not there."""
-    return errors.BackboneError(f"--weights {path}: no such file; pass imagenet, none or the path "
-                             f"of a {backbone.name} weights file")
+    return errors.BackboneError(
+        f"--weights {path}: no such file; pass imagenet, none or the path "
+        f"of a {backbone.name} weights file"
+    )
 
 
 def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone: Backbone) -> None:
@@ -236,20 +300,24 @@ def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone:
     try:
         model.load_weights(local_path)
     except Exception as error:
-        raise errors.BackboneError(f"--weights {path} does not fit {backbone.name} with the classifier "
-                         f"({type(error).__name__}: {error})") from None
+        raise errors.BackboneError(
+            f"--weights {path} does not fit {backbone.name} with the classifier "
+            f"({type(error).__name__}: {error})"
+        ) from None
 
 
 def model_path(backbone: Backbone) -> str:
-    """The local SavedModel folder of a savedmodel: or hub: backbone (a hub model is downloaded once, then cached)."""
+    """The local SavedModel folder of a savedmodel: or hub: backbone (a hub model is downloaded
+    once, then cached)."""
     if backbone.source == HUB:
         return savedmodel.resolve_hub(backbone.location)
     return savedmodel.check_directory(backbone.location)
 
 
 def model_identity(backbone: Backbone) -> dict:
-    """What the manifest records of a savedmodel: or hub: model in place of weights (the caller adds a checksum
-    of model_path's files). A hub model is its handle: where the cache keeps it may change."""
+    """What the manifest records of a savedmodel: or hub: model in place of weights (the caller adds
+    a checksum of model_path's files). A hub model is its handle: where the cache keeps it may
+    change."""
     if backbone.source == HUB:
         return {"kind": HUB, "handle": backbone.location}
     return {"kind": SAVEDMODEL, "path": backbone.location}

@@ -1,7 +1,8 @@
-"""What counts as a user error: a problem the user can fix, said in one line; anything else is a bug.
+"""What counts as a user error: a problem the user can fix, said in one line; anything else is a
+bug.
 
-The tools print a user error as one line and exit with status 2; any other exception keeps its traceback,
-so that a library bug is not dressed up as advice.
+The tools print a user error as one line and exit with status 2; any other exception keeps its
+traceback, so that a library bug is not dressed up as advice.
 """
 
 import errno
@@ -18,13 +19,19 @@ class UserError(ValueError):
 # The lower layers' own (they cannot import this module).
 USER_ERRORS = (UserError, backbone_errors.BackboneError, records_errors.RecordsError)
 # Files that are missing or in the way, and folders that cannot be written: the user's to fix.
-FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+FILE_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    FileExistsError,
+)
 FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _storage_errors() -> tuple:
-    """TensorFlow's errors for a URL (gs://, s3://) that is missing or not open to this user, once TensorFlow is
-    loaded: looked up late so that --help need not import it."""
+    """TensorFlow's errors for a URL (gs://, s3://) that is missing or not open to this user, once
+    TensorFlow is loaded: looked up late so that --help need not import it."""
     tensorflow = sys.modules.get("tensorflow")
     if tensorflow is None:
         return ()
@@ -33,10 +40,14 @@ def _storage_errors() -> tuple:
 
 
 def user_message(error: BaseException) -> str | None:
-    """The one line to print when error is the user's to fix, else None (a bug: let its traceback show)."""
-    if isinstance(error, USER_ERRORS + FILE_ERRORS) or \
-            (isinstance(error, OSError) and error.errno in FIXABLE_ERRNOS):
+    """The one line to print when error is the user's to fix, else None (a bug: let its traceback
+    show)."""
+    if isinstance(error, USER_ERRORS + FILE_ERRORS) or (
+        isinstance(error, OSError) and error.errno in FIXABLE_ERRNOS
+    ):
         return str(error)
-    if isinstance(error, _storage_errors()):  # a cloud store's message may go on with a response body
+    if isinstance(
+        error, _storage_errors()
+    ):  # a cloud store's message may go on with a response body
         return (error.message.splitlines() or [type(error).__name__])[0]
     return None

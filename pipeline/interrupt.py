@@ -1,4 +1,5 @@
-"""Stops a long job at its next safe point on SIGINT or SIGTERM; a second signal stops it at once."""
+"""Stops a long job at its next safe point on SIGINT or SIGTERM; a second signal stops it at
+once."""
 
 import signal
 import sys
@@ -20,7 +21,8 @@ class Interrupted(Exception):
 
 
 class StopRequests:
-    """While active, the first SIGINT/SIGTERM only sets `signal_number`; the job polls it at safe points.
+    """While active, the first SIGINT/SIGTERM only sets `signal_number`; the job polls it at safe
+    points.
 
     A second signal raises Interrupted where the job is, so a user who cannot wait need not kill -9
     (which would skip the clean-up of temporary files). Outside the main thread, where Python cannot
@@ -45,8 +47,12 @@ class StopRequests:
         name = signal.Signals(signal_number).name
         if self.signal_number is None:
             self.signal_number = signal_number
-            print(f"\n{self.program}: {name} received: stopping {self.safe_point}; send it again to stop at once",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\n{self.program}: {name} received: stopping {self.safe_point}; send it again to "
+                "stop at once",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         raise Interrupted(f"stopped at once on a second {name}", signal_number)
 

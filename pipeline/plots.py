@@ -1,4 +1,5 @@
-"""Plots as PNG files: one way to make a figure (matplotlib without a display) and to save it whole."""
+"""Plots as PNG files: one way to make a figure (matplotlib without a display) and to save it
+whole."""
 
 import os
 
@@ -14,7 +15,8 @@ def figure(*grid, **options):
 
 
 def save(plot_figure, path: str, dpi: int = 100) -> str:
-    """Writes the figure as a PNG to path (a temporary name, then renamed: never half a file) and frees it."""
+    """Writes the figure as a PNG to path (a temporary name, then renamed: never half a file) and
+    frees it."""
     plot_figure.tight_layout()
     directory, name = os.path.split(path)
     temporary = os.path.join(directory, f".{name}.tmp.png")

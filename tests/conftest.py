@@ -10,7 +10,8 @@ import tensorflow as tf
 # Two logical CPUs so MirroredStrategy runs with two replicas; must happen before TF initialises.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
@@ -20,15 +21,23 @@ def shared_path(*parts: str) -> str:
     """A file under ../shared: missing fails loudly in CI (CI=true) and skips elsewhere."""
     path = os.path.join(SHARED, *parts)
     if not os.path.exists(path):
-        message = f"{path} is missing: tests with real weights and photos need ../shared beside the project"
+        message = (
+            f"{path} is missing: tests with real weights and photos need ../shared beside "
+            "the project"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
 
 
-def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int = 4, seed: int = 0,
-                        split_dirs: tuple[str, ...] = ()) -> list[str]:
+def write_random_images(
+    root: str,
+    classes=("cat", "dog", "fox"),
+    per_class: int = 4,
+    seed: int = 0,
+    split_dirs: tuple[str, ...] = (),
+) -> list[str]:
     """Random JPEGs of 32-75 px (varied sizes and qualities) in root/[split/]<class>/."""
     rng = np.random.default_rng(seed)
     paths = []
@@ -39,7 +48,10 @@ def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int
             for number in range(per_class):
                 height, width = rng.integers(32, 76, size=2)
                 # A class-dependent colour cast so that a model can learn something.
-                pixels = rng.integers(0, 160, size=(height, width, 3)) + 40 * np.eye(3)[class_index % 3] * 2
+                pixels = (
+                    rng.integers(0, 160, size=(height, width, 3))
+                    + 40 * np.eye(3)[class_index % 3] * 2
+                )
                 image = PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
                 path = os.path.join(directory, f"{class_name}_{number:03d}.jpg")
                 image.save(path, quality=int(rng.integers(50, 96)))
@@ -48,13 +60,17 @@ def write_random_images(root: str, classes=("cat", "dog", "fox"), per_class: int
 
 
 def imagenette_subset(directory, per_split: dict) -> str:
-    """Symlinks the first photos of each class of ../shared imagenette-mini: {"train": 3, "val": 6}."""
+    """Symlinks the first photos of each class of ../shared imagenette-mini: {"train": 3, "val":
+    6}."""
     data = shared_path("data", "imagenette-mini")
     for split, count in per_split.items():
         for wnid in sorted(os.listdir(os.path.join(data, split))):
             os.makedirs(os.path.join(directory, split, wnid))
             for name in sorted(os.listdir(os.path.join(data, split, wnid)))[:count]:
-                os.symlink(os.path.join(data, split, wnid, name), os.path.join(directory, split, wnid, name))
+                os.symlink(
+                    os.path.join(data, split, wnid, name),
+                    os.path.join(directory, split, wnid, name),
+                )
     return str(directory)
 
 
@@ -63,7 +79,8 @@ TRAIN_STAGES = ("pool", "conv4_block6_out")
 
 @pytest.fixture(scope="session")
 def records(tmp_path_factory):
-    """ResNet-50 V2 records (random weights, 32 px: its activations do not vanish) of 18 tiny images."""
+    """ResNet-50 V2 records (random weights, 32 px: its activations do not vanish) of 18 tiny
+    images."""
     import dataclasses
 
     from pipeline import config as config_lib
@@ -72,8 +89,13 @@ def records(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     data = str(root / "images")
     write_random_images(data, per_class=6)
-    config = dataclasses.replace(config_lib.tiny(str(root / "records"), data), backbone="resnet50_v2",
-                                 nodes=TRAIN_STAGES, validation_percent=30, test_percent=25)
+    config = dataclasses.replace(
+        config_lib.tiny(str(root / "records"), data),
+        backbone="resnet50_v2",
+        nodes=TRAIN_STAGES,
+        validation_percent=30,
+        test_percent=25,
+    )
     job.make_tfrecords(config)
     return config.out_dir
 
@@ -86,7 +108,8 @@ def tiny_dataset(tmp_path):
 
 
 def write_odd_inputs(directory: str) -> dict[str, str | None]:
-    """One file of each awkward kind; maps file name -> the quarantine reason fragment, or None if usable."""
+    """One file of each awkward kind; maps file name -> the quarantine reason fragment, or None if
+    usable."""
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(1)
     rgb = PIL.Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
@@ -107,37 +130,64 @@ def write_odd_inputs(directory: str) -> dict[str, str | None]:
     rgba = rgb.convert("RGBA")
     rgba.putalpha(128)
     rgba.save(os.path.join(directory, "alpha.png"))
-    return {"good.jpg": None, "zero_bytes.jpg": "empty", "truncated.jpg": "unreadable",
-            "text.jpg": "not an image", "cmyk.jpg": None, "grayscale.jpg": None, "png_named.jpg": None,
-            "palette.gif": None, "alpha.png": None}
+    return {
+        "good.jpg": None,
+        "zero_bytes.jpg": "empty",
+        "truncated.jpg": "unreadable",
+        "text.jpg": "not an image",
+        "cmyk.jpg": None,
+        "grayscale.jpg": None,
+        "png_named.jpg": None,
+        "palette.gif": None,
+        "alpha.png": None,
+    }
 
 
 def write_more_odd_inputs(directory: str) -> dict[str, str | None]:
-    """Six further awkward kinds (EXIF-rotated, 1x1, 16-bit, animated, progressive, bad Huffman table);
-    maps file name -> the quarantine reason fragment, or None if usable."""
+    """Six further awkward kinds (EXIF-rotated, 1x1, 16-bit, animated, progressive, bad Huffman
+    table); maps file name -> the quarantine reason fragment, or None if usable."""
     import io
 
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(2)
     rgb = PIL.Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
     exif = PIL.Image.Exif()
-    exif[0x0112] = 6  # Orientation: the stored pixels must be turned 90 degrees clockwise to be upright
+    exif[0x0112] = (
+        6  # Orientation: the stored pixels must be turned 90 degrees clockwise to be upright
+    )
     rgb.save(os.path.join(directory, "exif_rotated.jpg"), quality=90, exif=exif)
     PIL.Image.new("RGB", (1, 1), (200, 30, 60)).save(os.path.join(directory, "one_pixel.png"))
     deep = (rng.integers(0, 65536, size=(36, 44))).astype(np.uint16)
     PIL.Image.fromarray(deep).save(os.path.join(directory, "sixteen_bit.png"))
-    frames = [PIL.Image.new("RGB", (30, 34), color) for color in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
-    frames[0].save(os.path.join(directory, "animated.gif"), save_all=True, append_images=frames[1:], duration=100)
+    frames = [
+        PIL.Image.new("RGB", (30, 34), color) for color in ((255, 0, 0), (0, 0, 255), (0, 255, 0))
+    ]
+    frames[0].save(
+        os.path.join(directory, "animated.gif"),
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+    )
     rgb.save(os.path.join(directory, "progressive.jpg"), quality=85, progressive=True)
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=90)
     data = bytearray(buffer.getvalue())
-    table = data.find(b"\xff\xc4")  # the first Huffman table: marker, length (2), class/id, 16 code counts
-    data[table + 5:table + 21] = b"\xff" * 16  # more codes than any table can hold; headers still parse
+    table = data.find(
+        b"\xff\xc4"
+    )  # the first Huffman table: marker, length (2), class/id, 16 code counts
+    data[table + 5 : table + 21] = (
+        b"\xff" * 16
+    )  # more codes than any table can hold; headers still parse
     with open(os.path.join(directory, "bad_huffman.jpg"), "wb") as file:
         file.write(bytes(data))
-    return {"exif_rotated.jpg": None, "one_pixel.png": None, "sixteen_bit.png": None, "animated.gif": None,
-            "progressive.jpg": None, "bad_huffman.jpg": "unreadable"}
+    return {
+        "exif_rotated.jpg": None,
+        "one_pixel.png": None,
+        "sixteen_bit.png": None,
+        "animated.gif": None,
+        "progressive.jpg": None,
+        "bad_huffman.jpg": "unreadable",
+    }
 
 
 def flip_byte(path: str) -> None:
@@ -154,7 +204,9 @@ def copy_to_url(local_root: str, url: str) -> None:
     for root, _, names in os.walk(local_root):
         relative = os.path.relpath(root, local_root)
         target = url if relative == "." else f"{url}/{relative}"
-        tf.io.gfile.makedirs(target)  # ram:// lists only folders made explicitly, as a bucket lists prefixes
+        tf.io.gfile.makedirs(
+            target
+        )  # ram:// lists only folders made explicitly, as a bucket lists prefixes
         for name in names:
             tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}")
 
@@ -164,7 +216,9 @@ def records_dataset(records_dir: str, node: str, split: str, batch_size: int, **
     from tfrecords import manifest as manifest_lib
     from tfrecords import reader
 
-    return reader.make_dataset(manifest_lib.Manifest.read(records_dir), node, split, batch_size, **options)
+    return reader.make_dataset(
+        manifest_lib.Manifest.read(records_dir), node, split, batch_size, **options
+    )
 
 
 def num_records(records_dir: str, split: str) -> int:
@@ -173,7 +227,9 @@ def num_records(records_dir: str, split: str) -> int:
     return manifest_lib.Manifest.read(records_dir).num_records(split)
 
 
-def assert_nested_close(got, expected, rel: float = 1e-5, abs_: float = 1e-7, path: str = "") -> None:
+def assert_nested_close(
+    got, expected, rel: float = 1e-5, abs_: float = 1e-7, path: str = ""
+) -> None:
     """got == expected for nested dicts and lists, floats compared up to rounding."""
     if isinstance(expected, dict):
         assert isinstance(got, dict) and set(got) == set(expected), path
@@ -190,16 +246,22 @@ def assert_nested_close(got, expected, rel: float = 1e-5, abs_: float = 1e-7, pa
 
 
 def predict_records(setup, stage, checkpoint_path: str, split: str = "validation") -> dict:
-    """Class probabilities per image id, from the cached bottlenecks of `stage` with a stage checkpoint: what the
-    trainer's own model computes, to hold an export against."""
+    """Class probabilities per image id, from the cached bottlenecks of `stage` with a stage
+    checkpoint: what the trainer's own model computes, to hold an export against."""
     from pipeline.training import checkpoints
     from tfrecords import reader
 
     model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
     checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
     probabilities = {}
-    for bottlenecks, _, image_ids in reader.make_dataset(setup.manifest, stage.node, split, setup.config.batch_size,
-                                                         branches=setup.branches, with_ids=True):
+    for bottlenecks, _, image_ids in reader.make_dataset(
+        setup.manifest,
+        stage.node,
+        split,
+        setup.config.batch_size,
+        branches=setup.branches,
+        with_ids=True,
+    ):
         batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
         probabilities.update(zip(image_ids.numpy().astype(str), batch))
     return probabilities

@@ -18,19 +18,45 @@ SMALL_INPUT = {"inception_v3": 75, "resnet50_v2": 32, "mobilenet_v2": 32}
 
 # Channels of some nodes, from the papers (TF-slim's end-point tests check the same).
 CHANNELS = {
-    "inception_v3": {"mixed0": 256, "mixed2": 288, "mixed3": 768, "mixed7": 768, "mixed8": 1280,
-                     "mixed9": 2048, "mixed10": 2048, "pool": 2048},
-    "resnet50_v2": {"conv2_block3_out": 256, "conv3_block4_out": 512, "conv4_block6_out": 1024,
-                    "conv5_block3_out": 2048, "post_relu": 2048, "pool": 2048},
-    "mobilenet_v2": {"expanded_conv_project_BN": 16, "block_1_expand_relu": 96, "block_13_expand_relu": 576,
-                     "block_15_add": 160, "block_16_project_BN": 320, "out_relu": 1280, "pool": 1280},
+    "inception_v3": {
+        "mixed0": 256,
+        "mixed2": 288,
+        "mixed3": 768,
+        "mixed7": 768,
+        "mixed8": 1280,
+        "mixed9": 2048,
+        "mixed10": 2048,
+        "pool": 2048,
+    },
+    "resnet50_v2": {
+        "conv2_block3_out": 256,
+        "conv3_block4_out": 512,
+        "conv4_block6_out": 1024,
+        "conv5_block3_out": 2048,
+        "post_relu": 2048,
+        "pool": 2048,
+    },
+    "mobilenet_v2": {
+        "expanded_conv_project_BN": 16,
+        "block_1_expand_relu": 96,
+        "block_13_expand_relu": 576,
+        "block_15_add": 160,
+        "block_16_project_BN": 320,
+        "out_relu": 1280,
+        "pool": 1280,
+    },
 }
 
 # Spatial sizes at the default input size (299 for Inception, 224 otherwise). Keras ResNet V2
 # downsamples in the last block of each stage, so conv3_block4_out is already 14x14.
 DEFAULT_SPATIAL = {
     "inception_v3": {"mixed2": 35, "mixed7": 17, "mixed8": 8, "mixed10": 8},
-    "resnet50_v2": {"conv3_block3_out": 28, "conv3_block4_out": 14, "conv4_block6_out": 7, "conv5_block3_out": 7},
+    "resnet50_v2": {
+        "conv3_block3_out": 28,
+        "conv3_block4_out": 14,
+        "conv4_block6_out": 7,
+        "conv5_block3_out": 7,
+    },
     "mobilenet_v2": {"block_13_expand_relu": 14, "block_15_add": 7, "out_relu": 7},
 }
 
@@ -51,7 +77,9 @@ def test_every_catalogued_node_is_extracted_in_one_pass_with_its_shape(name):
     assert shapes["pool"] == (CHANNELS[name]["pool"],)
     # One pass gives what separate single-node models give.
     single = cut.extractor(model, backbone, [backbone.nodes[-2]])(pixels.astype(np.float32))
-    np.testing.assert_allclose(single[backbone.nodes[-2]], outputs[backbone.nodes[-2]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        single[backbone.nodes[-2]], outputs[backbone.nodes[-2]], rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", sorted(registry.BACKBONES))
@@ -98,7 +126,9 @@ def test_unknown_backbone_and_too_small_input():
 def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatch):
     def offline_builder(**kwargs):
         if kwargs.get("weights") == "imagenet":
-            raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
+            raise Exception(
+                "URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]"
+            )
         return registry.BACKBONES["resnet50_v2"].builder(**kwargs)
 
     backbone = dataclasses.replace(registry.get_backbone("resnet50_v2"), builder=offline_builder)
@@ -127,11 +157,16 @@ def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path
     try:
         tf.io.gfile.makedirs(os.path.dirname(url))
         tf.io.gfile.copy(local, url)
-        config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url)
+        config = dataclasses.replace(
+            config_lib.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url
+        )
         backbone = backbones.spec(config)
         model = backbones.for_job(config, backbone, 32)
         copy = backbones.local_weights(url)
-        assert backbones.local_weights(url) == copy and os.path.basename(copy) == "mobilenet.weights.h5"
+        assert (
+            backbones.local_weights(url) == copy
+            and os.path.basename(copy) == "mobilenet.weights.h5"
+        )
         expected = registry.build(backbone, local, 32)
         for weights, wanted in zip(model.get_weights(), expected.get_weights()):
             np.testing.assert_array_equal(weights, wanted)

@@ -1,4 +1,5 @@
-"""Command lines: exit status, files written, and a user error as one line on stderr with exit status 2."""
+"""Command lines: exit status, files written, and a user error as one line on stderr with exit
+status 2."""
 
 import dataclasses
 import json
@@ -29,33 +30,72 @@ def _one_line_error(capsys, program: str) -> str:
 
 def test_make_tfrecords_writes_its_files_and_explains_user_errors(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
-    argv = ["--data-dir", tiny_dataset, "--out-dir", out_dir, "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "32", "--nodes", "pool", "--qualities", "50", "--num-shards", "1", "--test-percent", "0",
-            "--no-progress"]
+    argv = [
+        "--data-dir",
+        tiny_dataset,
+        "--out-dir",
+        out_dir,
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "32",
+        "--nodes",
+        "pool",
+        "--qualities",
+        "50",
+        "--num-shards",
+        "1",
+        "--test-percent",
+        "0",
+        "--no-progress",
+    ]
     assert make_tfrecords.main(argv) == 0
     assert "12 images written" in capsys.readouterr().out
-    assert sorted(os.listdir(out_dir)) == [".lock", ".progress", "manifest.json", "pool", "quarantine.csv",
-                                           "timings.json"]
-    assert sorted(os.listdir(os.path.join(out_dir, "pool"))) == ["train-00000-of-00001.tfrecord",
-                                                                 "validation-00000-of-00001.tfrecord"]
+    assert sorted(os.listdir(out_dir)) == [
+        ".lock",
+        ".progress",
+        "manifest.json",
+        "pool",
+        "quarantine.csv",
+        "timings.json",
+    ]
+    assert sorted(os.listdir(os.path.join(out_dir, "pool"))) == [
+        "train-00000-of-00001.tfrecord",
+        "validation-00000-of-00001.tfrecord",
+    ]
     assert make_tfrecords.main(["--verify", out_dir]) == 0
     assert make_tfrecords.main(argv[:-1] + ["--qualities", "60", "--no-progress"]) == 2
     assert "different job" in _one_line_error(capsys, "make_tfrecords")
     assert make_tfrecords.main(argv[:-1] + ["--storage-dtype", "float16", "--no-progress"]) == 2
-    assert "different job (it differs in: storage_dtype)" in _one_line_error(capsys, "make_tfrecords")
+    assert "different job (it differs in: storage_dtype)" in _one_line_error(
+        capsys, "make_tfrecords"
+    )
     assert make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", out_dir]) == 2
     assert "no such directory" in _one_line_error(capsys, "make_tfrecords")
 
 
 def test_make_tfrecords_flags(tmp_path):
     base = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")]
-    assert make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None  # the backbone's own
+    assert (
+        make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None
+    )  # the backbone's own
     assert make_tfrecords.parse_flags(base + ["--input-size", "96"]).input_size == 96
-    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == config_lib.VerifyConfig(str(tmp_path))
+    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == config_lib.VerifyConfig(
+        str(tmp_path)
+    )
     assert make_tfrecords.parse_flags(base).storage_dtype == "float32"
-    assert make_tfrecords.parse_flags(base + ["--storage-dtype", "bfloat16"]).storage_dtype == "bfloat16"
-    for wrong in (["--data-dir", str(tmp_path)], ["--verify", "a", "--data-dir", "b"], base + ["--qualities", "x"],
-                  base + ["--storage-dtype", "int8"]):
+    assert (
+        make_tfrecords.parse_flags(base + ["--storage-dtype", "bfloat16"]).storage_dtype
+        == "bfloat16"
+    )
+    for wrong in (
+        ["--data-dir", str(tmp_path)],
+        ["--verify", "a", "--data-dir", "b"],
+        base + ["--qualities", "x"],
+        base + ["--storage-dtype", "int8"],
+    ):
         with pytest.raises(SystemExit) as raised:
             make_tfrecords.parse_flags(wrong)
         assert raised.value.code == 2
@@ -63,10 +103,16 @@ def test_make_tfrecords_flags(tmp_path):
 
 def test_train_shuffle_buffer_flags(tmp_path):
     base = ["--records", str(tmp_path), "--logdir", str(tmp_path / "run")]
-    config = train_block_by_block.parse_flags(base + ["--shuffle-buffer", "500", "--shuffle-buffer-mb", "64"])
+    config = train_block_by_block.parse_flags(
+        base + ["--shuffle-buffer", "500", "--shuffle-buffer-mb", "64"]
+    )
     assert (config.shuffle_buffer, config.shuffle_buffer_mb) == (500, 64.0)
     assert config.export and not train_block_by_block.parse_flags(base + ["--no-export"]).export
-    for wrong in (["--shuffle-buffer", "0"], ["--shuffle-buffer-mb", "0"], ["--logdir", "gs://bucket/run"]):
+    for wrong in (
+        ["--shuffle-buffer", "0"],
+        ["--shuffle-buffer-mb", "0"],
+        ["--logdir", "gs://bucket/run"],
+    ):
         with pytest.raises(SystemExit) as raised:
             train_block_by_block.parse_flags(base + wrong)
         assert raised.value.code == 2
@@ -86,21 +132,59 @@ def test_qf_histogram_writes_json_and_refuses_a_missing_folder(tmp_path, tiny_da
 
 
 def test_predict_refuses_a_missing_model(tmp_path, tiny_dataset, capsys):
-    assert predict.main(["--model", str(tmp_path / "nowhere"), os.path.join(tiny_dataset, "cat", "cat_000.jpg")]) == 2
+    assert (
+        predict.main(
+            ["--model", str(tmp_path / "nowhere"), os.path.join(tiny_dataset, "cat", "cat_000.jpg")]
+        )
+        == 2
+    )
     _one_line_error(capsys, "predict")
 
 
-@pytest.mark.parametrize("program, main, argv, message", [
-    ("train_block_by_block", train_block_by_block.main, ["--logdir", "{tmp}/run"], "no manifest.json"),
-    ("compare", compare.main, ["--out-dir", "{tmp}/out"], "no manifest.json"),
-    ("evaluate", evaluate.main, ["--model", "{tmp}/nowhere", "--data-dir", "{tmp}", "--out-dir", "{tmp}/out"],
-     "{tmp}/nowhere"),
-    ("report", report.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "no results.json"),
-    ("jpeg-ladder-prune", prune.main, ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"], "no results.json"),
-    ("demo", demo.main, ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out", "--no-progress"], "nowhere"),
-])
-def test_every_tool_explains_missing_input_in_one_line(tmp_path, capsys, program, main, argv, message):
-    records = ["--records", str(tmp_path / "records")] if program in ("train_block_by_block", "compare") else []
+@pytest.mark.parametrize(
+    "program, main, argv, message",
+    [
+        (
+            "train_block_by_block",
+            train_block_by_block.main,
+            ["--logdir", "{tmp}/run"],
+            "no manifest.json",
+        ),
+        ("compare", compare.main, ["--out-dir", "{tmp}/out"], "no manifest.json"),
+        (
+            "evaluate",
+            evaluate.main,
+            ["--model", "{tmp}/nowhere", "--data-dir", "{tmp}", "--out-dir", "{tmp}/out"],
+            "{tmp}/nowhere",
+        ),
+        (
+            "report",
+            report.main,
+            ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"],
+            "no results.json",
+        ),
+        (
+            "jpeg-ladder-prune",
+            prune.main,
+            ["--logdir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"],
+            "no results.json",
+        ),
+        (
+            "demo",
+            demo.main,
+            ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out", "--no-progress"],
+            "nowhere",
+        ),
+    ],
+)
+def test_every_tool_explains_missing_input_in_one_line(
+    tmp_path, capsys, program, main, argv, message
+):
+    records = (
+        ["--records", str(tmp_path / "records")]
+        if program in ("train_block_by_block", "compare")
+        else []
+    )
     argv = [part.format(tmp=tmp_path) for part in argv] + records
     assert main(argv) == 2
     assert message.format(tmp=tmp_path) in _one_line_error(capsys, program)
@@ -114,10 +198,15 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, tiny_dataset
     _one_line_error(capsys, "qf_histogram")
 
 
-@pytest.mark.parametrize("error", [
-    tf.errors.PermissionDeniedError(None, None, "gs://bucket/records: HTTP 403\n{\"error\": {\"code\": 403}}"),
-    tf.errors.NotFoundError(None, None, "gs://bucket/images/cat: not found"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        tf.errors.PermissionDeniedError(
+            None, None, 'gs://bucket/records: HTTP 403\n{"error": {"code": 403}}'
+        ),
+        tf.errors.NotFoundError(None, None, "gs://bucket/images/cat: not found"),
+    ],
+)
 def test_a_url_that_is_missing_or_not_allowed_is_one_line(error, capsys):
     def job(config):
         raise error
@@ -150,10 +239,21 @@ def test_no_tool_writes_a_flag_by_hand():
                 assert "add_argument" not in file.read(), name
 
 
-@pytest.mark.parametrize("config_class", [config_lib.ExtractConfig, config_lib.TrainConfig, config_lib.CompareConfig,
-                                          config_lib.PruneConfig, config_lib.CompressConfig, config_lib.DemoConfig,
-                                          config_lib.EvaluateConfig, config_lib.PredictConfig,
-                                          config_lib.ReportConfig, config_lib.HistogramConfig])
+@pytest.mark.parametrize(
+    "config_class",
+    [
+        config_lib.ExtractConfig,
+        config_lib.TrainConfig,
+        config_lib.CompareConfig,
+        config_lib.PruneConfig,
+        config_lib.CompressConfig,
+        config_lib.DemoConfig,
+        config_lib.EvaluateConfig,
+        config_lib.PredictConfig,
+        config_lib.ReportConfig,
+        config_lib.HistogramConfig,
+    ],
+)
 def test_every_option_of_a_config_is_a_flag_with_its_help(config_class):
     from tools import flags
 
@@ -162,15 +262,34 @@ def test_every_option_of_a_config_is_a_flag_with_its_help(config_class):
     for field in dataclasses.fields(config_class):
         if field.metadata.get("nested"):
             continue
-        assert ("help" in field.metadata) == any(text and text.startswith(field.metadata.get("help", "\0"))
-                                                 for text in helps), field.name
+        assert ("help" in field.metadata) == any(
+            text and text.startswith(field.metadata.get("help", "\0")) for text in helps
+        ), field.name
 
 
 def test_a_template_s_flags_set_the_runs_that_a_config_derives():
-    config = compare.parse_flags(["--records", "r", "--out-dir", "o", "--optimizer", "sgd", "--seeds", "2",
-                                  "--plateau-epochs", "7", "--fusions", "shared"])
+    config = compare.parse_flags(
+        [
+            "--records",
+            "r",
+            "--out-dir",
+            "o",
+            "--optimizer",
+            "sgd",
+            "--seeds",
+            "2",
+            "--plateau-epochs",
+            "7",
+            "--fusions",
+            "shared",
+        ]
+    )
     assert config.fusions == ("shared",)
-    assert (config.training.optimizer, config.training.seeds, config.training.plateau_epochs) == ("sgd", 2, 7.0)
+    assert (config.training.optimizer, config.training.seeds, config.training.plateau_epochs) == (
+        "sgd",
+        2,
+        7.0,
+    )
     defaults = compare.parse_flags(["--records", "r", "--out-dir", "o"])
     assert defaults.training == config_lib.compare_training()
     with pytest.raises(SystemExit):  # the protocol sets each arm's fusion: not a flag of compare

@@ -1,4 +1,5 @@
-"""Awkward inputs beyond the basic eight: each is converted, quarantined with its reason, or skipped with a warning."""
+"""Awkward inputs beyond the basic eight: each is converted, quarantined with its reason, or skipped
+with a warning."""
 
 import csv
 import dataclasses
@@ -29,7 +30,9 @@ def test_exif_orientation_is_applied(odd):
     with PIL.Image.open(os.path.join(directory, "exif_rotated.jpg")) as image:
         stored = np.asarray(image.convert("RGB"))
     assert stored.shape == (40, 48, 3) and decoded.shape == (48, 40, 3)  # upright: turned a quarter
-    np.testing.assert_array_equal(decoded, np.rot90(stored, k=-1))  # orientation 6: 90 degrees clockwise
+    np.testing.assert_array_equal(
+        decoded, np.rot90(stored, k=-1)
+    )  # orientation 6: 90 degrees clockwise
 
 
 def test_odd_formats_decode_to_rgb(odd):
@@ -51,9 +54,13 @@ def test_odd_formats_decode_to_rgb(odd):
         assert image.size == (48, 40)  # only a full decode finds the damage
 
 
-def test_the_job_converts_quarantines_or_skips_each_and_finishes(tmp_path, tiny_dataset, monkeypatch):
+def test_the_job_converts_quarantines_or_skips_each_and_finishes(
+    tmp_path, tiny_dataset, monkeypatch
+):
     expected = conftest.write_more_odd_inputs(os.path.join(tiny_dataset, "dog"))
-    os.symlink(os.path.join(tiny_dataset, "dog"), os.path.join(tiny_dataset, "dog", "loop"))  # a folder loop
+    os.symlink(
+        os.path.join(tiny_dataset, "dog"), os.path.join(tiny_dataset, "dog", "loop")
+    )  # a folder loop
     os.symlink("b.jpg", os.path.join(tiny_dataset, "cat", "a.jpg"))  # a link loop between two names
     os.symlink("a.jpg", os.path.join(tiny_dataset, "cat", "b.jpg"))
     vanishing = os.path.join(tiny_dataset, "fox", "fox_000.jpg")
@@ -66,10 +73,16 @@ def test_the_job_converts_quarantines_or_skips_each_and_finishes(tmp_path, tiny_
 
     monkeypatch.setattr(job, "index_images", index_then_delete)
     with pytest.warns(UserWarning, match="loop: it links to a folder already listed"):
-        summary = job.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
-                                                             qualities=(50,)))
+        summary = job.make_tfrecords(
+            dataclasses.replace(
+                config_lib.tiny(str(tmp_path / "out"), tiny_dataset), qualities=(50,)
+            )
+        )
     with open(tmp_path / "out" / "quarantine.csv") as file:
-        reasons = {os.path.relpath(row["path"], tiny_dataset): row["reason"] for row in csv.DictReader(file)}
+        reasons = {
+            os.path.relpath(row["path"], tiny_dataset): row["reason"]
+            for row in csv.DictReader(file)
+        }
     assert set(reasons) == {"dog/bad_huffman.jpg", "cat/a.jpg", "cat/b.jpg", "fox/fox_000.jpg"}
     assert "unreadable image: broken data stream" in reasons["dog/bad_huffman.jpg"]
     assert "Too many levels of symbolic links" in reasons["cat/a.jpg"]
@@ -89,30 +102,51 @@ def test_walking_a_folder_with_a_link_loop_ends(tmp_path):
 
 def test_a_tree_at_a_url_is_indexed_as_the_same_tree_on_disk(tmp_path, monkeypatch):
     data = str(tmp_path / "data")
-    conftest.write_random_images(data, classes=("cat", "dog"), per_class=2, split_dirs=("train", "val"))
+    conftest.write_random_images(
+        data, classes=("cat", "dog"), per_class=2, split_dirs=("train", "val")
+    )
     os.makedirs(os.path.join(data, "train", "cat", "more"))
     os.makedirs(os.path.join(data, "train", "dog", ".hidden"))
-    for name in ("train/cat/more/deeper.jpg", "train/cat/.DS_Store", "train/dog/.hidden/skipped.jpg"):
+    for name in (
+        "train/cat/more/deeper.jpg",
+        "train/cat/.DS_Store",
+        "train/dog/.hidden/skipped.jpg",
+    ):
         with open(os.path.join(data, name), "wb") as file:
             file.write(b"any bytes: the content decides later")
     with open(os.path.join(data, "labels.csv"), "w") as file:
-        file.write("file,label,split\ntrain/cat/cat_000.jpg,cat,train\n./val/dog/../dog/dog_001.jpg,dog,val\n")
+        file.write(
+            "file,label,split\ntrain/cat/cat_000.jpg,cat,train\n./val/dog/../dog/dog_001.jpg,dog,val\n"
+        )
     url = "ram://test_index/data"
     conftest.copy_to_url(data, url)
     # GCS lists a folder as "cat/", where ram:// and a local disk say "cat".
     list_directory = file_io.list_directory
-    monkeypatch.setattr(file_io, "list_directory", lambda path: [  # what tf.io.gfile.walk lists with
-        f"{name}/" if tf.io.gfile.isdir(f"{path.rstrip('/')}/{name}") else name for name in list_directory(path)])
+    monkeypatch.setattr(
+        file_io,
+        "list_directory",
+        lambda path: [  # what tf.io.gfile.walk lists with
+            f"{name}/" if tf.io.gfile.isdir(f"{path.rstrip('/')}/{name}") else name
+            for name in list_directory(path)
+        ],
+    )
     monkeypatch.setattr(tf.io.gfile, "listdir", file_io.list_directory)
     assert "train/" in tf.io.gfile.listdir(url)
     try:
-        for local, remote in ((images.index_directory(data, 30), images.index_directory(url + "/", 30)),
-                              (images.index_csv(os.path.join(data, "labels.csv"), 30),
-                               images.index_csv(f"{url}/labels.csv", 30))):
+        for local, remote in (
+            (images.index_directory(data, 30), images.index_directory(url + "/", 30)),
+            (
+                images.index_csv(os.path.join(data, "labels.csv"), 30),
+                images.index_csv(f"{url}/labels.csv", 30),
+            ),
+        ):
             assert remote.class_names == local.class_names
-            assert [(item.image_id, item.label, item.split) for item in remote.items] == \
-                [(item.image_id, item.label, item.split) for item in local.items]
-            assert [item.path for item in remote.items] == [f"{url}/{item.image_id}" for item in local.items]
+            assert [(item.image_id, item.label, item.split) for item in remote.items] == [
+                (item.image_id, item.label, item.split) for item in local.items
+            ]
+            assert [item.path for item in remote.items] == [
+                f"{url}/{item.image_id}" for item in local.items
+            ]
         assert len(local.items) == 2 and len(images.index_directory(data, 30).items) == 9
     finally:
         tf.io.gfile.rmtree("ram://test_index")

@@ -11,9 +11,13 @@ from tests import conftest
 
 
 def _stage_rows(report_text):
-    """(node, best top-1 %, best top-5 %) from the report's stage table (its last column says how it ended)."""
-    rows = re.findall(r"^\| (\d+) \| (\S+) \| [^|]+ \| [^|]+ \| \d+ \| \d+ \| ([\d.]+) \| ([\d.]+) \| [^|]+ \|$",
-                      report_text, flags=re.MULTILINE)
+    """(node, best top-1 %, best top-5 %) from the report's stage table (its last column says how it
+    ended)."""
+    rows = re.findall(
+        r"^\| (\d+) \| (\S+) \| [^|]+ \| [^|]+ \| \d+ \| \d+ \| ([\d.]+) \| ([\d.]+) \| [^|]+ \|$",
+        report_text,
+        flags=re.MULTILINE,
+    )
     return [(node, float(top1), float(top5)) for _, node, top1, top5 in rows]
 
 
@@ -21,45 +25,86 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
     conftest.imagenette_subset(subset, {"train": 8, "val": 6})
-    training = dataclasses.replace(config_lib.demo_training(), max_epochs_per_stage=2.0, learning_rate=0.01,
-                                   momentum=0.0, head_init="baseline", progress=False)
-    outcome = demo.run_demo(config_lib.DemoConfig(
-        out_dir=str(tmp_path / "demo"), data_dir=str(subset), backbone="mobilenet_v2", weights=weights,
-        input_size=96, training=training, fusions=("shared",), seeds=1))
+    training = dataclasses.replace(
+        config_lib.demo_training(),
+        max_epochs_per_stage=2.0,
+        learning_rate=0.01,
+        momentum=0.0,
+        head_init="baseline",
+        progress=False,
+    )
+    outcome = demo.run_demo(
+        config_lib.DemoConfig(
+            out_dir=str(tmp_path / "demo"),
+            data_dir=str(subset),
+            backbone="mobilenet_v2",
+            weights=weights,
+            input_size=96,
+            training=training,
+            fusions=("shared",),
+            seeds=1,
+        )
+    )
     results = json.loads((tmp_path / "demo" / "runs" / "topology" / "results.json").read_text())
     report_text = (tmp_path / "demo" / "report" / "report.md").read_text()
     numbers = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert outcome["results"].label_space == "imagenet" and "baseline" in results
     assert numbers["results"] == results
-    assert _stage_rows(report_text) == [(stage["node"], round(100 * stage["best_top1"], 2),
-                                         round(100 * stage["best_top5"], 2)) for stage in results["stages"]]
+    assert _stage_rows(report_text) == [
+        (stage["node"], round(100 * stage["best_top1"], 2), round(100 * stage["best_top5"], 2))
+        for stage in results["stages"]
+    ]
     assert f"top-1 {100 * results['baseline']['top1']:.2f} %" in report_text
     evaluation = json.loads((tmp_path / "demo" / "evaluation" / "evaluation.json").read_text())
-    # The evaluation scores the held-out val/ photos (the test split); the trainer chose on validation,
-    # carved from the training photos, so the two baselines are measured on different images.
+    # The evaluation scores the held-out val/ photos (the test split); the trainer chose on
+    # validation, carved from the training photos, so the two baselines are measured on different
+    # images.
     assert evaluation["split"] == "test" and "selection_warning" not in evaluation
     assert evaluation["num_images"] == 60 and len(evaluation["branches"]) == 11
-    # The stock ImageNet model at 96 px over all 1000 classes: far above chance (0.001), far from perfect.
+    # The stock ImageNet model at 96 px over all 1000 classes: far above chance (0.001), far from
+    # perfect.
     assert 0.2 < evaluation["baseline"]["top1"] < 0.9
-    for name in ("best_top1_per_stage.png", "accuracy_per_quality.png", "nodes.png", "quality_histogram.png"):
+    for name in (
+        "best_top1_per_stage.png",
+        "accuracy_per_quality.png",
+        "nodes.png",
+        "quality_histogram.png",
+    ):
         assert (tmp_path / "demo" / "report" / name).stat().st_size > 5000, name
-    assert numbers["quality_histogram"]["standard"] == {"75": 140}  # imagenette-mini is saved at quality 75
+    assert numbers["quality_histogram"]["standard"] == {
+        "75": 140
+    }  # imagenette-mini is saved at quality 75
 
 
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
-    training = dataclasses.replace(config_lib.demo_training(), max_epochs_per_stage=1.0, progress=False)
-    config = config_lib.DemoConfig(out_dir=str(tmp_path / "demo"), images_per_class=24, training=training,
-                                   fusions=("shared",), seeds=1)
+    training = dataclasses.replace(
+        config_lib.demo_training(), max_epochs_per_stage=1.0, progress=False
+    )
+    config = config_lib.DemoConfig(
+        out_dir=str(tmp_path / "demo"),
+        images_per_class=24,
+        training=training,
+        fusions=("shared",),
+        seeds=1,
+    )
     outcome = demo.run_demo(config)
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "tensorboard --logdir" in printed
     assert (tmp_path / "demo" / "report" / "report.md").exists()
-    assert (tmp_path / "demo" / "runs" / "baseline" / "results.json").exists()  # made-up classes: own baseline
+    assert (
+        tmp_path / "demo" / "runs" / "baseline" / "results.json"
+    ).exists()  # made-up classes: own baseline
     comparison = json.loads((tmp_path / "demo" / "compare" / "comparison.json").read_text())
     assert comparison == json.loads(json.dumps(outcome["comparison"]))
     assert comparison["split"] == "test" and comparison["num_images"] >= 15
-    # Random-weight features of the textured, coloured classes are learnable: well above chance (1/3).
-    assert comparison["arms"]["baseline"]["top1_mean"] > 0.5 and comparison["arms"]["shared"]["top1_mean"] > 0.5
+    # Random-weight features of the textured, coloured classes are learnable: well above chance
+    # (1/3).
+    assert (
+        comparison["arms"]["baseline"]["top1_mean"] > 0.5
+        and comparison["arms"]["shared"]["top1_mean"] > 0.5
+    )
     last_line = printed.strip().splitlines()[-1]
-    assert last_line.startswith("On SYNTHETIC images") and compare.verdict(comparison).removeprefix("compare: ") \
-        in last_line
+    assert (
+        last_line.startswith("On SYNTHETIC images")
+        and compare.verdict(comparison).removeprefix("compare: ") in last_line
+    )

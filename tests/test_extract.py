@@ -1,4 +1,5 @@
-"""The offline stage end to end: records equal the model's activations; bad input; restart; locking."""
+"""The offline stage end to end: records equal the model's activations; bad input; restart;
+locking."""
 
 import csv
 import dataclasses
@@ -41,17 +42,20 @@ def _expected_activations(config, paths):
 
 def _read_all(out_dir, node, split):
     records = {}
-    for bottleneck, label, image_id in conftest.records_dataset(out_dir, node, split, batch_size=3, with_ids=True):
+    for bottleneck, label, image_id in conftest.records_dataset(
+        out_dir, node, split, batch_size=3, with_ids=True
+    ):
         for one, one_label, one_id in zip(bottleneck.numpy(), label.numpy(), image_id.numpy()):
             records[one_id.decode()] = (one, int(one_label))
     return records
 
 
 def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset, monkeypatch):
-    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30,
-                                 test_percent=0)
-    # Random weights give about half zeros, which the default policy keeps dense: ask for sparse wherever it
-    # saves bytes, so that both encodings are written and read back.
+    config = dataclasses.replace(
+        config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30, test_percent=0
+    )
+    # Random weights give about half zeros, which the default policy keeps dense: ask for sparse
+    # wherever it saves bytes, so that both encodings are written and read back.
     monkeypatch.setattr(codec, "SPARSE_AT_MOST", 1.0)
     summary = job.make_tfrecords(config)
     with open(tmp_path / "out" / "manifest.json") as file:
@@ -63,9 +67,16 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
     assert manifest["nodes"]["pool"]["shape"] == [11, 1280]
     assert manifest["nodes"]["block_16_project_BN"]["shape"] == [11, 1, 1, 320]
     assert set(manifest["splits"]) == {"train", "validation"}
-    assert sum(split["num_records"] for split in manifest["splits"].values()) == 12 == summary["images_written"]
-    paths = {os.path.relpath(os.path.join(root, name), tiny_dataset): os.path.join(root, name)
-             for root, _, names in os.walk(tiny_dataset) for name in names}
+    assert (
+        sum(split["num_records"] for split in manifest["splits"].values())
+        == 12
+        == summary["images_written"]
+    )
+    paths = {
+        os.path.relpath(os.path.join(root, name), tiny_dataset): os.path.join(root, name)
+        for root, _, names in os.walk(tiny_dataset)
+        for name in names
+    }
     expected = _expected_activations(config, sorted(paths.values()))
     for node in config.nodes:
         seen = {}
@@ -74,7 +85,9 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
         assert set(seen) == set(paths)
         for image_id, (bottleneck, label) in seen.items():
             assert label == ["cat", "dog", "fox"].index(image_id.split("/")[0])
-            np.testing.assert_allclose(bottleneck, expected[paths[image_id]][node], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                bottleneck, expected[paths[image_id]][node], rtol=1e-4, atol=1e-5
+            )
 
 
 def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
@@ -94,27 +107,59 @@ def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
 
 def _tree(out_dir):
     """Every output file that must not depend on the job having been interrupted."""
-    return sorted(os.path.relpath(os.path.join(root, name), out_dir)
-                  for root, directories, names in os.walk(out_dir)
-                  for name in names if not (root.endswith(".progress") or name in (".lock", "timings.json")))
+    return sorted(
+        os.path.relpath(os.path.join(root, name), out_dir)
+        for root, directories, names in os.walk(out_dir)
+        for name in names
+        if not (root.endswith(".progress") or name in (".lock", "timings.json"))
+    )
 
 
 def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=12)
-    command = [sys.executable, "-m", "tools.make_tfrecords", "--data-dir", data, "--backbone", "mobilenet_v2",
-               "--weights", "none", "--input-size", "64", "--nodes", "block_16_project_BN,pool",
-               "--num-shards", "12", "--validation-percent", "0", "--test-percent", "0", "--batch-size", "2",
-               "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.make_tfrecords",
+        "--data-dir",
+        data,
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "64",
+        "--nodes",
+        "block_16_project_BN,pool",
+        "--num-shards",
+        "12",
+        "--validation-percent",
+        "0",
+        "--test-percent",
+        "0",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
     environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
     killed = str(tmp_path / "killed")
-    process = subprocess.Popen(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command + ["--out-dir", killed],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     progress = os.path.join(killed, progress_lib.PROGRESS_DIR)
     deadline = time.time() + 120
     while process.poll() is None and time.time() < deadline:
-        if os.path.isdir(progress) and any(name.startswith("train-") for name in os.listdir(progress)):
-            process.send_signal(signal.SIGSTOP)  # freeze it, then look, then kill it without warning
+        if os.path.isdir(progress) and any(
+            name.startswith("train-") for name in os.listdir(progress)
+        ):
+            process.send_signal(
+                signal.SIGSTOP
+            )  # freeze it, then look, then kill it without warning
             break
         time.sleep(0.002)
     done_at_kill = [name for name in os.listdir(progress) if name.startswith("train-")]
@@ -123,17 +168,31 @@ def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path
     assert 1 <= len(done_at_kill) < 12, "the job must be killed part-way through"
     assert not os.path.exists(os.path.join(killed, "manifest.json"))
 
-    resumed = subprocess.run(command + ["--out-dir", killed], env=environment, cwd=conftest.PROJECT_ROOT,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        command + ["--out-dir", killed],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{12 - len(done_at_kill)} shards redone" in resumed.stdout
     straight = str(tmp_path / "straight")
-    subprocess.run(command + ["--out-dir", straight], env=environment, cwd=conftest.PROJECT_ROOT,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        command + ["--out-dir", straight],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert _tree(killed) == _tree(straight)
     assert not [name for name in _tree(killed) if name.endswith(".tmp")]
     for name in _tree(straight):
-        assert filecmp.cmp(os.path.join(killed, name), os.path.join(straight, name), shallow=False), name
+        assert filecmp.cmp(
+            os.path.join(killed, name), os.path.join(straight, name), shallow=False
+        ), name
 
 
 def test_a_second_job_on_the_same_output_is_refused(tmp_path, tiny_dataset):
@@ -155,48 +214,89 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(tmp_path, tiny_dataset)
 
 
 def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
-    rows = [("cat/cat_000.jpg", 7, "train"), ("dog/dog_001.jpg", 2, "val"), ("fox/fox_002.jpg", 7, "val")]
+    rows = [
+        ("cat/cat_000.jpg", 7, "train"),
+        ("dog/dog_001.jpg", 2, "val"),
+        ("fox/fox_002.jpg", 7, "val"),
+    ]
     csv_path = os.path.join(tiny_dataset, "labels.csv")
     with open(csv_path, "w") as file:
         file.write("file,label,split\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
-    config = dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), tiny_dataset), data_dir=None,
-                                 labels_csv=csv_path, qualities=(30, 60))
+    config = dataclasses.replace(
+        config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
+        data_dir=None,
+        labels_csv=csv_path,
+        qualities=(30, 60),
+    )
     job.make_tfrecords(config)
-    held_out = _read_all(str(tmp_path / "out"), "pool", "test")  # the CSV's val rows are the test split
-    assert {image_id: label for image_id, (_, label) in held_out.items()} == \
-        {"dog/dog_001.jpg": 2, "fox/fox_002.jpg": 7}
+    held_out = _read_all(
+        str(tmp_path / "out"), "pool", "test"
+    )  # the CSV's val rows are the test split
+    assert {image_id: label for image_id, (_, label) in held_out.items()} == {
+        "dog/dog_001.jpg": 2,
+        "fox/fox_002.jpg": 7,
+    }
     assert next(iter(held_out.values()))[0].shape == (3, 1280)
     with open(tmp_path / "out" / "manifest.json") as file:
         assert len(json.load(file)["class_names"]) == 8
 
 
-def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(tmp_path):
+def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(
+    tmp_path,
+):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=4, split_dirs=("train", "val"))
-    job.make_tfrecords(dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40))
+    job.make_tfrecords(
+        dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40)
+    )
     held_out = _read_all(str(tmp_path / "out"), "pool", "test")
-    assert sorted(held_out) == sorted(f"val/{name}/{name}_{number:03d}.jpg"
-                                      for name in ("cat", "dog", "fox") for number in range(4))
+    assert sorted(held_out) == sorted(
+        f"val/{name}/{name}_{number:03d}.jpg"
+        for name in ("cat", "dog", "fox")
+        for number in range(4)
+    )
     validation = _read_all(str(tmp_path / "out"), "pool", "validation")
     train = _read_all(str(tmp_path / "out"), "pool", "train")
-    assert validation and train and all(image_id.startswith("train/") for image_id in [*validation, *train])
+    assert (
+        validation
+        and train
+        and all(image_id.startswith("train/") for image_id in [*validation, *train])
+    )
     assert len(validation) + len(train) == 12 and not set(validation) & set(train)
 
 
 def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
     from tools import make_tfrecords
 
-    code = make_tfrecords.main(["--data-dir", tiny_dataset, "--out-dir", str(tmp_path / "out"),
-                                "--backbone", "mobilenet_v2", "--weights", "none", "--nodes", "mixed7"])
+    code = make_tfrecords.main(
+        [
+            "--data-dir",
+            tiny_dataset,
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--backbone",
+            "mobilenet_v2",
+            "--weights",
+            "none",
+            "--nodes",
+            "mixed7",
+        ]
+    )
     assert code == 2
     assert "valid nodes are: expanded_conv_project_BN" in capsys.readouterr().err
-    code = make_tfrecords.main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")])
+    code = make_tfrecords.main(
+        ["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")]
+    )
     assert code == 2 and "no such directory" in capsys.readouterr().err
 
 
-def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(tmp_path, tiny_dataset):
+def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(
+    tmp_path, tiny_dataset
+):
     lossless = config_lib.tiny(str(tmp_path / "float32"), tiny_dataset)
-    halved = dataclasses.replace(lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16")
+    halved = dataclasses.replace(
+        lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16"
+    )
     job.make_tfrecords(lossless)
     summary = job.make_tfrecords(halved)
     with open(tmp_path / "bfloat16" / "manifest.json") as file:
@@ -208,14 +308,18 @@ def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another
     for node in halved.nodes:
         entry = manifest["nodes"][node]
         assert entry["dtype"] == "bfloat16"
-        assert entry["encoding"] == codec.DENSE  # about half zeros: sparse would not save enough to pay its decoding
+        assert (
+            entry["encoding"] == codec.DENSE
+        )  # about half zeros: sparse would not save enough to pay its decoding
         assert entry["bytes_per_image"] < 0.6 * entry["float32_bytes_per_image"]
         exact = _read_all(lossless.out_dir, node, "train")
         rounded = _read_all(halved.out_dir, node, "train")
         assert set(rounded) == set(exact)
         for image_id, (bottleneck, label) in rounded.items():
             assert bottleneck.dtype == np.float32 and label == exact[image_id][1]
-            np.testing.assert_array_equal(bottleneck, exact[image_id][0].astype(ml_dtypes.bfloat16).astype(np.float32))
+            np.testing.assert_array_equal(
+                bottleneck, exact[image_id][0].astype(ml_dtypes.bfloat16).astype(np.float32)
+            )
     # The float32 job's identity has no dtype in it, so jobs written before dtypes existed resume.
     with open(tmp_path / "float32" / progress_lib.PROGRESS_DIR / "job.json") as file:
         assert "storage_dtype" not in json.load(file)

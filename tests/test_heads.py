@@ -1,4 +1,5 @@
-"""Decision heads: shapes, seeded determinism, the linear head as the trainer's decision layer, MLP weight access."""
+"""Decision heads: shapes, seeded determinism, the linear head as the trainer's decision layer, MLP
+weight access."""
 
 import keras
 import numpy as np
@@ -22,7 +23,9 @@ def test_mlp_head_is_two_dense_layers_of_the_asked_sizes():
     head = heads.from_description(heads.description("mlp", 7, "sigmoid", 0.2), 5, 12)
     weights = heads.get_mlp_weights(head)
     assert (weights.input_size, weights.hidden_units, weights.num_classes) == (12, 7, 5)
-    assert heads.activation_name(head) == "sigmoid" and heads.dropout_rate(head) == pytest.approx(0.2)
+    assert heads.activation_name(head) == "sigmoid" and heads.dropout_rate(head) == pytest.approx(
+        0.2
+    )
     activations = heads.hidden_activations(head, _features())
     assert activations.shape == (6, 7) and activations.min() > 0 and activations.max() < 1
 
@@ -41,8 +44,10 @@ def test_same_seed_same_weights_other_seed_other_weights(kind):
 def test_linear_head_is_the_thesis_decision_layer():
     head = heads.build_head("linear", 5, seed=2)
     assert isinstance(head, keras.layers.Dense) and head.name == "decision" and head.units == 5
-    np.testing.assert_array_equal(np.asarray(head(_features())),
-                                  np.asarray(heads.build_head("linear", 5, seed=2)(_features())))
+    np.testing.assert_array_equal(
+        np.asarray(head(_features())),
+        np.asarray(heads.build_head("linear", 5, seed=2)(_features())),
+    )
 
 
 def test_mlp_weights_round_trip_and_a_smaller_head_from_weights(tmp_path):
@@ -53,8 +58,14 @@ def test_mlp_weights_round_trip_and_a_smaller_head_from_weights(tmp_path):
     np.testing.assert_array_equal(np.asarray(restored(_features())), np.asarray(head(_features())))
 
     weights = heads.get_mlp_weights(head)
-    smaller = heads.mlp_from_weights(heads.MlpWeights(weights.hidden_kernel[:, :3], weights.hidden_bias[:3],
-                                                      weights.output_kernel[:3], weights.output_bias))
+    smaller = heads.mlp_from_weights(
+        heads.MlpWeights(
+            weights.hidden_kernel[:, :3],
+            weights.hidden_bias[:3],
+            weights.output_kernel[:3],
+            weights.output_bias,
+        )
+    )
     assert heads.get_mlp_weights(smaller).hidden_units == 3
 
 

@@ -1,5 +1,5 @@
-"""The honest verdict: fusions, the training rule (plateau, sweep, seeds), a test split training never reads,
-and jpeg-ladder-compare's figures."""
+"""The honest verdict: fusions, the training rule (plateau, sweep, seeds), a test split training
+never reads, and jpeg-ladder-compare's figures."""
 
 import dataclasses
 import glob
@@ -25,14 +25,21 @@ from tests import conftest
 
 
 def _config(records, logdir, **changes):
-    base = dataclasses.replace(config_lib.tiny_training(records, str(logdir)), stages=("pool",),
-                               max_epochs_per_stage=2.0, plateau_epochs=100.0, export=False)
+    base = dataclasses.replace(
+        config_lib.tiny_training(records, str(logdir)),
+        stages=("pool",),
+        max_epochs_per_stage=2.0,
+        plateau_epochs=100.0,
+        export=False,
+    )
     return dataclasses.replace(base, **changes)
 
 
 def _model(fusion_name, num_branches, head, combiner=None):
     features = keras.Input(shape=(num_branches, 6))
-    return keras.Model(features, fusion.outputs(fusion_name, features, head, combiner, num_branches))
+    return keras.Model(
+        features, fusion.outputs(fusion_name, features, head, combiner, num_branches)
+    )
 
 
 def test_shared_with_one_branch_is_the_single_branch_linear_head():
@@ -40,9 +47,14 @@ def test_shared_with_one_branch_is_the_single_branch_linear_head():
     features = np.random.default_rng(0).normal(size=(5, 1, 6)).astype(np.float32)
     labels = tf.constant([0, 1, 2, 3, 0])
     shared, single = _model("shared", 1, head)(features), _model("concat", 1, head)(features)
-    np.testing.assert_allclose(tf.nn.softmax(shared["logits"]), tf.nn.softmax(single["logits"]), atol=1e-6)
-    np.testing.assert_allclose(fusion.per_example_loss("shared", shared, labels),
-                               fusion.per_example_loss("concat", single, labels), rtol=1e-5)
+    np.testing.assert_allclose(
+        tf.nn.softmax(shared["logits"]), tf.nn.softmax(single["logits"]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        fusion.per_example_loss("shared", shared, labels),
+        fusion.per_example_loss("concat", single, labels),
+        rtol=1e-5,
+    )
 
 
 def test_weighted_with_equal_weights_predicts_and_trains_the_head_as_shared():
@@ -65,14 +77,20 @@ def test_weighted_with_equal_weights_predicts_and_trains_the_head_as_shared():
 
 @pytest.mark.parametrize("fusion_name", ["shared", "weighted", "gated"])
 def test_each_fusion_exports_what_the_trainer_computes(records, tmp_path, fusion_name):
-    config = _config(records, tmp_path / fusion_name, fusion=fusion_name, max_epochs_per_stage=1.0, export=True)
+    config = _config(
+        records, tmp_path / fusion_name, fusion=fusion_name, max_epochs_per_stage=1.0, export=True
+    )
     results = train.train_and_evaluate(config)
     assert results.fusion == fusion_name
     setup = train.prepare(config)
-    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
+    cached = conftest.predict_records(
+        setup, setup.config.schedule[-1], results.stages[-1].checkpoint
+    )
     classifier = export.ExportedClassifier(str(tmp_path / fusion_name / "export"))
     assert classifier.description["fusion"] == fusion_name
-    for bottlenecks, _, image_ids in conftest.records_dataset(records, "pool", "validation", 8, with_ids=True):
+    for bottlenecks, _, image_ids in conftest.records_dataset(
+        records, "pool", "validation", 8, with_ids=True
+    ):
         exported = classifier.probabilities_of_bottlenecks(bottlenecks.numpy())
         expected = np.stack([cached[image_id] for image_id in image_ids.numpy().astype(str)])
         np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-6)
@@ -81,12 +99,21 @@ def test_each_fusion_exports_what_the_trainer_computes(records, tmp_path, fusion
 
 def test_a_stage_ends_on_its_plateau_and_a_capped_stage_is_flagged(records, tmp_path):
     # A learning rate too small to move anything: validation never improves after step 0.
-    still = train.train_and_evaluate(_config(records, tmp_path / "still", learning_rate=1e-12, plateau_epochs=1.0,
-                                             max_epochs_per_stage=50.0))
+    still = train.train_and_evaluate(
+        _config(
+            records,
+            tmp_path / "still",
+            learning_rate=1e-12,
+            plateau_epochs=1.0,
+            max_epochs_per_stage=50.0,
+        )
+    )
     steps_per_epoch = -(-conftest.num_records(records, "train") // 4)
     assert still.stages[0].ended_by == "plateau"
     assert still.stages[0].steps < 50 * steps_per_epoch
-    capped = train.train_and_evaluate(_config(records, tmp_path / "capped", max_epochs_per_stage=1.0))
+    capped = train.train_and_evaluate(
+        _config(records, tmp_path / "capped", max_epochs_per_stage=1.0)
+    )
     assert capped.stages[0].ended_by == "max_epochs" and capped.stages[0].capped
     assert results_lib.CAP_WARNING in capped.summary()
     assert results_lib.CAP_WARNING not in still.summary()
@@ -94,17 +121,30 @@ def test_a_stage_ends_on_its_plateau_and_a_capped_stage_is_flagged(records, tmp_
         report.build_report(str(tmp_path / name), None, str(tmp_path / f"report_{name}"))
         text = (tmp_path / f"report_{name}" / "report.md").read_text()
         assert ("WARNING: pool hit the epoch cap while still improving" in text) == flagged
-        assert ("| **epoch cap while still improving" in text) == flagged and ("| plateau |" in text) != flagged
+        assert ("| **epoch cap while still improving" in text) == flagged and (
+            "| plateau |" in text
+        ) != flagged
 
 
 def test_the_sweep_keeps_the_learning_rate_best_on_validation(records, tmp_path):
-    results = train.train_and_evaluate(_config(records, tmp_path / "run", optimizer="adam", learning_rate="auto",
-                                               sweep_learning_rates=(1e-12, 0.01), sweep_epochs=3.0))
+    results = train.train_and_evaluate(
+        _config(
+            records,
+            tmp_path / "run",
+            optimizer="adam",
+            learning_rate="auto",
+            sweep_learning_rates=(1e-12, 0.01),
+            sweep_epochs=3.0,
+        )
+    )
     sweep = results.learning_rate_sweep
     by_rate = {row.learning_rate: row for row in sweep.candidates}
-    # 1e-12 cannot move the head; 0.01 learns, so it has the better validation (accuracy, then loss).
-    assert (by_rate[0.01].validation_top1, -by_rate[0.01].validation_loss) > \
-        (by_rate[1e-12].validation_top1, -by_rate[1e-12].validation_loss)
+    # 1e-12 cannot move the head; 0.01 learns, so it has the better validation (accuracy, then
+    # loss).
+    assert (by_rate[0.01].validation_top1, -by_rate[0.01].validation_loss) > (
+        by_rate[1e-12].validation_top1,
+        -by_rate[1e-12].validation_loss,
+    )
     assert sweep.chosen == 0.01 == results.stages[0].learning_rate
     assert os.path.isdir(tmp_path / "run" / "sweep" / "lr0.01")
 
@@ -125,13 +165,21 @@ def test_training_never_reads_the_test_split(records, tmp_path):
     assert conftest.num_records(poisoned, "test") > 0
     dirty = train.train_and_evaluate(_config(poisoned, tmp_path / "dirty"))
     for got, expected in zip(dirty.stages, clean.stages, strict=True):
-        assert (got.steps, got.best_step, got.best_top1, got.best_loss) == \
-            (expected.steps, expected.best_step, expected.best_top1, expected.best_loss)
+        assert (got.steps, got.best_step, got.best_top1, got.best_loss) == (
+            expected.steps,
+            expected.best_step,
+            expected.best_top1,
+            expected.best_loss,
+        )
 
 
 def test_seeds_are_independent_runs_reported_as_mean_and_sd(records, tmp_path):
-    results = train.train_and_evaluate(_config(records, tmp_path / "run", seeds=2, max_epochs_per_stage=1.0))
-    per_seed = [train.fileio.read_json(str(tmp_path / "run" / f"seed{k}" / "results.json")) for k in (0, 1)]
+    results = train.train_and_evaluate(
+        _config(records, tmp_path / "run", seeds=2, max_epochs_per_stage=1.0)
+    )
+    per_seed = [
+        train.fileio.read_json(str(tmp_path / "run" / f"seed{k}" / "results.json")) for k in (0, 1)
+    ]
     top1 = [run["stages"][0]["best_top1"] for run in per_seed]
     assert [run["seed"] for run in per_seed] == [0, 1] == list(results.seeds)
     assert results.stages[0].best_top1 == pytest.approx(np.mean(top1))
@@ -141,27 +189,49 @@ def test_seeds_are_independent_runs_reported_as_mean_and_sd(records, tmp_path):
 
 
 def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
-    rule = dataclasses.replace(config_lib.compare_training(), seeds=2, sweep_learning_rates=(0.01,),
-                               sweep_epochs=1.0, batch_size=4, eval_every_steps=2, plateau_epochs=2.0,
-                               max_epochs_per_stage=2.0, progress=False)
-    config = config_lib.CompareConfig(records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",),
-                                      training=rule)
+    rule = dataclasses.replace(
+        config_lib.compare_training(),
+        seeds=2,
+        sweep_learning_rates=(0.01,),
+        sweep_epochs=1.0,
+        batch_size=4,
+        eval_every_steps=2,
+        plateau_epochs=2.0,
+        max_epochs_per_stage=2.0,
+        progress=False,
+    )
+    config = config_lib.CompareConfig(
+        records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
+    )
     result = compare.compare(config)
     assert result == train.fileio.read_json(str(tmp_path / "out" / "comparison.json"))
-    assert result["split"] == "test" and result["num_images"] == conftest.num_records(records, "test")
-    assert set(result["arms"]) == {"baseline", "shared"} and set(result["versus_baseline"]) == {"shared"}
+    assert result["split"] == "test" and result["num_images"] == conftest.num_records(
+        records, "test"
+    )
+    assert set(result["arms"]) == {"baseline", "shared"} and set(result["versus_baseline"]) == {
+        "shared"
+    }
     for arm, entry in result["arms"].items():
-        assert len(entry["top1"]) == 2 and entry["top1_mean"] == pytest.approx(np.mean(entry["top1"]))
+        assert len(entry["top1"]) == 2 and entry["top1_mean"] == pytest.approx(
+            np.mean(entry["top1"])
+        )
         assert all(0 <= value <= 1 for value in entry["top1"] + entry["top5"])
         assert entry["learning_rate"] == 0.01 and len(entry["ended_by"]) == 2
         assert os.path.isfile(tmp_path / "out" / "runs" / arm / "seed1" / "results.json")
     for arm, versus in result["versus_baseline"].items():
         expected = result["arms"][arm]["top1_mean"] - result["arms"]["baseline"]["top1_mean"]
         assert versus["difference_mean"] == pytest.approx(expected)
-        assert versus["ci95"][0] <= versus["difference_mean"] <= versus["ci95"][1] and 0 <= versus["p_value"] <= 1
+        assert (
+            versus["ci95"][0] <= versus["difference_mean"] <= versus["ci95"][1]
+            and 0 <= versus["p_value"] <= 1
+        )
     assert result["oracle_top1"] >= result["arms"]["baseline"]["top1_mean"] - 1e-12
     text = (tmp_path / "out" / "comparison.md").read_text()
-    assert "test" in text and "baseline" in text and os.path.isfile(tmp_path / "out" / "comparison.png")
+    assert (
+        "test" in text
+        and "baseline" in text
+        and os.path.isfile(tmp_path / "out" / "comparison.png")
+    )
     # A rerun resumes: every run is finished, so nothing trains again and the figures are the same.
     assert compare.compare(config) == result
 
@@ -178,10 +248,13 @@ def test_the_bootstrap_interval_covers_a_known_difference_and_the_sign_test_is_m
     sign = statistics.paired_sign_test(differences[None])
     assert (sign["wins"], sign["losses"]) == (300, 100)
     # Exact two-sided binomial tail, written out: 2 * P(X >= 300), X ~ Binomial(400, 1/2).
-    expected = 2 * sum(math.comb(400, k) for k in range(300, 401)) / 2 ** 400
+    expected = 2 * sum(math.comb(400, k) for k in range(300, 401)) / 2**400
     assert sign["p_value"] == pytest.approx(expected, rel=1e-6)
     # Seeds that agree give the same interval as one seed; memory does not grow with the resamples.
-    assert statistics.bootstrap_interval(np.stack([differences, differences]), resamples=2000) == [low, high]
+    assert statistics.bootstrap_interval(np.stack([differences, differences]), resamples=2000) == [
+        low,
+        high,
+    ]
     low, high = statistics.bootstrap_interval_seeds(arm[None], baseline[None], resamples=2000)
     assert low < 0.1 < high and low > 0.07 and high < 0.13
 
@@ -198,8 +271,11 @@ def test_the_seed_aware_interval_does_not_take_one_bad_baseline_seed_for_an_effe
     low, high = statistics.bootstrap_interval_seeds(arm, baseline, resamples=2000)
     # Resampling the seeds: in 8 of 27 draws the bad seed is left out and the difference is about 0.
     assert low < 0.01 and high > 0.15
-    assert statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[0] < 0 < \
-        statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[1]
+    assert (
+        statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[0]
+        < 0
+        < statistics.bootstrap_interval_seeds(arm, arm, resamples=2000)[1]
+    )
 
 
 def test_head_init_baseline_fails_clearly_for_an_mlp_head():
@@ -213,4 +289,6 @@ def test_a_top1_tie_improves_only_at_a_clearly_lower_loss():
     assert stage.improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
     assert not stage.improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
     assert stage.improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
-    assert not stage.improves({"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0)  # float noise is no improvement
+    assert not stage.improves(
+        {"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0
+    )  # float noise is no improvement

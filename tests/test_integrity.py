@@ -1,4 +1,5 @@
-"""Shard integrity: verify names each damaged shard, a rerun rewrites only those, a read error names the fix."""
+"""Shard integrity: verify names each damaged shard, a rerun rewrites only those, a read error names
+the fix."""
 
 import dataclasses
 import os
@@ -17,7 +18,9 @@ from tools import verify as verify_tool
 
 def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
-    config = dataclasses.replace(config_lib.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,))
+    config = dataclasses.replace(
+        config_lib.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,)
+    )
     job.make_tfrecords(config)
     assert verify.verify_records(out_dir).ok and verify_tool.main([out_dir]) == 0
     damaged = os.path.join(out_dir, "pool", "train-00001-of-00002.tfrecord")
@@ -28,7 +31,10 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
 
     report = verify.verify_records(out_dir)
     assert [shard.path for shard in report.bad] == ["pool/train-00001-of-00002.tfrecord"]
-    assert "sha256 differs" in report.bad[0].reason and "unreadable record data" in report.bad[0].reason
+    assert (
+        "sha256 differs" in report.bad[0].reason
+        and "unreadable record data" in report.bad[0].reason
+    )
     assert verify_tool.main([out_dir]) == 1
     assert f"bad shard: {damaged}" in capsys.readouterr().out
     assert make_tfrecords.main(["--verify", out_dir]) == 1
@@ -48,8 +54,10 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
     os.remove(kept)
     os.truncate(damaged, 100)
     reasons = {shard.path: shard.reason for shard in verify.verify_records(out_dir).bad}
-    assert reasons == {"pool/train-00000-of-00002.tfrecord": "missing",
-                       "pool/train-00001-of-00002.tfrecord": reasons["pool/train-00001-of-00002.tfrecord"]}
+    assert reasons == {
+        "pool/train-00000-of-00002.tfrecord": "missing",
+        "pool/train-00001-of-00002.tfrecord": reasons["pool/train-00001-of-00002.tfrecord"],
+    }
     assert reasons["pool/train-00001-of-00002.tfrecord"].startswith("100 bytes, the manifest says")
     assert job.make_tfrecords(config)["shards_redone"] == 2
 
@@ -57,5 +65,9 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
 def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):
     assert verify_tool.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "no manifest.json in" in error and error.startswith("jpeg-ladder-verify: error")
+    assert (
+        error.count("\n") == 1
+        and "no manifest.json in" in error
+        and error.startswith("jpeg-ladder-verify: error")
+    )
     assert make_tfrecords.main(["--verify", str(tmp_path / "nowhere")]) == 2

@@ -24,14 +24,19 @@ def _jpeg(quality=None, **options):
 
 @pytest.mark.parametrize("quality", [1, 10, 23, 49, 50, 51, 75, 90, 95, 100])
 def test_pillow_and_tensorflow_jpegs_give_their_exact_quality(quality):
-    assert jpeg_quality.estimate_tables(_jpeg(quality)) == jpeg_quality.Estimate(quality, "standard")
+    assert jpeg_quality.estimate_tables(_jpeg(quality)) == jpeg_quality.Estimate(
+        quality, "standard"
+    )
     encoded = tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8), quality=quality).numpy()
     with PIL.Image.open(io.BytesIO(encoded)) as image:
         assert jpeg_quality.estimate_tables(image.quantization).quality == quality
 
 
 def test_custom_tables_are_non_standard_with_the_nearest_quality():
-    tables = {0: list(np.clip(jpeg_quality.ijg_tables(80)[0] + 1, 1, 255)), 1: list(jpeg_quality.ijg_tables(80)[1])}
+    tables = {
+        0: list(np.clip(jpeg_quality.ijg_tables(80)[0] + 1, 1, 255)),
+        1: list(jpeg_quality.ijg_tables(80)[1]),
+    }
     estimate = jpeg_quality.estimate_tables(_jpeg(qtables=tables))
     assert estimate.kind == jpeg_quality.NON_STANDARD and 78 <= estimate.quality <= 82
 

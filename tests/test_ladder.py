@@ -24,7 +24,9 @@ def test_odd_inputs_decode_to_rgb_or_give_a_reason(tmp_path):
                 ladder.load_rgb(path)
 
 
-def test_png_behind_a_jpg_name_is_read_losslessly_and_grayscale_becomes_three_equal_channels(tmp_path):
+def test_png_behind_a_jpg_name_is_read_losslessly_and_grayscale_becomes_three_equal_channels(
+    tmp_path,
+):
     conftest.write_odd_inputs(str(tmp_path))
     png = ladder.load_rgb(os.path.join(tmp_path, "png_named.jpg"))
     jpeg = ladder.load_rgb(os.path.join(tmp_path, "good.jpg"))  # the same pixels, saved lossily
@@ -52,7 +54,9 @@ def test_ladder_branch_zero_is_the_original_and_quality_orders_the_error():
     assert branches.shape == (1 + len(config_lib.QUALITIES), 37, 53, 3)
     assert np.array_equal(branches[0], image.numpy())
     errors = [np.abs(branch.astype(float) - image.numpy()).mean() for branch in branches[1:]]
-    assert errors[0] > errors[-1] > 0  # quality 10 is far worse than quality 100, which is still lossy
+    assert (
+        errors[0] > errors[-1] > 0
+    )  # quality 10 is far worse than quality 100, which is still lossy
     assert errors == sorted(errors, reverse=True)
 
 
@@ -60,8 +64,13 @@ def test_branch_images_equals_resizing_the_ladder_eagerly_and_in_a_dataset():
     image = tf.constant(np.random.default_rng(2).integers(0, 256, size=(60, 45, 3), dtype=np.uint8))
     expected = ladder.resize_for_backbone(ladder.jpeg_ladder(image), 32, 0.875).numpy()
     eager = ladder.branch_images(image, 32, central_crop=0.875).numpy()
-    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(
-        lambda x: ladder.branch_images(x, 32, central_crop=0.875)))).numpy()
+    mapped = next(
+        iter(
+            tf.data.Dataset.from_tensors(image).map(
+                lambda x: ladder.branch_images(x, 32, central_crop=0.875)
+            )
+        )
+    ).numpy()
     assert eager.shape == (11, 32, 32, 3) and eager.dtype == np.float32
     np.testing.assert_array_equal(eager, expected)
     np.testing.assert_array_equal(mapped, expected)

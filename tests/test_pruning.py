@@ -1,5 +1,5 @@
-"""Pruning by distinctiveness: angles and selections on hand-made activations, exact merges, FLOPs, the loop's
-stop at the inflection, and the command on a run folder with an MLP head."""
+"""Pruning by distinctiveness: angles and selections on hand-made activations, exact merges, FLOPs,
+the loop's stop at the inflection, and the command on a run folder with an MLP head."""
 
 import json
 import os
@@ -25,12 +25,18 @@ def _orthonormal_zero_mean(rows: int, columns: int, seed: int = 0) -> np.ndarray
 
 
 def _hand_made(extra_at_12_degrees: bool = False) -> np.ndarray:
-    """Neurons 0-1 at 10 degrees, 2-3 at 170, 4-5 at 90, every other pair at 90; offsets do not matter."""
+    """Neurons 0-1 at 10 degrees, 2-3 at 170, 4-5 at 90, every other pair at 90; offsets do not
+    matter."""
     basis = _orthonormal_zero_mean(40, 7)
     ten, seventy = np.radians(10), np.radians(170)
-    neurons = [basis[:, 0], np.cos(ten) * basis[:, 0] + np.sin(ten) * basis[:, 1],
-               basis[:, 2], np.cos(seventy) * basis[:, 2] + np.sin(seventy) * basis[:, 3],
-               basis[:, 4], basis[:, 5]]
+    neurons = [
+        basis[:, 0],
+        np.cos(ten) * basis[:, 0] + np.sin(ten) * basis[:, 1],
+        basis[:, 2],
+        np.cos(seventy) * basis[:, 2] + np.sin(seventy) * basis[:, 3],
+        basis[:, 4],
+        basis[:, 5],
+    ]
     if extra_at_12_degrees:
         neurons.append(np.cos(np.radians(12)) * basis[:, 0] + np.sin(np.radians(12)) * basis[:, 6])
     return np.stack(neurons, axis=1) + np.arange(len(neurons)) * 3.0
@@ -44,14 +50,28 @@ def test_angles_of_hand_made_activations():
     assert angles[0, 2] == pytest.approx(90, abs=1e-6) and np.isnan(angles[1, 1])
 
 
-@pytest.mark.parametrize("method, complementary, expected", [
-    ("threshold", "both", [Removal((1,), 0, "similar"), Removal((2, 3), None, "complementary")]),
-    ("threshold", "one", [Removal((1,), 0, "similar"), Removal((3,), 2, "complementary")]),
-    ("most-similar", "both", [Removal((1,), 0, "similar")]),
-    ("similar-complementary", "both", [Removal((1,), 0, "similar"), Removal((2, 3), None, "complementary")]),
-])
+@pytest.mark.parametrize(
+    "method, complementary, expected",
+    [
+        (
+            "threshold",
+            "both",
+            [Removal((1,), 0, "similar"), Removal((2, 3), None, "complementary")],
+        ),
+        ("threshold", "one", [Removal((1,), 0, "similar"), Removal((3,), 2, "complementary")]),
+        ("most-similar", "both", [Removal((1,), 0, "similar")]),
+        (
+            "similar-complementary",
+            "both",
+            [Removal((1,), 0, "similar"), Removal((2, 3), None, "complementary")],
+        ),
+    ],
+)
 def test_each_method_selects_exactly_the_expected_pairs(method, complementary, expected):
-    assert pruning.select(pruning.angles(_hand_made()), method, complementary=complementary) == expected
+    assert (
+        pruning.select(pruning.angles(_hand_made()), method, complementary=complementary)
+        == expected
+    )
 
 
 def test_batch_removes_two_of_the_three_most_similar_into_the_survivor():
@@ -70,14 +90,16 @@ def _head(activation: str, seed: int = 0):
     return heads.from_description(heads.description("mlp", 5, activation), 3, 6, seed=seed)
 
 
-
-
 def _merged_outputs(head, removals, mode, features):
     weights = heads.get_mlp_weights(head)
     activations = heads.hidden_activations(head, features)
     merged, keep = pruning.merge(weights, activations, removals, mode)
-    assert merged.hidden_units == weights.hidden_units - sum(len(removal.removed) for removal in removals)
-    return np.asarray(heads.mlp_from_weights(merged, activation=heads.activation_name(head))(features))
+    assert merged.hidden_units == weights.hidden_units - sum(
+        len(removal.removed) for removal in removals
+    )
+    return np.asarray(
+        heads.mlp_from_weights(merged, activation=heads.activation_name(head))(features)
+    )
 
 
 @pytest.mark.parametrize("mode", ["add", "scaled"])
@@ -100,9 +122,17 @@ def test_scaled_merge_is_exact_for_proportional_neurons_and_add_is_not():
     heads.set_mlp_weights(head, weights)
     features = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
     expected = np.asarray(head(features))
-    np.testing.assert_allclose(_merged_outputs(head, [Removal((4,), 1, "similar")], "scaled", features), expected,
-                               atol=1e-5)
-    assert np.abs(_merged_outputs(head, [Removal((4,), 1, "similar")], "add", features) - expected).max() > 1e-3
+    np.testing.assert_allclose(
+        _merged_outputs(head, [Removal((4,), 1, "similar")], "scaled", features),
+        expected,
+        atol=1e-5,
+    )
+    assert (
+        np.abs(
+            _merged_outputs(head, [Removal((4,), 1, "similar")], "add", features) - expected
+        ).max()
+        > 1e-3
+    )
 
 
 def test_complementary_pair_removed_together_with_its_constant_in_the_bias():
@@ -116,16 +146,24 @@ def test_complementary_pair_removed_together_with_its_constant_in_the_bias():
     features = np.random.default_rng(2).normal(size=(50, 6)).astype(np.float32)
     angles = pruning.angles(heads.hidden_activations(head, features))
     assert angles[2, 3] == pytest.approx(180, abs=1e-3)
-    removals = [removal for removal in pruning.select(angles, "threshold") if removal.kind == "complementary"]
+    removals = [
+        removal
+        for removal in pruning.select(angles, "threshold")
+        if removal.kind == "complementary"
+    ]
     assert removals == [Removal((2, 3), None, "complementary")]
-    np.testing.assert_allclose(_merged_outputs(head, removals, "add", features), np.asarray(head(features)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        _merged_outputs(head, removals, "add", features), np.asarray(head(features)), atol=1e-5
+    )
 
 
 def test_flops_follow_the_papers_count():
     assert pruning.flops(2048, 1, 11)["flops"] == 2061
     assert pruning.flops(2048, 500, 11)["flops"] == 1030500
-    assert pruning.flops(2048, 500, 11)["flops"] - pruning.flops(2048, 500 - 224, 11)["flops"] == 461664
+    assert (
+        pruning.flops(2048, 500, 11)["flops"] - pruning.flops(2048, 500 - 224, 11)["flops"]
+        == 461664
+    )
     assert pruning.flops(2048, 500, 11)["multiply_adds"] == 500 * (2048 + 11)
 
 
@@ -137,40 +175,95 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
         asked.append(cycle)
         return {"validation_top1": curve[cycle]}
 
-    cycles, inflection = pruning.run_cycles({"validation_top1": curve[0]}, next_cycle, tolerance=0.02)
+    cycles, inflection = pruning.run_cycles(
+        {"validation_top1": curve[0]}, next_cycle, tolerance=0.02
+    )
     assert inflection == 3 and asked == [1, 2, 3, 4] and len(cycles) == 5
-    assert pruning.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3  # one dip ignored
+    assert (
+        pruning.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3
+    )  # one dip ignored
     assert pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2) is None  # may still recover
-    assert pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2, complete=True) == 2  # the curve ended
-    flat, end = pruning.run_cycles({"validation_top1": 0.9}, lambda cycle: {"validation_top1": 0.9} if cycle < 4
-                                   else None, tolerance=0.02)
+    assert (
+        pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2, complete=True) == 2
+    )  # the curve ended
+    flat, end = pruning.run_cycles(
+        {"validation_top1": 0.9},
+        lambda cycle: {"validation_top1": 0.9} if cycle < 4 else None,
+        tolerance=0.02,
+    )
     assert end == 3 and len(flat) == 4
 
 
 def _write_run(logdir, records, kind="mlp"):
-    """A run folder as the trainer writes it: results.json and the first stage's checkpoint of the head."""
+    """A run folder as the trainer writes it: results.json and the first stage's checkpoint of the
+    head."""
     head = heads.from_description(heads.description(kind, 8, "relu", 0.2), 3, 2048, seed=0)
-    path = tf.train.Checkpoint(head=head).write(os.path.join(logdir, "checkpoints", "stage0", "best", "ckpt"))
-    stage = results_lib.StageResult(stage=0, node="pool", thesis_block="fully connected layer", learning_rate=0.01,
-                                    steps=1, best_top1=0.0, best_top5=0.0, checkpoint=path, seconds=0.0,
-                                    ended_by="plateau")
-    run_directory.RunDirectory(logdir).write_results(results_lib.Results(
-        records=records, backbone="resnet50_v2", branches=("original",), branch_indices=(0,), fusion="concat",
-        optimizer="sgd", head=heads.description(kind, 8, "relu", 0.2), label_space="dataset",
-        global_batch_size=4, replicas=1, workers=1, stages=(stage,)))
+    path = tf.train.Checkpoint(head=head).write(
+        os.path.join(logdir, "checkpoints", "stage0", "best", "ckpt")
+    )
+    stage = results_lib.StageResult(
+        stage=0,
+        node="pool",
+        thesis_block="fully connected layer",
+        learning_rate=0.01,
+        steps=1,
+        best_top1=0.0,
+        best_top5=0.0,
+        checkpoint=path,
+        seconds=0.0,
+        ended_by="plateau",
+    )
+    run_directory.RunDirectory(logdir).write_results(
+        results_lib.Results(
+            records=records,
+            backbone="resnet50_v2",
+            branches=("original",),
+            branch_indices=(0,),
+            fusion="concat",
+            optimizer="sgd",
+            head=heads.description(kind, 8, "relu", 0.2),
+            label_space="dataset",
+            global_batch_size=4,
+            replicas=1,
+            workers=1,
+            stages=(stage,),
+        )
+    )
 
 
 def test_prune_command_on_a_run_with_an_mlp_head(records, tmp_path, capsys):
     _write_run(str(tmp_path), records)
     out = tmp_path / "out"
-    assert prune_tool.main(["--logdir", str(tmp_path), "--out-dir", str(out), "--method", "batch", "--max-cycles",
-                            "2", "--max-epochs", "2", "--patience", "1", "--batch-size", "8", "--past-inflection",
-                            "--no-progress"]) == 0
+    assert (
+        prune_tool.main(
+            [
+                "--logdir",
+                str(tmp_path),
+                "--out-dir",
+                str(out),
+                "--method",
+                "batch",
+                "--max-cycles",
+                "2",
+                "--max-epochs",
+                "2",
+                "--patience",
+                "1",
+                "--batch-size",
+                "8",
+                "--past-inflection",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "pruning.json").read_text())
     assert sorted(result) == ["cycles", "inflection_cycle", "input_size", "method", "num_classes"]
     assert (result["method"], result["input_size"], result["num_classes"]) == ("batch", 2048, 3)
     assert [cycle["neurons"] for cycle in result["cycles"]][0] == 8
-    assert all(cycle["neurons"] < 8 for cycle in result["cycles"][1:]) and len(result["cycles"]) == 3
+    assert (
+        all(cycle["neurons"] < 8 for cycle in result["cycles"][1:]) and len(result["cycles"]) == 3
+    )
     assert result["cycles"][0]["flops"] == 8 * (2048 + 3 + 2)
     has_test = manifest_lib.Manifest.read(records).num_records("test") > 0
     assert result["cycles"][0]["test_split"] == ("test" if has_test else "validation")
@@ -180,7 +273,12 @@ def test_prune_command_on_a_run_with_an_mlp_head(records, tmp_path, capsys):
 
 def test_prune_command_refuses_a_linear_head_in_one_line(records, tmp_path, capsys):
     _write_run(str(tmp_path), records, kind="linear")
-    assert prune_tool.main(["--logdir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert (
+        prune_tool.main(
+            ["--logdir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--no-progress"]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert "--head mlp" in error and len(error.splitlines()) == 1
 
@@ -196,14 +294,41 @@ def test_prune_command_on_a_head_the_trainer_trained(records, tmp_path):
     from pipeline.training import train
 
     logdir = str(tmp_path / "run")
-    config = dataclasses.replace(config_lib.tiny_training(records, logdir), stages=("pool",), head="mlp",
-                                 hidden_units=6, fusion="shared", export=False)
+    config = dataclasses.replace(
+        config_lib.tiny_training(records, logdir),
+        stages=("pool",),
+        head="mlp",
+        hidden_units=6,
+        fusion="shared",
+        export=False,
+    )
     train.train_and_evaluate(config)
     out = tmp_path / "out"
-    assert prune_tool.main(["--logdir", logdir, "--out-dir", str(out), "--method", "most-similar", "--max-cycles", "1",
-                            "--max-epochs", "1", "--batch-size", "8", "--past-inflection", "--no-progress"]) == 0
+    assert (
+        prune_tool.main(
+            [
+                "--logdir",
+                logdir,
+                "--out-dir",
+                str(out),
+                "--method",
+                "most-similar",
+                "--max-cycles",
+                "1",
+                "--max-epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--past-inflection",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "pruning.json").read_text())
     # Shared fusion: the head sees one branch's 2048 features at a time.
     assert result["input_size"] == 2048 and result["cycles"][0]["neurons"] == 6
     pruned = result["cycles"][1]
-    assert pruned["removed"]["similar"] == 1 and pruned["neurons"] == 6 - sum(pruned["removed"].values())
+    assert pruned["removed"]["similar"] == 1 and pruned["neurons"] == 6 - sum(
+        pruned["removed"].values()
+    )

@@ -1,7 +1,9 @@
-"""hub: and savedmodel: backbones: image feature vector models from a SavedModel, through records, training and export.
+"""hub: and savedmodel: backbones: image feature vector models from a SavedModel, through records,
+training and export.
 
-A small Keras model is saved here in both forms the offline stage calls: a callable object (TF-Hub style,
-tf.saved_model.save of an object with __call__) and keras.Model.export (its serving_default signature).
+A small Keras model is saved here in both forms the offline stage calls: a callable object (TF-Hub
+style, tf.saved_model.save of an object with __call__) and keras.Model.export (its serving_default
+signature).
 """
 
 import dataclasses
@@ -35,7 +37,8 @@ HANDLE = "https://tfhub.dev/example/feature_vector/1"
 
 
 class _HubStyle(tf.Module):
-    """What TF-Hub's TF2 image models look like: a callable object whose __call__ takes training=..."""
+    """What TF-Hub's TF2 image models look like: a callable object whose __call__ takes
+    training=..."""
 
     def __init__(self, model):
         super().__init__()
@@ -57,7 +60,9 @@ def feature_model(tmp_path_factory):
     model = keras.Model(images, keras.layers.Dense(FEATURES, activation="relu")(features))
     hub_style = _HubStyle(model)
     for training in (False, True):
-        hub_style.__call__.get_concrete_function(tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32), training)
+        hub_style.__call__.get_concrete_function(
+            tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32), training
+        )
     tf.saved_model.save(hub_style, str(root / "hub_style"))
     model.export(str(root / "keras_export"), verbose=False)
     return model, {"hub_style": str(root / "hub_style"), "keras_export": str(root / "keras_export")}
@@ -72,8 +77,8 @@ def _module(name: str, **attributes) -> types.ModuleType:
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    """tensorflow_hub (and tf_keras) stand-ins: resolve() returns the folder `models` maps a handle to, as from the
-    cache, and fails as offline for any other handle."""
+    """tensorflow_hub (and tf_keras) stand-ins: resolve() returns the folder `models` maps a handle
+    to, as from the cache, and fails as offline for any other handle."""
     models = {}
 
     def resolve(handle):
@@ -88,8 +93,16 @@ def fake_hub(monkeypatch):
 
 def _config(out_dir, data_dir, backbone, **changes):
     return dataclasses.replace(
-        config_lib.tiny(str(out_dir), data_dir), backbone=backbone, weights=None, nodes=None, input_size=SIZE,
-        num_shards=1, validation_percent=30, test_percent=0, **changes)
+        config_lib.tiny(str(out_dir), data_dir),
+        backbone=backbone,
+        weights=None,
+        nodes=None,
+        input_size=SIZE,
+        num_shards=1,
+        validation_percent=30,
+        test_percent=0,
+        **changes,
+    )
 
 
 def _scaled(pixels, input_range):
@@ -97,13 +110,17 @@ def _scaled(pixels, input_range):
     return pixels * ((high - low) / 255.0) + low
 
 
-@pytest.mark.parametrize("kind, source, input_range", [
-    ("hub_style", "savedmodel", None),  # the default range, [0, 1]
-    ("keras_export", "savedmodel", (-1.0, 1.0)),
-    ("hub_style", "hub", (-1.0, 1.0)),
-])
-def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(feature_model, fake_hub, tmp_path, tiny_dataset,
-                                                                      kind, source, input_range):
+@pytest.mark.parametrize(
+    "kind, source, input_range",
+    [
+        ("hub_style", "savedmodel", None),  # the default range, [0, 1]
+        ("keras_export", "savedmodel", (-1.0, 1.0)),
+        ("hub_style", "hub", (-1.0, 1.0)),
+    ],
+)
+def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(
+    feature_model, fake_hub, tmp_path, tiny_dataset, kind, source, input_range
+):
     model, paths = feature_model
     fake_hub[HANDLE] = paths[kind]
     backbone = f"savedmodel:{paths[kind]}" if source == "savedmodel" else f"hub:{HANDLE}"
@@ -116,30 +133,48 @@ def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(feature_mo
     assert manifest["input_range"] == list(input_range or (0.0, 1.0))
     assert manifest["weights"]["kind"] == source and len(manifest["weights"]["sha256"]) == 64
     if source == "hub":  # the handle, not where the cache happens to keep it
-        assert manifest["weights"] == {"kind": "hub", "handle": HANDLE, "sha256": manifest["weights"]["sha256"]}
+        assert manifest["weights"] == {
+            "kind": "hub",
+            "handle": HANDLE,
+            "sha256": manifest["weights"]["sha256"],
+        }
     else:
         assert manifest["weights"]["path"] == paths[kind]
-    assert list(manifest["nodes"]) == ["pool"] and manifest["nodes"]["pool"]["shape"] == [11, FEATURES]
+    assert list(manifest["nodes"]) == ["pool"] and manifest["nodes"]["pool"]["shape"] == [
+        11,
+        FEATURES,
+    ]
     checked = 0
     for split in ("train", "validation"):
-        for bottlenecks, _, image_ids in conftest.records_dataset(config.out_dir, "pool", split, 4, with_ids=True):
+        for bottlenecks, _, image_ids in conftest.records_dataset(
+            config.out_dir, "pool", split, 4, with_ids=True
+        ):
             for bottleneck, image_id in zip(bottlenecks.numpy(), image_ids.numpy().astype(str)):
-                pixels = ladder.branch_images(ladder.load_rgb(os.path.join(tiny_dataset, image_id)), SIZE,
-                                              config.qualities)
+                pixels = ladder.branch_images(
+                    ladder.load_rgb(os.path.join(tiny_dataset, image_id)), SIZE, config.qualities
+                )
                 expected = model(_scaled(pixels, input_range or (0.0, 1.0))).numpy()
                 np.testing.assert_allclose(bottleneck, expected, rtol=1e-5, atol=1e-6)
-                assert np.ptp(expected, axis=0).max() > 0  # the branches differ, so the check has teeth
+                assert (
+                    np.ptp(expected, axis=0).max() > 0
+                )  # the branches differ, so the check has teeth
                 checked += 1
     assert checked == 12
 
 
-def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(feature_model, tmp_path, tiny_dataset):
+def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(
+    feature_model, tmp_path, tiny_dataset
+):
     _, paths = feature_model
     copy = str(tmp_path / "model")
     shutil.copytree(paths["keras_export"], copy)
     records = str(tmp_path / "records")
-    job.make_tfrecords(_config(records, tiny_dataset, f"savedmodel:{copy}", input_range=(-1.0, 1.0)))
-    config = dataclasses.replace(config_lib.tiny_training(records, str(tmp_path / "run")), max_epochs_per_stage=2.0)
+    job.make_tfrecords(
+        _config(records, tiny_dataset, f"savedmodel:{copy}", input_range=(-1.0, 1.0))
+    )
+    config = dataclasses.replace(
+        config_lib.tiny_training(records, str(tmp_path / "run")), max_epochs_per_stage=2.0
+    )
     for refused in ({"head_init": "baseline"}, {"imagenet_labels": True}):
         with pytest.raises(ValueError, match="image feature vector model without one"):
             train.train_and_evaluate(dataclasses.replace(config, **refused))
@@ -149,16 +184,24 @@ def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(feature_m
     assert "no stock-model baseline" in results.baseline_note
     setup = train.prepare(config)
     assert setup.class_names == ("cat", "dog", "fox") and setup.backbone.input_range == (-1.0, 1.0)
-    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
+    cached = conftest.predict_records(
+        setup, setup.config.schedule[-1], results.stages[-1].checkpoint
+    )
 
     shutil.rmtree(copy)  # the export carries the SavedModel and its input range
     classifier = export.ExportedClassifier(results.export["path"])
     assert classifier.description["input_range"] == [-1.0, 1.0]
     assert len(cached) >= 2
     for image_id, probabilities in cached.items():
-        np.testing.assert_allclose(classifier.classify_file(os.path.join(tiny_dataset, image_id)), probabilities,
-                                   rtol=1e-4, atol=1e-6)
-    predictions = evaluate.predictions_from_records(results.export["path"], setup.manifest, split="validation")
+        np.testing.assert_allclose(
+            classifier.classify_file(os.path.join(tiny_dataset, image_id)),
+            probabilities,
+            rtol=1e-4,
+            atol=1e-6,
+        )
+    predictions = evaluate.predictions_from_records(
+        results.export["path"], setup.manifest, split="validation"
+    )
     result = evaluate.evaluate(predictions)
     assert "baseline" not in result and "savedmodel:" in result["note"]
     with pytest.raises(ValueError, match="which is gone"):
@@ -173,7 +216,9 @@ def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
         backbone = registry.get_backbone(f"savedmodel:{url}")
         assert backbone.name == f"savedmodel:{url}"  # a URL is not made into a local absolute path
         pixels = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
-        np.testing.assert_allclose(registry.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            registry.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6
+        )
         assert backbones.directory_sha256(url) == backbones.directory_sha256(paths["hub_style"])
     finally:
         tf.io.gfile.rmtree("ram://test_savedmodel")
@@ -182,10 +227,16 @@ def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
 def test_backbone_names_input_size_and_range():
     backbone = registry.get_backbone("savedmodel:relative/model")
     assert backbone.name == "savedmodel:" + os.path.abspath("relative/model")
-    assert (backbone.nodes, backbone.default_stages, backbone.default_input_size) == (("pool",), ("pool",), 224)
+    assert (backbone.nodes, backbone.default_stages, backbone.default_input_size) == (
+        ("pool",),
+        ("pool",),
+        224,
+    )
     assert backbone.input_range == (0.0, 1.0) and not backbone.has_classifier
-    np.testing.assert_allclose(registry.get_backbone("hub:h", (-1, 1)).preprocess(np.array([0.0, 127.5, 255.0])),
-                               [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(
+        registry.get_backbone("hub:h", (-1, 1)).preprocess(np.array([0.0, 127.5, 255.0])),
+        [-1.0, 0.0, 1.0],
+    )
     assert config_lib.FEATURE_VECTOR_PREFIXES == registry.FEATURE_VECTOR_PREFIXES
     with pytest.raises(ValueError, match="LOW < HIGH"):
         registry.get_backbone("hub:h", (1, 0))
@@ -200,7 +251,9 @@ def test_backbone_names_input_size_and_range():
     assert config_lib.ExtractConfig(out_dir="o", data_dir="d").weights == "imagenet"
     assert config_lib.ExtractConfig(out_dir="o", data_dir="d", backbone="hub:h").weights is None
     with pytest.raises(ValueError, match="--weights does not apply"):
-        config_lib.ExtractConfig(out_dir="o", data_dir="d", backbone="savedmodel:m", weights="imagenet")
+        config_lib.ExtractConfig(
+            out_dir="o", data_dir="d", backbone="savedmodel:m", weights="imagenet"
+        )
 
 
 def _one_line_error(capsys) -> str:
@@ -217,10 +270,18 @@ def test_user_errors_are_one_line(feature_model, fake_hub, tmp_path, tiny_datase
     cases = [
         (["--backbone", f"savedmodel:{tmp_path / 'nowhere'}"], "no such directory"),
         (["--backbone", f"savedmodel:{empty}"], "not a SavedModel (it has no saved_model.pb)"),
-        (["--backbone", f"savedmodel:{paths['hub_style']}", "--nodes", "pool,conv2d"], "has the one node pool"),
-        (["--backbone", f"savedmodel:{paths['keras_export']}"],
-         "takes 32x32 images, not 224x224: pass --input-size 32"),
-        (["--backbone", f"savedmodel:{paths['keras_export']}", "--input-range", "1,-1"], "LOW < HIGH"),
+        (
+            ["--backbone", f"savedmodel:{paths['hub_style']}", "--nodes", "pool,conv2d"],
+            "has the one node pool",
+        ),
+        (
+            ["--backbone", f"savedmodel:{paths['keras_export']}"],
+            "takes 32x32 images, not 224x224: pass --input-size 32",
+        ),
+        (
+            ["--backbone", f"savedmodel:{paths['keras_export']}", "--input-range", "1,-1"],
+            "LOW < HIGH",
+        ),
         (["--backbone", f"hub:{HANDLE}"], "Without internet, download"),  # the fake hub is offline
     ]
     for flags, message in cases:
@@ -228,10 +289,14 @@ def test_user_errors_are_one_line(feature_model, fake_hub, tmp_path, tiny_datase
         error = _one_line_error(capsys)
         assert message in error, error
     assert "savedmodel:DIR" in error and "TFHUB_CACHE_DIR" in error
-    # A model that does not build records no job, so the corrected command is not refused as another job's.
+    # A model that does not build records no job, so the corrected command is not refused as another
+    # job's.
     assert not os.path.exists(tmp_path / "out" / ".progress" / "job.json")
-    for flags in (["--backbone", "hub:h", "--weights", "none"], ["--backbone", "mobilenet_v2", "--input-range", "0,1"],
-                  ["--backbone", "hub:h", "--input-range", "a,b"]):
+    for flags in (
+        ["--backbone", "hub:h", "--weights", "none"],
+        ["--backbone", "mobilenet_v2", "--input-range", "0,1"],
+        ["--backbone", "hub:h", "--input-range", "a,b"],
+    ):
         with pytest.raises(SystemExit) as raised:
             make_tfrecords.parse_flags(base + flags)
         assert raised.value.code == 2
@@ -240,7 +305,14 @@ def test_user_errors_are_one_line(feature_model, fake_hub, tmp_path, tiny_datase
 def test_hub_without_tensorflow_hub_names_the_install(monkeypatch, tmp_path, tiny_dataset, capsys):
     for name in ("tensorflow_hub", "tf_keras"):
         monkeypatch.setitem(sys.modules, name, None)  # not installed, whatever this machine has
-    argv = ["--data-dir", tiny_dataset, "--out-dir", str(tmp_path / "out"), "--backbone", f"hub:{HANDLE}"]
+    argv = [
+        "--data-dir",
+        tiny_dataset,
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--backbone",
+        f"hub:{HANDLE}",
+    ]
     assert make_tfrecords.main(argv) == 2
     error = _one_line_error(capsys)
     assert "needs tensorflow_hub and tf_keras" in error and "pip install --no-deps" in error
@@ -249,7 +321,9 @@ def test_hub_without_tensorflow_hub_names_the_install(monkeypatch, tmp_path, tin
 
 def test_a_model_that_is_no_feature_vector_model_is_refused(tmp_path):
     images = keras.Input((SIZE, SIZE, 3))
-    keras.Model(images, keras.layers.Conv2D(4, 3)(images)).export(str(tmp_path / "maps"), verbose=False)
+    keras.Model(images, keras.layers.Conv2D(4, 3)(images)).export(
+        str(tmp_path / "maps"), verbose=False
+    )
     refusal = r"not an image feature vector model: its output has shape \(None, 30, 30, 4\)"
     with pytest.raises(ValueError, match=refusal):
         registry.build(registry.get_backbone(f"savedmodel:{tmp_path / 'maps'}"), None, SIZE)

@@ -1,4 +1,5 @@
-"""Tests the value/position codec: bit-identical round trips, small gaps, and the encoding choice."""
+"""Tests the value/position codec: bit-identical round trips, small gaps, and the encoding
+choice."""
 
 import ml_dtypes
 import numpy as np
@@ -24,7 +25,8 @@ CASES = {
     "negative": -np.abs(_random_activations((4, 6), 0.5)),
     "negative_zero": np.array([0.0, -0.0, 1.0, -0.0, 0.0], np.float32),
     "nan_and_infinities": np.array([0, np.nan, 0, np.inf, -np.inf, 0, 1e-45], np.float32),
-    "long_runs_of_zeros": np.eye(1, 2000, 1999, dtype=np.float32)[0] + np.eye(1, 2000, 255, dtype=np.float32)[0],
+    "long_runs_of_zeros": np.eye(1, 2000, 1999, dtype=np.float32)[0]
+    + np.eye(1, 2000, 255, dtype=np.float32)[0],
     "first_nonzero_far_away": np.eye(1, 1000, 765, dtype=np.float32)[0],
 }
 
@@ -41,7 +43,10 @@ def test_round_trip_is_bit_identical(name, encoding):
 
 def test_sparse_keeps_negative_zero_and_last_element_but_not_zeros():
     values, gaps = codec.encode(CASES["negative_zero"], codec.SPARSE)
-    assert values.view(np.uint32).tolist() == np.array([-0.0, 1.0, -0.0], np.float32).view(np.uint32).tolist()
+    assert (
+        values.view(np.uint32).tolist()
+        == np.array([-0.0, 1.0, -0.0], np.float32).view(np.uint32).tolist()
+    )
     assert gaps.tolist() == [1, 1, 1]
     values, gaps = codec.encode(CASES["last_element_nonzero"], codec.SPARSE)
     assert values.tolist() == [7.5] and gaps.tolist() == [4]
@@ -106,7 +111,9 @@ def test_reduced_dtypes_round_to_nearest_and_keep_zeros_signs_and_specials(name,
     expected = array.reshape(-1).astype(REDUCED_DTYPES[dtype]).astype(np.float32)
     np.testing.assert_array_equal(decoded.view(np.uint32), expected.view(np.uint32))
     normal = np.isfinite(array.reshape(-1)) & (np.abs(array.reshape(-1)) > 1e-4)
-    relative = np.abs(decoded[normal] - array.reshape(-1)[normal]) / np.abs(array.reshape(-1)[normal])
+    relative = np.abs(decoded[normal] - array.reshape(-1)[normal]) / np.abs(
+        array.reshape(-1)[normal]
+    )
     assert relative.max(initial=0) <= {"float16": 2.0**-11, "bfloat16": 2.0**-8}[dtype]
 
 
@@ -122,9 +129,13 @@ def test_reduced_dtypes_store_half_the_value_bytes_little_endian():
     array = CASES["random_sparse"]
     assert codec.encoded_nbytes(array, codec.DENSE, "float16") == 2 * array.size
     float32_values, gaps = codec.encode(array, codec.SPARSE)
-    assert codec.encoded_nbytes(array, codec.SPARSE, "bfloat16") == 2 * float32_values.size + gaps.size
+    assert (
+        codec.encoded_nbytes(array, codec.SPARSE, "bfloat16") == 2 * float32_values.size + gaps.size
+    )
     values, _ = codec.encode(np.array([1.0, -2.0], np.float32), codec.DENSE, "bfloat16")
-    assert values.tobytes() == bytes([0x80, 0x3F, 0x00, 0xC0])  # 0x3f80 = 1.0, 0xc000 = -2.0, low byte first
+    assert values.tobytes() == bytes(
+        [0x80, 0x3F, 0x00, 0xC0]
+    )  # 0x3f80 = 1.0, 0xc000 = -2.0, low byte first
     values, _ = codec.encode(np.array([1.0, -2.0], np.float32), codec.DENSE, "float16")
     assert values.tobytes() == bytes([0x00, 0x3C, 0x00, 0xC0])
 
@@ -133,15 +144,24 @@ def test_float32_stays_the_lossless_default():
     array = CASES["nan_and_infinities"]
     values, _ = codec.encode(array, codec.DENSE)
     assert values.dtype == np.dtype("<f4") and values.tobytes() == array.astype("<f4").tobytes()
-    assert codec.encode(array, codec.SPARSE)[0].tobytes() == codec.encode(array, codec.SPARSE, "float32")[0].tobytes()
+    assert (
+        codec.encode(array, codec.SPARSE)[0].tobytes()
+        == codec.encode(array, codec.SPARSE, "float32")[0].tobytes()
+    )
 
 
 def test_float16_refuses_values_beyond_its_range_and_names_bfloat16():
     array = np.array([0.0, 70000.0, 1.0], np.float32)
     with pytest.raises(ValueError, match="70000 is beyond float16's range.*bfloat16"):
         codec.encode(array, codec.SPARSE, "float16")
-    decoded = codec.decode(codec.encode(array, codec.DENSE, "bfloat16")[0], None, 3, codec.DENSE, "bfloat16")
-    assert decoded.tolist() == [0.0, 70144.0, 1.0]  # bfloat16 has float32's range, with 8 significant bits
+    decoded = codec.decode(
+        codec.encode(array, codec.DENSE, "bfloat16")[0], None, 3, codec.DENSE, "bfloat16"
+    )
+    assert decoded.tolist() == [
+        0.0,
+        70144.0,
+        1.0,
+    ]  # bfloat16 has float32's range, with 8 significant bits
 
 
 def test_choose_encoding_weighs_the_dtypes_value_bytes():
@@ -151,7 +171,11 @@ def test_choose_encoding_weighs_the_dtypes_value_bytes():
     assert codec.choose_encoding(array) == codec.choose_encoding(array, "float16") == codec.SPARSE
     array = _random_activations((8, 11, 64), 0.62, seed=3)
     assert codec.choose_encoding(array) == codec.SPARSE
-    assert codec.choose_encoding(array, "float16") == codec.choose_encoding(array, "bfloat16") == codec.DENSE
+    assert (
+        codec.choose_encoding(array, "float16")
+        == codec.choose_encoding(array, "bfloat16")
+        == codec.DENSE
+    )
 
 
 def test_choose_encoding_keeps_dense_where_sparse_saves_little():

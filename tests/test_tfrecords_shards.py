@@ -37,7 +37,9 @@ def test_plan_is_independent_of_input_order():
     def as_ids(ids, plan):
         return [[ids[index] for index in shard] for shard in plan]
 
-    assert as_ids(IDS, shards.plan_shards(IDS, 4)) == as_ids(shuffled, shards.plan_shards(shuffled, 4))
+    assert as_ids(IDS, shards.plan_shards(IDS, 4)) == as_ids(
+        shuffled, shards.plan_shards(shuffled, 4)
+    )
 
 
 def test_plan_mixes_classes_across_shards():

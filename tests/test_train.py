@@ -1,4 +1,5 @@
-"""The block-by-block trainer: topology, schedule, two replicas, resume after SIGKILL, TensorBoard, export."""
+"""The block-by-block trainer: topology, schedule, two replicas, resume after SIGKILL, TensorBoard,
+export."""
 
 import dataclasses
 import json
@@ -27,15 +28,22 @@ STAGES = conftest.TRAIN_STAGES
 
 
 def _config(records, logdir, **changes):
-    base = dataclasses.replace(config_lib.tiny_training(records, str(logdir)), stages=STAGES,
-                               max_epochs_per_stage=3.0, plateau_epochs=100.0)
+    base = dataclasses.replace(
+        config_lib.tiny_training(records, str(logdir)),
+        stages=STAGES,
+        max_epochs_per_stage=3.0,
+        plateau_epochs=100.0,
+    )
     return dataclasses.replace(base, **changes)
 
 
 def _scalars(run_directory, tag):
     accumulator = event_accumulator.EventAccumulator(run_directory, size_guidance={"tensors": 0})
     accumulator.Reload()
-    return [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+    return [
+        (event.step, float(tf.make_ndarray(event.tensor_proto)))
+        for event in accumulator.Tensors(tag)
+    ]
 
 
 def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
@@ -43,10 +51,15 @@ def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
     models = {}
     for num_branches in (3, 11):
         head = heads.build_head("linear", 5)
-        models[num_branches] = topology.build(backbone_model, "conv4_block6_out", num_branches, head)
-    tail_parameters = sum(int(np.prod(weight.shape)) for weight in
-                          keras.Model(backbone_model.get_layer("conv4_block6_out").output,
-                                      backbone_model.layers[-2].output).weights)
+        models[num_branches] = topology.build(
+            backbone_model, "conv4_block6_out", num_branches, head
+        )
+    tail_parameters = sum(
+        int(np.prod(weight.shape))
+        for weight in keras.Model(
+            backbone_model.get_layer("conv4_block6_out").output, backbone_model.layers[-2].output
+        ).weights
+    )
     for num_branches, model in models.items():
         assert model.count_params() == tail_parameters + num_branches * 2048 * 5 + 5
     model = models[3]
@@ -58,9 +71,12 @@ def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
 
 
 def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
-    one = train.train_and_evaluate(_config(records, tmp_path / "one", devices=("/cpu:0",), export=False))
-    two = train.train_and_evaluate(_config(records, tmp_path / "two", devices=("/cpu:0", "/cpu:1"),
-                                           export=False))
+    one = train.train_and_evaluate(
+        _config(records, tmp_path / "one", devices=("/cpu:0",), export=False)
+    )
+    two = train.train_and_evaluate(
+        _config(records, tmp_path / "two", devices=("/cpu:0", "/cpu:1"), export=False)
+    )
     assert one.replicas == 1 and two.replicas == 2
     for stage in STAGES:
         run = f"stage{STAGES.index(stage)}_{stage}"
@@ -68,8 +84,9 @@ def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
         losses_two = _scalars(str(tmp_path / "two" / run / "train"), "loss")
         assert len(losses_one) >= 3
         assert [step for step, _ in losses_one] == [step for step, _ in losses_two]
-        np.testing.assert_allclose([loss for _, loss in losses_one], [loss for _, loss in losses_two],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            [loss for _, loss in losses_one], [loss for _, loss in losses_two], rtol=1e-4
+        )
     assert [stage.best_top1 for stage in one.stages] == [stage.best_top1 for stage in two.stages]
 
 
@@ -77,8 +94,16 @@ def test_two_replica_runs_with_different_head_shapes_share_one_process(records, 
     # jpeg-ladder-compare trains arms of different widths one after another on the same devices.
     devices = ("/cpu:0", "/cpu:1")
     for name, branches in (("single", (0,)), ("all", None)):
-        results = train.train_and_evaluate(_config(records, tmp_path / name, devices=devices, branches=branches,
-                                                   stages=STAGES[:1], export=False))
+        results = train.train_and_evaluate(
+            _config(
+                records,
+                tmp_path / name,
+                devices=devices,
+                branches=branches,
+                stages=STAGES[:1],
+                export=False,
+            )
+        )
         assert results.replicas == 2 and len(results.branch_indices) == (1 if branches else 11)
 
 
@@ -109,33 +134,62 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
     for tag in ("loss", "top5"):
         assert len(_scalars(validation, tag)) == len(expected_steps)
     stages = _scalars(str(tmp_path / "run" / "stages"), "best_top1")
-    assert stages == [(0, pytest.approx(results.stages[0].best_top1)),
-                      (1, pytest.approx(results.stages[1].best_top1))]
-    accumulator = event_accumulator.EventAccumulator(str(tmp_path / "run" / "stages"),
-                                                     size_guidance={"tensors": 0})
+    assert stages == [
+        (0, pytest.approx(results.stages[0].best_top1)),
+        (1, pytest.approx(results.stages[1].best_top1)),
+    ]
+    accumulator = event_accumulator.EventAccumulator(
+        str(tmp_path / "run" / "stages"), size_guidance={"tensors": 0}
+    )
     accumulator.Reload()
     assert "jpeg_ladder" in accumulator.Tags()["tensors"]
 
     # The exported model on raw images equals the trainer on the cached bottlenecks of those images.
     setup = train.prepare(_config(records, tmp_path / "run", momentum=0.9))
-    cached = conftest.predict_records(setup, setup.config.schedule[-1], results.stages[-1].checkpoint)
+    cached = conftest.predict_records(
+        setup, setup.config.schedule[-1], results.stages[-1].checkpoint
+    )
     classifier = export.ExportedClassifier(str(tmp_path / "run" / "export"))
     data_dir = json.load(open(os.path.join(records, "manifest.json")))["config"]["data_dir"]
     assert len(cached) == conftest.num_records(records, "validation") >= 2
     for image_id, probabilities in cached.items():
-        np.testing.assert_allclose(classifier.classify_file(os.path.join(data_dir, image_id)), probabilities,
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            classifier.classify_file(os.path.join(data_dir, image_id)),
+            probabilities,
+            rtol=1e-4,
+            atol=1e-6,
+        )
     assert classifier.class_names == ["cat", "dog", "fox"]
 
 
 def test_killed_training_resumes_where_it_was(records, tmp_path):
-    command = [sys.executable, "-m", "tools.train_block_by_block", "--records", records, "--stages",
-               ",".join(STAGES), "--batch-size", "4", "--eval-every-steps", "2", "--max-epochs-per-stage", "3",
-               "--plateau-epochs", "100", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.train_block_by_block",
+        "--records",
+        records,
+        "--stages",
+        ",".join(STAGES),
+        "--batch-size",
+        "4",
+        "--eval-every-steps",
+        "2",
+        "--max-epochs-per-stage",
+        "3",
+        "--plateau-epochs",
+        "100",
+        "--no-progress",
+    ]
     environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
     killed = tmp_path / "killed"
-    job = subprocess.Popen(command + ["--logdir", str(killed)], env=environment, cwd=conftest.PROJECT_ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        command + ["--logdir", str(killed)],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = killed / "checkpoints" / "stage1_conv4_block6_out" / "latest" / "checkpoint"
     deadline = time.time() + 240
     while job.poll() is None and time.time() < deadline:
@@ -148,49 +202,85 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
     job.wait()
     assert [stage["node"] for stage in partial["stages"]] == ["pool"], "killed inside stage 1"
 
-    resumed = subprocess.run(command + ["--logdir", str(killed)], env=environment, cwd=conftest.PROJECT_ROOT,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        command + ["--logdir", str(killed)],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(command + ["--logdir", str(tmp_path / "straight")], env=environment,
-                              cwd=conftest.PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(
+        command + ["--logdir", str(tmp_path / "straight")],
+        env=environment,
+        cwd=conftest.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr
     after = json.loads((killed / "results.json").read_text())
     reference = json.loads((tmp_path / "straight" / "results.json").read_text())
     for got, expected in zip(after["stages"], reference["stages"], strict=True):
-        assert (got["node"], got["steps"], got["best_step"]) == (expected["node"], expected["steps"],
-                                                                 expected["best_step"])
+        assert (got["node"], got["steps"], got["best_step"]) == (
+            expected["node"],
+            expected["steps"],
+            expected["best_step"],
+        )
         assert got["best_top1"] == pytest.approx(expected["best_top1"])
     losses_killed = _scalars(str(killed / "stage1_conv4_block6_out" / "train"), "loss")
-    losses_straight = dict(_scalars(str(tmp_path / "straight" / "stage1_conv4_block6_out" / "train"), "loss"))
+    losses_straight = dict(
+        _scalars(str(tmp_path / "straight" / "stage1_conv4_block6_out" / "train"), "loss")
+    )
     for step, loss in losses_killed:
         assert loss == pytest.approx(losses_straight[step], rel=1e-4)
 
 
 def test_clear_errors(records, tmp_path):
-    with pytest.raises(ValueError, match="lack the node.*conv3_block4_out.*--nodes pool,conv3_block4_out"):
-        train.train_and_evaluate(_config(records, tmp_path / "a", stages=("pool", "conv3_block4_out")))
+    with pytest.raises(
+        ValueError, match="lack the node.*conv3_block4_out.*--nodes pool,conv3_block4_out"
+    ):
+        train.train_and_evaluate(
+            _config(records, tmp_path / "a", stages=("pool", "conv3_block4_out"))
+        )
     with pytest.raises(ValueError, match=r"--branches \[11\] do not exist"):
         train.train_and_evaluate(_config(records, tmp_path / "d", branches=(0, 11)))
     with pytest.raises(ValueError, match="earlier node than the one before it"):
-        train.train_and_evaluate(_config(records, tmp_path / "b", stages=("conv4_block6_out", "pool")))
-    with pytest.raises(ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"):
+        train.train_and_evaluate(
+            _config(records, tmp_path / "b", stages=("conv4_block6_out", "pool"))
+        )
+    with pytest.raises(
+        ValueError, match="--head-init baseline needs the backbone's own ImageNet classes"
+    ):
         train.train_and_evaluate(_config(records, tmp_path / "c", head_init="baseline"))
     # The refused run above recorded nothing, so the corrected command runs in the same folder.
-    train.train_and_evaluate(_config(records, tmp_path / "d", stages=("pool",), max_epochs_per_stage=1.0,
-                                     export=False))
+    train.train_and_evaluate(
+        _config(records, tmp_path / "d", stages=("pool",), max_epochs_per_stage=1.0, export=False)
+    )
     with pytest.raises(ValueError, match="other settings.*batch_size"):
         train.train_and_evaluate(_config(records, tmp_path / "d", stages=("pool",), batch_size=2))
 
 
-def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(records, tmp_path, monkeypatch, capsys):
+def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(
+    records, tmp_path, monkeypatch, capsys
+):
     from pipeline.training import prepare
 
     prepare.suggest_allocator.cache_clear()
     printed = []
-    for allocator, cache_mb in (("tcmalloc", 0.0), ("malloc", 2048.0), ("malloc", 0.0), ("malloc", 0.0)):
-        monkeypatch.setattr(prepare.reader, "loaded_allocator", lambda allocator=allocator: allocator)
-        setup = train.prepare(_config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb,
-                                      progress=True))
+    for allocator, cache_mb in (
+        ("tcmalloc", 0.0),
+        ("malloc", 2048.0),
+        ("malloc", 0.0),
+        ("malloc", 0.0),
+    ):
+        monkeypatch.setattr(
+            prepare.reader, "loaded_allocator", lambda allocator=allocator: allocator
+        )
+        setup = train.prepare(
+            _config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb, progress=True)
+        )
         prepare.stage_dataset(setup, STAGES[0], "train", training=True)
         prepare.stage_dataset(setup, STAGES[0], "validation", training=False)
         printed.append(capsys.readouterr().out.count("LD_PRELOAD=libtcmalloc_minimal.so.4"))

@@ -1,1 +1,2 @@
-"""The bottleneck storage format: Example spec, codec, shard planning, writer, manifest and reader."""
+"""The bottleneck storage format: Example spec, codec, shard planning, writer, manifest and
+reader."""

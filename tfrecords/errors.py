@@ -2,4 +2,5 @@
 
 
 class RecordsError(ValueError):
-    """Its message is meant for the user: one line that names the fix (a command to rerun, space to free)."""
+    """Its message is meant for the user: one line that names the fix (a command to rerun, space to
+    free)."""

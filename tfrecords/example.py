@@ -2,8 +2,10 @@
 
     image/id            bytes   the image's stable id (its path relative to the dataset)
     label               int64
-    bottleneck/values   bytes   raw little-endian values in the node's storage dtype (the manifest's "dtype":
-                                float32 by default, or float16 / bfloat16), all of them or the non-zero ones
+    bottleneck/values   bytes   raw little-endian values in the node's storage dtype (the manifest's
+                                "dtype":
+                                float32 by default, or float16 / bfloat16), all of them or the
+                                non-zero ones
     bottleneck/gaps     bytes   sparse only: one uint8 gap per value (see codec)
 
 Parsing always yields float32, whatever the storage dtype.
@@ -24,14 +26,20 @@ IMAGE_ID_KEY = "image/id"
 LABEL_KEY = "label"
 VALUES_KEY = "bottleneck/values"
 GAPS_KEY = "bottleneck/gaps"
-TF_DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}  # codec.STORAGE_DTYPES's
+TF_DTYPES = {
+    "float32": tf.float32,
+    "float16": tf.float16,
+    "bfloat16": tf.bfloat16,
+}  # codec.STORAGE_DTYPES's
 
 
 def _bytes_feature(data: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
 
 
-def serialize(image_id: str, label: int, bottleneck: np.ndarray, encoding: str, dtype: str = codec.FLOAT32) -> bytes:
+def serialize(
+    image_id: str, label: int, bottleneck: np.ndarray, encoding: str, dtype: str = codec.FLOAT32
+) -> bytes:
     """One image's record: all its branches at one node, flattened into one encoded vector."""
     values, gaps = codec.encode(bottleneck, encoding, dtype)
     feature = {
@@ -43,7 +51,9 @@ def serialize(image_id: str, label: int, bottleneck: np.ndarray, encoding: str, 
         feature[GAPS_KEY] = _bytes_feature(gaps.tobytes())
     # Features is a protobuf map, serialized in hash order unless asked otherwise: deterministic
     # output makes shards byte-identical across runs, so a resumed job equals an uninterrupted one.
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True
+    )
 
 
 def _feature_spec(encoding: str) -> dict:
@@ -57,11 +67,15 @@ def _feature_spec(encoding: str) -> dict:
     return spec
 
 
-def _values_as_float32(data: tf.Tensor, dtype: str, fixed_length: tf.Tensor | None = None) -> tf.Tensor:
-    """decode_raw of values bytes in the storage dtype (zero-padded to fixed_length bytes), widened to float32."""
+def _values_as_float32(
+    data: tf.Tensor, dtype: str, fixed_length: tf.Tensor | None = None
+) -> tf.Tensor:
+    """decode_raw of values bytes in the storage dtype (zero-padded to fixed_length bytes), widened
+    to float32."""
     if dtype == codec.FLOAT32:
         return tf.io.decode_raw(data, tf.float32, little_endian=True, fixed_length=fixed_length)
-    # decode_raw pads only whole-number and 32/64-bit float types: read the 16-bit patterns, then reinterpret.
+    # decode_raw pads only whole-number and 32/64-bit float types: read the 16-bit patterns, then
+    # reinterpret.
     patterns = tf.io.decode_raw(data, tf.uint16, little_endian=True, fixed_length=fixed_length)
     return tf.cast(tf.bitcast(patterns, TF_DTYPES[dtype]), tf.float32)
 
@@ -70,8 +84,11 @@ def _decode_dense(values: tf.Tensor, size: int, dtype: str) -> tf.Tensor:
     # DecodeRaw itself refuses records of different lengths within a batch.
     flat = _values_as_float32(values, dtype)
     check = tf.debugging.assert_equal(
-        tf.shape(flat)[1], size, message=f"a dense record does not hold the {size} values of the node shape "
-                                         f"it was read with")
+        tf.shape(flat)[1],
+        size,
+        message=f"a dense record does not hold the {size} values of the node shape "
+        f"it was read with",
+    )
     with tf.control_dependencies([check]):
         return tf.identity(flat)
 
@@ -80,16 +97,19 @@ def _decode_sparse(values: tf.Tensor, gaps: tf.Tensor, size: int, dtype: str) ->
     """A batch of value/gap byte strings -> dense [batch, size].
 
     Every record's gaps and values are padded with zeros to the batch's longest record, so that
-    positions are a cumulative sum along each row of one [batch, width] matrix. Measured on MobileNetV2
-    `pool` records (a million values a batch), this takes half the time of one cumulative sum over the
-    whole concatenated batch minus each row's starting total, whose per-value row ids and gathers cost
-    as much as the sum itself. Padding costs at most the dense size, and is about nothing when the
-    records of a batch hold similar numbers of values, as activations of one node do.
+    positions are a cumulative sum along each row of one [batch, width] matrix. Measured on
+    MobileNetV2 `pool` records (a million values a batch), this takes half the time of one
+    cumulative sum over the whole concatenated batch minus each row's starting total, whose
+    per-value row ids and gathers cost as much as the sum itself. Padding costs at most the dense
+    size, and is about nothing when the records of a batch hold similar numbers of values, as
+    activations of one node do.
     """
     gap_lengths = tf.strings.length(gaps)
     check = tf.debugging.assert_equal(
-        tf.strings.length(values) // codec.itemsize(dtype), gap_lengths,
-        message="a sparse record has different numbers of values and gaps")
+        tf.strings.length(values) // codec.itemsize(dtype),
+        gap_lengths,
+        message="a sparse record has different numbers of values and gaps",
+    )
     with tf.control_dependencies([check]):
         width = tf.maximum(tf.reduce_max(gap_lengths), 1)
     padded_gaps = tf.io.decode_raw(gaps, tf.uint8, fixed_length=width)  # [batch, width]
@@ -99,23 +119,41 @@ def _decode_sparse(values: tf.Tensor, gaps: tf.Tensor, size: int, dtype: str) ->
     stored = tf.sequence_mask(gap_lengths, width)
     # Padding adds gaps of 0, so a row's last column holds its last position; and only a row's first
     # entry may have a gap of 0, or positions would repeat.
-    checks = [tf.debugging.assert_less(positions[:, -1], tf.constant(size, tf.int64), message=(
-                  f"a sparse record reaches beyond the {size} elements of the node shape it was read with")),
-              tf.debugging.assert_equal(tf.reduce_any((padded_gaps[:, 1:] == 0) & stored[:, 1:]), False,
-                                        message="a sparse record repeats a position: the record is corrupt")]
+    checks = [
+        tf.debugging.assert_less(
+            positions[:, -1],
+            tf.constant(size, tf.int64),
+            message=(
+                f"a sparse record reaches beyond the {size} elements of the node shape it was "
+                "read with"
+            ),
+        ),
+        tf.debugging.assert_equal(
+            tf.reduce_any((padded_gaps[:, 1:] == 0) & stored[:, 1:]),
+            False,
+            message="a sparse record repeats a position: the record is corrupt",
+        ),
+    ]
     # Padding entries all go to one extra element past the batch, dropped below.
     indices = tf.where(stored, tf.range(batch_size)[:, None] * size + positions, batch_size * size)
     with tf.control_dependencies(checks):
         # SparseToDense assigns (so -0.0 survives, unlike a scatter that adds into zeros) and checks
         # bounds; the order it would validate is what the checks above have established.
         flat = tf.raw_ops.SparseToDense(
-            sparse_indices=tf.reshape(indices, [-1]), output_shape=tf.reshape(batch_size * size + 1, [1]),
-            sparse_values=tf.reshape(padded_values, [-1]), default_value=tf.constant(0.0), validate_indices=False)
+            sparse_indices=tf.reshape(indices, [-1]),
+            output_shape=tf.reshape(batch_size * size + 1, [1]),
+            sparse_values=tf.reshape(padded_values, [-1]),
+            default_value=tf.constant(0.0),
+            validate_indices=False,
+        )
     return tf.reshape(flat[:-1], [batch_size, size])
 
 
-def parse_batch(serialized: tf.Tensor, shape: tuple[int, ...], encoding: str, dtype: str = codec.FLOAT32) -> dict:
-    """Parses a batch of serialized records into bottleneck [batch, *shape] float32, label and image_id."""
+def parse_batch(
+    serialized: tf.Tensor, shape: tuple[int, ...], encoding: str, dtype: str = codec.FLOAT32
+) -> dict:
+    """Parses a batch of serialized records into bottleneck [batch, *shape] float32, label and
+    image_id."""
     codec.check_encoding(encoding)
     codec.check_dtype(dtype)
     shape = tuple(int(dimension) for dimension in shape)

@@ -1,11 +1,13 @@
-"""Every file access of the pipeline's storage, for local paths and any URL tf.io.gfile knows (gs://, s3://, ...).
+"""Every file access of the pipeline's storage, for local paths and any URL tf.io.gfile knows
+(gs://, s3://, ...).
 
-Local paths use os and open, so they behave exactly as plain files: whole-file writes go to a temporary
-name in the same folder, are flushed to disk and renamed over the final name (atomic on POSIX). URLs go
-through tf.io.gfile. Object stores have no atomic rename: tf.io.gfile.rename there is a copy and a delete.
-The final name still only ever appears from a complete, verified temporary (an object becomes visible
-whole), so a crash leaves at worst a stray temporary, never a half-written final file: a shard's temporary
-is removed when the job starts again, any other is overwritten when its file is next written.
+Local paths use os and open, so they behave exactly as plain files: whole-file writes go to a
+temporary name in the same folder, are flushed to disk and renamed over the final name (atomic on
+POSIX). URLs go through tf.io.gfile. Object stores have no atomic rename: tf.io.gfile.rename there
+is a copy and a delete. The final name still only ever appears from a complete, verified temporary
+(an object becomes visible whole), so a crash leaves at worst a stray temporary, never a
+half-written final file: a shard's temporary is removed when the job starts again, any other is
+overwritten when its file is next written.
 """
 
 import atexit
@@ -37,22 +39,33 @@ def _has_filesystem(scheme: str) -> bool:
 
 
 def check_scheme(path: str, name: str) -> None:
-    """Raises ValueError, naming `name` (e.g. "--out-dir gs://b/x"), when path is a URL TensorFlow cannot open.
+    """Raises ValueError, naming `name` (e.g. "--out-dir gs://b/x"), when path is a URL TensorFlow
+    cannot open.
 
-    Called before any other access, since tf.io.gfile.isdir says False for an unknown scheme, which would
-    read as "no such directory". Also loads tensorflow-io's file systems, when installed, in this process.
+    Called before any other access, since tf.io.gfile.isdir says False for an unknown scheme, which
+    would read as "no such directory". Also loads tensorflow-io's file systems, when installed, in
+    this process.
     """
     if not is_remote(path):
         return
     scheme = path.split("://", 1)[0]
     if not _has_filesystem(scheme):
-        known = ", ".join(f"{known}://" for known in sorted(tf.io.gfile.get_registered_schemes()) if known)
-        raise errors.RecordsError(f"{name}: TensorFlow has no file system for {scheme}:// here (it has {known}); "
-                         f"s3://, hdfs:// and az:// come with tensorflow-io, in the version made for this TensorFlow")
+        known = ", ".join(
+            f"{known}://" for known in sorted(tf.io.gfile.get_registered_schemes()) if known
+        )
+        raise errors.RecordsError(
+            f"{name}: TensorFlow has no file system for {scheme}:// here (it has {known}); "
+            "s3://, hdfs:// and az:// come with tensorflow-io, in the version made for this "
+            "TensorFlow"
+        )
 
 
 def join(*parts: str) -> str:
-    return os.path.join(*parts) if not is_remote(parts[0]) else "/".join(part.strip("/") for part in parts)
+    return (
+        os.path.join(*parts)
+        if not is_remote(parts[0])
+        else "/".join(part.strip("/") for part in parts)
+    )
 
 
 def exists(path: str) -> bool:
@@ -80,7 +93,8 @@ def listdir(path: str) -> list[str]:
 
 
 def walk(top: str, followlinks: bool = False):
-    """os.walk for a local path, tf.io.gfile.walk for a URL (an object store has no links): (folder, folders, files).
+    """os.walk for a local path, tf.io.gfile.walk for a URL (an object store has no links): (folder,
+    folders, files).
 
     As with os.walk, a caller may prune or reorder `folders` in place to choose what is walked next.
     """
@@ -99,11 +113,12 @@ def relpath(path: str, start: str) -> str:
     prefix = start.rstrip("/") + "/"
     if not path.startswith(prefix):
         raise ValueError(f"{path} is not inside {start}")
-    return path[len(prefix):]
+    return path[len(prefix) :]
 
 
 def abspath(path: str) -> str:
-    """A local path made absolute (what a file that records it needs, to be read from anywhere); a URL as it is."""
+    """A local path made absolute (what a file that records it needs, to be read from anywhere); a
+    URL as it is."""
     return path if is_remote(path) else os.path.abspath(path)
 
 
@@ -136,8 +151,13 @@ def open_binary(path: str):
 
 
 def open_text(path: str):
-    """A file object for reading UTF-8 text with line endings as they are (what the csv module wants)."""
-    return tf.io.gfile.GFile(path, "r") if is_remote(path) else open(path, encoding="utf-8", newline="")
+    """A file object for reading UTF-8 text with line endings as they are (what the csv module
+    wants)."""
+    return (
+        tf.io.gfile.GFile(path, "r")
+        if is_remote(path)
+        else open(path, encoding="utf-8", newline="")
+    )
 
 
 def read_bytes(path: str) -> bytes:
@@ -149,8 +169,8 @@ def read_bytes(path: str) -> bytes:
 def local_copy(path: str) -> str:
     """A local copy of a remote file, made once per process; a local path as it is.
 
-    For libraries that open only local files (Keras's load_weights): the copy keeps the file's name, whose
-    extension tells them the format, and is deleted when the process exits.
+    For libraries that open only local files (Keras's load_weights): the copy keeps the file's name,
+    whose extension tells them the format, and is deleted when the process exits.
     """
     if not is_remote(path):
         return path
@@ -203,7 +223,9 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
                 file.write(data)
             tf.io.gfile.rename(temporary, path, overwrite=True)
         except BaseException:
-            with contextlib.suppress(tf.errors.OpError):  # the write's own error is the one to report
+            with contextlib.suppress(
+                tf.errors.OpError
+            ):  # the write's own error is the one to report
                 remove(temporary)
             raise
         return

@@ -14,22 +14,23 @@ from tfrecords import verify
 
 # More parallel files than this gains little read throughput and costs one buffer each.
 MAX_PARALLEL_FILES = 16
-# A local shard is read unbuffered, straight into each record: TFRecordDataset's default 256 KiB buffer
-# adds one copy of every byte read. Measured on MobileNetV2 block_16_project_BN records (674 KiB each),
-# reading and parsing a batch of 100 took 8-18 % less CPU. Remote filesystems keep TensorFlow's
-# buffer, which batches their small reads of record headers into fewer requests.
+# A local shard is read unbuffered, straight into each record: TFRecordDataset's default 256 KiB
+# buffer adds one copy of every byte read. Measured on MobileNetV2 block_16_project_BN records (674
+# KiB each), reading and parsing a batch of 100 took 8-18 % less CPU. Remote filesystems keep
+# TensorFlow's buffer, which batches their small reads of record headers into fewer requests.
 LOCAL_READ_BUFFER_BYTES = 0
 
 
 # Reading records allocates and frees several large buffers per record (read, batch, parse, decode).
-# Under glibc's malloc each comes from a fresh mmap whose pages the kernel zeroes; tcmalloc and jemalloc
-# reuse them. Measured on block_16_project_BN records, LD_PRELOAD of tcmalloc took 40 % off the CPU
-# time of reading and parsing a batch. TensorFlow's own performance guide recommends it.
+# Under glibc's malloc each comes from a fresh mmap whose pages the kernel zeroes; tcmalloc and
+# jemalloc reuse them. Measured on block_16_project_BN records, LD_PRELOAD of tcmalloc took 40 % off
+# the CPU time of reading and parsing a batch. TensorFlow's own performance guide recommends it.
 FAST_ALLOCATORS = ("tcmalloc", "jemalloc")
 
 
 def loaded_allocator(maps_path: str = "/proc/self/maps") -> str | None:
-    """tcmalloc or jemalloc when this process has one loaded, "malloc" otherwise, None where unknowable."""
+    """tcmalloc or jemalloc when this process has one loaded, "malloc" otherwise, None where
+    unknowable."""
     try:
         with open(maps_path) as maps:
             libraries = maps.read()
@@ -38,13 +39,21 @@ def loaded_allocator(maps_path: str = "/proc/self/maps") -> str | None:
     return next((name for name in FAST_ALLOCATORS if f"lib{name}" in libraries), "malloc")
 
 
-def shuffle_records(manifest: manifest_lib.Manifest, node: str, split: str, buffer_records: int,
-                    buffer_bytes: float | None, *, decoded_bytes: int | None = None) -> int:
+def shuffle_records(
+    manifest: manifest_lib.Manifest,
+    node: str,
+    split: str,
+    buffer_records: int,
+    buffer_bytes: float | None,
+    *,
+    decoded_bytes: int | None = None,
+) -> int:
     """How many examples a shuffle buffer of at most buffer_records and buffer_bytes holds.
 
     The buffer holds serialized records (their mean size in the manifest), or decoded examples of
-    decoded_bytes each when the split is decoded once and cached. At ImageNet size a record of a deep node
-    is about a megabyte, so a fixed count of records alone could ask for tens of gigabytes.
+    decoded_bytes each when the split is decoded once and cached. At ImageNet size a record of a
+    deep node is about a megabyte, so a fixed count of records alone could ask for tens of
+    gigabytes.
     """
     if buffer_bytes is None:
         return max(1, buffer_records)
@@ -56,45 +65,67 @@ def shuffle_records(manifest: manifest_lib.Manifest, node: str, split: str, buff
     return max(1, min(buffer_records, int(buffer_bytes // max(1.0, decoded_bytes))))
 
 
-def make_dataset(manifest: manifest_lib.Manifest, node: str, split: str, batch_size: int, *, shuffle: bool = False,
-                 seed: int | None = None, repeat: bool = False, drop_remainder: bool = False,
-                 branches: tuple[int, ...] | None = None, with_ids: bool = False,
-                 shuffle_buffer: int = 1000, shuffle_buffer_bytes: float | None = None, start_batch: int = 0,
-                 cache_decoded: bool = False, file_shard: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B] string]) of the
-    records that `manifest` (as read from their directory) describes.
+def make_dataset(
+    manifest: manifest_lib.Manifest,
+    node: str,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    branches: tuple[int, ...] | None = None,
+    with_ids: bool = False,
+    shuffle_buffer: int = 1000,
+    shuffle_buffer_bytes: float | None = None,
+    start_batch: int = 0,
+    cache_decoded: bool = False,
+    file_shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
+    """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B]
+    string]) of the records that `manifest` (as read from their directory) describes.
 
-    Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32 here.
+    Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32
+    here.
 
     `start_batch` resumes a seeded stream part-way: the records before it are read but not decoded,
     so a resumed training sees exactly the batches an uninterrupted one would have.
-    The shuffle buffer holds at most `shuffle_buffer` examples and, when given, `shuffle_buffer_bytes`
-    bytes of them (see shuffle_records).
+    The shuffle buffer holds at most `shuffle_buffer` examples and, when given,
+    `shuffle_buffer_bytes` bytes of them (see shuffle_records).
     `cache_decoded` decodes each record once and keeps the decoded split in memory for later epochs
     (for a split that fits in memory; then shuffling and resuming act on decoded examples).
-    `file_shard=(n, i)` reads only shards i, i + n, i + 2n, ...: reader i's share when n readers split the
-    files; seeding and `start_batch` then act on that share alone.
+    `file_shard=(n, i)` reads only shards i, i + n, i + 2n, ...: reader i's share when n readers
+    split the files; seeding and `start_batch` then act on that share alone.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
     info = manifest.node(node)
     if info.dtype not in codec.STORAGE_DTYPES:
-        raise errors.RecordsError(f"node {node!r} is stored as {info.dtype}, this reader reads "
-                         f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords")
+        raise errors.RecordsError(
+            f"node {node!r} is stored as {info.dtype}, this reader reads "
+            f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords"
+        )
     shape = info.shape
     encoding = info.encoding
     dtype = info.dtype
     if branches is not None:
         branches = tuple(branches)
         if not branches or not all(0 <= branch < shape[0] for branch in branches):
-            raise errors.RecordsError(f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}")
+            raise errors.RecordsError(
+                f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}"
+            )
     paths = manifest.shard_paths(node, split)
     if file_shard is not None:
         count, index = file_shard
         if not 0 <= index < count <= len(paths):
-            raise errors.RecordsError(f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
-                             f"{node}/{split}")
-        paths = paths[index::count]  # before the file shuffle: a seeded order of this reader's own files
+            raise errors.RecordsError(
+                f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
+                f"{node}/{split}"
+            )
+        paths = paths[
+            index::count
+        ]  # before the file shuffle: a seeded order of this reader's own files
     compression = manifest.compression
 
     files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
@@ -102,11 +133,14 @@ def make_dataset(manifest: manifest_lib.Manifest, node: str, split: str, batch_s
         files = files.shuffle(max(1, len(paths)), seed=seed)
     read_buffer = None if paths and fileio.is_remote(paths[0]) else LOCAL_READ_BUFFER_BYTES
     records = files.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=read_buffer),
+        lambda path: tf.data.TFRecordDataset(
+            path, compression_type=compression, buffer_size=read_buffer
+        ),
         cycle_length=max(1, min(len(paths), MAX_PARALLEL_FILES)),
         num_parallel_calls=tf.data.AUTOTUNE,
         # A seed asks for a reproducible order; otherwise let the fastest file go first.
-        deterministic=not shuffle or seed is not None)
+        deterministic=not shuffle or seed is not None,
+    )
 
     def parse(serialized):
         parsed = example.parse_batch(serialized, shape, encoding, dtype)
@@ -117,13 +151,26 @@ def make_dataset(manifest: manifest_lib.Manifest, node: str, split: str, batch_s
         return (bottleneck, label, parsed["image_id"]) if with_ids else (bottleneck, label)
 
     if cache_decoded:
-        examples = records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+        examples = (
+            records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+        )
     else:
         examples = records  # still serialized: shuffled and skipped before the (costly) decoding
     if shuffle:
-        decoded_bytes = 4 * math.prod(shape[1:]) * len(branches or range(shape[0])) if cache_decoded else None
-        examples = examples.shuffle(shuffle_records(manifest, node, split, shuffle_buffer, shuffle_buffer_bytes,
-                                                    decoded_bytes=decoded_bytes), seed=seed)
+        decoded_bytes = (
+            4 * math.prod(shape[1:]) * len(branches or range(shape[0])) if cache_decoded else None
+        )
+        examples = examples.shuffle(
+            shuffle_records(
+                manifest,
+                node,
+                split,
+                shuffle_buffer,
+                shuffle_buffer_bytes,
+                decoded_bytes=decoded_bytes,
+            ),
+            seed=seed,
+        )
     if repeat:
         examples = examples.repeat()
     if start_batch:
@@ -140,26 +187,41 @@ class DamagedRecords(errors.RecordsError):
 
 @contextlib.contextmanager
 def explained_data_loss(records_dir: str, node: str, split: str):
-    """Inside it, reading node/split that meets a damaged record raises DamagedRecords with one clear line."""
+    """Inside it, reading node/split that meets a damaged record raises DamagedRecords with one
+    clear line."""
     try:
         yield
     except tf.errors.DataLossError as error:
         raise DamagedRecords(explain_data_loss(error, records_dir, node, split)) from None
 
 
-def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: str, split: str) -> str:
-    """One line for a DataLossError met while reading node/split: which shard is damaged and how to fix it.
+def explain_data_loss(
+    error: tf.errors.DataLossError, records_dir: str, node: str, split: str
+) -> str:
+    """One line for a DataLossError met while reading node/split: which shard is damaged and how to
+    fix it.
 
-    TensorFlow's message gives a byte offset but not the file, so each shard of node/split is checked
-    against its manifest entry (size, sha256, then every record's CRC).
+    TensorFlow's message gives a byte offset but not the file, so each shard of node/split is
+    checked against its manifest entry (size, sha256, then every record's CRC).
     """
-    fix = f"run `jpeg-ladder-verify {records_dir}` to list every bad shard, then {verify.rerun_advice(records_dir)}"
+    fix = (
+        f"run `jpeg-ladder-verify {records_dir}` to list every bad shard, then "
+        f"{verify.rerun_advice(records_dir)}"
+    )
     try:
         report = verify.verify_records(records_dir, node, split)
     except (OSError, ValueError) as problem:
-        return f"damaged records in {records_dir} ({error.message}), and its manifest cannot be read ({problem}); {fix}"
+        return (
+            f"damaged records in {records_dir} ({error.message}), and its manifest cannot be "
+            f"read ({problem}); {fix}"
+        )
     if report.bad:
-        named = ", ".join(f"{fileio.join(records_dir, shard.path)} ({shard.reason})" for shard in report.bad)
+        named = ", ".join(
+            f"{fileio.join(records_dir, shard.path)} ({shard.reason})" for shard in report.bad
+        )
         return f"damaged shard {named}; {fix}"
-    return (f"reading {node}/{split} in {records_dir} failed ({error.message}), yet every shard matches the manifest "
-            f"(a disk or network read error?); {fix}")
+    return (
+        f"reading {node}/{split} in {records_dir} failed ({error.message}), yet every shard "
+        "matches the manifest "
+        f"(a disk or network read error?); {fix}"
+    )

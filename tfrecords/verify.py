@@ -1,4 +1,5 @@
-"""Checks a records directory's shard files against manifest.json: presence, size, sha256 and record count."""
+"""Checks a records directory's shard files against manifest.json: presence, size, sha256 and record
+count."""
 
 import concurrent.futures
 import dataclasses
@@ -40,23 +41,36 @@ class Report:
         return not self.bad
 
     def text(self) -> str:
-        lines = [f"bad shard: {fileio.join(self.records_dir, shard.path)}: {shard.reason}" for shard in self.bad]
+        lines = [
+            f"bad shard: {fileio.join(self.records_dir, shard.path)}: {shard.reason}"
+            for shard in self.bad
+        ]
         if self.ok:
-            lines.append(f"verify: all {self.num_checked} shard files in {self.records_dir} "
-                         f"match {manifest_lib.MANIFEST_NAME}")
+            lines.append(
+                f"verify: all {self.num_checked} shard files in {self.records_dir} "
+                f"match {manifest_lib.MANIFEST_NAME}"
+            )
         else:
-            lines.append(f"verify: {len(self.bad)} of {self.num_checked} shard files in {self.records_dir} are bad; "
-                         f"{rerun_advice(self.records_dir)}")
+            lines.append(
+                f"verify: {len(self.bad)} of {self.num_checked} shard files in {self.records_dir} "
+                "are bad; "
+                f"{rerun_advice(self.records_dir)}"
+            )
         return "\n".join(lines)
 
 
 def rerun_advice(records_dir: str) -> str:
-    return f"rerun make-tfrecords with the command that wrote {records_dir}: it rewrites only the bad shards"
+    return (
+        f"rerun make-tfrecords with the command that wrote {records_dir}: it rewrites only the "
+        "bad shards"
+    )
 
 
-def shard_files(manifest: manifest_lib.Manifest, node: str | None = None,
-                split: str | None = None) -> list[ShardFile]:
-    """Every shard file the manifest lists (of one node and/or split when given), in a stable order."""
+def shard_files(
+    manifest: manifest_lib.Manifest, node: str | None = None, split: str | None = None
+) -> list[ShardFile]:
+    """Every shard file the manifest lists (of one node and/or split when given), in a stable
+    order."""
     if node is not None:
         manifest.node(node)  # an unknown name is a user error, not "0 files checked"
     if split is not None:
@@ -68,14 +82,17 @@ def shard_files(manifest: manifest_lib.Manifest, node: str | None = None,
         for shard in sorted(split_info.shards, key=lambda shard: shard.index):
             for node_name, file in sorted(shard.files.items()):
                 if node is None or node_name == node:
-                    files.append(ShardFile(file.path, shard.num_records, file.sha256, file.num_bytes))
+                    files.append(
+                        ShardFile(file.path, shard.num_records, file.sha256, file.num_bytes)
+                    )
     return files
 
 
 def file_problem(path: str, num_bytes: int, sha256: str) -> str | None:
     """Why the file at path is not the one recorded (missing, other size, other sha256), or None.
 
-    The size is compared first: it costs one stat, and most damage (a truncated copy, a full disk) changes it.
+    The size is compared first: it costs one stat, and most damage (a truncated copy, a full disk)
+    changes it.
     """
     if not fileio.exists(path):
         return "missing"
@@ -98,7 +115,9 @@ def _record_problem(path: str, expected: int, compression: str) -> str | None:
     return None
 
 
-def check_file(records_dir: str, file: ShardFile, compression: str, count: bool = True) -> BadShard | None:
+def check_file(
+    records_dir: str, file: ShardFile, compression: str, count: bool = True
+) -> BadShard | None:
     path = fileio.join(records_dir, file.path)
     problem = file_problem(path, file.num_bytes, file.sha256)
     if problem == "missing":
@@ -110,8 +129,9 @@ def check_file(records_dir: str, file: ShardFile, compression: str, count: bool 
     return BadShard(file.path, "; ".join(reason for reason in (problem, records) if reason))
 
 
-def verify_records(records_dir: str, node: str | None = None, split: str | None = None,
-                   count: bool = True) -> Report:
+def verify_records(
+    records_dir: str, node: str | None = None, split: str | None = None, count: bool = True
+) -> Report:
     """Checks every shard file (of one node and/or split when given) against the manifest.
 
     Raises errors.RecordsError when there is no manifest: that is a wrong path, not a bad shard.
@@ -120,5 +140,9 @@ def verify_records(records_dir: str, node: str | None = None, split: str | None 
     files = shard_files(manifest, node, split)
     compression = manifest.compression
     with concurrent.futures.ThreadPoolExecutor(HASH_THREADS) as pool:
-        outcomes = list(pool.map(lambda file: check_file(records_dir, file, compression, count), files))
-    return Report(records_dir, len(files), tuple(outcome for outcome in outcomes if outcome is not None))
+        outcomes = list(
+            pool.map(lambda file: check_file(records_dir, file, compression, count), files)
+        )
+    return Report(
+        records_dir, len(files), tuple(outcome for outcome in outcomes if outcome is not None)
+    )

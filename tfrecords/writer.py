@@ -1,4 +1,5 @@
-"""Writes shards atomically: temporary file, read-back verification, checksum, rename; one job per output."""
+"""Writes shards atomically: temporary file, read-back verification, checksum, rename; one job per
+output."""
 
 import contextlib
 import dataclasses
@@ -20,17 +21,21 @@ class JobAlreadyRunning(errors.RecordsError):
 
 
 class WriteFailed(errors.RecordsError):
-    """The file system refused a write (no space, read-only, quota); no partial file is left under a final name."""
+    """The file system refused a write (no space, read-only, quota); no partial file is left under a
+    final name."""
 
 
-# What a full disk, a read-only folder or a lost mount raise: Python's own file calls or TensorFlow's.
+# What a full disk, a read-only folder or a lost mount raise: Python's own file calls or
+# TensorFlow's.
 WRITE_ERRORS = (OSError, tf.errors.OpError)
 
 
 def write_failure(path: str, error: BaseException) -> WriteFailed:
     """A one-line WriteFailed for a TensorFlow or OS error met while writing path."""
     if isinstance(error, tf.errors.OpError):
-        detail = error.message.rsplit("; ", 1)[-1]  # TensorFlow puts the (temporary) file's path first
+        detail = error.message.rsplit("; ", 1)[
+            -1
+        ]  # TensorFlow puts the (temporary) file's path first
     elif isinstance(error, OSError):
         detail = error.strerror or str(error)
     else:
@@ -41,9 +46,9 @@ def write_failure(path: str, error: BaseException) -> WriteFailed:
 class OutputLock:
     """Exclusive lock on out_dir for the life of a job, on a local filesystem only.
 
-    flock, unlike a pid file, is released by the OS when the holder dies, so a killed job never blocks
-    its own restart. Object stores (gs://, s3://) have no such lock: there, keeping one job per output
-    directory is up to whoever starts the jobs.
+    flock, unlike a pid file, is released by the OS when the holder dies, so a killed job never
+    blocks its own restart. Object stores (gs://, s3://) have no such lock: there, keeping one job
+    per output directory is up to whoever starts the jobs.
     """
 
     def __init__(self, out_dir: str):
@@ -61,14 +66,16 @@ class OutputLock:
             os.close(descriptor)
             raise JobAlreadyRunning(
                 f"another job (pid {holder}) is writing to {self.out_dir}; "
-                "wait for it to finish or choose another --out-dir") from None
+                "wait for it to finish or choose another --out-dir"
+            ) from None
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
         self._descriptor = descriptor
         return self
 
     def __exit__(self, *exception_info) -> None:
-        # The file stays: deleting it would let a third job lock a new inode while a second holds the old one.
+        # The file stays: deleting it would let a third job lock a new inode while a second holds
+        # the old one.
         fcntl.flock(self._descriptor, fcntl.LOCK_UN)
         os.close(self._descriptor)
         self._descriptor = None
@@ -93,7 +100,9 @@ def file_sha256(path: str) -> str:
 def _check_compression(compression: str | None) -> str:
     compression = compression or ""
     if compression not in COMPRESSIONS:
-        raise ValueError(f"unknown compression {compression!r}: use one of {COMPRESSIONS} (or None)")
+        raise ValueError(
+            f"unknown compression {compression!r}: use one of {COMPRESSIONS} (or None)"
+        )
     return compression
 
 
@@ -107,14 +116,16 @@ def count_records(path: str, compression: str | None) -> int:
 
 
 def open_record_writer(path: str, compression: str) -> tf.io.TFRecordWriter:
-    """The file layer under ShardWriter, kept in one function so that a test can make its writes fail."""
+    """The file layer under ShardWriter, kept in one function so that a test can make its writes
+    fail."""
     return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression))
 
 
 class ShardWriter:
     """Writes one shard under a temporary name; close() verifies it and renames it into place.
 
-    Used as a context manager, an exception aborts (deletes the temporary file) and a clean exit closes.
+    Used as a context manager, an exception aborts (deletes the temporary file) and a clean exit
+    closes.
     """
 
     def __init__(self, final_path: str, compression: str | None = None):
@@ -146,10 +157,16 @@ class ShardWriter:
             num_read = count_records(self.temporary_path, self.compression)
             if num_read != self._num_written:
                 raise errors.RecordsError(
-                    f"shard {self.final_path} failed verification: wrote {self._num_written} records, "
-                    f"read back {num_read}; check free disk space and rerun to redo this shard")
-            info = ShardInfo(self.final_path, num_read, file_sha256(self.temporary_path),
-                             fileio.size(self.temporary_path))
+                    f"shard {self.final_path} failed verification: wrote {self._num_written} "
+                    "records, "
+                    f"read back {num_read}; check free disk space and rerun to redo this shard"
+                )
+            info = ShardInfo(
+                self.final_path,
+                num_read,
+                file_sha256(self.temporary_path),
+                fileio.size(self.temporary_path),
+            )
             fileio.rename_into_place(self.temporary_path, self.final_path)
         except WRITE_ERRORS as error:
             self.abort()
@@ -163,10 +180,13 @@ class ShardWriter:
     def abort(self) -> None:
         """Closes and deletes the temporary file; safe to call twice and after a failed write."""
         if self._writer is not None:
-            with contextlib.suppress(*WRITE_ERRORS):  # the file is deleted next: its last bytes do not matter
+            with contextlib.suppress(
+                *WRITE_ERRORS
+            ):  # the file is deleted next: its last bytes do not matter
                 self._writer.close()
             self._writer = None
-        # What cannot be deleted now (a read-only folder) goes at the next start, in remove_temporaries.
+        # What cannot be deleted now (a read-only folder) goes at the next start, in
+        # remove_temporaries.
         with contextlib.suppress(*WRITE_ERRORS):
             fileio.remove(self.temporary_path)
 
@@ -183,7 +203,8 @@ class ShardWriter:
 def remove_temporaries(directory: str) -> list[str]:
     """Deletes the .*.tmp files a killed job left anywhere under directory (local or a URL).
 
-    Call it only holding the lock, or, on an object store, which has none, with no other job on the directory.
+    Call it only holding the lock, or, on an object store, which has none, with no other job on the
+    directory.
     """
     removed = []
     for root, _, names in fileio.walk(directory):

@@ -1,4 +1,5 @@
-"""Command-line entry points: flags -> a config (tools.flags) -> one pipeline function (tools.run)."""
+"""Command-line entry points: flags -> a config (tools.flags) -> one pipeline function
+(tools.run)."""
 
 import os
 import shlex
@@ -7,19 +8,28 @@ import sys
 from pipeline import errors
 from pipeline import interrupt
 
-# TensorFlow's C++ INFO logs (dataset buffer sizes and the like) would interleave with progress bars.
+# TensorFlow's C++ INFO logs (dataset buffer sizes and the like) would interleave with progress
+# bars.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def run(program: str, job, config, command: str | None = None, argv=None, safe_point: str | None = None,
-        status=None) -> int:
-    """Runs one pipeline function and returns the exit status: 0, or status(what the job returned) when given.
+def run(
+    program: str,
+    job,
+    config,
+    command: str | None = None,
+    argv=None,
+    safe_point: str | None = None,
+    status=None,
+) -> int:
+    """Runs one pipeline function and returns the exit status: 0, or status(what the job returned)
+    when given.
 
-    A user error (pipeline.errors) becomes one line on stderr and exit status 2; any other exception is a
-    bug and keeps its traceback. A job stopped by SIGINT/SIGTERM (pipeline.interrupt) says how to resume it:
-    `command` (the console script) with the same flags, and exits with the shell's status for that signal.
-    With `safe_point` (e.g. "after the step in progress") the job is called as job(config, stop) inside
-    StopRequests.
+    A user error (pipeline.errors) becomes one line on stderr and exit status 2; any other exception
+    is a bug and keeps its traceback. A job stopped by SIGINT/SIGTERM (pipeline.interrupt) says how
+    to resume it: `command` (the console script) with the same flags, and exits with the shell's
+    status for that signal. With `safe_point` (e.g. "after the step in progress") the job is called
+    as job(config, stop) inside StopRequests.
     """
     try:
         if safe_point is None:
@@ -29,8 +39,11 @@ def run(program: str, job, config, command: str | None = None, argv=None, safe_p
                 outcome = job(config, stop)
     except interrupt.Interrupted as stopped:
         flags = list(sys.argv[1:] if argv is None else argv)
-        print(f"{program}: {stopped}. To resume, run the same command: {shlex.join([command or program] + flags)}",
-              file=sys.stderr)
+        print(
+            f"{program}: {stopped}. To resume, run the same command: "
+            f"{shlex.join([command or program] + flags)}",
+            file=sys.stderr,
+        )
         return stopped.exit_status
     except Exception as error:
         message = errors.user_message(error)

@@ -1,9 +1,11 @@
-"""Does the JPEG ladder help on my data? The baseline and every fusion, trained by one rule, scored on test.
+"""Does the JPEG ladder help on my data? The baseline and every fusion, trained by one rule, scored
+on test.
 
-    jpeg-ladder-compare --records RECORDS --out-dir OUT [--fusions concat,shared,weighted,gated] [--seeds 3]
-writes OUT/comparison.json, OUT/comparison.md and its plot, and every run under OUT/runs/<arm>/seed<k>.
-Every trainer option (but those the protocol sets per arm) applies to every arm. Rerun the same command to
-resume.
+    jpeg-ladder-compare --records RECORDS --out-dir OUT [--fusions concat,shared,weighted,gated]
+    [--seeds 3]
+writes OUT/comparison.json, OUT/comparison.md and its plot, and every run under
+OUT/runs/<arm>/seed<k>. Every trainer option (but those the protocol sets per arm) applies to every
+arm. Rerun the same command to resume.
 """
 
 import sys
@@ -21,8 +23,14 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     from pipeline.analysis import compare  # after flag parsing, so --help is instant
 
-    return tools.run("compare", compare.compare, config, command="jpeg-ladder-compare", argv=argv,
-                     safe_point="after the training step in progress")
+    return tools.run(
+        "compare",
+        compare.compare,
+        config,
+        command="jpeg-ladder-compare",
+        argv=argv,
+        safe_point="after the training step in progress",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Command line of feature compression: flags -> CompressConfig -> pipeline.analysis.compression.compress."""
+"""Command line of feature compression: flags -> CompressConfig ->
+pipeline.analysis.compression.compress."""
 
 import sys
 
@@ -8,9 +9,13 @@ from tools import flags
 
 
 def parse_flags(argv=None) -> config_lib.CompressConfig:
-    return flags.parse(config_lib.CompressConfig, argv, description="Train an autoencoder on cached pooled "
-                       "features, prune its code layer by distinctiveness, and report a classifier's accuracy on "
-                       "the codes against the code size.")
+    return flags.parse(
+        config_lib.CompressConfig,
+        argv,
+        description="Train an autoencoder on cached pooled "
+        "features, prune its code layer by distinctiveness, and report a classifier's accuracy on "
+        "the codes against the code size.",
+    )
 
 
 def main(argv=None) -> int:

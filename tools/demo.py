@@ -1,7 +1,8 @@
-"""The demo: a small dataset -> sharded multi-quality bottlenecks -> two training stages -> evaluation -> report.
+"""The demo: a small dataset -> sharded multi-quality bottlenecks -> two training stages ->
+evaluation -> report.
 
-    jpeg-ladder-demo --out-dir demo          # synthetic images, random weights: runs offline anywhere
-    jpeg-ladder-demo --data-dir DIR --backbone inception_v3 --weights imagenet --out-dir demo
+jpeg-ladder-demo --out-dir demo          # synthetic images, random weights: runs offline anywhere
+jpeg-ladder-demo --data-dir DIR --backbone inception_v3 --weights imagenet --out-dir demo
 """
 
 import sys

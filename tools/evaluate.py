@@ -1,4 +1,5 @@
-"""Evaluate a trained topology against its baseline, every branch alone, the oracle and the ensemble.
+"""Evaluate a trained topology against its baseline, every branch alone, the oracle and the
+ensemble.
 
     evaluate --model LOGDIR/export --records RECORDS --out-dir OUT
     evaluate --model LOGDIR/export --data-dir DIR [--baseline BASELINE_LOGDIR] --out-dir OUT

@@ -1,10 +1,11 @@
-"""A tool's flags, generated from its config dataclass: the field's name, type, default, help and choices.
+"""A tool's flags, generated from its config dataclass: the field's name, type, default, help and
+choices.
 
     config = flags.parse(config_lib.TrainConfig, argv, description="...")
 
-Every field made with pipeline.config.option is a flag (or a positional argument); a nested config (a run's
-template) contributes its own fields' flags, and the parsed values replace the template's. A flag given on
-the command line overrides the field's default; nothing is written twice.
+Every field made with pipeline.config.option is a flag (or a positional argument); a nested config
+(a run's template) contributes its own fields' flags, and the parsed values replace the template's.
+A flag given on the command line overrides the field's default; nothing is written twice.
 """
 
 import argparse
@@ -14,7 +15,8 @@ import typing
 
 
 def flag_name(field: dataclasses.Field, default) -> str:
-    """The flag of a field: its metadata's, else --field-name (--no-field-name for a bool that defaults to True)."""
+    """The flag of a field: its metadata's, else --field-name (--no-field-name for a bool that
+    defaults to True)."""
     if field.metadata.get("flag"):
         return field.metadata["flag"]
     name = field.name.replace("_", "-")
@@ -36,7 +38,8 @@ def _element_type(annotation):
 
 
 def _converter(annotation, parse):
-    """text -> the field's value (a tuple field takes comma-separated values); a bad text is argparse's error."""
+    """text -> the field's value (a tuple field takes comma-separated values); a bad text is
+    argparse's error."""
     base = _base_type(annotation)
     element = parse or _element_type(annotation)
     several = parse is None and typing.get_origin(base) is tuple
@@ -47,8 +50,11 @@ def _converter(annotation, parse):
                 return tuple(element(part.strip()) for part in text.split(",") if part.strip())
             return element(text)
         except ValueError:
-            expected = (parse.__doc__ or "").split(":", 1)[-1].strip() if parse else \
-                f"{'comma-separated ' if several else ''}{getattr(element, '__name__', 'value')}"
+            expected = (
+                (parse.__doc__ or "").split(":", 1)[-1].strip()
+                if parse
+                else ("comma-separated " if several else "") + getattr(element, "__name__", "value")
+            )
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
     return convert
@@ -80,25 +86,35 @@ class _Flag:
 
     @property
     def required(self) -> bool:
-        return len(self.path) == 1 and self.field.default is dataclasses.MISSING \
+        return (
+            len(self.path) == 1
+            and self.field.default is dataclasses.MISSING
             and self.field.default_factory is dataclasses.MISSING
+        )
 
 
 class Flags:
-    """An argparse parser holding the flags of one or more configs, and building each config from its flags."""
+    """An argparse parser holding the flags of one or more configs, and building each config from
+    its flags."""
 
     def __init__(self, description: str | None = None, raw_description: bool = False):
         # No abbreviations: --fusion must not pass for compare's --fusions (a different option).
         self.parser = argparse.ArgumentParser(
-            description=description, allow_abbrev=False,
-            formatter_class=argparse.RawDescriptionHelpFormatter if raw_description else argparse.HelpFormatter)
+            description=description,
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter
+            if raw_description
+            else argparse.HelpFormatter,
+        )
         self._groups = {}
         self._flags = {}  # config class -> [_Flag]
 
     def add(self, config_class, *, flags: dict | None = None, group: str | None = None) -> "Flags":
-        """Adds the options of config_class; flags renames some (field name -> flag), group puts them all in
-        that mutually exclusive group."""
-        self._flags[config_class] = self._add_fields(config_class, (), config_class, flags or {}, group)
+        """Adds the options of config_class; flags renames some (field name -> flag), group puts
+        them all in that mutually exclusive group."""
+        self._flags[config_class] = self._add_fields(
+            config_class, (), config_class, flags or {}, group
+        )
         return self
 
     def _add_fields(self, config_class, prefix, template, renames, group, wanted=None) -> list:
@@ -110,19 +126,30 @@ class Flags:
             metadata = field.metadata
             if metadata.get("nested"):
                 exclude, include = metadata["exclude"], metadata["include"]
-                added += self._add_fields(field.type, prefix + (field.name,), default, {}, None,
-                                          lambda name: name not in exclude and (include is None or name in include))
+                added += self._add_fields(
+                    field.type,
+                    prefix + (field.name,),
+                    default,
+                    {},
+                    None,
+                    lambda name: name not in exclude and (include is None or name in include),
+                )
             elif "help" in metadata:  # else internal: set by code, not a flag
                 flag = _Flag(prefix + (field.name,), field)
-                self._add_argument(flag, default, renames.get(field.name), group or metadata["group"])
+                self._add_argument(
+                    flag, default, renames.get(field.name), group or metadata["group"]
+                )
                 added.append(flag)
         return added
 
     def _add_argument(self, flag: _Flag, default, renamed: str | None, group: str | None) -> None:
         field, metadata = flag.field, flag.field.metadata
         help_text = metadata["help"]
-        if metadata["show_default"] and default not in (None, "", (), dataclasses.MISSING) \
-                and not isinstance(default, bool):
+        if (
+            metadata["show_default"]
+            and default not in (None, "", (), dataclasses.MISSING)
+            and not isinstance(default, bool)
+        ):
             help_text += f" (default: {_shown(default)})".replace("%", "%%")
         target = self.parser
         if group:
@@ -130,12 +157,21 @@ class Flags:
                 self._groups[group] = self.parser.add_mutually_exclusive_group()
             target = self._groups[group]
         if metadata["positional"] and not renamed:
-            target.add_argument(flag.dest, metavar=metadata["metavar"] or field.name.upper(), help=help_text,
-                                nargs=metadata["nargs"], type=_element_type(field.type))
+            target.add_argument(
+                flag.dest,
+                metavar=metadata["metavar"] or field.name.upper(),
+                help=help_text,
+                nargs=metadata["nargs"],
+                type=_element_type(field.type),
+            )
             return
         names = [renamed or flag_name(field, default), *metadata["aliases"]]
-        options = {"dest": flag.dest, "default": argparse.SUPPRESS, "help": help_text,
-                   "metavar": metadata["metavar"] or names[0].lstrip("-").replace("-", "_").upper()}
+        options = {
+            "dest": flag.dest,
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+            "metavar": metadata["metavar"] or names[0].lstrip("-").replace("-", "_").upper(),
+        }
         if field.type is bool:
             options.pop("metavar")
             target.add_argument(*names, action="store_const", const=not default, **options)
@@ -157,12 +193,19 @@ class Flags:
         return any(hasattr(namespace, flag.dest) for flag in self._flags[config_class])
 
     def build(self, config_class, namespace: argparse.Namespace):
-        """config_class from the given flags and the fields' defaults; a bad value is argparse's usage error."""
+        """config_class from the given flags and the fields' defaults; a bad value is argparse's
+        usage error."""
         flags = self._flags[config_class]
-        values = {flag.path: getattr(namespace, flag.dest) for flag in flags if hasattr(namespace, flag.dest)}
+        values = {
+            flag.path: getattr(namespace, flag.dest)
+            for flag in flags
+            if hasattr(namespace, flag.dest)
+        }
         missing = [flag for flag in flags if flag.required and flag.path not in values]
         if missing:
-            self.parser.error("the following arguments are required: " + ", ".join(map(self._display, missing)))
+            self.parser.error(
+                "the following arguments are required: " + ", ".join(map(self._display, missing))
+            )
         try:
             return _instantiate(config_class, values, ())
         except ValueError as error:
@@ -177,13 +220,18 @@ class Flags:
 
 
 def _instantiate(config_class, values: dict, prefix: tuple, template=None):
-    """config_class from values keyed by field path; a nested template is replaced where its flags were given."""
+    """config_class from values keyed by field path; a nested template is replaced where its flags
+    were given."""
     own = {}
     for field in dataclasses.fields(config_class):
         path = prefix + (field.name,)
         if field.metadata.get("nested"):
-            if any(key[:len(path)] == path for key in values):
-                base = getattr(template, field.name) if template is not None else _default(config_class, field)
+            if any(key[: len(path)] == path for key in values):
+                base = (
+                    getattr(template, field.name)
+                    if template is not None
+                    else _default(config_class, field)
+                )
                 own[field.name] = _instantiate(field.type, values, path, base)
         elif path in values:
             value = values[path]
@@ -191,7 +239,9 @@ def _instantiate(config_class, values: dict, prefix: tuple, template=None):
     return dataclasses.replace(template, **own) if template is not None else config_class(**own)
 
 
-def parse(config_class, argv=None, *, description: str | None = None, raw_description: bool = False):
+def parse(
+    config_class, argv=None, *, description: str | None = None, raw_description: bool = False
+):
     """The config of a tool that reads one config and nothing else."""
     flags = Flags(description, raw_description).add(config_class)
     return flags.build(config_class, flags.parse(argv))

@@ -1,4 +1,5 @@
-"""Command line of the offline stage: flags -> ExtractConfig -> pipeline.offline.job.make_tfrecords."""
+"""Command line of the offline stage: flags -> ExtractConfig ->
+pipeline.offline.job.make_tfrecords."""
 
 import sys
 
@@ -9,9 +10,12 @@ from tools import flags
 
 def parse_flags(argv=None) -> config_lib.ExtractConfig | config_lib.VerifyConfig:
     """The job's config, or with --verify the check of a finished job's output."""
-    parser = flags.Flags("Cache the bottlenecks of every image and its JPEG re-encodings in sharded TFRecords.")
+    parser = flags.Flags(
+        "Cache the bottlenecks of every image and its JPEG re-encodings in sharded TFRecords."
+    )
     parser.add(config_lib.ExtractConfig)
-    # --verify OUT instead of a job: jpeg-ladder-verify's one option, in the group of the job's sources.
+    # --verify OUT instead of a job: jpeg-ladder-verify's one option, in the group of the job's
+    # sources.
     parser.add(config_lib.VerifyConfig, flags={"records_dir": "--verify"}, group="source")
     namespace = parser.parse(argv)
     if parser.given(namespace, config_lib.VerifyConfig):
@@ -25,15 +29,22 @@ def main(argv=None) -> int:
         return verify(config)
     from pipeline.offline import job  # after flag parsing, so --help is instant
 
-    return tools.run("make_tfrecords", job.make_tfrecords, config, command="make-tfrecords", argv=argv)
+    return tools.run(
+        "make_tfrecords", job.make_tfrecords, config, command="make-tfrecords", argv=argv
+    )
 
 
 def verify(config: config_lib.VerifyConfig, program: str = "make_tfrecords") -> int:
-    """0 when every shard matches the manifest, 1 when some do not (each is named), 2 for a user error."""
+    """0 when every shard matches the manifest, 1 when some do not (each is named), 2 for a user
+    error."""
     from pipeline.offline import job
 
-    return tools.run(program, lambda checked: job.verify_output(checked.records_dir), config,
-                     status=lambda report: 0 if report.ok else 1)
+    return tools.run(
+        program,
+        lambda checked: job.verify_output(checked.records_dir),
+        config,
+        status=lambda report: 0 if report.ok else 1,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Classify image files with an exported model: prints each image's top classes and probabilities."""
+"""Classify image files with an exported model: prints each image's top classes and
+probabilities."""
 
 import sys
 
@@ -12,7 +13,9 @@ def main(argv=None) -> int:
     from pipeline.training import export  # after flag parsing, so --help is instant
 
     # Exit status 1 when some image could not be read (each is named), as before any other error.
-    return tools.run("predict", export.predict_files, config, status=lambda skipped: 1 if skipped else 0)
+    return tools.run(
+        "predict", export.predict_files, config, status=lambda skipped: 1 if skipped else 0
+    )
 
 
 if __name__ == "__main__":

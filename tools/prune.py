@@ -8,9 +8,13 @@ from tools import flags
 
 
 def parse_flags(argv=None) -> config_lib.PruneConfig:
-    return flags.parse(config_lib.PruneConfig, argv, description="Prune an MLP head's hidden neurons by "
-                       "distinctiveness: prune, fine-tune with early stopping, repeat; writes pruning.json, "
-                       "pruning.md, pruning.png and TensorBoard scalars.")
+    return flags.parse(
+        config_lib.PruneConfig,
+        argv,
+        description="Prune an MLP head's hidden neurons by "
+        "distinctiveness: prune, fine-tune with early stopping, repeat; writes pruning.json, "
+        "pruning.md, pruning.png and TensorBoard scalars.",
+    )
 
 
 def main(argv=None) -> int:

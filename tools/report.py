@@ -1,6 +1,6 @@
 """Write the Markdown report with its plots from a training run and its evaluation.
 
-    report --logdir LOGDIR --evaluation OUT --out-dir REPORT
+report --logdir LOGDIR --evaluation OUT --out-dir REPORT
 """
 
 import sys

@@ -1,4 +1,5 @@
-"""Checks every shard of a records directory against its manifest.json: record count, size and sha256."""
+"""Checks every shard of a records directory against its manifest.json: record count, size and
+sha256."""
 
 import sys
 
@@ -8,9 +9,13 @@ from tools import make_tfrecords
 
 
 def main(argv=None) -> int:
-    config = flags.parse(config_lib.VerifyConfig, argv, description=__doc__ + " Exit status 0: all good; 1: bad "
-                         "shards (each named; rerun make-tfrecords with the command that wrote RECORDS to rewrite "
-                         "only those); 2: no manifest or another user error.")
+    config = flags.parse(
+        config_lib.VerifyConfig,
+        argv,
+        description=__doc__ + " Exit status 0: all good; 1: bad "
+        "shards (each named; rerun make-tfrecords with the command that wrote RECORDS to rewrite "
+        "only those); 2: no manifest or another user error.",
+    )
     return make_tfrecords.verify(config, program="jpeg-ladder-verify")
 
 

@@ -29,19 +29,29 @@ from tfrecords import manifest as manifest_lib
 BASELINE = "baseline"
 
 
-def arm_training(config: config_lib.CompareConfig, arm: str, seed_index: int) -> config_lib.TrainConfig:
+def arm_training(
+    config: config_lib.CompareConfig, arm: str, seed_index: int
+) -> config_lib.TrainConfig:
     """The one training rule (config.training), instantiated for an arm and a seed."""
     runs = os.path.join(config.out_dir, "runs", arm)
     template = config.training
     return dataclasses.replace(
-        template, records_dir=config.records_dir, logdir=os.path.join(runs, f"seed{seed_index}"),
-        branches=(0,) if arm == BASELINE else None, fusion="concat" if arm == BASELINE else arm,
-        learning_rate="auto", sweep_dir=os.path.join(runs, "sweep"), seeds=1, seed=template.seed + seed_index,
-        sweep_seed=template.seed)
+        template,
+        records_dir=config.records_dir,
+        logdir=os.path.join(runs, f"seed{seed_index}"),
+        branches=(0,) if arm == BASELINE else None,
+        fusion="concat" if arm == BASELINE else arm,
+        learning_rate="auto",
+        sweep_dir=os.path.join(runs, "sweep"),
+        seeds=1,
+        seed=template.seed + seed_index,
+        sweep_seed=template.seed,
+    )
 
 
 def evaluation_split(manifest: manifest_lib.Manifest) -> str:
-    """test when the records have one; else validation, and every output says it was used for selection."""
+    """test when the records have one; else validation, and every output says it was used for
+    selection."""
     return "test" if manifest.num_records("test") else "validation"
 
 
@@ -49,15 +59,16 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
     """Trains and scores every arm; writes comparison.json/.md and returns the JSON object.
 
     {"split": "test", "num_images": N,
-     "arms": {arm: {"top1": [per seed], "top1_mean", "top1_std", "top5": [...], "top5_mean", "top5_std",
+     "arms": {arm: {"top1": [per seed], "top1_mean", "top1_std", "top5": [...], "top5_mean",
+     "top5_std",
                     "ended_by": [per seed: [per stage]], "capped": bool, "learning_rate": chosen,
                     "oracle_gap_closed": share}},
-     "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins", "losses"}},
-     "oracle_top1": o}
-    Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its interval a
-    bootstrap over images (paired) and over each arm's seeds, so that seed-to-seed spread counts; its
-    p-value an exact McNemar (sign) test over images with the seeds pooled per image, which does not see
-    that spread: the verdict follows the interval.
+     "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins",
+     "losses"}}, "oracle_top1": o}
+    Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its
+    interval a bootstrap over images (paired) and over each arm's seeds, so that seed-to-seed spread
+    counts; its p-value an exact McNemar (sign) test over images with the seeds pooled per image,
+    which does not see that spread: the verdict follows the interval.
     """
     manifest = manifest_lib.Manifest.read(config.records_dir)
     split = evaluation_split(manifest)
@@ -71,8 +82,12 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
             training = arm_training(config, arm, seed)
             results = train.train_and_evaluate(training, stop)
             baseline_logdir = training.logdir if arm == BASELINE else None
-            predictions = evaluate.predictions_from_records(run_directory.RunDirectory(training.logdir).export_dir,
-                                                            manifest, baseline_logdir, split)
+            predictions = evaluate.predictions_from_records(
+                run_directory.RunDirectory(training.logdir).export_dir,
+                manifest,
+                baseline_logdir,
+                split,
+            )
             order = np.argsort(predictions.image_ids)  # the same image order for every run
             if image_ids is None:
                 image_ids = [predictions.image_ids[index] for index in order]
@@ -82,9 +97,15 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
             ended_by.setdefault(arm, []).append([stage.ended_by for stage in results.stages])
             rates[arm] = results.learning_rate_sweep.chosen
             if arm == BASELINE:
-                branch_ranks = np.stack([evaluate.ranks(predictions.branches[order][:, branch],
-                                                        predictions.labels[order])
-                                         for branch in range(predictions.branches.shape[1])], axis=1)
+                branch_ranks = np.stack(
+                    [
+                        evaluate.ranks(
+                            predictions.branches[order][:, branch], predictions.labels[order]
+                        )
+                        for branch in range(predictions.branches.shape[1])
+                    ],
+                    axis=1,
+                )
                 oracle.append(float(np.mean((branch_ranks == 1).any(axis=1))))
     result = summarise(right, top5, ended_by, rates, float(np.mean(oracle)), split)
     write(result, config.out_dir)
@@ -92,8 +113,11 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
     return result
 
 
-def summarise(right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1: float, split: str) -> dict:
+def summarise(
+    right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1: float, split: str
+) -> dict:
     """comparison.json's object from each arm's per-seed correctness [seeds][images] and top-5."""
+
     def mean_std(values):
         values = np.asarray(values, np.float64)
         return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
@@ -101,9 +125,13 @@ def summarise(right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1:
     arms = {}
     for arm, per_seed in right.items():
         top1 = [float(np.mean(seed_right)) for seed_right in per_seed]
-        arms[arm] = {"top1": top1, "top5": top5[arm], "ended_by": ended_by[arm],
-                     "capped": any("max_epochs" in stages for stages in ended_by[arm]),
-                     "learning_rate": rates[arm]}
+        arms[arm] = {
+            "top1": top1,
+            "top5": top5[arm],
+            "ended_by": ended_by[arm],
+            "capped": any("max_epochs" in stages for stages in ended_by[arm]),
+            "learning_rate": rates[arm],
+        }
         arms[arm]["top1_mean"], arms[arm]["top1_std"] = mean_std(top1)
         arms[arm]["top5_mean"], arms[arm]["top5_std"] = mean_std(top5[arm])
     baseline = arms[BASELINE]["top1_mean"]
@@ -115,11 +143,18 @@ def summarise(right: dict, top5: dict, ended_by: dict, rates: dict, oracle_top1:
         if arm == BASELINE:
             continue
         differences = np.asarray(right[arm], np.float64) - np.asarray(right[BASELINE], np.float64)
-        versus[arm] = {"difference_mean": float(differences.mean()),
-                       "ci95": statistics.bootstrap_interval_seeds(right[arm], right[BASELINE]),
-                       **statistics.paired_sign_test(differences)}
-    return {"split": split, "num_images": int(np.shape(right[BASELINE])[-1]), "arms": arms,
-            "versus_baseline": versus, "oracle_top1": oracle_top1}
+        versus[arm] = {
+            "difference_mean": float(differences.mean()),
+            "ci95": statistics.bootstrap_interval_seeds(right[arm], right[BASELINE]),
+            **statistics.paired_sign_test(differences),
+        }
+    return {
+        "split": split,
+        "num_images": int(np.shape(right[BASELINE])[-1]),
+        "arms": arms,
+        "versus_baseline": versus,
+        "oracle_top1": oracle_top1,
+    }
 
 
 def verdict(result: dict) -> str:
@@ -134,18 +169,29 @@ def verdict(result: dict) -> str:
     if low > 0:
         answer = f"the ladder helps: {best} beats the baseline by {difference:+.2f} points"
     elif high < 0:
-        answer = f"the ladder hurts: even the best fusion, {best}, trails the baseline by {difference:+.2f} points"
+        answer = (
+            f"the ladder hurts: even the best fusion, {best}, trails the baseline by "
+            f"{difference:+.2f} points"
+        )
     else:
-        answer = f"no clear effect: the best fusion, {best}, differs from the baseline by {difference:+.2f} points"
+        answer = (
+            f"no clear effect: the best fusion, {best}, differs from the baseline by "
+            f"{difference:+.2f} points"
+        )
     caveats = ""
     capped = [arm for arm, entry in result["arms"].items() if entry["capped"]]
     if capped:
         caveats += f"; WARNING: {', '.join(capped)} hit the epoch cap while still improving"
     if result["split"] != "test":
-        caveats += "; these figures come from the split used for model selection (the records have no test split)"
+        caveats += (
+            "; these figures come from the split used for model selection (the records "
+            "have no test split)"
+        )
     covers = " (includes 0)" if low <= 0 <= high else ""
-    return (f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}]{covers}, "
-            f"McNemar p = {versus[best]['p_value']:.3g}{caveats}.")
+    return (
+        f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}]{covers}, "
+        f"McNemar p = {versus[best]['p_value']:.3g}{caveats}."
+    )
 
 
 def _sentence(text: str) -> str:
@@ -156,29 +202,54 @@ def markdown(result: dict) -> str:
     def percent(value):
         return f"{100 * value:.2f}"
 
-    lines = ["# Does the JPEG ladder help?", "", _sentence(verdict(result).removeprefix("compare: ")), "",
-             f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any branch of "
-             f"the baseline model right) top-1 {percent(result['oracle_top1'])} %.", "",
-             "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline | 95 % interval "
-             "| p | oracle gap closed | stages ended by |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "# Does the JPEG ladder help?",
+        "",
+        _sentence(verdict(result).removeprefix("compare: ")),
+        "",
+        f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any "
+        "branch of "
+        f"the baseline model right) top-1 {percent(result['oracle_top1'])} %.",
+        "",
+        "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline | "
+        "95 % interval "
+        "| p | oracle gap closed | stages ended by |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     for arm, entry in result["arms"].items():
         versus = result["versus_baseline"].get(arm)
         gap = entry["oracle_gap_closed"]
         lines.append(
-            f"| {arm} | {percent(entry['top1_mean'])} ± {percent(entry['top1_std'])} | {percent(entry['top5_mean'])} "
+            f"| {arm} | {percent(entry['top1_mean'])} ± {percent(entry['top1_std'])} | "
+            f"{percent(entry['top5_mean'])} "
             f"| {len(entry['top1'])} | {entry['learning_rate']:g} | "
-            + (f"{percent(versus['difference_mean'])} | [{percent(versus['ci95'][0])}, {percent(versus['ci95'][1])}] "
-               f"| {versus['p_value']:.3g} | " if versus else "| | | ")
+            + (
+                f"{percent(versus['difference_mean'])} | [{percent(versus['ci95'][0])}, "
+                f"{percent(versus['ci95'][1])}] "
+                f"| {versus['p_value']:.3g} | "
+                if versus
+                else "| | | "
+            )
             + (f"{100 * gap:.0f} % | " if gap is not None else "| ")
             + ("**epoch cap while improving** " if entry["capped"] else "")
-            + "; ".join(",".join(stages) for stages in entry["ended_by"]) + " |")
-    lines += ["", "Interval: bootstrap over the test images (paired) and over each arm's seeds, so seed-to-seed spread "
-                  "counts. p: exact McNemar test over images with the seeds pooled per image, which does not see that "
-                  "spread. The verdict follows the interval."]
+            + "; ".join(",".join(stages) for stages in entry["ended_by"])
+            + " |"
+        )
+    lines += [
+        "",
+        "Interval: bootstrap over the test images (paired) and over each arm's seeds, so "
+        "seed-to-seed spread "
+        "counts. p: exact McNemar test over images with the seeds pooled per image, which does "
+        "not see that "
+        "spread. The verdict follows the interval.",
+    ]
     if result["split"] != "test":
-        lines += ["", "**These figures come from the validation split, which also chose the checkpoints and the "
-                      "learning rates: they are optimistic. Make records with a test split.**"]
+        lines += [
+            "",
+            "**These figures come from the validation split, which also chose the checkpoints and "
+            "the "
+            "learning rates: they are optimistic. Make records with a test split.**",
+        ]
     lines += ["", "![top-1 per arm](comparison.png)", ""]
     return "\n".join(lines)
 
@@ -195,9 +266,16 @@ def _plot(result: dict, path: str) -> None:
     if capped:
         capped[0].set_label("hit the epoch cap while improving")
     for arm_index, arm in enumerate(arms):
-        axes.scatter([arm_index] * len(result["arms"][arm]["top1"]),
-                     [100 * value for value in result["arms"][arm]["top1"]], color="black", s=10, zorder=3)
-    axes.axhline(100 * result["oracle_top1"], linestyle=":", color="green", label="oracle (any branch right)")
+        axes.scatter(
+            [arm_index] * len(result["arms"][arm]["top1"]),
+            [100 * value for value in result["arms"][arm]["top1"]],
+            color="black",
+            s=10,
+            zorder=3,
+        )
+    axes.axhline(
+        100 * result["oracle_top1"], linestyle=":", color="green", label="oracle (any branch right)"
+    )
     axes.set_ylabel(f"{result['split']} top-1 % (bars: mean ± sd; dots: seeds)")
     low = min(min(100 * value for value in result["arms"][arm]["top1"]) for arm in arms)
     axes.set_ylim(max(0, low - 10), min(100, 100 * result["oracle_top1"] + 5))
@@ -210,4 +288,3 @@ def write(result: dict, out_dir: str) -> None:
     fileio.write_json_atomic(os.path.join(out_dir, "comparison.json"), result)
     _plot(result, os.path.join(out_dir, "comparison.png"))
     fileio.write_text_atomic(os.path.join(out_dir, "comparison.md"), markdown(result))
-

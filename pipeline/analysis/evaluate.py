@@ -1,8 +1,10 @@
-"""Evaluation through one path: the trained topology, the baseline, each branch alone, oracle, ensemble.
+"""Evaluation through one path: the trained topology, the baseline, each branch alone, oracle,
+ensemble.
 
 Every figure comes from two prediction arrays over the same images and labels:
   topology [N, classes]            the exported model;
-  branches [N, 11, classes]        the baseline model on each branch alone (branch 0 = the baseline):
+  branches [N, 11, classes]        the baseline model on each branch alone (branch 0 = the
+                                   baseline):
                                    the stock backbone when the classes are ImageNet's, otherwise a
                                    single-branch model trained by the same trainer (--baseline).
 Both are computed either from the cached records or from the raw images, through the same models.
@@ -42,21 +44,32 @@ class Predictions:
 
 
 class _BaselineModel:
-    """The model that scores one branch at a time: the stock backbone, or a trained single-branch export."""
+    """The model that scores one branch at a time: the stock backbone, or a trained single-branch
+    export."""
 
     def __init__(self, description: dict, baseline_logdir: str | None):
         self.trained = None
         self.stock = None
         if baseline_logdir:
-            self.trained = export.ExportedClassifier(run_directory.RunDirectory(baseline_logdir).export_dir)
+            self.trained = export.ExportedClassifier(
+                run_directory.RunDirectory(baseline_logdir).export_dir
+            )
             if self.trained.description["branch_indices"] != [0]:
-                raise errors.UserError(f"--baseline {baseline_logdir} was trained on branches "
-                                 f"{self.trained.description['branches']}; train it with --branches 0")
+                raise errors.UserError(
+                    f"--baseline {baseline_logdir} was trained on branches "
+                    f"{self.trained.description['branches']}; train it with --branches 0"
+                )
             if self.trained.class_names != description["class_names"]:
-                raise errors.UserError(f"--baseline {baseline_logdir} has other classes than the model")
+                raise errors.UserError(
+                    f"--baseline {baseline_logdir} has other classes than the model"
+                )
         elif description["label_space"] == "imagenet":
-            self.stock = backbones.from_identity(description["backbone"], description["weights"],
-                                                 description["input_size"], description.get("weights_seed", 0))
+            self.stock = backbones.from_identity(
+                description["backbone"],
+                description["weights"],
+                description["input_size"],
+                description.get("weights_seed", 0),
+            )
             self.backbone = registry.get_backbone(description["backbone"])
 
     @property
@@ -104,17 +117,22 @@ class _LabelMapper(dict):
             if indices is not None:
                 self[name] = indices[0]
                 return indices[0]
-        raise errors.UserError(f"class {name!r} is not one of the model's classes "
-                         f"({', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
+        raise errors.UserError(
+            f"class {name!r} is not one of the model's classes "
+            f"({', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})"
+        )
 
 
-SELECTION_NOTE = ("these figures come from the validation split, which also chose the checkpoints, plateaus and "
-                  "learning rates, so they are optimistic: make records with a test split (make-tfrecords "
-                  "--test-percent, or a val/ or test/ folder)")
+SELECTION_NOTE = (
+    "these figures come from the validation split, which also chose the checkpoints, plateaus and "
+    "learning rates, so they are optimistic: make records with a test split (make-tfrecords "
+    "--test-percent, or a val/ or test/ folder)"
+)
 
 
 def records_split(manifest: manifest_lib.Manifest, split: str) -> str:
-    """The split to score: test by default; records without one fall back to validation (see SELECTION_NOTE)."""
+    """The split to score: test by default; records without one fall back to validation (see
+    SELECTION_NOTE)."""
     if split == "test" and not manifest.num_records("test"):
         return "validation"
     if split != "all":
@@ -122,17 +140,27 @@ def records_split(manifest: manifest_lib.Manifest, split: str) -> str:
     return split
 
 
-def predictions_from_records(model_dir: str, manifest: manifest_lib.Manifest, baseline_logdir=None, split="test",
-                             batch_size=32) -> Predictions:
+def predictions_from_records(
+    model_dir: str,
+    manifest: manifest_lib.Manifest,
+    baseline_logdir=None,
+    split="test",
+    batch_size=32,
+) -> Predictions:
     """Predictions on one split of the records ("all": every split of them, one after the other)."""
     if split == "all":
-        parts = [predictions_from_records(model_dir, manifest, baseline_logdir, name, batch_size)
-                 for name in manifest.splits]
+        parts = [
+            predictions_from_records(model_dir, manifest, baseline_logdir, name, batch_size)
+            for name in manifest.splits
+        ]
         return Predictions(
-            [image_id for part in parts for image_id in part.image_ids], np.concatenate([p.labels for p in parts]),
+            [image_id for part in parts for image_id in part.image_ids],
+            np.concatenate([p.labels for p in parts]),
             np.concatenate([p.topology for p in parts]),
             None if parts[0].branches is None else np.concatenate([p.branches for p in parts]),
-            parts[0].branch_names, parts[0].class_names)
+            parts[0].branch_names,
+            parts[0].class_names,
+        )
     model = export.ExportedClassifier(model_dir)
     description = model.description
     baseline = _BaselineModel(description, baseline_logdir)
@@ -141,8 +169,9 @@ def predictions_from_records(model_dir: str, manifest: manifest_lib.Manifest, ba
     node = description["node"]
     topology, labels, image_ids = [], [], []
     with reader.explained_data_loss(manifest.directory, node, split):
-        for bottlenecks, label, image_id in reader.make_dataset(manifest, node, split, batch_size, with_ids=True,
-                                                                branches=description["branch_indices"]):
+        for bottlenecks, label, image_id in reader.make_dataset(
+            manifest, node, split, batch_size, with_ids=True, branches=description["branch_indices"]
+        ):
             topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
             labels.append(label_of[label.numpy()])
             image_ids.extend(image_id.numpy().astype(str))
@@ -151,17 +180,33 @@ def predictions_from_records(model_dir: str, manifest: manifest_lib.Manifest, ba
         by_id = {}
         baseline_node = baseline.node(description)
         with reader.explained_data_loss(manifest.directory, baseline_node, split):
-            for bottlenecks, _, image_id in reader.make_dataset(manifest, baseline_node, split, batch_size,
-                                                                with_ids=True):
-                by_id.update(zip(image_id.numpy().astype(str),
-                                 baseline.from_bottlenecks(bottlenecks.numpy(), baseline_node)))
+            for bottlenecks, _, image_id in reader.make_dataset(
+                manifest, baseline_node, split, batch_size, with_ids=True
+            ):
+                by_id.update(
+                    zip(
+                        image_id.numpy().astype(str),
+                        baseline.from_bottlenecks(bottlenecks.numpy(), baseline_node),
+                    )
+                )
         branches = np.stack([by_id[image_id] for image_id in image_ids])
-    return Predictions(image_ids, np.concatenate(labels), np.concatenate(topology), branches,
-                       list(manifest.branches), list(description["class_names"]))
+    return Predictions(
+        image_ids,
+        np.concatenate(labels),
+        np.concatenate(topology),
+        branches,
+        list(manifest.branches),
+        list(description["class_names"]),
+    )
 
 
-def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_logdir=None,
-                            split: str | None = "test", batch_size: int = 8) -> Predictions:
+def predictions_from_images(
+    model_dir: str,
+    index: images.ImageIndex,
+    baseline_logdir=None,
+    split: str | None = "test",
+    batch_size: int = 8,
+) -> Predictions:
     """The same figures from raw image files, decoded and laddered as the offline stage does."""
     model = export.ExportedClassifier(model_dir)
     description = model.description
@@ -172,10 +217,16 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
     topology, branches, labels, image_ids = [], [], [], []
     for start in range(0, len(items), batch_size):
         batch, pixels = [], []
-        for item in items[start:start + batch_size]:
+        for item in items[start : start + batch_size]:
             try:
-                pixels.append(ladder.file_branch_pixels(item.path, description["input_size"],
-                                                        description["qualities"], description["central_crop"]))
+                pixels.append(
+                    ladder.file_branch_pixels(
+                        item.path,
+                        description["input_size"],
+                        description["qualities"],
+                        description["central_crop"],
+                    )
+                )
             except ladder.BadImage:
                 continue  # the offline stage quarantined it too
             batch.append(item)
@@ -188,13 +239,19 @@ def predictions_from_images(model_dir: str, index: images.ImageIndex, baseline_l
         labels.extend(mapper[index.class_names[item.label]] for item in batch)
         image_ids.extend(item.image_id for item in batch)
     branch_names = list(config_lib.branch_names(description["qualities"]))
-    return Predictions(image_ids, np.asarray(labels), np.concatenate(topology),
-                       np.concatenate(branches) if branches else None, branch_names,
-                       list(description["class_names"]))
+    return Predictions(
+        image_ids,
+        np.asarray(labels),
+        np.concatenate(topology),
+        np.concatenate(branches) if branches else None,
+        branch_names,
+        list(description["class_names"]),
+    )
 
 
 def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """1-based rank of each label among its row's scores; ties go to the lower class index, as argmax does."""
+    """1-based rank of each label among its row's scores; ties go to the lower class index, as
+    argmax does."""
     return metrics.ranks(scores, labels).numpy()
 
 
@@ -202,18 +259,26 @@ def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
     return metrics.top_k_accuracy(scores, labels, TOP_K)
 
 
-def compare(topology_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000, seed: int = 0) -> dict:
-    """Type A (topology right, baseline wrong), Type B (the reverse), exact McNemar, bootstrap 95 % CI."""
+def compare(
+    topology_right: np.ndarray, baseline_right: np.ndarray, resamples: int = 10000, seed: int = 0
+) -> dict:
+    """Type A (topology right, baseline wrong), Type B (the reverse), exact McNemar, bootstrap 95 %
+    CI."""
     type_a = int(np.sum(topology_right & ~baseline_right))
     type_b = int(np.sum(~topology_right & baseline_right))
     difference = topology_right.astype(np.float64) - baseline_right.astype(np.float64)
-    return {"type_a": type_a, "type_b": type_b, "mcnemar_exact_p": statistics.mcnemar_exact(type_a, type_b),
-            "top1_difference": float(difference.mean()),
-            "top1_difference_ci95": statistics.bootstrap_interval(difference, resamples, seed)}
+    return {
+        "type_a": type_a,
+        "type_b": type_b,
+        "mcnemar_exact_p": statistics.mcnemar_exact(type_a, type_b),
+        "top1_difference": float(difference.mean()),
+        "top1_difference_ci95": statistics.bootstrap_interval(difference, resamples, seed),
+    }
 
 
 def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -> dict:
-    """Every figure of the module docstring; `split` names the images scored (a selection split gets a warning)."""
+    """Every figure of the module docstring; `split` names the images scored (a selection split gets
+    a warning)."""
     labels = predictions.labels
     result = {"num_images": len(labels), "topology": _top_k(predictions.topology, labels)}
     if split is not None:
@@ -221,22 +286,33 @@ def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -
         if split in ("validation", "all"):
             result["selection_warning"] = SELECTION_NOTE
     if predictions.branches is None:
-        result["note"] = ("no baseline: no stock classifier applies (the classes are not ImageNet's, or the backbone "
-                          "is a hub: or savedmodel: model without one), so pass --baseline LOGDIR of a single-branch "
-                          "training (train-block-by-block --branches 0)")
+        result["note"] = (
+            "no baseline: no stock classifier applies (the classes are not ImageNet's, or the "
+            "backbone "
+            "is a hub: or savedmodel: model without one), so pass --baseline LOGDIR of a "
+            "single-branch "
+            "training (train-block-by-block --branches 0)"
+        )
         return result
     branches = predictions.branches
     result["baseline"] = _top_k(branches[:, 0], labels)
-    result["branches"] = {name: _top_k(branches[:, index], labels)
-                          for index, name in enumerate(predictions.branch_names)}
-    branch_ranks = np.stack([ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1)
+    result["branches"] = {
+        name: _top_k(branches[:, index], labels)
+        for index, name in enumerate(predictions.branch_names)
+    }
+    branch_ranks = np.stack(
+        [ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1
+    )
     result["oracle"] = {f"top{k}": float(np.mean((branch_ranks <= k).any(axis=1))) for k in TOP_K}
     result["ensemble"] = _top_k(branches.mean(axis=1), labels)
     topology_right = predictions.topology.argmax(1) == labels
     baseline_right = branches[:, 0].argmax(1) == labels
     result["versus_baseline"] = compare(topology_right, baseline_right)
-    result["images"] = {image_id: image_table(predictions, predictions.image_ids.index(image_id))
-                        for image_id in image_ids if image_id in predictions.image_ids}
+    result["images"] = {
+        image_id: image_table(predictions, predictions.image_ids.index(image_id))
+        for image_id in image_ids
+        if image_id in predictions.image_ids
+    }
     missing = [image_id for image_id in image_ids if image_id not in predictions.image_ids]
     if missing:
         result["images_not_found"] = missing
@@ -244,7 +320,8 @@ def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -
 
 
 def image_table(predictions: Predictions, row: int) -> dict:
-    """Rank and confidence of the true label and of the baseline's top label, per branch (Tables 4.9-4.12)."""
+    """Rank and confidence of the true label and of the baseline's top label, per branch (Tables
+    4.9-4.12)."""
     scores = predictions.branches[row]
     true_label = int(predictions.labels[row])
     baseline_label = int(scores[0].argmax())
@@ -253,17 +330,22 @@ def image_table(predictions: Predictions, row: int) -> dict:
         branch = scores[index]
         pair_ranks = ranks(np.stack([branch, branch]), np.array([true_label, baseline_label]))
         per_branch[name] = {
-            "true_rank": int(pair_ranks[0]), "true_confidence": float(branch[true_label]),
+            "true_rank": int(pair_ranks[0]),
+            "true_confidence": float(branch[true_label]),
             "baseline_top_rank": int(pair_ranks[1]),
-            "baseline_top_confidence": float(branch[baseline_label])}
-    return {"true_label": predictions.class_names[true_label],
-            "baseline_top_label": predictions.class_names[baseline_label],
-            "topology_top_label": predictions.class_names[int(predictions.topology[row].argmax())],
-            "branches": per_branch}
+            "baseline_top_confidence": float(branch[baseline_label]),
+        }
+    return {
+        "true_label": predictions.class_names[true_label],
+        "baseline_top_label": predictions.class_names[baseline_label],
+        "topology_top_label": predictions.class_names[int(predictions.topology[row].argmax())],
+        "branches": per_branch,
+    }
 
 
 def _branch_order(name: str) -> int:
-    """original first, then by quality (JSON files keep keys sorted as text: q10, q100, q20, ...)."""
+    """original first, then by quality (JSON files keep keys sorted as text: q10, q100, q20,
+    ...)."""
     return -1 if name == "original" else int(name.lstrip("q"))
 
 
@@ -272,37 +354,76 @@ def markdown(result: dict, title: str) -> str:
         return f"{100 * value:.2f}"
 
     split = f" of the {result['split']} split" if result.get("split") else ""
-    warning = [f"**Warning: {result['selection_warning']}.**", ""] if result.get("selection_warning") else []
-    lines = [f"# {title}", "", f"{result['num_images']} images{split}.", "", *warning,
-             "| model | top-1 % | top-5 % | top-10 % |", "|---|---:|---:|---:|"]
+    warning = (
+        [f"**Warning: {result['selection_warning']}.**", ""]
+        if result.get("selection_warning")
+        else []
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"{result['num_images']} images{split}.",
+        "",
+        *warning,
+        "| model | top-1 % | top-5 % | top-10 % |",
+        "|---|---:|---:|---:|",
+    ]
     rows = [("topology", result["topology"])]
     if "baseline" in result:
-        rows = ([("baseline (original only)", result["baseline"])] + rows +
-                [("oracle: any branch right", result["oracle"]), ("ensemble: mean probability", result["ensemble"])] +
-                [(f"branch {name} alone", result["branches"][name])
-                 for name in sorted(result["branches"], key=_branch_order)])
-    lines.extend(f"| {name} | {percent(scores['top1'])} | {percent(scores['top5'])} | {percent(scores['top10'])} |"
-                 for name, scores in rows)
+        rows = (
+            [("baseline (original only)", result["baseline"])]
+            + rows
+            + [
+                ("oracle: any branch right", result["oracle"]),
+                ("ensemble: mean probability", result["ensemble"]),
+            ]
+            + [
+                (f"branch {name} alone", result["branches"][name])
+                for name in sorted(result["branches"], key=_branch_order)
+            ]
+        )
+    lines.extend(
+        f"| {name} | {percent(scores['top1'])} | {percent(scores['top5'])} | "
+        f"{percent(scores['top10'])} |"
+        for name, scores in rows
+    )
     if "versus_baseline" in result:
         versus = result["versus_baseline"]
         low, high = versus["top1_difference_ci95"]
-        lines += ["", "## Topology versus baseline", "",
-                  f"- Type A (topology right, baseline wrong): {versus['type_a']}",
-                  f"- Type B (baseline right, topology wrong): {versus['type_b']}",
-                  f"- exact McNemar p-value: {versus['mcnemar_exact_p']:.4g}",
-                  f"- top-1 difference: {percent(versus['top1_difference'])} points, bootstrap 95 % interval "
-                  f"[{percent(low)}, {percent(high)}]"]
+        lines += [
+            "",
+            "## Topology versus baseline",
+            "",
+            f"- Type A (topology right, baseline wrong): {versus['type_a']}",
+            f"- Type B (baseline right, topology wrong): {versus['type_b']}",
+            f"- exact McNemar p-value: {versus['mcnemar_exact_p']:.4g}",
+            f"- top-1 difference: {percent(versus['top1_difference'])} points, bootstrap 95 % "
+            "interval "
+            f"[{percent(low)}, {percent(high)}]",
+        ]
     else:
         lines += ["", f"Note: {result['note']}"]
     for image_id, table in result.get("images", {}).items():
-        lines += ["", f"## {image_id}", "",
-                  f"True label: {table['true_label']}; baseline's top label: {table['baseline_top_label']}; "
-                  f"topology's: {table['topology_top_label']}.", "",
-                  "| branch | true rank | true confidence | baseline-top rank | baseline-top confidence |",
-                  "|---|---:|---:|---:|---:|"]
-        lines.extend(f"| {name} | {row['true_rank']} | {row['true_confidence']:.4f} | {row['baseline_top_rank']} | "
-                     f"{row['baseline_top_confidence']:.4f} |"
-                     for name, row in sorted(table["branches"].items(), key=lambda pair: _branch_order(pair[0])))
+        lines += [
+            "",
+            f"## {image_id}",
+            "",
+            f"True label: {table['true_label']}; baseline's top label: "
+            f"{table['baseline_top_label']}; "
+            f"topology's: {table['topology_top_label']}.",
+            "",
+            "| branch | true rank | true confidence | baseline-top rank | baseline-top confidence "
+            "|",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines.extend(
+            f"| {name} | {row['true_rank']} | {row['true_confidence']:.4f} | "
+            f"{row['baseline_top_rank']} | "
+            f"{row['baseline_top_confidence']:.4f} |"
+            for name, row in sorted(
+                table["branches"].items(), key=lambda pair: _branch_order(pair[0])
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -313,7 +434,8 @@ def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
 
 
 def run(config: config_lib.EvaluateConfig) -> dict:
-    """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes OUT/evaluation.*."""
+    """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes
+    OUT/evaluation.*."""
     split = config.split
     if config.records_dir:
         manifest = manifest_lib.Manifest.read(config.records_dir)
@@ -322,11 +444,16 @@ def run(config: config_lib.EvaluateConfig) -> dict:
     else:
         description = export.ExportedClassifier(config.model).description
         percents = (description["validation_percent"], description.get("test_percent", 0.0))
-        index = (images.index_directory(config.data_dir, *percents) if config.data_dir
-                 else images.index_csv(config.labels_csv, *percents))
+        index = (
+            images.index_directory(config.data_dir, *percents)
+            if config.data_dir
+            else images.index_csv(config.labels_csv, *percents)
+        )
         if split == "test" and not index.split("test"):
             split = "validation"
-        predictions = predictions_from_images(config.model, index, config.baseline, None if split == "all" else split)
+        predictions = predictions_from_images(
+            config.model, index, config.baseline, None if split == "all" else split
+        )
     result = evaluate(predictions, config.image_ids, split)
     title = f"Evaluation of {config.model}"
     write(result, config.out_dir, title)

@@ -1,13 +1,19 @@
-"""Pruning an MLP head's hidden neurons by distinctiveness (Gedeon and Harris): prune, fine-tune, repeat.
+"""Pruning an MLP head's hidden neurons by distinctiveness (Gedeon and Harris): prune, fine-tune,
+repeat.
 
-A hidden neuron's activation vector over the training set, mean-centred, says what it does; the angle
-between two neurons' vectors says how alike they are (0 degrees: the same up to scale and offset; 180: one
-is the other's complement). Methods, each applied once per cycle before fine-tuning:
-    threshold               every disjoint pair under `similar_degrees` merges (one removed), every pair over
-                            `complementary_degrees` is removed (both, or one); stops when no pair qualifies
+A hidden neuron's activation vector over the training set, mean-centred, says what it does; the
+angle between two neurons' vectors says how alike they are (0 degrees: the same up to scale and
+offset; 180: one is the other's complement). Methods, each applied once per cycle before
+fine-tuning:
+    threshold               every disjoint pair under `similar_degrees` merges (one removed), every
+                            pair over
+                            `complementary_degrees` is removed (both, or one); stops when no pair
+                            qualifies
     most-similar            the pair of smallest angle merges
-    similar-complementary   the pair of smallest angle merges and the pair of largest angle is removed
-    batch                   of the three most similar neurons, two are removed into the survivor (3 -> 2)
+    similar-complementary   the pair of smallest angle merges and the pair of largest angle is
+                            removed
+    batch                   of the three most similar neurons, two are removed into the survivor (3
+                            -> 2)
 A neuron whose activation is constant over the training set has no angle; it is removed exactly, its
 constant output folded into the next layer's bias.
 """
@@ -35,14 +41,15 @@ CONSTANT_STD = 1e-6  # relative to the largest activation: below it a neuron cou
 
 @dataclasses.dataclass(frozen=True)
 class Removal:
-    """Neurons to remove; their outgoing weights merge into `survivor`, or with None fold into the bias."""
+    """Neurons to remove; their outgoing weights merge into `survivor`, or with None fold into the
+    bias."""
 
     removed: tuple[int, ...]
     survivor: int | None
     kind: str  # "similar", "complementary" or "constant"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------
 # Distinctiveness and selection
 
 
@@ -53,8 +60,8 @@ def constant_neurons(activations: np.ndarray) -> list[int]:
 
 
 def angles(activations: np.ndarray) -> np.ndarray:
-    """Degrees between every two neurons' mean-centred activation vectors [H, H]; NaN on the diagonal and for
-    constant neurons."""
+    """Degrees between every two neurons' mean-centred activation vectors [H, H]; NaN on the
+    diagonal and for constant neurons."""
     centred = np.asarray(activations, np.float64)
     centred = centred - centred.mean(axis=0)
     norms = np.linalg.norm(centred, axis=0)
@@ -72,8 +79,10 @@ def _pairs(angle_matrix: np.ndarray) -> list[tuple[float, int, int]]:
     rows, columns = np.triu_indices(len(angle_matrix), k=1)
     values = angle_matrix[rows, columns]
     finite = np.isfinite(values)
-    return [(float(value), int(row), int(column))
-            for value, row, column in zip(values[finite], rows[finite], columns[finite])]
+    return [
+        (float(value), int(row), int(column))
+        for value, row, column in zip(values[finite], rows[finite], columns[finite])
+    ]
 
 
 def _complementary_removal(first: int, second: int, complementary: str) -> Removal:
@@ -82,12 +91,23 @@ def _complementary_removal(first: int, second: int, complementary: str) -> Remov
     return Removal((second,), first, "complementary")
 
 
-def select(angle_matrix: np.ndarray, method: str, *, similar_degrees: float = 15.0,
-           complementary_degrees: float = 165.0, complementary: str = "both") -> list[Removal]:
-    """The removals one cycle of `method` makes; disjoint, and [] when the method finds nothing to do."""
+def select(
+    angle_matrix: np.ndarray,
+    method: str,
+    *,
+    similar_degrees: float = 15.0,
+    complementary_degrees: float = 165.0,
+    complementary: str = "both",
+) -> list[Removal]:
+    """The removals one cycle of `method` makes; disjoint, and [] when the method finds nothing to
+    do."""
     if method not in config_lib.PRUNE_METHODS:
-        raise errors.UserError(f"unknown method {method!r}: use one of {', '.join(config_lib.PRUNE_METHODS)}")
-    pairs = sorted(_pairs(angle_matrix))  # by angle, then by index: ties resolve the same way every time
+        raise errors.UserError(
+            f"unknown method {method!r}: use one of {', '.join(config_lib.PRUNE_METHODS)}"
+        )
+    pairs = sorted(
+        _pairs(angle_matrix)
+    )  # by angle, then by index: ties resolve the same way every time
     if not pairs:
         return []
     if method == "threshold":
@@ -108,28 +128,35 @@ def select(angle_matrix: np.ndarray, method: str, *, similar_degrees: float = 15
         removals = [Removal((second,), first, "similar")]
         others = [pair for pair in pairs if not {pair[1], pair[2]} & {first, second}]
         if others:
-            _, widest_first, widest_second = max(others, key=lambda pair: (pair[0], -pair[1], -pair[2]))
+            _, widest_first, widest_second = max(
+                others, key=lambda pair: (pair[0], -pair[1], -pair[2])
+            )
             removals.append(_complementary_removal(widest_first, widest_second, complementary))
         return removals
     # batch: the third neuron is the one whose larger angle to the pair is smallest.
-    candidates = [(max(angle_matrix[first, other], angle_matrix[second, other]), other)
-                  for other in range(len(angle_matrix))
-                  if other not in (first, second) and np.isfinite(angle_matrix[first, other])]
+    candidates = [
+        (max(angle_matrix[first, other], angle_matrix[second, other]), other)
+        for other in range(len(angle_matrix))
+        if other not in (first, second) and np.isfinite(angle_matrix[first, other])
+    ]
     if not candidates:
         return [Removal((second,), first, "similar")]
     _, third = min(candidates)
     return [Removal((second, third), first, "similar")]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------
 # Merging
 
 
-def _scale_and_offset(survivor: np.ndarray, removed: np.ndarray, kind: str, merge: str) -> tuple[float, float]:
+def _scale_and_offset(
+    survivor: np.ndarray, removed: np.ndarray, kind: str, merge: str
+) -> tuple[float, float]:
     """removed ~= scale * survivor + offset over the training set.
 
-    `add` is the papers' rule (scale +1 for a similar pair, -1 and the mean sum for a complementary one);
-    `scaled` fits both by least squares, which is exact whenever the two vectors are at 0 or 180 degrees.
+    `add` is the papers' rule (scale +1 for a similar pair, -1 and the mean sum for a complementary
+    one); `scaled` fits both by least squares, which is exact whenever the two vectors are at 0 or
+    180 degrees.
     """
     survivor, removed = np.asarray(survivor, np.float64), np.asarray(removed, np.float64)
     if merge == "add":
@@ -137,16 +164,25 @@ def _scale_and_offset(survivor: np.ndarray, removed: np.ndarray, kind: str, merg
             return -1.0, float(np.mean(survivor + removed))
         return 1.0, 0.0
     variance = float(np.var(survivor))
-    scale = float(np.mean((survivor - survivor.mean()) * (removed - removed.mean())) / variance) if variance else 0.0
+    scale = (
+        float(np.mean((survivor - survivor.mean()) * (removed - removed.mean())) / variance)
+        if variance
+        else 0.0
+    )
     return scale, float(removed.mean() - scale * survivor.mean())
 
 
-def merge(weights: heads.MlpWeights, activations: np.ndarray, removals: list[Removal],
-          mode: str = "scaled") -> tuple[heads.MlpWeights, np.ndarray]:
+def merge(
+    weights: heads.MlpWeights,
+    activations: np.ndarray,
+    removals: list[Removal],
+    mode: str = "scaled",
+) -> tuple[heads.MlpWeights, np.ndarray]:
     """The head without the removed neurons, and the kept neurons' indices.
 
-    A removed neuron's outgoing weights are added to its survivor's (times the fitted scale, the offset going
-    to the next layer's bias); removed without a survivor, its mean output goes to the bias.
+    A removed neuron's outgoing weights are added to its survivor's (times the fitted scale, the
+    offset going to the next layer's bias); removed without a survivor, its mean output goes to the
+    bias.
     """
     output_kernel = weights.output_kernel.astype(np.float64)
     output_bias = weights.output_bias.astype(np.float64)
@@ -157,27 +193,40 @@ def merge(weights: heads.MlpWeights, activations: np.ndarray, removals: list[Rem
             if removal.survivor is None:
                 output_bias += float(np.mean(activations[:, neuron])) * outgoing
             else:
-                scale, offset = _scale_and_offset(activations[:, removal.survivor], activations[:, neuron],
-                                                  removal.kind, mode)
+                scale, offset = _scale_and_offset(
+                    activations[:, removal.survivor], activations[:, neuron], removal.kind, mode
+                )
                 output_kernel[removal.survivor] += scale * outgoing
                 output_bias += offset * outgoing
             output_kernel[neuron] = 0.0
             gone.add(neuron)
-    keep = np.array([neuron for neuron in range(weights.hidden_units) if neuron not in gone], np.int64)
-    return heads.MlpWeights(weights.hidden_kernel[:, keep], weights.hidden_bias[keep],
-                            output_kernel[keep].astype(np.float32), output_bias.astype(np.float32)), keep
+    keep = np.array(
+        [neuron for neuron in range(weights.hidden_units) if neuron not in gone], np.int64
+    )
+    return heads.MlpWeights(
+        weights.hidden_kernel[:, keep],
+        weights.hidden_bias[keep],
+        output_kernel[keep].astype(np.float32),
+        output_bias.astype(np.float32),
+    ), keep
 
 
 def prune_step(weights: heads.MlpWeights, activations: np.ndarray, config: config_lib.PruneConfig):
-    """One selection: constant neurons folded away, then the method's removals. None when nothing is left to do."""
+    """One selection: constant neurons folded away, then the method's removals. None when nothing is
+    left to do."""
     removals = []
     constant = constant_neurons(activations)
     if constant:
         removals.append(Removal(tuple(constant), None, "constant"))
     remaining = weights.hidden_units - len(constant)
     angle_matrix = angles(activations)
-    for removal in select(angle_matrix, config.method, similar_degrees=config.similar_degrees,
-                          complementary_degrees=config.complementary_degrees, complementary=config.complementary):
+    for removal in select(
+        angle_matrix,
+        config.method,
+        similar_degrees=config.similar_degrees,
+        complementary_degrees=config.complementary_degrees,
+        complementary=config.complementary,
+    ):
         if remaining - len(removal.removed) < config.min_neurons:
             break
         removals.append(removal)
@@ -188,40 +237,51 @@ def prune_step(weights: heads.MlpWeights, activations: np.ndarray, config: confi
     return new_weights, activations[:, keep], removals
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------
 # Cost, the inflection and the loop
 
 
 def flops(input_size: int, hidden_units: int, num_classes: int) -> dict:
-    """The papers' count, fan-in + fan-out + 2 per hidden neuron (2048-500-11: 2,061 each, 1,030,500 in all),
-    beside the plain multiply-add count of the two layers."""
-    return {"flops": hidden_units * (input_size + num_classes + 2),
-            "multiply_adds": hidden_units * (input_size + num_classes)}
+    """The papers' count, fan-in + fan-out + 2 per hidden neuron (2048-500-11: 2,061 each, 1,030,500
+    in all), beside the plain multiply-add count of the two layers."""
+    return {
+        "flops": hidden_units * (input_size + num_classes + 2),
+        "multiply_adds": hidden_units * (input_size + num_classes),
+    }
 
 
-def inflection(validation_top1: list[float], tolerance: float, patience: int = 1,
-               complete: bool = False) -> int | None:
-    """The inflection point of the pruning curve: the last cycle before the first run of `patience` consecutive
-    cycles whose validation top-1 is more than `tolerance` (a fraction) below cycle 0's; None while there is none.
+def inflection(
+    validation_top1: list[float], tolerance: float, patience: int = 1, complete: bool = False
+) -> int | None:
+    """The inflection point of the pruning curve: the last cycle before the first run of `patience`
+    consecutive cycles whose validation top-1 is more than `tolerance` (a fraction) below cycle 0's;
+    None while there is none.
 
-    Pruning up to and including that cycle costs at most `tolerance` of validation top-1; the next cycle is where
-    the curve turns down for good (`patience` > 1 ignores a single dip, e.g. two images of a small validation set).
-    With `complete` (the curve has ended) a shorter run that reaches its end counts too. Only validation decides:
-    test figures never move it.
+    Pruning up to and including that cycle costs at most `tolerance` of validation top-1; the next
+    cycle is where the curve turns down for good (`patience` > 1 ignores a single dip, e.g. two
+    images of a small validation set). With `complete` (the curve has ended) a shorter run that
+    reaches its end counts too. Only validation decides: test figures never move it.
     """
     below = [top1 < validation_top1[0] - tolerance for top1 in validation_top1]
     for cycle in range(1, len(below)):
-        run = below[cycle:cycle + patience]
+        run = below[cycle : cycle + patience]
         if all(run) and (len(run) == patience or complete):
             return cycle - 1
     return None
 
 
-def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, patience: int = 1, max_cycles: int | None = None,
-               stop_at_inflection: bool = True) -> tuple[list[dict], int]:
-    """Cycles [cycle_zero, next_cycle(1), next_cycle(2), ...] until next_cycle returns None, `max_cycles`, or
-    (with `stop_at_inflection`) the first cycle past the inflection. Returns them and the inflection cycle (the
-    last cycle when the curve never dropped)."""
+def run_cycles(
+    cycle_zero: dict,
+    next_cycle,
+    *,
+    tolerance: float,
+    patience: int = 1,
+    max_cycles: int | None = None,
+    stop_at_inflection: bool = True,
+) -> tuple[list[dict], int]:
+    """Cycles [cycle_zero, next_cycle(1), next_cycle(2), ...] until next_cycle returns None,
+    `max_cycles`, or (with `stop_at_inflection`) the first cycle past the inflection. Returns them
+    and the inflection cycle (the last cycle when the curve never dropped)."""
     cycles = [cycle_zero]
     while max_cycles is None or len(cycles) <= max_cycles:
         record = next_cycle(len(cycles))
@@ -231,18 +291,20 @@ def run_cycles(cycle_zero: dict, next_cycle, *, tolerance: float, patience: int 
         curve = [cycle["validation_top1"] for cycle in cycles]
         if stop_at_inflection and inflection(curve, tolerance, patience) is not None:
             break
-    found = inflection([cycle["validation_top1"] for cycle in cycles], tolerance, patience, complete=True)
+    found = inflection(
+        [cycle["validation_top1"] for cycle in cycles], tolerance, patience, complete=True
+    )
     return cycles, len(cycles) - 1 if found is None else found
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------
 # Features, scoring and the job
 
 
 @dataclasses.dataclass
 class Features:
-    """In-memory head inputs per split. With `per_branch` > 1 every branch is a sample of its own (rows image-major)
-    and an image's scores are the mean of its branches' probabilities."""
+    """In-memory head inputs per split. With `per_branch` > 1 every branch is a sample of its own
+    (rows image-major) and an image's scores are the mean of its branches' probabilities."""
 
     splits: dict  # split -> (features [N * per_branch, D], labels [N])
     per_branch: int
@@ -254,19 +316,35 @@ class Features:
         return features, np.repeat(labels, self.per_branch)
 
 
-def load_features(manifest: manifest_lib.Manifest, node: str, branches, fusion: str, label_map=None,
-                  batch_size: int = 256) -> Features:
-    """Every split of `node` in memory: concat -> [N, branches * D]; other fusions -> one row per branch."""
+def load_features(
+    manifest: manifest_lib.Manifest,
+    node: str,
+    branches,
+    fusion: str,
+    label_map=None,
+    batch_size: int = 256,
+) -> Features:
+    """Every split of `node` in memory: concat -> [N, branches * D]; other fusions -> one row per
+    branch."""
     splits, image_ids = {}, {}
     available = [split for split in ("train", "validation", "test") if manifest.num_records(split)]
     for split in ("train", "validation"):
         if split not in available:
-            raise errors.UserError(f"the records in {manifest.directory} have no {split} images; rerun make_tfrecords with "
-                             "--validation-percent above 0 or a train/val folder layout")
+            raise errors.UserError(
+                f"the records in {manifest.directory} have no {split} images; rerun "
+                "make_tfrecords with "
+                "--validation-percent above 0 or a train/val folder layout"
+            )
     for split in available:
         features, labels, ids = [], [], []
         for bottlenecks, batch_labels, batch_ids in reader.make_dataset(
-                manifest, node, split, batch_size, branches=tuple(branches) if branches else None, with_ids=True):
+            manifest,
+            node,
+            split,
+            batch_size,
+            branches=tuple(branches) if branches else None,
+            with_ids=True,
+        ):
             features.append(bottlenecks.numpy())
             labels.append(batch_labels.numpy())
             ids.append(batch_ids.numpy())
@@ -275,29 +353,38 @@ def load_features(manifest: manifest_lib.Manifest, node: str, branches, fusion: 
         if label_map is not None:
             labels = np.asarray(label_map)[labels]
         per_branch = 1 if fusion == "concat" else features.shape[1]
-        splits[split] = (features.reshape(len(features) * per_branch, -1).astype(np.float32),
-                         labels.astype(np.int32))
+        splits[split] = (
+            features.reshape(len(features) * per_branch, -1).astype(np.float32),
+            labels.astype(np.int32),
+        )
     return Features(splits, per_branch, "test" if "test" in splits else "validation", image_ids)
 
 
 def score(head, features: Features, split: str) -> dict:
     inputs, labels = features.splits[split]
-    logits = np.concatenate([np.asarray(head(inputs[start:start + 4096]))
-                             for start in range(0, len(inputs), 4096)])
-    probabilities = tf.nn.softmax(logits).numpy().reshape(len(labels), features.per_branch, -1).mean(axis=1)
+    logits = np.concatenate(
+        [np.asarray(head(inputs[start : start + 4096])) for start in range(0, len(inputs), 4096)]
+    )
+    probabilities = (
+        tf.nn.softmax(logits).numpy().reshape(len(labels), features.per_branch, -1).mean(axis=1)
+    )
     return metrics.top_k_accuracy(probabilities, labels, TOP_KS)
 
 
 def load_run(logdir: str):
-    """The MLP head of a run's first stage (it must read `pool`), restored from that stage's best checkpoint, and
-    the run's features."""
+    """The MLP head of a run's first stage (it must read `pool`), restored from that stage's best
+    checkpoint, and the run's features."""
     results = run_directory.read(logdir)
     if results.head.get("kind") != "mlp":
-        raise errors.UserError(f"the run in {logdir} has a {results.head.get('kind')} head: pruning needs a run "
-                               "trained with --head mlp")
+        raise errors.UserError(
+            f"the run in {logdir} has a {results.head.get('kind')} head: pruning needs a run "
+            "trained with --head mlp"
+        )
     if not results.stages or results.stages[0].node != "pool":
-        raise errors.UserError(f"the run in {logdir} has no finished first stage reading pool: train one with "
-                               "--stages pool first")
+        raise errors.UserError(
+            f"the run in {logdir} has no finished first stage reading pool: train one with "
+            "--stages pool first"
+        )
     manifest = manifest_lib.Manifest.read(results.records)
     label_map = None
     if results.label_space == "imagenet":
@@ -305,59 +392,101 @@ def load_run(logdir: str):
     num_classes = 1000 if label_map is not None else len(manifest.class_names)
     features = load_features(manifest, "pool", results.branch_indices, results.fusion, label_map)
     head = heads.from_description(results.head, num_classes, features.splits["train"][0].shape[1])
-    tf.train.Checkpoint(head=head).read(results.stages[0].checkpoint).expect_partial() \
-        .assert_existing_objects_matched()
-    return head, features, {"run": fileio.abspath(logdir), "fusion": results.fusion, "records": results.records}
+    tf.train.Checkpoint(head=head).read(
+        results.stages[0].checkpoint
+    ).expect_partial().assert_existing_objects_matched()
+    return (
+        head,
+        features,
+        {"run": fileio.abspath(logdir), "fusion": results.fusion, "records": results.records},
+    )
 
 
 def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
-    return heads.fit(head, features.samples("train"), features.samples("validation"),
-                     learning_rate=config.learning_rate, momentum=config.momentum, batch_size=config.batch_size,
-                     max_epochs=config.max_epochs, patience=config.patience, seed=config.seed)
+    return heads.fit(
+        head,
+        features.samples("train"),
+        features.samples("validation"),
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        batch_size=config.batch_size,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        seed=config.seed,
+    )
 
 
 def starting_head(config: config_lib.PruneConfig):
-    """The head to prune: the run's, or (with --records) one trained here on the branches' concatenation."""
+    """The head to prune: the run's, or (with --records) one trained here on the branches'
+    concatenation."""
     if config.logdir is not None:
         return load_run(config.logdir)
     manifest = manifest_lib.Manifest.read(config.records_dir)
     features = load_features(manifest, "pool", config.branches, "concat")
-    head = heads.from_description(heads.description("mlp", config.hidden_units, config.activation, config.dropout),
-                                  len(manifest.class_names), features.splits["train"][0].shape[1],
-                                  seed=config.seed)
+    head = heads.from_description(
+        heads.description("mlp", config.hidden_units, config.activation, config.dropout),
+        len(manifest.class_names),
+        features.splits["train"][0].shape[1],
+        seed=config.seed,
+    )
     training = _fit(head, features, config)
-    return head, features, {"records": fileio.abspath(config.records_dir), "fusion": "concat",
-                            "branches": list(config.branches or ()), "starting_head_epochs": training["epochs"]}
+    return (
+        head,
+        features,
+        {
+            "records": fileio.abspath(config.records_dir),
+            "fusion": "concat",
+            "branches": list(config.branches or ()),
+            "starting_head_epochs": training["epochs"],
+        },
+    )
 
 
 def _cycle_record(weights: heads.MlpWeights, head, features: Features) -> dict:
-    record = {"neurons": weights.hidden_units,
-              **flops(weights.input_size, weights.hidden_units, weights.num_classes)}
+    record = {
+        "neurons": weights.hidden_units,
+        **flops(weights.input_size, weights.hidden_units, weights.num_classes),
+    }
     for name, split in (("validation", "validation"), ("test", features.test_split)):
-        record.update({f"{name}_{key}": value for key, value in score(head, features, split).items()})
+        record.update(
+            {f"{name}_{key}": value for key, value in score(head, features, split).items()}
+        )
     record["test_split"] = features.test_split
     return record
 
 
 def prune(config: config_lib.PruneConfig) -> dict:
-    """Runs the prune -> fine-tune -> repeat loop; writes pruning.json, pruning.md, pruning.png, TensorBoard
-    scalars and the head at the inflection (a tf.train.Checkpoint(head=...)) under out_dir."""
+    """Runs the prune -> fine-tune -> repeat loop; writes pruning.json, pruning.md, pruning.png,
+    TensorBoard scalars and the head at the inflection (a tf.train.Checkpoint(head=...)) under
+    out_dir."""
     head, features, source = starting_head(config)
     activation, dropout = heads.activation_name(head), heads.dropout_rate(head)
     os.makedirs(config.out_dir, exist_ok=True)
-    writer = tf.summary.create_file_writer(os.path.join(config.out_dir, "tensorboard", config.method))
+    writer = tf.summary.create_file_writer(
+        os.path.join(config.out_dir, "tensorboard", config.method)
+    )
     state = {"weights": heads.get_mlp_weights(head), "head": head}
     history = [state["weights"]]
     initial = state["weights"]
 
     def log(record: dict) -> None:
         with writer.as_default(step=initial.hidden_units - record["neurons"]):
-            for key in ("validation_top1", "validation_top5", "test_top1", "test_top5", "neurons", "flops"):
+            for key in (
+                "validation_top1",
+                "validation_top5",
+                "test_top1",
+                "test_top5",
+                "neurons",
+                "flops",
+            ):
                 tf.summary.scalar(f"pruning/{key}", record[key])
         writer.flush()
         if config.progress:
-            print(f"jpeg-ladder-prune: {record['neurons']} neurons, validation top-1 "
-                  f"{100 * record['validation_top1']:.2f} %", flush=True)
+            print(
+                f"jpeg-ladder-prune: {record['neurons']} neurons, validation top-1 "
+                f"{100 * record['validation_top1']:.2f} %",
+                flush=True,
+            )
 
     def next_cycle(cycle: int):
         weights = state["weights"]
@@ -372,28 +501,46 @@ def prune(config: config_lib.PruneConfig) -> dict:
                 removed[removal.kind] += len(removal.removed)
         if weights is state["weights"]:
             return None
-        pruned = heads.mlp_from_weights(weights, activation=activation, dropout=dropout, seed=config.seed + cycle)
+        pruned = heads.mlp_from_weights(
+            weights, activation=activation, dropout=dropout, seed=config.seed + cycle
+        )
         merged_top1 = score(pruned, features, "validation")["top1"]
         training = _fit(pruned, features, config)
         state["weights"], state["head"] = heads.get_mlp_weights(pruned), pruned
         history.append(state["weights"])
-        record = {**_cycle_record(state["weights"], pruned, features), "removed": removed,
-                  "validation_top1_before_fine_tuning": merged_top1, "fine_tuning_epochs": training["epochs"]}
+        record = {
+            **_cycle_record(state["weights"], pruned, features),
+            "removed": removed,
+            "validation_top1_before_fine_tuning": merged_top1,
+            "fine_tuning_epochs": training["epochs"],
+        }
         log(record)
         return record
 
     first = _cycle_record(initial, head, features)
     log(first)
-    cycles, inflection_cycle = run_cycles(first, next_cycle, tolerance=config.tolerance,
-                                          patience=config.inflection_patience, max_cycles=config.max_cycles,
-                                          stop_at_inflection=config.stop_at_inflection)
+    cycles, inflection_cycle = run_cycles(
+        first,
+        next_cycle,
+        tolerance=config.tolerance,
+        patience=config.inflection_patience,
+        max_cycles=config.max_cycles,
+        stop_at_inflection=config.stop_at_inflection,
+    )
     writer.close()
-    result = {"method": config.method, "input_size": initial.input_size, "num_classes": initial.num_classes,
-              "cycles": cycles, "inflection_cycle": inflection_cycle}
+    result = {
+        "method": config.method,
+        "input_size": initial.input_size,
+        "num_classes": initial.num_classes,
+        "cycles": cycles,
+        "inflection_cycle": inflection_cycle,
+    }
     fileio.write_json_atomic(os.path.join(config.out_dir, RESULTS_NAME), result)
     best = heads.mlp_from_weights(history[inflection_cycle], activation=activation, dropout=dropout)
     tf.train.Checkpoint(head=best).write(os.path.join(config.out_dir, "inflection_head", "ckpt"))
-    fileio.write_text_atomic(os.path.join(config.out_dir, "pruning.md"), markdown(result, source, config))
+    fileio.write_text_atomic(
+        os.path.join(config.out_dir, "pruning.md"), markdown(result, source, config)
+    )
     plot(result, os.path.join(config.out_dir, "pruning.png"))
     print(summary_text(result))
     return result
@@ -402,36 +549,73 @@ def prune(config: config_lib.PruneConfig) -> dict:
 def summary_text(result: dict) -> str:
     cycle = result["cycles"][result["inflection_cycle"]]
     first = result["cycles"][0]
-    return (f"jpeg-ladder-prune ({result['method']}): {first['neurons']} -> {cycle['neurons']} neurons at the "
-            f"inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of {first['flops']:,} FLOPs left; "
-            f"validation top-1 {100 * first['validation_top1']:.2f} -> {100 * cycle['validation_top1']:.2f} %, "
-            f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %"
-            + ("" if cycle["test_split"] == "test" else " (no test split: test figures are validation's)"))
+    return (
+        f"jpeg-ladder-prune ({result['method']}): {first['neurons']} -> {cycle['neurons']} "
+        "neurons at the "
+        f"inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of "
+        f"{first['flops']:,} FLOPs left; "
+        f"validation top-1 {100 * first['validation_top1']:.2f} -> "
+        f"{100 * cycle['validation_top1']:.2f} %, "
+        f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %"
+        + (
+            ""
+            if cycle["test_split"] == "test"
+            else " (no test split: test figures are validation's)"
+        )
+    )
 
 
 def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
     first = result["cycles"][0]
-    test_name = "test" if first["test_split"] == "test" else "validation (the records have no test split)"
-    lines = [f"# Pruning by distinctiveness: {result['method']}", "",
-             f"Head {result['input_size']}-{first['neurons']}-{result['num_classes']} from "
-             f"{source.get('run') or source['records']} (fusion {source['fusion']}); merge rule `{config.merge}`, "
-             f"{config.steps_per_cycle} selection(s) per cycle, fine-tuning with early stopping on validation "
-             f"(patience {config.patience}).", "",
-             "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the two layers' "
-             "products only.", f"The \"test\" columns are measured on {test_name}.", "",
-             *([f"Fusion {source['fusion']}: scores here are the plain mean of the branches' probabilities (the "
-                "run's learned branch weights are not applied).", ""]
-               if source["fusion"] in ("weighted", "gated") else []),
-             f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls more than "
-             f"{100 * config.tolerance:g} points below cycle 0 ({config.inflection_patience} cycle(s) in a row).", "",
-             "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
-             "| test top-1 | top-5 | top-10 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    test_name = (
+        "test" if first["test_split"] == "test" else "validation (the records have no test split)"
+    )
+    lines = [
+        f"# Pruning by distinctiveness: {result['method']}",
+        "",
+        f"Head {result['input_size']}-{first['neurons']}-{result['num_classes']} from "
+        f"{source.get('run') or source['records']} (fusion {source['fusion']}); merge rule "
+        f"`{config.merge}`, "
+        f"{config.steps_per_cycle} selection(s) per cycle, fine-tuning with early stopping on "
+        "validation "
+        f"(patience {config.patience}).",
+        "",
+        "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the "
+        "two layers' "
+        "products only.",
+        f'The "test" columns are measured on {test_name}.',
+        "",
+        *(
+            [
+                f"Fusion {source['fusion']}: scores here are the plain mean of the branches' "
+                "probabilities (the "
+                "run's learned branch weights are not applied).",
+                "",
+            ]
+            if source["fusion"] in ("weighted", "gated")
+            else []
+        ),
+        f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls "
+        "more than "
+        f"{100 * config.tolerance:g} points below cycle 0 ({config.inflection_patience} cycle(s) "
+        "in a row).",
+        "",
+        "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
+        "| test top-1 | top-5 | top-10 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for index, cycle in enumerate(result["cycles"]):
         marker = " (inflection)" if index == result["inflection_cycle"] else ""
-        lines.append(f"| {index}{marker} | {cycle['neurons']} | {cycle['flops']:,} | {cycle['multiply_adds']:,} | "
-                     + " | ".join(f"{100 * cycle[f'{split}_top{k}']:.2f}" for split in ("validation", "test")
-                                  for k in TOP_KS) + " |")
+        lines.append(
+            f"| {index}{marker} | {cycle['neurons']} | {cycle['flops']:,} | "
+            f"{cycle['multiply_adds']:,} | "
+            + " | ".join(
+                f"{100 * cycle[f'{split}_top{k}']:.2f}"
+                for split in ("validation", "test")
+                for k in TOP_KS
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -443,11 +627,20 @@ def plot(result: dict, path: str) -> None:
     removed = np.array([cycles[0]["neurons"] - cycle["neurons"] for cycle in cycles])
     flops_removed = np.array([cycles[0]["flops"] - cycle["flops"] for cycle in cycles])
     figure, axes = plots.figure(1, 2, figsize=(10, 4), sharey=True)
-    for axis, x_values, label in ((axes[0], removed, "hidden neurons removed"),
-                                  (axes[1], flops_removed, "FLOPs removed (fan-in + fan-out + 2 per neuron)")):
-        for key, name in (("validation_top1", "validation"), ("test_top1", cycles[0]["test_split"])):
-            axis.plot(x_values, [100 * cycle[key] for cycle in cycles], marker=".", label=f"{name} top-1")
-        axis.axvline(x_values[result["inflection_cycle"]], color="grey", linestyle="--", label="inflection")
+    for axis, x_values, label in (
+        (axes[0], removed, "hidden neurons removed"),
+        (axes[1], flops_removed, "FLOPs removed (fan-in + fan-out + 2 per neuron)"),
+    ):
+        for key, name in (
+            ("validation_top1", "validation"),
+            ("test_top1", cycles[0]["test_split"]),
+        ):
+            axis.plot(
+                x_values, [100 * cycle[key] for cycle in cycles], marker=".", label=f"{name} top-1"
+            )
+        axis.axvline(
+            x_values[result["inflection_cycle"]], color="grey", linestyle="--", label="inflection"
+        )
         axis.set_xlabel(label)
     axes[0].set_ylabel("top-1 (%)")
     axes[0].legend()

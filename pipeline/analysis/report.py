@@ -34,8 +34,12 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     qualities = [int(name[1:]) for name in branches if name != "original"]
     figure, axes = plots.figure(figsize=(7, 4))
     for metric, marker in (("top1", "o"), ("top5", "s")):
-        axes.plot(qualities, [100 * branches[f"q{q}"][metric] for q in qualities], marker=marker,
-                  label=f"one branch alone, {metric}")
+        axes.plot(
+            qualities,
+            [100 * branches[f"q{q}"][metric] for q in qualities],
+            marker=marker,
+            label=f"one branch alone, {metric}",
+        )
         axes.axhline(100 * branches["original"][metric], linestyle=":", color="gray")
     axes.axhline(100 * evaluation["topology"]["top1"], color="green", label="topology top1")
     axes.set_xlabel("JPEG quality factor of the branch")
@@ -59,10 +63,19 @@ def _stages_plot(results: results_lib.Results, directory: str):
     axes.plot(labels, top1, marker="o", label="topology, best top-1")
     capped = [index for index, stage in enumerate(stages) if stage.capped]
     if capped:  # these stages were still improving: their top-1 is not the stage's best
-        axes.scatter([labels[index] for index in capped], [top1[index] for index in capped], s=120,
-                     facecolors="none", edgecolors="red", zorder=3, label="hit the epoch cap while improving")
+        axes.scatter(
+            [labels[index] for index in capped],
+            [top1[index] for index in capped],
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+            zorder=3,
+            label="hit the epoch cap while improving",
+        )
     if results.baseline:
-        axes.axhline(100 * results.baseline.top1, linestyle="--", color="gray", label="baseline top-1")
+        axes.axhline(
+            100 * results.baseline.top1, linestyle="--", color="gray", label="baseline top-1"
+        )
     axes.set_ylabel("validation top-1 %")
     axes.set_title("Best top-1 per training stage")
     axes.legend()
@@ -75,9 +88,15 @@ def _nodes_plot(manifest: manifest_lib.Manifest, directory: str):
     left.bar(nodes, [100 * manifest.nodes[node].zero_fraction for node in nodes])
     left.set_ylabel("zeros %")
     left.set_title("Zero fraction per node")
-    right.bar(nodes, [manifest.nodes[node].bytes_per_image / 1024 for node in nodes], label="stored")
-    right.bar(nodes, [manifest.nodes[node].float32_bytes_per_image / 1024 for node in nodes],
-              fill=False, label="float32")
+    right.bar(
+        nodes, [manifest.nodes[node].bytes_per_image / 1024 for node in nodes], label="stored"
+    )
+    right.bar(
+        nodes,
+        [manifest.nodes[node].float32_bytes_per_image / 1024 for node in nodes],
+        fill=False,
+        label="float32",
+    )
     right.set_ylabel("KiB per image")
     right.set_title("Storage per node")
     right.legend()
@@ -90,73 +109,135 @@ def _data_directory(manifest: manifest_lib.Manifest, data_dir: str | None):
     return data_dir or manifest.source_root()
 
 
-def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir: str | None = None,
-                 bench_files=()) -> dict:
+def build_report(
+    logdir: str,
+    evaluation_dir: str | None,
+    out_dir: str,
+    data_dir: str | None = None,
+    bench_files=(),
+) -> dict:
     """Writes out_dir/report.md, its PNGs and report.json; returns the numbers."""
     os.makedirs(out_dir, exist_ok=True)
     results = run_directory.read(logdir)
-    evaluation = fileio.read_json(os.path.join(evaluation_dir, "evaluation.json")) if evaluation_dir else None
+    evaluation = (
+        fileio.read_json(os.path.join(evaluation_dir, "evaluation.json"))
+        if evaluation_dir
+        else None
+    )
     manifest = manifest_lib.Manifest.read(results.records)
     timings = fileio.read_json(os.path.join(results.records, "timings.json"))
-    numbers = {"results": results.to_json(), "evaluation": evaluation, "nodes": manifest.to_json()["nodes"],
-               "timings": timings}
-    lines = ["# Multi-quality JPEG topology: report", "",
-             f"Backbone {results.backbone}, branches {', '.join(results.branches)}; records "
-             f"`{results.records}`; training run `{logdir}`.", ""]
+    numbers = {
+        "results": results.to_json(),
+        "evaluation": evaluation,
+        "nodes": manifest.to_json()["nodes"],
+        "timings": timings,
+    }
+    lines = [
+        "# Multi-quality JPEG topology: report",
+        "",
+        f"Backbone {results.backbone}, branches {', '.join(results.branches)}; records "
+        f"`{results.records}`; training run `{logdir}`.",
+        "",
+    ]
 
-    lines += ["## Training stages (best validation top-1 per stage)", "",
-              "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best top-5 % "
-              "| ended by |",
-              "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {stage.stage} | {stage.node} | {stage.thesis_block} | {stage.learning_rate:g} | "
-              f"{stage.steps} | {stage.seconds:.0f} | {_percent(stage.best_top1)} | "
-              f"{_percent(stage.best_top5)} | {_ended_by(stage)} |" for stage in results.stages]
+    lines += [
+        "## Training stages (best validation top-1 per stage)",
+        "",
+        "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best "
+        "top-5 % "
+        "| ended by |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {stage.stage} | {stage.node} | {stage.thesis_block} | {stage.learning_rate:g} | "
+        f"{stage.steps} | {stage.seconds:.0f} | {_percent(stage.best_top1)} | "
+        f"{_percent(stage.best_top5)} | {_ended_by(stage)} |"
+        for stage in results.stages
+    ]
     capped = [stage.node for stage in results.stages if stage.capped]
     if capped:
-        lines += ["", f"**WARNING: {', '.join(capped)} hit the epoch cap while still improving, so its top-1 "
-                      f"understates what the stage can reach: compare nothing against it.**"]
+        lines += [
+            "",
+            f"**WARNING: {', '.join(capped)} hit the epoch cap while still improving, so its top-1 "
+            f"understates what the stage can reach: compare nothing against it.**",
+        ]
     if results.baseline:
-        lines += ["", f"Baseline (the stock model on the original images): top-1 "
-                      f"{_percent(results.baseline.top1)} %, top-5 {_percent(results.baseline.top5)} %."]
+        lines += [
+            "",
+            f"Baseline (the stock model on the original images): top-1 "
+            f"{_percent(results.baseline.top1)} %, top-5 {_percent(results.baseline.top5)} %.",
+        ]
     lines += ["", f"![best top-1 per stage]({_stages_plot(results, out_dir)})", ""]
 
     if evaluation:
-        lines += ["## Evaluation", "", evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2]]
+        lines += [
+            "## Evaluation",
+            "",
+            evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2],
+        ]
         plot = _accuracy_versus_quality(evaluation, out_dir)
         if plot:
             lines += [f"![accuracy per quality factor]({plot})", ""]
 
-    lines += ["## Nodes: sparsity and storage", "",
-              "| node | storage | zeros % | KiB per image | float32 KiB per image | ratio | shards | MiB on disk |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Nodes: sparsity and storage",
+        "",
+        "| node | storage | zeros % | KiB per image | float32 KiB per image | ratio | shards | "
+        "MiB on disk |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for node, entry in manifest.nodes.items():
         files = [shard.files[node] for split in manifest.splits.values() for shard in split.shards]
-        lines.append(f"| {node} | {entry.encoding} {entry.dtype} | {_percent(entry.zero_fraction)} | "
-                     f"{entry.bytes_per_image / 1024:.1f} | {entry.float32_bytes_per_image / 1024:.1f} | "
-                     f"{entry.bytes_per_image / entry.float32_bytes_per_image:.3f} | {len(files)} | "
-                     f"{sum(file.num_bytes for file in files) / 2**20:.1f} |")
+        lines.append(
+            f"| {node} | {entry.encoding} {entry.dtype} | {_percent(entry.zero_fraction)} | "
+            f"{entry.bytes_per_image / 1024:.1f} | {entry.float32_bytes_per_image / 1024:.1f} | "
+            f"{entry.bytes_per_image / entry.float32_bytes_per_image:.3f} | {len(files)} | "
+            f"{sum(file.num_bytes for file in files) / 2**20:.1f} |"
+        )
     lines += ["", f"![nodes]({_nodes_plot(manifest, out_dir)})", ""]
 
     lines += ["## Timings", ""]
     if timings:
-        lines.append(f"- offline stage: {timings['images_processed']} images in {timings['seconds']:.1f} s "
-                     f"({timings['images_per_second']:.2f} images/s while extracting)")
-    lines += [f"- training stage {stage.stage} ({stage.node}): {stage.seconds:.1f} s" for stage in results.stages]
+        lines.append(
+            f"- offline stage: {timings['images_processed']} images in {timings['seconds']:.1f} s "
+            f"({timings['images_per_second']:.2f} images/s while extracting)"
+        )
+    lines += [
+        f"- training stage {stage.stage} ({stage.node}): {stage.seconds:.1f} s"
+        for stage in results.stages
+    ]
     numbers["benchmarks"] = {}
     for path in bench_files:
         bench = fileio.read_json(path)
         if bench is not None:
             numbers["benchmarks"][os.path.basename(path)] = bench
-            lines += ["", f"Benchmark `{path}`:", "", "```", json.dumps(bench, indent=1)[:3000], "```"]
+            lines += [
+                "",
+                f"Benchmark `{path}`:",
+                "",
+                "```",
+                json.dumps(bench, indent=1)[:3000],
+                "```",
+            ]
     lines.append("")
 
     source = _data_directory(manifest, data_dir)
     if source and os.path.isdir(source):
         histogram = jpeg_quality.histogram_of_directory(source)
-        jpeg_quality.plot(histogram, os.path.join(out_dir, "quality_histogram.png"), os.path.basename(source))
+        jpeg_quality.plot(
+            histogram, os.path.join(out_dir, "quality_histogram.png"), os.path.basename(source)
+        )
         numbers["quality_histogram"] = histogram.to_json()
-        lines += ["## JPEG quality of the dataset", "", "```", histogram.text(), "```", "",
-                  "![quality-factor histogram](quality_histogram.png)", ""]
+        lines += [
+            "## JPEG quality of the dataset",
+            "",
+            "```",
+            histogram.text(),
+            "```",
+            "",
+            "![quality-factor histogram](quality_histogram.png)",
+            "",
+        ]
 
     fileio.write_text_atomic(os.path.join(out_dir, "report.md"), "\n".join(lines))
     fileio.write_json_atomic(os.path.join(out_dir, "report.json"), numbers)
@@ -165,6 +246,8 @@ def build_report(logdir: str, evaluation_dir: str | None, out_dir: str, data_dir
 
 def run(config: config_lib.ReportConfig) -> dict:
     """jpeg-ladder-report: the report of a training run (and its evaluation)."""
-    numbers = build_report(config.logdir, config.evaluation, config.out_dir, config.data_dir, config.bench)
+    numbers = build_report(
+        config.logdir, config.evaluation, config.out_dir, config.data_dir, config.bench
+    )
     print(f"report: wrote {config.out_dir}/report.md")
     return numbers

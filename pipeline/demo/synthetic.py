@@ -1,9 +1,9 @@
 """A small synthetic image dataset that can be made offline, for the demo and for trying the tools.
 
-Each class differs in colour and texture as well as shape, so that even a backbone with random weights
-(whose pooled features keep colour and local statistics but hardly shape) gives features a linear head
-can learn from. Colours and textures are drawn with jitter and overlap a little between classes, and
-every image has clutter and noise, so the task is learnable but not trivial.
+Each class differs in colour and texture as well as shape, so that even a backbone with random
+weights (whose pooled features keep colour and local statistics but hardly shape) gives features a
+linear head can learn from. Colours and textures are drawn with jitter and overlap a little between
+classes, and every image has clutter and noise, so the task is learnable but not trivial.
 """
 
 import colorsys
@@ -14,14 +14,18 @@ import PIL.Image
 import PIL.ImageDraw
 
 # class name -> (shape, texture, hue of the shape's colour in [0, 1))
-CLASSES = {"circle": ("circle", "stripes", 0.0), "square": ("square", "checks", 0.33),
-           "triangle": ("triangle", "dots", 0.62)}
+CLASSES = {
+    "circle": ("circle", "stripes", 0.0),
+    "square": ("square", "checks", 0.33),
+    "triangle": ("triangle", "dots", 0.62),
+}
 
 
 def _colour(hue: float, rng: np.random.Generator) -> tuple[int, int, int]:
     """A saturated colour near `hue`; the jitter lets neighbouring classes overlap a little."""
-    red, green, blue = colorsys.hsv_to_rgb((hue + rng.normal(0, 0.07)) % 1.0, rng.uniform(0.55, 1.0),
-                                           rng.uniform(0.5, 1.0))
+    red, green, blue = colorsys.hsv_to_rgb(
+        (hue + rng.normal(0, 0.07)) % 1.0, rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0)
+    )
     return int(255 * red), int(255 * green), int(255 * blue)
 
 
@@ -38,12 +42,16 @@ def _texture(texture: str, colour, rng: np.random.Generator, size: int) -> PIL.I
         for row in range(0, size, period):
             for column in range(0, size, period):
                 if (row // period + column // period) % 2 == 0:
-                    draw.rectangle((column, row, column + period - 1, row + period - 1), fill=colour)
+                    draw.rectangle(
+                        (column, row, column + period - 1, row + period - 1), fill=colour
+                    )
     else:  # dots
         radius = max(1, period // 3)
         for row in range(period // 2, size, period):
             for column in range(period // 2, size, period):
-                draw.ellipse((column - radius, row - radius, column + radius, row + radius), fill=colour)
+                draw.ellipse(
+                    (column - radius, row - radius, column + radius, row + radius), fill=colour
+                )
     return tile
 
 
@@ -58,30 +66,47 @@ def _mask(shape: str, rng: np.random.Generator, size: int) -> PIL.Image.Image:
     elif shape == "square":
         draw.rectangle(box, fill=255)
     else:
-        draw.polygon([(centre_x, centre_y - radius), (centre_x - radius, centre_y + radius),
-                      (centre_x + radius, centre_y + radius)], fill=255)
+        draw.polygon(
+            [
+                (centre_x, centre_y - radius),
+                (centre_x - radius, centre_y + radius),
+                (centre_x + radius, centre_y + radius),
+            ],
+            fill=255,
+        )
     return mask
 
 
 def _draw(name: str, rng: np.random.Generator, size: int) -> PIL.Image.Image:
     shape, texture, hue = CLASSES[name]
-    background = PIL.Image.new("RGB", (size, size), tuple(int(value) for value in rng.integers(60, 200, 3)))
+    background = PIL.Image.new(
+        "RGB", (size, size), tuple(int(value) for value in rng.integers(60, 200, 3))
+    )
     clutter = PIL.ImageDraw.Draw(background)
-    for _ in range(int(rng.integers(2, 6))):  # grey blobs anywhere, also over where the shape will be
+    for _ in range(
+        int(rng.integers(2, 6))
+    ):  # grey blobs anywhere, also over where the shape will be
         x, y = (int(value) for value in rng.integers(0, size, 2))
         grey = int(rng.integers(0, 256))
-        clutter.ellipse((x, y, x + int(rng.integers(4, size // 3)), y + int(rng.integers(4, size // 3))),
-                        fill=(grey, grey, grey))
-    background.paste(_texture(texture, _colour(hue, rng), rng, size), (0, 0), _mask(shape, rng, size))
+        clutter.ellipse(
+            (x, y, x + int(rng.integers(4, size // 3)), y + int(rng.integers(4, size // 3))),
+            fill=(grey, grey, grey),
+        )
+    background.paste(
+        _texture(texture, _colour(hue, rng), rng, size), (0, 0), _mask(shape, rng, size)
+    )
     noise = rng.normal(0, 10, (size, size, 3))
-    return PIL.Image.fromarray(np.clip(np.asarray(background, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+    return PIL.Image.fromarray(
+        np.clip(np.asarray(background, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+    )
 
 
 def write_shapes_dataset(root: str, per_class: int = 20, size: int = 96, seed: int = 0) -> str:
-    """root/<class>/*.jpg: textured, coloured shapes on cluttered backgrounds, saved at JPEG qualities 30-95.
+    """root/<class>/*.jpg: textured, coloured shapes on cluttered backgrounds, saved at JPEG
+    qualities 30-95.
 
-    This is synthetic data, made so that the pipeline can run end to end without downloading anything;
-    its accuracy figures say nothing about real photos.
+    This is synthetic data, made so that the pipeline can run end to end without downloading
+    anything; its accuracy figures say nothing about real photos.
     """
     rng = np.random.default_rng(seed)
     for name in CLASSES:

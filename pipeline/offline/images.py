@@ -5,8 +5,8 @@ column); validation is carved from the training images by a stable hash of each 
 root/<class>/* tree gets both by hash. Only evaluation reads test: everything that chooses looks at
 validation.
 
-The dataset may live in a local folder or behind any URL tf.io.gfile reads (gs://, s3://, ...); both give
-the same order and the same image ids.
+The dataset may live in a local folder or behind any URL tf.io.gfile reads (gs://, s3://, ...); both
+give the same order and the same image ids.
 """
 
 import csv
@@ -68,23 +68,29 @@ def _files_below(directory: str) -> list[str]:
 
 
 def _first_visit(path: str, visited: set) -> bool:
-    """Whether the local folder path (perhaps a link) is one not walked yet; warns when it is skipped."""
+    """Whether the local folder path (perhaps a link) is one not walked yet; warns when it is
+    skipped."""
     try:
         status = os.stat(path)
     except OSError as error:  # a dangling or looping link
         warnings.warn(f"skipping {path}: {error.strerror}", stacklevel=4)
         return False
     if (status.st_dev, status.st_ino) in visited:
-        warnings.warn(f"skipping {path}: it links to a folder already listed ({os.path.realpath(path)})",
-                      stacklevel=4)
+        warnings.warn(
+            f"skipping {path}: it links to a folder already listed ({os.path.realpath(path)})",
+            stacklevel=4,
+        )
         return False
     visited.add((status.st_dev, status.st_ino))
     return True
 
 
 def _class_directories(directory: str) -> list[str]:
-    return sorted(name for name in fileio.listdir(directory)
-                  if not name.startswith(".") and fileio.isdir(fileio.join(directory, name)))
+    return sorted(
+        name
+        for name in fileio.listdir(directory)
+        if not name.startswith(".") and fileio.isdir(fileio.join(directory, name))
+    )
 
 
 def _split(given: str | None, image_id: str, validation_percent: float, test_percent: float) -> str:
@@ -95,26 +101,39 @@ def _split(given: str | None, image_id: str, validation_percent: float, test_per
     return shards.split_for(image_id, validation_percent, test_percent)
 
 
-def index_directory(data_dir: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
+def index_directory(
+    data_dir: str, validation_percent: float, test_percent: float = 10.0
+) -> ImageIndex:
     """root/<class>/* (split by a stable hash of the id) or root/train|val|test/<class>/*."""
     if not fileio.isdir(data_dir):
         raise FileNotFoundError(f"--data-dir {data_dir}: no such directory")
     top = _class_directories(data_dir)
     presplit = bool(top) and all(name in _SPLIT_DIRECTORIES for name in top)
-    roots = [(fileio.join(data_dir, name), _SPLIT_DIRECTORIES[name]) for name in top] if presplit \
+    roots = (
+        [(fileio.join(data_dir, name), _SPLIT_DIRECTORIES[name]) for name in top]
+        if presplit
         else [(data_dir, None)]
+    )
     class_names = sorted({name for root, _ in roots for name in _class_directories(root)})
     if not class_names:
-        raise errors.UserError(f"--data-dir {data_dir} has no class folders: expected root/<class>/* "
-                         f"or root/train|val/<class>/*")
+        raise errors.UserError(
+            f"--data-dir {data_dir} has no class folders: expected root/<class>/* "
+            f"or root/train|val/<class>/*"
+        )
     label_of = {name: label for label, name in enumerate(class_names)}
     items = []
     for root, split in roots:
         for class_name in _class_directories(root):
             for path in _files_below(fileio.join(root, class_name)):
                 image_id = fileio.relpath(path, data_dir)
-                items.append(ImageItem(path, label_of[class_name], image_id,
-                                       _split(split, image_id, validation_percent, test_percent)))
+                items.append(
+                    ImageItem(
+                        path,
+                        label_of[class_name],
+                        image_id,
+                        _split(split, image_id, validation_percent, test_percent),
+                    )
+                )
     return _checked(ImageIndex(tuple(items), tuple(class_names)), f"--data-dir {data_dir}")
 
 
@@ -132,7 +151,9 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         rows = rows[1:]
     bad = [number for number, row in enumerate(rows, 1) if len(row) not in (2, 3)]
     if bad:
-        raise errors.UserError(f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]")
+        raise errors.UserError(
+            f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]"
+        )
     labels = [row[1].strip() for row in rows]
     if labels and all(label.lstrip("-").isdigit() for label in labels):
         numbers = [int(label) for label in labels]
@@ -148,13 +169,22 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         file_name = row[0].strip()
         split = _SPLIT_DIRECTORIES.get(row[2].strip().lower()) if len(row) == 3 else None
         if len(row) == 3 and split is None:
-            raise errors.UserError(f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
-                             f"(use train, or val or test for held-out images)")
+            raise errors.UserError(
+                f"--labels-csv {labels_csv}: unknown split {row[2]!r} for {file_name} "
+                f"(use train, or val or test for held-out images)"
+            )
         image_id = os.path.normpath(file_name).replace(os.sep, "/")
         # An object store takes "a/../b" literally, so a URL is built from the normalized name.
-        path = fileio.join(root, posixpath.normpath(file_name)) if fileio.is_remote(root) \
+        path = (
+            fileio.join(root, posixpath.normpath(file_name))
+            if fileio.is_remote(root)
             else os.path.join(root, file_name)
-        items.append(ImageItem(path, label, image_id, _split(split, image_id, validation_percent, test_percent)))
+        )
+        items.append(
+            ImageItem(
+                path, label, image_id, _split(split, image_id, validation_percent, test_percent)
+            )
+        )
     return _checked(ImageIndex(tuple(items), class_names), f"--labels-csv {labels_csv}")
 
 

@@ -1,18 +1,21 @@
-"""The offline stage as one job: plan, identity, resume, manifest, quarantine and summary, around a runner.
+"""The offline stage as one job: plan, identity, resume, manifest, quarantine and summary, around a
+runner.
 
-    make_tfrecords(config)   index the images -> plan the shards -> check the job's identity against OUT
-                             -> the runner extracts the pending shards -> manifest.json, quarantine.csv,
-                             timings.json and a one-paragraph summary
+    make_tfrecords(config)   index the images -> plan the shards -> check the job's identity against
+                             OUT
+                             -> the runner extracts the pending shards -> manifest.json,
+                             quarantine.csv, timings.json and a one-paragraph summary
 
 The runner (config.runner) only decides where the shard work runs: `local` in this process
-(pipeline.offline.local), `beam` on any Apache Beam runner (pipeline.offline.beam). Both write the same
-shards through pipeline.offline.shard_work and keep their progress in OUT/.progress/, so a killed job rerun
-with the same command redoes only the shards that were not finished and ends with output identical to an
-uninterrupted run.
+(pipeline.offline.local), `beam` on any Apache Beam runner (pipeline.offline.beam). Both write the
+same shards through pipeline.offline.shard_work and keep their progress in OUT/.progress/, so a
+killed job rerun with the same command redoes only the shards that were not finished and ends with
+output identical to an uninterrupted run.
 
 Every path (images, --labels-csv, --weights, a savedmodel: backbone, OUT) may be local or a URL that
-tf.io.gfile reads (gs://, s3://, ...); all file access goes through tfrecords.fileio. A local OUT is locked
-against a second job; an object store has no lock, so there keeping one job per OUT is up to the user.
+tf.io.gfile reads (gs://, s3://, ...); all file access goes through tfrecords.fileio. A local OUT is
+locked against a second job; an object store has no lock, so there keeping one job per OUT is up to
+the user.
 """
 
 import contextlib
@@ -45,12 +48,17 @@ TIMINGS_NAME = "timings.json"
 
 def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
     if config.data_dir is not None:
-        return images.index_directory(config.data_dir, config.validation_percent, config.test_percent)
+        return images.index_directory(
+            config.data_dir, config.validation_percent, config.test_percent
+        )
     return images.index_csv(config.labels_csv, config.validation_percent, config.test_percent)
 
 
-def plan(index: images.ImageIndex, config: config_lib.ExtractConfig,
-         example_shapes: dict[str, tuple[int, ...]]) -> list[shard_work.ShardTask]:
+def plan(
+    index: images.ImageIndex,
+    config: config_lib.ExtractConfig,
+    example_shapes: dict[str, tuple[int, ...]],
+) -> list[shard_work.ShardTask]:
     """Deterministic shard assignment of every image, per split."""
     largest = max(len(index.split(split)) for split in index.split_names)
     tasks = []
@@ -60,47 +68,75 @@ def plan(index: images.ImageIndex, config: config_lib.ExtractConfig,
             num_shards = max(1, round(config.num_shards * len(items) / largest))
         else:
             dense_bytes = max(4 * math.prod(shape) for shape in example_shapes.values())
-            num_shards = shards.num_shards_for(len(items), dense_bytes, int(config.shard_size_mb * 2**20))
+            num_shards = shards.num_shards_for(
+                len(items), dense_bytes, int(config.shard_size_mb * 2**20)
+            )
         chunks = shards.plan_shards([item.image_id for item in items], num_shards)
-        tasks.extend(shard_work.ShardTask(split, number, len(chunks), tuple(items[i] for i in chunk))
-                     for number, chunk in enumerate(chunks))
+        tasks.extend(
+            shard_work.ShardTask(split, number, len(chunks), tuple(items[i] for i in chunk))
+            for number, chunk in enumerate(chunks)
+        )
     return tasks
 
 
-def identity(config: config_lib.ExtractConfig, backbone: registry.Backbone, nodes, input_size: int,
-             index: images.ImageIndex) -> dict:
+def identity(
+    config: config_lib.ExtractConfig,
+    backbone: registry.Backbone,
+    nodes,
+    input_size: int,
+    index: images.ImageIndex,
+) -> dict:
     """Everything that determines the output; a rerun must match it to resume."""
     weights = backbones.identity(config, backbone)
-    listing = hashlib.sha256("\n".join(f"{item.image_id},{item.label},{item.split}"
-                                       for item in index.items).encode()).hexdigest()
-    # Only feature vector models have an input range: keeping the key out otherwise lets jobs started
-    # before it existed resume.
-    model_input = {"input_range": list(backbone.input_range)} if backbone.input_range is not None else {}
-    # Named only when not the default, so that the jobs written before storage dtypes existed (all float32)
-    # still resume; a rerun with another dtype than the output's is then refused like any changed setting.
+    listing = hashlib.sha256(
+        "\n".join(f"{item.image_id},{item.label},{item.split}" for item in index.items).encode()
+    ).hexdigest()
+    # Only feature vector models have an input range: keeping the key out otherwise lets jobs
+    # started before it existed resume.
+    model_input = (
+        {"input_range": list(backbone.input_range)} if backbone.input_range is not None else {}
+    )
+    # Named only when not the default, so that the jobs written before storage dtypes existed (all
+    # float32) still resume; a rerun with another dtype than the output's is then refused like any
+    # changed setting.
     dtype = {} if config.storage_dtype == codec.FLOAT32 else {"storage_dtype": config.storage_dtype}
     return {
-        "backbone": backbone.name, **model_input, "weights": weights, "nodes": list(nodes),
-        "input_size": input_size, "central_crop": config.central_crop,
-        "qualities": list(config.qualities), "num_shards": config.num_shards,
-        "shard_size_mb": config.shard_size_mb, "validation_percent": config.validation_percent,
+        "backbone": backbone.name,
+        **model_input,
+        "weights": weights,
+        "nodes": list(nodes),
+        "input_size": input_size,
+        "central_crop": config.central_crop,
+        "qualities": list(config.qualities),
+        "num_shards": config.num_shards,
+        "shard_size_mb": config.shard_size_mb,
+        "validation_percent": config.validation_percent,
         "test_percent": config.test_percent,
-        "compression": config.compression, "batch_size": config.batch_size,
-        "seed": config.seed if weights["kind"] == "none" else None, "images": listing, **dtype,
+        "compression": config.compression,
+        "batch_size": config.batch_size,
+        "seed": config.seed if weights["kind"] == "none" else None,
+        "images": listing,
+        **dtype,
     }
 
 
 def output_lock(out_dir: str):
-    """The lock that keeps a second job off a local out_dir; none for an object store, which has no lock."""
+    """The lock that keeps a second job off a local out_dir; none for an object store, which has no
+    lock."""
     if not fileio.is_remote(out_dir):
         return writer.OutputLock(out_dir)
-    print(f"make_tfrecords: {out_dir} is not locked (object stores have no lock): starting two jobs on the same "
-          f"output directory is up to you; every shard is still written whole or not at all", file=sys.stderr)
+    print(
+        f"make_tfrecords: {out_dir} is not locked (object stores have no lock): starting two jobs "
+        "on the same "
+        f"output directory is up to you; every shard is still written whole or not at all",
+        file=sys.stderr,
+    )
     return contextlib.nullcontext()
 
 
 def runner_for(config: config_lib.ExtractConfig):
-    """The module whose run_shards(extraction, backbone, model, pending, progress) extracts the pending shards."""
+    """The module whose run_shards(extraction, backbone, model, pending, progress) extracts the
+    pending shards."""
     if config.runner == "beam":
         from pipeline.offline import beam  # an optional extra: imported only when asked for
 
@@ -110,7 +146,8 @@ def runner_for(config: config_lib.ExtractConfig):
 
 
 def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
-    """Runs (or resumes) the offline stage on config.runner and returns its summary; see the module docstring."""
+    """Runs (or resumes) the offline stage on config.runner and returns its summary; see the module
+    docstring."""
     started = time.perf_counter()
     runner = runner_for(config)
     shard_work.check_paths(config)
@@ -122,14 +159,16 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
     fileio.makedirs(config.out_dir)
     with output_lock(config.out_dir):
         job_identity = identity(config, backbone, nodes, input_size, index)
-        # Built before the job is recorded: a model that does not build (wrong --input-size, say) must not
-        # make the corrected command look like another job.
+        # Built before the job is recorded: a model that does not build (wrong --input-size, say)
+        # must not make the corrected command look like another job.
         model = backbones.for_job(config, backbone, input_size)
         progress = progress_lib.Progress(config.out_dir)
         progress.start(job_identity)
         extraction = shard_work.Extraction(config, nodes, input_size)
-        example_shapes = {node: (extraction.num_branches,) + shape
-                          for node, shape in cut.node_shapes(model, nodes).items()}
+        example_shapes = {
+            node: (extraction.num_branches,) + shape
+            for node, shape in cut.node_shapes(model, nodes).items()
+        }
         tasks = plan(index, config, example_shapes)
         pending = progress.pending(tasks)
         for node in nodes:
@@ -139,32 +178,49 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
         if pending:
             extracting_seconds = runner.run_shards(extraction, backbone, model, pending, progress)
         results = [progress.shard_result(task.name) for task in tasks]
-        manifest = _manifest(config, job_identity, index, example_shapes, progress.encodings(), results)
+        manifest = _manifest(
+            config, job_identity, index, example_shapes, progress.encodings(), results
+        )
         manifest.write(config.out_dir)
         _write_quarantine(config.out_dir, results)
-        summary = _summary(manifest, results, pending, time.perf_counter() - started, extracting_seconds)
+        summary = _summary(
+            manifest, results, pending, time.perf_counter() - started, extracting_seconds
+        )
         fileio.write_json_atomic(fileio.join(config.out_dir, TIMINGS_NAME), summary)
     print(summary["text"])
     return summary
 
 
 def verify_output(out_dir: str) -> verify.Report:
-    """Checks every shard a finished job wrote against its manifest and prints one line per bad shard."""
+    """Checks every shard a finished job wrote against its manifest and prints one line per bad
+    shard."""
     report = verify.verify_records(out_dir)
     print(report.text())
     return report
 
 
-def _manifest(config, job_identity, index, example_shapes, encodings, results) -> manifest_lib.Manifest:
+def _manifest(
+    config, job_identity, index, example_shapes, encodings, results
+) -> manifest_lib.Manifest:
     nodes = job_identity["nodes"]
     encodings = encodings or {node: codec.DENSE for node in nodes}  # every image was quarantined
     shards_of = {}
     for result in results:
-        shards_of.setdefault(result["split"], []).append(manifest_lib.ShardInfo(
-            index=result["index"], num_records=result["num_records"],
-            files={node: manifest_lib.FileInfo(**file) for node, file in result["files"].items()}))
-    splits = {split: manifest_lib.SplitInfo(sum(shard.num_records for shard in shard_list), tuple(shard_list))
-              for split, shard_list in shards_of.items()}
+        shards_of.setdefault(result["split"], []).append(
+            manifest_lib.ShardInfo(
+                index=result["index"],
+                num_records=result["num_records"],
+                files={
+                    node: manifest_lib.FileInfo(**file) for node, file in result["files"].items()
+                },
+            )
+        )
+    splits = {
+        split: manifest_lib.SplitInfo(
+            sum(shard.num_records for shard in shard_list), tuple(shard_list)
+        )
+        for split, shard_list in shards_of.items()
+    }
     node_entries = {}
     num_records = sum(result["num_records"] for result in results)
     for node in nodes:
@@ -172,21 +228,34 @@ def _manifest(config, job_identity, index, example_shapes, encodings, results) -
         total = sum(result["zeros"][node][1] for result in results)
         stored = sum(result["files"][node]["num_bytes"] for result in results)
         node_entries[node] = manifest_lib.NodeInfo(
-            shape=tuple(example_shapes[node]), dtype=config.storage_dtype, encoding=encodings[node],
+            shape=tuple(example_shapes[node]),
+            dtype=config.storage_dtype,
+            encoding=encodings[node],
             zero_fraction=zeros / total if total else 0.0,
             bytes_per_image=stored / num_records if num_records else 0.0,
-            float32_bytes_per_image=4 * math.prod(example_shapes[node]))
-    run_config = {key: list(value) if isinstance(value, tuple) else value
-                  for key, value in dataclasses.asdict(config).items()
-                  # Where the output lives and how it was watched do not describe it.
-                  if key not in ("out_dir", "progress")}
+            float32_bytes_per_image=4 * math.prod(example_shapes[node]),
+        )
+    run_config = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+        # Where the output lives and how it was watched do not describe it.
+        if key not in ("out_dir", "progress")
+    }
     return manifest_lib.Manifest(
-        nodes=node_entries, splits=splits, compression=config.compression, backbone=job_identity["backbone"],
-        weights=job_identity["weights"], input_size=job_identity["input_size"],
+        nodes=node_entries,
+        splits=splits,
+        compression=config.compression,
+        backbone=job_identity["backbone"],
+        weights=job_identity["weights"],
+        input_size=job_identity["input_size"],
         input_range=tuple(job_identity["input_range"]) if "input_range" in job_identity else None,
-        central_crop=config.central_crop, qualities=tuple(config.qualities),
-        branches=config_lib.branch_names(config.qualities), class_names=tuple(index.class_names),
-        num_quarantined=sum(len(result["quarantine"]) for result in results), config=run_config)
+        central_crop=config.central_crop,
+        qualities=tuple(config.qualities),
+        branches=config_lib.branch_names(config.qualities),
+        class_names=tuple(index.class_names),
+        num_quarantined=sum(len(result["quarantine"]) for result in results),
+        config=run_config,
+    )
 
 
 def _write_quarantine(out_dir: str, results) -> None:
@@ -198,25 +267,41 @@ def _write_quarantine(out_dir: str, results) -> None:
     fileio.write_text_atomic(fileio.join(out_dir, QUARANTINE_NAME), buffer.getvalue())
 
 
-def _summary(manifest: manifest_lib.Manifest, results, pending, seconds: float, extracting_seconds: float) -> dict:
+def _summary(
+    manifest: manifest_lib.Manifest, results, pending, seconds: float, extracting_seconds: float
+) -> dict:
     written = sum(result["num_records"] for result in results)
     processed = sum(len(task.items) for task in pending)
     node_lines = "; ".join(
         f"{node} ({entry.encoding}, {entry.dtype}): {100 * entry.zero_fraction:.1f} % zeros, "
         f"{entry.bytes_per_image / 1024:.1f} KiB/image = "
         f"{entry.bytes_per_image / entry.float32_bytes_per_image:.2f}x float32"
-        for node, entry in manifest.nodes.items())
+        for node, entry in manifest.nodes.items()
+    )
     num_shards = sum(split.num_shards for split in manifest.splits.values())
-    this_run = (f"this run processed {processed} images in {seconds:.1f} s wall time "
-                f"({_rate(processed, extracting_seconds):.2f} images/s while extracting; {len(pending)} shards "
-                f"redone)" if pending else "every shard was already complete, so this run changed nothing")
-    text = (f"make_tfrecords: {written} images written and {manifest.num_quarantined} skipped "
-            f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; {this_run}. Per node: {node_lines}.")
-    return {"images_written": written, "images_skipped": manifest.num_quarantined,
-            "images_processed": processed, "seconds": seconds,
-            "extracting_seconds": extracting_seconds,
-            "images_per_second": _rate(processed, extracting_seconds),
-            "shards_redone": len(pending), "text": text}
+    this_run = (
+        f"this run processed {processed} images in {seconds:.1f} s wall time "
+        f"({_rate(processed, extracting_seconds):.2f} images/s while extracting; {len(pending)} "
+        "shards "
+        f"redone)"
+        if pending
+        else "every shard was already complete, so this run changed nothing"
+    )
+    text = (
+        f"make_tfrecords: {written} images written and {manifest.num_quarantined} skipped "
+        f"(see {QUARANTINE_NAME}) in {num_shards} shards per node; {this_run}. Per node: "
+        f"{node_lines}."
+    )
+    return {
+        "images_written": written,
+        "images_skipped": manifest.num_quarantined,
+        "images_processed": processed,
+        "seconds": seconds,
+        "extracting_seconds": extracting_seconds,
+        "images_per_second": _rate(processed, extracting_seconds),
+        "shards_redone": len(pending),
+        "text": text,
+    }
 
 
 def _rate(count: int, seconds: float) -> float:

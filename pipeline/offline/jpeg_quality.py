@@ -15,14 +15,111 @@ import PIL.Image
 from tfrecords import fileio
 
 # ITU-T T.81 Annex K, in natural (row-major) order, as Pillow reports them.
-_LUMINANCE = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
-_CHROMINANCE = np.array([
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32)
+_LUMINANCE = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ]
+)
+_CHROMINANCE = np.array(
+    [
+        17,
+        18,
+        24,
+        47,
+        99,
+        99,
+        99,
+        99,
+        18,
+        21,
+        26,
+        66,
+        99,
+        99,
+        99,
+        99,
+        24,
+        26,
+        56,
+        99,
+        99,
+        99,
+        99,
+        99,
+        47,
+        66,
+        99,
+        99,
+        99,
+        99,
+        99,
+        99,
+    ]
+    + [99] * 32
+)
 
 NOT_JPEG = "not JPEG"
 NOT_IMAGE = "not an image"
@@ -31,7 +128,8 @@ UNREADABLE = "unreadable"
 
 
 def ijg_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """The luminance and chrominance tables libjpeg writes for `quality` (baseline, clamped to 1..255)."""
+    """The luminance and chrominance tables libjpeg writes for `quality` (baseline, clamped to
+    1..255)."""
     scale = 5000 // quality if quality < 50 else 200 - 2 * quality
     return tuple(np.clip((base * scale + 50) // 100, 1, 255) for base in (_LUMINANCE, _CHROMINANCE))
 
@@ -95,25 +193,43 @@ class Histogram:
 
     @property
     def total(self) -> int:
-        return (sum(self.standard.values()) + sum(self.non_standard.values()) + self.not_jpeg + self.not_image
-                + self.unreadable)
+        return (
+            sum(self.standard.values())
+            + sum(self.non_standard.values())
+            + self.not_jpeg
+            + self.not_image
+            + self.unreadable
+        )
 
     def to_json(self) -> dict:
-        return {"standard": {str(q): n for q, n in sorted(self.standard.items())},
-                "non_standard_nearest": {str(q): n for q, n in sorted(self.non_standard.items())},
-                "not_jpeg": self.not_jpeg, "not_image": self.not_image, "unreadable": self.unreadable,
-                "total": self.total}
+        return {
+            "standard": {str(q): n for q, n in sorted(self.standard.items())},
+            "non_standard_nearest": {str(q): n for q, n in sorted(self.non_standard.items())},
+            "not_jpeg": self.not_jpeg,
+            "not_image": self.not_image,
+            "unreadable": self.unreadable,
+            "total": self.total,
+        }
 
     def text(self, width: int = 40) -> str:
         peak = max([*self.standard.values(), *self.non_standard.values(), 1])
-        lines = [f"{self.total} files: {sum(self.standard.values())} JPEG with IJG tables, "
-                 f"{sum(self.non_standard.values())} JPEG with non-standard tables (nearest IJG quality), "
-                 f"{self.not_jpeg} images in other formats, {self.not_image} not images, {self.unreadable} unreadable"]
-        for label, counts in (("IJG quality", self.standard), ("nearest quality (non-standard)", self.non_standard)):
+        lines = [
+            f"{self.total} files: {sum(self.standard.values())} JPEG with IJG tables, "
+            f"{sum(self.non_standard.values())} JPEG with non-standard tables (nearest IJG "
+            "quality), "
+            f"{self.not_jpeg} images in other formats, {self.not_image} not images, "
+            f"{self.unreadable} unreadable"
+        ]
+        for label, counts in (
+            ("IJG quality", self.standard),
+            ("nearest quality (non-standard)", self.non_standard),
+        ):
             if counts:
                 lines.append(label)
-                lines.extend(f"  Q{quality:>3} {count:>7}  {'#' * max(1, round(width * count / peak))}"
-                             for quality, count in sorted(counts.items()))
+                lines.extend(
+                    f"  Q{quality:>3} {count:>7}  {'#' * max(1, round(width * count / peak))}"
+                    for quality, count in sorted(counts.items())
+                )
         return "\n".join(lines)
 
 
@@ -133,8 +249,12 @@ def plot(histogram: Histogram, path: str, title: str) -> None:
     figure, axes = plots.figure(figsize=(8, 3.5))
     qualities = np.arange(1, 101)
     axes.bar(qualities, [histogram.standard.get(q, 0) for q in qualities], label="IJG tables")
-    axes.bar(qualities, [histogram.non_standard.get(q, 0) for q in qualities],
-             bottom=[histogram.standard.get(q, 0) for q in qualities], label="non-standard (nearest)")
+    axes.bar(
+        qualities,
+        [histogram.non_standard.get(q, 0) for q in qualities],
+        bottom=[histogram.standard.get(q, 0) for q in qualities],
+        label="non-standard (nearest)",
+    )
     axes.set_xlabel("JPEG quality factor")
     axes.set_ylabel("files")
     axes.set_title(f"{title} ({histogram.not_jpeg} not JPEG, {histogram.unreadable} unreadable)")
@@ -143,7 +263,8 @@ def plot(histogram: Histogram, path: str, title: str) -> None:
 
 
 def run(config) -> Histogram:
-    """jpeg-ladder-qf-histogram: prints the histogram of config.directory (a HistogramConfig), --plot, --json."""
+    """jpeg-ladder-qf-histogram: prints the histogram of config.directory (a HistogramConfig),
+    --plot, --json."""
     if not os.path.isdir(config.directory):
         raise FileNotFoundError(f"{config.directory}: no such directory")
     histogram = histogram_of_directory(config.directory)

@@ -35,15 +35,20 @@ def load_rgb(path: str) -> np.ndarray:
             raise BadImage("empty file (0 bytes)")
         with PIL.Image.open(io.BytesIO(data)) as image:
             if max(image.size) > MAX_SIDE:
-                raise BadImage(f"too large to re-encode as JPEG: {image.size[0]}x{image.size[1]} px "
-                               f"(JPEG allows at most {MAX_SIDE} px a side)")
-            image.load()  # decodes now (the first frame of an animation), so a truncated file fails here
+                raise BadImage(
+                    f"too large to re-encode as JPEG: {image.size[0]}x{image.size[1]} px "
+                    f"(JPEG allows at most {MAX_SIDE} px a side)"
+                )
+            # decodes now (the first frame of an animation), so a truncated file fails here
+            image.load()
             PIL.ImageOps.exif_transpose(image, in_place=True)
             return _to_rgb(image)
     except BadImage:
         raise
     except (FileNotFoundError, tf.errors.NotFoundError):
-        raise BadImage("file not found: it was deleted or moved after the dataset was indexed") from None
+        raise BadImage(
+            "file not found: it was deleted or moved after the dataset was indexed"
+        ) from None
     except tf.errors.PermissionDeniedError as error:
         raise BadImage(f"unreadable image: {error.message}") from None
     except PIL.UnidentifiedImageError:
@@ -83,21 +88,29 @@ def resize_for_backbone(images: tf.Tensor, input_size: int, central_crop: float 
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     # Resizing to the same size is the identity (bilinear with antialiasing is exact there), so
     # skip its cost, which is most of the ladder's for images already at the CNN's size.
-    return tf.cond(tf.logical_and(tf.equal(height, input_size), tf.equal(width, input_size)),
-                   lambda: tf.cast(images, tf.float32),
-                   lambda: tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True))
+    return tf.cond(
+        tf.logical_and(tf.equal(height, input_size), tf.equal(width, input_size)),
+        lambda: tf.cast(images, tf.float32),
+        lambda: tf.image.resize(
+            images, (input_size, input_size), method="bilinear", antialias=True
+        ),
+    )
 
 
-def branch_images(image: tf.Tensor, input_size: int, qualities=config_lib.QUALITIES,
-                  central_crop: float = 1.0) -> tf.Tensor:
-    """One decoded image -> the CNN inputs of all its branches, float32 [1 + len(qualities), S, S, 3].
+def branch_images(
+    image: tf.Tensor, input_size: int, qualities=config_lib.QUALITIES, central_crop: float = 1.0
+) -> tf.Tensor:
+    """One decoded image -> the CNN inputs of all its branches, float32 [1 + len(qualities), S, S,
+    3].
 
     Equal to resize_for_backbone(jpeg_ladder(image)), but each re-encoding is resized as soon as it
     is decoded, so a large photo never holds eleven full-resolution copies in memory at once.
     """
     image = tf.convert_to_tensor(image, dtype=tf.uint8)
     branches = [image] + [_reencode(image, quality) for quality in qualities]
-    return tf.concat([resize_for_backbone(branch[None], input_size, central_crop) for branch in branches], 0)
+    return tf.concat(
+        [resize_for_backbone(branch[None], input_size, central_crop) for branch in branches], 0
+    )
 
 
 def _reencode(image: tf.Tensor, quality: int) -> tf.Tensor:
@@ -106,8 +119,9 @@ def _reencode(image: tf.Tensor, quality: int) -> tf.Tensor:
     return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
 
 
-def file_branch_pixels(path: str, input_size: int, qualities=config_lib.QUALITIES,
-                       central_crop: float = 1.0) -> np.ndarray:
-    """An image file -> its branches' CNN inputs, float32 [1 + len(qualities), S, S, 3], as the offline stage
-    makes them (raises BadImage for a file the offline stage would quarantine)."""
+def file_branch_pixels(
+    path: str, input_size: int, qualities=config_lib.QUALITIES, central_crop: float = 1.0
+) -> np.ndarray:
+    """An image file -> its branches' CNN inputs, float32 [1 + len(qualities), S, S, 3], as the
+    offline stage makes them (raises BadImage for a file the offline stage would quarantine)."""
     return branch_images(tf.constant(load_rgb(path)), input_size, qualities, central_crop).numpy()

@@ -1,8 +1,9 @@
 """The offline job's local runner: every pending shard in this process, decoding ahead of the CNN.
 
-Images flow through a tf.data pipeline (decode and ladder in parallel, prefetched behind the CNN); the CNN
-runs on fixed batches (shard_work.BatchForward) and a writer thread serializes and writes each batch while
-the CNN runs the next. SIGINT/SIGTERM stops after the shard in progress, with every finished shard kept.
+Images flow through a tf.data pipeline (decode and ladder in parallel, prefetched behind the CNN);
+the CNN runs on fixed batches (shard_work.BatchForward) and a writer thread serializes and writes
+each batch while the CNN runs the next. SIGINT/SIGTERM stops after the shard in progress, with every
+finished shard kept.
 """
 
 import concurrent.futures
@@ -19,13 +20,16 @@ from tfrecords import writer
 
 
 class _BatchRunner:
-    """Fills a fixed-size pixel batch, runs the CNN on it and hands the activations to a writer thread.
+    """Fills a fixed-size pixel batch, runs the CNN on it and hands the activations to a writer
+    thread.
 
     Serializing and writing a batch (in the thread) overlaps the CNN's next batch, which matters
     most when the CNN runs on a GPU and the CPU would otherwise leave it idle.
     """
 
-    def __init__(self, extraction: shard_work.Extraction, backbone, model, progress: progress_lib.Progress):
+    def __init__(
+        self, extraction: shard_work.Extraction, backbone, model, progress: progress_lib.Progress
+    ):
         self.config = extraction.config
         self.nodes = extraction.nodes
         self.progress = progress
@@ -47,12 +51,19 @@ class _BatchRunner:
         count = len(self.items)
         activations = self.forward.run(count)
         if self.encodings is None:  # decided once, from the job's first batch, then kept
-            self.encodings = {node: codec.choose_encoding(activations[node], self.config.storage_dtype)
-                              for node in self.nodes}
+            self.encodings = {
+                node: codec.choose_encoding(activations[node], self.config.storage_dtype)
+                for node in self.nodes
+            }
             self.progress.save_encodings(self.encodings)
         self.wait()
-        self.pending_write = self.writer.submit(builder.add_batch, list(self.items), activations, self.encodings,
-                                                self.config.storage_dtype)
+        self.pending_write = self.writer.submit(
+            builder.add_batch,
+            list(self.items),
+            activations,
+            self.encodings,
+            self.config.storage_dtype,
+        )
         self.pending_write.add_done_callback(lambda _: bar.update(count))
         self.items.clear()
 
@@ -72,8 +83,9 @@ class _BatchRunner:
         self.writer.shutdown(wait=True)
 
 
-def run_shards(extraction: shard_work.Extraction, backbone, model, pending, progress: progress_lib.Progress
-               ) -> float:
+def run_shards(
+    extraction: shard_work.Extraction, backbone, model, pending, progress: progress_lib.Progress
+) -> float:
     """Extracts and writes the pending shards; returns the seconds spent doing so."""
     config = extraction.config
     runner = _BatchRunner(extraction, backbone, model, progress)
@@ -81,15 +93,25 @@ def run_shards(extraction: shard_work.Extraction, backbone, model, pending, prog
     total = sum(len(task.items) for task in pending)
     started = time.perf_counter()
     finished = 0
-    with interrupt.StopRequests("make_tfrecords", "after the shard in progress") as stop, \
-            tqdm.tqdm(total=total, unit="img", disable=not config.progress, smoothing=0.1,
-                      desc="make_tfrecords") as bar:
+    with (
+        interrupt.StopRequests("make_tfrecords", "after the shard in progress") as stop,
+        tqdm.tqdm(
+            total=total,
+            unit="img",
+            disable=not config.progress,
+            smoothing=0.1,
+            desc="make_tfrecords",
+        ) as bar,
+    ):
         try:
             for task in pending:
-                if stop.requested:  # the safe point: every finished shard and its progress file are saved
+                if (
+                    stop.requested
+                ):  # the safe point: every finished shard and its progress file are saved
                     break
-                builder = shard_work.ShardBuilder.for_task(task, config.out_dir, extraction.nodes,
-                                                           config.compression)
+                builder = shard_work.ShardBuilder.for_task(
+                    task, config.out_dir, extraction.nodes, config.compression
+                )
                 try:
                     for number, item in enumerate(task.items, 1):
                         branches, error = next(stream)
@@ -99,7 +121,9 @@ def run_shards(extraction: shard_work.Extraction, backbone, model, pending, prog
                         else:
                             runner.add(item, branches.numpy(), builder, bar)
                         if number % config.batch_size == 0:
-                            runner.flush(builder, bar)  # a batch is a fixed slice of the shard: see batch_slices
+                            runner.flush(
+                                builder, bar
+                            )  # a batch is a fixed slice of the shard: see batch_slices
                     runner.flush(builder, bar)
                     runner.wait()
                     progress.save_shard_result(task.name, builder.finish())
@@ -109,22 +133,34 @@ def run_shards(extraction: shard_work.Extraction, backbone, model, pending, prog
                     builder.abort()
                     raise
         except interrupt.Interrupted as stopped:  # a second signal
-            raise interrupt.Interrupted(f"{stopped}; {kept(finished, pending)}", stopped.signal_number) from None
-        except (writer.WriteFailed, OSError) as error:  # the shard writers turn TensorFlow's errors into WriteFailed
+            raise interrupt.Interrupted(
+                f"{stopped}; {kept(finished, pending)}", stopped.signal_number
+            ) from None
+        except (
+            writer.WriteFailed,
+            OSError,
+        ) as error:  # the shard writers turn TensorFlow's errors into WriteFailed
             if not isinstance(error, writer.WriteFailed):
-                error = writer.write_failure(getattr(error, "filename", None) or config.out_dir, error)
-            raise writer.WriteFailed(f"{error}. {kept(finished, pending)}; free space (or make {config.out_dir} "
-                                     f"writable), then rerun the same command to resume") from None
+                error = writer.write_failure(
+                    getattr(error, "filename", None) or config.out_dir, error
+                )
+            raise writer.WriteFailed(
+                f"{error}. {kept(finished, pending)}; free space (or make {config.out_dir} "
+                f"writable), then rerun the same command to resume"
+            ) from None
         finally:
             runner.close()
     if stop.requested:
-        raise interrupt.Interrupted(f"stopped on {stop.signal_name} after the shard in progress; "
-                                    f"{kept(finished, pending)}", stop.signal_number)
+        raise interrupt.Interrupted(
+            f"stopped on {stop.signal_name} after the shard in progress; {kept(finished, pending)}",
+            stop.signal_number,
+        )
     return time.perf_counter() - started
 
 
 def kept(finished: int, pending) -> str:
     """What an interrupted run leaves: the shards it finished."""
-    return (f"{finished} of the {len(pending)} shards this run had to write are complete and kept, "
-            f"no partial shard is left")
-
+    return (
+        f"{finished} of the {len(pending)} shards this run had to write are complete and kept, "
+        f"no partial shard is left"
+    )

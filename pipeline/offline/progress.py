@@ -1,7 +1,9 @@
-"""The offline job's resume state in OUT/.progress/: its identity, node encodings and one result per shard.
+"""The offline job's resume state in OUT/.progress/: its identity, node encodings and one result per
+shard.
 
-A shard counts as done when its result file is there and every file it names is on disk as written (same
-size, then same sha256), so a damaged or missing shard is redone by the next run of the same command.
+A shard counts as done when its result file is there and every file it names is on disk as written
+(same size, then same sha256), so a damaged or missing shard is redone by the next run of the same
+command.
 """
 
 import concurrent.futures
@@ -16,7 +18,8 @@ ENCODINGS_NAME = "encodings.json"
 
 
 class Progress:
-    """What a job has finished, kept under out_dir so that a rerun (or another worker) can read it."""
+    """What a job has finished, kept under out_dir so that a rerun (or another worker) can read
+    it."""
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
@@ -27,16 +30,22 @@ class Progress:
         return fileio.join(self.directory, name)
 
     def start(self, identity: dict) -> None:
-        """Records the job's identity, or checks it against the one recorded: a different job is refused."""
+        """Records the job's identity, or checks it against the one recorded: a different job is
+        refused."""
         stored = fileio.read_json(self._path(JOB_NAME))
         if stored is None:
             fileio.write_json_atomic(self._path(JOB_NAME), identity)
         elif stored != identity:
-            changed = sorted(key for key in identity.keys() | stored.keys()
-                             if identity.get(key) != stored.get(key))
+            changed = sorted(
+                key
+                for key in identity.keys() | stored.keys()
+                if identity.get(key) != stored.get(key)
+            )
             raise errors.UserError(
-                f"{self.out_dir} holds the output of a different job (it differs in: {', '.join(changed)}). "
-                f"Rerun with the original settings to resume it, or choose another --out-dir.")
+                f"{self.out_dir} holds the output of a different job (it differs in: "
+                f"{', '.join(changed)}). "
+                f"Rerun with the original settings to resume it, or choose another --out-dir."
+            )
 
     def encodings(self) -> dict | None:
         """Each node's encoding, chosen from the job's first batch; None before that."""
@@ -55,12 +64,17 @@ class Progress:
         """Every file of the shard is there as written (same size, then same sha256)."""
         result = self.shard_result(name)
         return result is not None and all(
-            verify.file_problem(fileio.join(self.out_dir, file["path"]), file["num_bytes"], file["sha256"]) is None
-            for file in result["files"].values())
+            verify.file_problem(
+                fileio.join(self.out_dir, file["path"]), file["num_bytes"], file["sha256"]
+            )
+            is None
+            for file in result["files"].values()
+        )
 
     def pending(self, tasks) -> list:
         """The tasks whose shard is not complete."""
-        # Hashing every finished shard is a full read of the output; threads overlap it (sha256 frees the GIL).
+        # Hashing every finished shard is a full read of the output; threads overlap it (sha256
+        # frees the GIL).
         with concurrent.futures.ThreadPoolExecutor(verify.HASH_THREADS) as pool:
             complete = list(pool.map(lambda task: self.is_complete(task.name), tasks))
         return [task for task, done in zip(tasks, complete) if not done]

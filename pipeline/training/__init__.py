@@ -1,1 +1,2 @@
-"""The trainer: the shared-tail topology, the block-by-block stage loop, TensorBoard logs and export."""
+"""The trainer: the shared-tail topology, the block-by-block stage loop, TensorBoard logs and
+export."""

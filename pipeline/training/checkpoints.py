@@ -1,4 +1,5 @@
-"""What a stage checkpoint holds (the head and the backbone layers the stage trains) and restoring one.
+"""What a stage checkpoint holds (the head and the backbone layers the stage trains) and restoring
+one.
 
 Where checkpoints live is the run directory's to say (pipeline.training.run_directory).
 """
@@ -16,8 +17,11 @@ def trainable_objects(backbone_model: keras.Model, node: str, head: keras.layers
     front of the backbone (its pretrained weights) is not copied into every checkpoint.
     """
     tail_layers = {id(layer) for layer in cut.tail(backbone_model, node).layers}
-    objects = {f"layer{position:04d}": layer for position, layer in enumerate(backbone_model.layers)
-               if id(layer) in tail_layers and layer.weights}
+    objects = {
+        f"layer{position:04d}": layer
+        for position, layer in enumerate(backbone_model.layers)
+        if id(layer) in tail_layers and layer.weights
+    }
     return {"head": head, **objects}
 
 

@@ -1,4 +1,5 @@
-"""The exported model: a decoded raw image in, class probabilities out, through the offline stage's ladder.
+"""The exported model: a decoded raw image in, class probabilities out, through the offline stage's
+ladder.
 
     export/                  a TensorFlow SavedModel with three endpoints, one per way in:
         classify(uint8 image [H, W, 3])                      -> {"probabilities": [classes]}
@@ -6,9 +7,11 @@
         classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
     the very same model from raw images or from the records.
-    export/classes.json      the classes, branches, node, input size and ladder: what predict and evaluate read
-The backbone's preprocessing is inside the model (a hub: or savedmodel: model's input range too), and a
-SavedModel backbone travels inside the export, so the export needs neither the records nor the backbone's files.
+    export/classes.json      the classes, branches, node, input size and ladder: what predict and
+                             evaluate read
+The backbone's preprocessing is inside the model (a hub: or savedmodel: model's input range too),
+and a SavedModel backbone travels inside the export, so the export needs neither the records nor the
+backbone's files.
 """
 
 import os
@@ -32,7 +35,11 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     model = setup.build_model(stage.node)  # built first, so that every weight exists to be restored
     checkpoints.restore(setup.trainable_objects(stage.node), checkpoint_path)
     manifest = setup.manifest
-    input_size, qualities, central_crop = manifest.input_size, manifest.qualities, manifest.central_crop
+    input_size, qualities, central_crop = (
+        manifest.input_size,
+        manifest.qualities,
+        manifest.central_crop,
+    )
     branches = tf.constant(setup.branches, tf.int32)
     front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
 
@@ -49,31 +56,52 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
 
     def classify(image):
         # The very function the offline stage used, so serving sees the pixels training saw.
-        pixels = tf.gather(ladder.branch_images(image, input_size, qualities, central_crop), branches)
+        pixels = tf.gather(
+            ladder.branch_images(image, input_size, qualities, central_crop), branches
+        )
         return {"probabilities": classify_pixels(pixels[tf.newaxis])["probabilities"][0]}
 
     archive = keras.export.ExportArchive()
     archive.track(front)
     archive.track(model)
-    archive.add_endpoint("classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    archive.add_endpoint("classify_pixels", classify_pixels, input_signature=[
-        tf.TensorSpec([None, num_branches, input_size, input_size, 3], tf.float32)])
-    archive.add_endpoint("classify_bottlenecks", classify_bottlenecks, input_signature=[
-        tf.TensorSpec((None, num_branches) + node_shape, tf.float32)])
+    archive.add_endpoint(
+        "classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
+    )
+    archive.add_endpoint(
+        "classify_pixels",
+        classify_pixels,
+        input_signature=[
+            tf.TensorSpec([None, num_branches, input_size, input_size, 3], tf.float32)
+        ],
+    )
+    archive.add_endpoint(
+        "classify_bottlenecks",
+        classify_bottlenecks,
+        input_signature=[tf.TensorSpec((None, num_branches) + node_shape, tf.float32)],
+    )
     temporary = export_dir.rstrip("/") + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)
-    description = {"class_names": list(setup.class_names), "node": stage.node, "fusion": setup.config.fusion,
-                   "branches": [manifest.branches[branch] for branch in setup.branches],
-                   "branch_indices": list(setup.branches), "input_size": input_size,
-                   "central_crop": central_crop, "qualities": list(qualities), "backbone": setup.backbone.name,
-                   "input_range": None if manifest.input_range is None else list(manifest.input_range),
-                   "weights": manifest.weights, "label_space": "imagenet" if setup.label_map is not None
-                   else "dataset", "records_class_names": list(manifest.class_names),
-                   "weights_seed": manifest.weights_seed,
-                   "validation_percent": manifest.config.get("validation_percent", 10.0),
-                   # Records made before the test split existed have none: their held-out images are validation.
-                   "test_percent": manifest.config.get("test_percent", 0.0)}
+    description = {
+        "class_names": list(setup.class_names),
+        "node": stage.node,
+        "fusion": setup.config.fusion,
+        "branches": [manifest.branches[branch] for branch in setup.branches],
+        "branch_indices": list(setup.branches),
+        "input_size": input_size,
+        "central_crop": central_crop,
+        "qualities": list(qualities),
+        "backbone": setup.backbone.name,
+        "input_range": None if manifest.input_range is None else list(manifest.input_range),
+        "weights": manifest.weights,
+        "label_space": "imagenet" if setup.label_map is not None else "dataset",
+        "records_class_names": list(manifest.class_names),
+        "weights_seed": manifest.weights_seed,
+        "validation_percent": manifest.config.get("validation_percent", 10.0),
+        # Records made before the test split existed have none: their held-out images are
+        # validation.
+        "test_percent": manifest.config.get("test_percent", 0.0),
+    }
     fileio.write_json_atomic(os.path.join(temporary, CLASSES_NAME), description)
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(temporary, export_dir)
@@ -86,8 +114,10 @@ class ExportedClassifier:
     def __init__(self, export_dir: str):
         self.description = fileio.read_json(os.path.join(export_dir, CLASSES_NAME))
         if self.description is None:
-            raise FileNotFoundError(f"{export_dir} is not an exported model (no {CLASSES_NAME}); "
-                                    f"pass LOGDIR/export of a finished training")
+            raise FileNotFoundError(
+                f"{export_dir} is not an exported model (no {CLASSES_NAME}); "
+                f"pass LOGDIR/export of a finished training"
+            )
         self.class_names = self.description["class_names"]
         self._loaded = tf.saved_model.load(export_dir)
 
@@ -96,18 +126,23 @@ class ExportedClassifier:
 
     def probabilities_of_pixels(self, pixels) -> np.ndarray:
         """[B, branches, S, S, 3] ladder pixels -> [B, classes]."""
-        return self._loaded.classify_pixels(tf.constant(pixels, tf.float32))["probabilities"].numpy()
+        return self._loaded.classify_pixels(tf.constant(pixels, tf.float32))[
+            "probabilities"
+        ].numpy()
 
     def probabilities_of_bottlenecks(self, bottlenecks) -> np.ndarray:
         """[B, branches, *node_shape] cached bottlenecks -> [B, classes]."""
-        return self._loaded.classify_bottlenecks(tf.constant(bottlenecks, tf.float32))["probabilities"].numpy()
+        return self._loaded.classify_bottlenecks(tf.constant(bottlenecks, tf.float32))[
+            "probabilities"
+        ].numpy()
 
     def classify_file(self, path: str) -> np.ndarray:
         return self.probabilities(ladder.load_rgb(path))
 
 
 def predict_files(config: config_lib.PredictConfig) -> int:
-    """jpeg-ladder-predict: prints each image's top classes; returns how many images could not be read."""
+    """jpeg-ladder-predict: prints each image's top classes; returns how many images could not be
+    read."""
     classifier = ExportedClassifier(config.model)
     skipped = 0
     for path in config.images:
@@ -117,7 +152,7 @@ def predict_files(config: config_lib.PredictConfig) -> int:
             print(f"{path}: skipped: {error}")
             skipped += 1
             continue
-        ranked = probabilities.argsort()[::-1][:config.top]
+        ranked = probabilities.argsort()[::-1][: config.top]
         print(path)
         for rank, index in enumerate(ranked, 1):
             print(f"  {rank}. {classifier.class_names[index]}  {probabilities[index]:.4f}")

@@ -29,22 +29,33 @@ class BranchWeights(keras.layers.Layer):
     def __init__(self, num_branches: int, **kwargs):
         super().__init__(**kwargs)
         self.num_branches = num_branches
-        self.logits = self.add_weight(shape=(num_branches,), initializer="zeros", name="branch_logits")
+        self.logits = self.add_weight(
+            shape=(num_branches,), initializer="zeros", name="branch_logits"
+        )
 
     def call(self, features):
         weights = keras.ops.softmax(self.logits)
-        return keras.ops.broadcast_to(weights[None, :], (keras.ops.shape(features)[0], self.num_branches))
+        return keras.ops.broadcast_to(
+            weights[None, :], (keras.ops.shape(features)[0], self.num_branches)
+        )
 
 
 class Gate(keras.layers.Layer):
-    """Per-image branch weights: a small network scores each branch's features (plus a per-branch prior)."""
+    """Per-image branch weights: a small network scores each branch's features (plus a per-branch
+    prior)."""
 
     def __init__(self, num_branches: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.hidden = keras.layers.Dense(GATE_HIDDEN_UNITS, activation="relu", name="gate_hidden",
-                                         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1))
+        self.hidden = keras.layers.Dense(
+            GATE_HIDDEN_UNITS,
+            activation="relu",
+            name="gate_hidden",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+        )
         self.score = keras.layers.Dense(1, name="gate_score", kernel_initializer="zeros")
-        self.prior = self.add_weight(shape=(num_branches,), initializer="zeros", name="branch_prior")
+        self.prior = self.add_weight(
+            shape=(num_branches,), initializer="zeros", name="branch_prior"
+        )
 
     def call(self, features):
         scores = keras.ops.squeeze(self.score(self.hidden(features)), -1) + self.prior[None, :]
@@ -69,9 +80,9 @@ def combiner(fusion: str, num_branches: int, seed: int = 0) -> keras.layers.Laye
 def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int = 1) -> dict:
     """The stage model's outputs from the pooled features [B, branches, D].
 
-    {"logits": [B, classes]} for concat; for the others also {"branch_logits": [B, branches, classes],
-    "branch_weights": [B, branches]}, with "logits" the log of the weighted mean of the branches'
-    probabilities.
+    {"logits": [B, classes]} for concat; for the others also {"branch_logits": [B, branches,
+    classes], "branch_weights": [B, branches]}, with "logits" the log of the weighted mean of the
+    branches' probabilities.
     """
     if check(fusion) == "concat":
         flat = keras.ops.reshape(features, (-1, num_branches * int(features.shape[-1])))
@@ -84,18 +95,25 @@ def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int
         weights = branch_combiner(keras.ops.stop_gradient(features))
     probabilities = keras.ops.softmax(branch_logits, axis=-1)
     mixture = keras.ops.sum(weights[..., None] * probabilities, axis=1)
-    return {"logits": keras.ops.log(keras.ops.maximum(mixture, 1e-12)), "branch_logits": branch_logits,
-            "branch_weights": weights}
+    return {
+        "logits": keras.ops.log(keras.ops.maximum(mixture, 1e-12)),
+        "branch_logits": branch_logits,
+        "branch_weights": weights,
+    }
 
 
 def per_example_loss(fusion: str, model_outputs: dict, labels) -> tf.Tensor:
     """The training loss of each example (see the module docstring)."""
     if fusion == "concat":
-        return keras.losses.sparse_categorical_crossentropy(labels, model_outputs["logits"], from_logits=True)
+        return keras.losses.sparse_categorical_crossentropy(
+            labels, model_outputs["logits"], from_logits=True
+        )
     branch_logits = model_outputs["branch_logits"]
     num_branches = tf.shape(branch_logits)[1]
     branch_labels = tf.repeat(labels[:, None], num_branches, axis=1)
-    per_branch = keras.losses.sparse_categorical_crossentropy(branch_labels, branch_logits, from_logits=True)
+    per_branch = keras.losses.sparse_categorical_crossentropy(
+        branch_labels, branch_logits, from_logits=True
+    )
     loss = tf.reduce_mean(per_branch, axis=1)
     if fusion in ("weighted", "gated"):
         fixed = tf.stop_gradient(tf.nn.softmax(branch_logits, axis=-1))

@@ -1,9 +1,11 @@
-"""Decision heads on pooled features: one linear layer, or one hidden layer between the features and the classes.
+"""Decision heads on pooled features: one linear layer, or one hidden layer between the features and
+the classes.
 
     linear   features [B, D] -> Dense(classes)                                     -> logits
     mlp      features [B, D] -> Dense(hidden, relu|sigmoid) -> Dropout -> Dense(classes) -> logits
 
-A head sees [B, branches * D] under the concat fusion and [B, D] (one branch at a time) under the others.
+A head sees [B, branches * D] under the concat fusion and [B, D] (one branch at a time) under the
+others.
 """
 
 import dataclasses
@@ -22,7 +24,8 @@ LOGITS_NAME = "logits"
 
 @dataclasses.dataclass(frozen=True)
 class MlpWeights:
-    """The two Dense layers of an MLP head: hidden_kernel [D, H], hidden_bias [H], output_kernel [H, K]..."""
+    """The two Dense layers of an MLP head: hidden_kernel [D, H], hidden_bias [H], output_kernel [H,
+    K]..."""
 
     hidden_kernel: np.ndarray
     hidden_bias: np.ndarray
@@ -42,56 +45,96 @@ class MlpWeights:
         return int(self.output_bias.shape[0])
 
 
-def check_head(kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0) -> None:
+def check_head(
+    kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0
+) -> None:
     """Raises ValueError, naming the flag to fix, for a head that cannot be built."""
     if kind not in HEADS:
         raise errors.UserError(f"--head must be one of {', '.join(HEADS)}, got {kind!r}")
     if kind == "mlp":
         if activation not in ACTIVATIONS:
-            raise errors.UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise errors.UserError(
+                f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
         if hidden_units < 1:
             raise errors.UserError(f"--hidden-units must be at least 1, got {hidden_units}")
         if not 0 <= dropout < 1:
             raise errors.UserError(f"--dropout must be in [0, 1), got {dropout}")
 
 
-def build_head(kind: str, num_classes: int, *, hidden_units: int = 500, activation: str = "relu",
-               dropout: float = 0.0, seed: int = 0, name: str = "decision") -> keras.layers.Layer:
+def build_head(
+    kind: str,
+    num_classes: int,
+    *,
+    hidden_units: int = 500,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    seed: int = 0,
+    name: str = "decision",
+) -> keras.layers.Layer:
     """The decision head; weights appear on its first call (or `head.build((None, input_size))`)."""
     check_head(kind, hidden_units, activation, dropout)
     if kind == "linear":
-        return keras.layers.Dense(num_classes, name=name,
-                                  kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
-    return keras.Sequential([
-        keras.layers.Dense(hidden_units, activation=activation, name=HIDDEN_NAME,
-                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed)),
-        keras.layers.Dropout(dropout, seed=seed, name="dropout"),
-        # A different seed: the same one would give both layers correlated initial kernels.
-        keras.layers.Dense(num_classes, name=LOGITS_NAME,
-                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1)),
-    ], name=name)
+        return keras.layers.Dense(
+            num_classes, name=name, kernel_initializer=keras.initializers.GlorotUniform(seed=seed)
+        )
+    return keras.Sequential(
+        [
+            keras.layers.Dense(
+                hidden_units,
+                activation=activation,
+                name=HIDDEN_NAME,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            ),
+            keras.layers.Dropout(dropout, seed=seed, name="dropout"),
+            # A different seed: the same one would give both layers correlated initial kernels.
+            keras.layers.Dense(
+                num_classes,
+                name=LOGITS_NAME,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+            ),
+        ],
+        name=name,
+    )
 
 
-def description(kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0) -> dict:
+def description(
+    kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0
+) -> dict:
     """What results.json records under "head", and what `from_description` rebuilds."""
     if kind == "linear":
         return {"kind": "linear"}
-    return {"kind": "mlp", "hidden_units": int(hidden_units), "activation": activation, "dropout": float(dropout)}
+    return {
+        "kind": "mlp",
+        "hidden_units": int(hidden_units),
+        "activation": activation,
+        "dropout": float(dropout),
+    }
 
 
-def from_description(head: dict, num_classes: int, input_size: int, *, seed: int = 0,
-                     name: str = "decision") -> keras.layers.Layer:
-    """A built head (weights exist, so a checkpoint can be restored into it) from results.json's "head"."""
-    layer = build_head(head.get("kind", "linear"), num_classes, hidden_units=int(head.get("hidden_units", 500)),
-                       activation=head.get("activation", "relu"), dropout=float(head.get("dropout", 0.0)),
-                       seed=seed, name=name)
+def from_description(
+    head: dict, num_classes: int, input_size: int, *, seed: int = 0, name: str = "decision"
+) -> keras.layers.Layer:
+    """A built head (weights exist, so a checkpoint can be restored into it) from results.json's
+    "head"."""
+    layer = build_head(
+        head.get("kind", "linear"),
+        num_classes,
+        hidden_units=int(head.get("hidden_units", 500)),
+        activation=head.get("activation", "relu"),
+        dropout=float(head.get("dropout", 0.0)),
+        seed=seed,
+        name=name,
+    )
     layer.build((None, input_size))
     return layer
 
 
 def _dense_layers(head: keras.layers.Layer) -> tuple[keras.layers.Dense, keras.layers.Dense]:
     if not isinstance(head, keras.Sequential):
-        raise errors.UserError(f"{head.name} is a {type(head).__name__}, not an MLP head: build it with --head mlp")
+        raise errors.UserError(
+            f"{head.name} is a {type(head).__name__}, not an MLP head: build it with --head mlp"
+        )
     return head.get_layer(HIDDEN_NAME), head.get_layer(LOGITS_NAME)
 
 
@@ -105,21 +148,37 @@ def dropout_rate(head: keras.layers.Layer) -> float:
 
 def get_mlp_weights(head: keras.layers.Layer) -> MlpWeights:
     hidden, logits = _dense_layers(head)
-    return MlpWeights(*(np.asarray(weight, np.float32) for weight in hidden.get_weights() + logits.get_weights()))
+    return MlpWeights(
+        *(np.asarray(weight, np.float32) for weight in hidden.get_weights() + logits.get_weights())
+    )
 
 
 def set_mlp_weights(head: keras.layers.Layer, weights: MlpWeights) -> None:
-    """Writes weights of the head's own shapes (a pruned head of fewer neurons needs `mlp_from_weights`)."""
+    """Writes weights of the head's own shapes (a pruned head of fewer neurons needs
+    `mlp_from_weights`)."""
     hidden, logits = _dense_layers(head)
     hidden.set_weights([weights.hidden_kernel, weights.hidden_bias])
     logits.set_weights([weights.output_kernel, weights.output_bias])
 
 
-def mlp_from_weights(weights: MlpWeights, *, activation: str = "relu", dropout: float = 0.0, seed: int = 0,
-                     name: str = "decision") -> keras.Sequential:
+def mlp_from_weights(
+    weights: MlpWeights,
+    *,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    seed: int = 0,
+    name: str = "decision",
+) -> keras.Sequential:
     """A new built MLP head holding `weights` (any number of hidden neurons)."""
-    head = build_head("mlp", weights.num_classes, hidden_units=weights.hidden_units, activation=activation,
-                      dropout=dropout, seed=seed, name=name)
+    head = build_head(
+        "mlp",
+        weights.num_classes,
+        hidden_units=weights.hidden_units,
+        activation=activation,
+        dropout=dropout,
+        seed=seed,
+        name=name,
+    )
     head.build((None, weights.input_size))
     set_mlp_weights(head, weights)
     return head
@@ -129,30 +188,60 @@ def hidden_activations(head: keras.layers.Layer, features, batch_size: int = 409
     """The hidden layer's outputs [N, H] for features [N, D] (dropout off)."""
     hidden = _dense_layers(head)[0]
     features = np.asarray(features, np.float32)
-    parts = [np.asarray(hidden(features[start:start + batch_size]))
-             for start in range(0, len(features), batch_size)]
+    parts = [
+        np.asarray(hidden(features[start : start + batch_size]))
+        for start in range(0, len(features), batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, hidden.units), np.float32)
 
 
-def fit(head: keras.layers.Layer, train: tuple, validation: tuple, *, learning_rate: float = 0.01,
-        momentum: float = 0.5, batch_size: int = 1024, max_epochs: int = 500, patience: int = 20,
-        seed: int = 0, verbose: int = 0) -> dict:
-    """Trains `head` on in-memory (features, labels) with SGD until validation top-1 stops improving.
+def fit(
+    head: keras.layers.Layer,
+    train: tuple,
+    validation: tuple,
+    *,
+    learning_rate: float = 0.01,
+    momentum: float = 0.5,
+    batch_size: int = 1024,
+    max_epochs: int = 500,
+    patience: int = 20,
+    seed: int = 0,
+    verbose: int = 0,
+) -> dict:
+    """Trains `head` on in-memory (features, labels) with SGD until validation top-1 stops
+    improving.
 
-    Early stopping waits `patience` epochs and puts back the best epoch's weights (the related papers:
-    learning rate 0.01, batch 1024, patience 20, at most 500 epochs). Returns epochs run and the best epoch.
+    Early stopping waits `patience` epochs and puts back the best epoch's weights (the related
+    papers: learning rate 0.01, batch 1024, patience 20, at most 500 epochs). Returns epochs run and
+    the best epoch.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(np.shape(train[0])[1],))
     model = keras.Model(inputs, head(inputs))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")])
-    stopping = keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience,
-                                             restore_best_weights=True)
-    history = model.fit(np.asarray(train[0], np.float32), np.asarray(train[1], np.int32), batch_size=batch_size,
-                        epochs=max_epochs, validation_data=(np.asarray(validation[0], np.float32),
-                                                            np.asarray(validation[1], np.int32)),
-                        callbacks=[stopping], shuffle=True, verbose=verbose)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
+    )
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="val_top1", mode="max", patience=patience, restore_best_weights=True
+    )
+    history = model.fit(
+        np.asarray(train[0], np.float32),
+        np.asarray(train[1], np.int32),
+        batch_size=batch_size,
+        epochs=max_epochs,
+        validation_data=(
+            np.asarray(validation[0], np.float32),
+            np.asarray(validation[1], np.int32),
+        ),
+        callbacks=[stopping],
+        shuffle=True,
+        verbose=verbose,
+    )
     scores = history.history["val_top1"]
-    return {"epochs": len(scores), "best_epoch": int(np.argmax(scores)) + 1, "best_validation_top1": max(scores)}
+    return {
+        "epochs": len(scores),
+        "best_epoch": int(np.argmax(scores)) + 1,
+        "best_validation_top1": max(scores),
+    }

@@ -1,11 +1,13 @@
-"""Top-k accuracy, computed one way everywhere: ties are ranked as argmax ranks them (lower class first)."""
+"""Top-k accuracy, computed one way everywhere: ties are ranked as argmax ranks them (lower class
+first)."""
 
 import numpy as np
 import tensorflow as tf
 
 
 def ranks(scores, labels) -> tf.Tensor:
-    """1-based rank of each label among its row's scores [N, classes]; a tie goes to the lower class index."""
+    """1-based rank of each label among its row's scores [N, classes]; a tie goes to the lower class
+    index."""
     scores = tf.convert_to_tensor(scores)
     labels = tf.cast(labels, tf.int32)
     label_scores = tf.gather(scores, labels[:, None], batch_dims=1)
@@ -20,6 +22,7 @@ def correct_in_top_k(scores, labels, k: int) -> tf.Tensor:
 
 
 def top_k_accuracy(scores, labels, ks=(1, 5, 10)) -> dict:
-    """{"top1": fraction, "top5": ..., ...}: how often the label ranks within the top k of its row's scores."""
+    """{"top1": fraction, "top5": ..., ...}: how often the label ranks within the top k of its row's
+    scores."""
     label_ranks = ranks(scores, labels).numpy()
     return {f"top{k}": float(np.mean(label_ranks <= k)) for k in ks}

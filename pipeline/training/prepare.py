@@ -1,4 +1,5 @@
-"""What every stage of a training run shares, checked against the records: backbone, head, label space, data."""
+"""What every stage of a training run shares, checked against the records: backbone, head, label
+space, data."""
 
 import dataclasses
 import functools
@@ -23,8 +24,8 @@ from tfrecords import reader
 
 @dataclasses.dataclass
 class Setup:
-    """What every stage shares: the resolved config (its schedule), the records, the label space, the backbone
-    and the head."""
+    """What every stage shares: the resolved config (its schedule), the records, the label space,
+    the backbone and the head."""
 
     config: config_lib.TrainConfig
     manifest: manifest_lib.Manifest
@@ -53,20 +54,37 @@ class Setup:
     def build_model(self, node: str) -> keras.Model:
         """The stage model reading `node` (see topology.build)."""
         feature_size = self.manifest.node(node).shape[-1] if self.manifest.codes else None
-        return topology.build(self.backbone_model, node, len(self.branches), self.head, self.config.fusion,
-                              self.combiner, feature_size)
+        return topology.build(
+            self.backbone_model,
+            node,
+            len(self.branches),
+            self.head,
+            self.config.fusion,
+            self.combiner,
+            feature_size,
+        )
 
 
 def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:
     """Refuses the flags that need the backbone's ImageNet classifier when it has none."""
-    wanted = [flag for flag, used in (("--head-init baseline", config.head_init == "baseline"),
-                                      ("--imagenet-labels", config.imagenet_labels),
-                                      ("--label-space imagenet", config.label_space == "imagenet")) if used]
+    wanted = [
+        flag
+        for flag, used in (
+            ("--head-init baseline", config.head_init == "baseline"),
+            ("--imagenet-labels", config.imagenet_labels),
+            ("--label-space imagenet", config.label_space == "imagenet"),
+        )
+        if used
+    ]
     if wanted and not backbone.has_classifier:
         need, them = ("needs", "it") if len(wanted) == 1 else ("need", "them")
-        raise errors.UserError(f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and {backbone.name} is an "
-                         f"image feature vector model without one: leave {them} out (the decision layer learns the "
-                         f"records' own classes, and --branches 0 trains the single-branch baseline)")
+        raise errors.UserError(
+            f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and "
+            f"{backbone.name} is an "
+            f"image feature vector model without one: leave {them} out (the decision layer learns "
+            "the "
+            f"records' own classes, and --branches 0 trains the single-branch baseline)"
+        )
 
 
 def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
@@ -74,42 +92,55 @@ def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
     registry.check_nodes(backbone, stage_nodes)
     depths = [backbone.nodes.index(node) for node in stage_nodes]
     if len(set(stage_nodes)) != len(stage_nodes) or depths != sorted(depths, reverse=True):
-        raise errors.UserError(f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
-                         f"before it, so that every stage unfreezes one more block (e.g. "
-                         f"{','.join(backbone.default_stages)})")
+        raise errors.UserError(
+            f"--stages {','.join(stage_nodes)}: each stage must read an earlier node than the one "
+            f"before it, so that every stage unfreezes one more block (e.g. "
+            f"{','.join(backbone.default_stages)})"
+        )
     missing = [node for node in stage_nodes if node not in manifest.nodes]
     if missing:
-        raise errors.UserError(f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
-                         f"(they hold {', '.join(manifest.nodes)}); rerun make_tfrecords with "
-                         f"--nodes {','.join(stage_nodes)}")
+        raise errors.UserError(
+            f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
+            f"(they hold {', '.join(manifest.nodes)}); rerun make_tfrecords with "
+            f"--nodes {','.join(stage_nodes)}"
+        )
     return tuple(stage_nodes)
 
 
-def resolve_stages(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> config_lib.TrainConfig:
-    """The config with its stages named (the backbone's default schedule unless given) and checked."""
+def resolve_stages(
+    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest
+) -> config_lib.TrainConfig:
+    """The config with its stages named (the backbone's default schedule unless given) and
+    checked."""
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
     return dataclasses.replace(config, stages=_check_stages(config, manifest, backbone))
 
 
 def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> Setup:
-    """Checks a resolved run (see resolve_stages; its learning rate a number) against its records and builds what
-    all stages share.
+    """Checks a resolved run (see resolve_stages; its learning rate a number) against its records
+    and builds what all stages share.
 
     Training reads only the train and validation splits: the test split is left to the evaluation.
     """
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
     _check_classifier_use(config, backbone)
     num_record_branches = manifest.num_branches
-    branches = tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
+    branches = (
+        tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
+    )
     bad = [branch for branch in branches if not 0 <= branch < num_record_branches]
     if bad:
-        raise errors.UserError(f"--branches {bad} do not exist: the records hold branches "
-                               f"0..{num_record_branches - 1} ({', '.join(manifest.branches)})")
+        raise errors.UserError(
+            f"--branches {bad} do not exist: the records hold branches "
+            f"0..{num_record_branches - 1} ({', '.join(manifest.branches)})"
+        )
     config = resolve_stages(config, manifest)
     for split in ("train", "validation"):
         if not manifest.num_records(split):
-            raise errors.UserError(f"the records in {config.records_dir} have no {split} images; rerun "
-                                   f"make_tfrecords with --validation-percent above 0 or a train/val folder layout")
+            raise errors.UserError(
+                f"the records in {config.records_dir} have no {split} images; rerun "
+                f"make_tfrecords with --validation-percent above 0 or a train/val folder layout"
+            )
     strategy = distribute.make_strategy(config.strategy, config.devices, config.collective_timeout)
     with strategy.scope():
         _, backbone_model = backbones.from_manifest(manifest)
@@ -118,68 +149,132 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
                 topology.check_stage(backbone, backbone_model, node)
             except ValueError as error:
                 raise errors.UserError(f"stage {node!r}: {error}") from None
-        # A feature vector model has no ImageNet classifier: its label space is the records' own classes.
+        # A feature vector model has no ImageNet classifier: its label space is the records' own
+        # classes.
         indices = _imagenet_indices(config, manifest) if backbone.has_classifier else None
         if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
             class_names = tuple(name for _, name in registry.imagenet_classes())
             label_map = np.asarray(indices, np.int32)
         else:
             if config.head_init == "baseline":
-                raise errors.UserError("--head-init baseline needs the backbone's own ImageNet classes (class "
-                                       "folders named by wnid, or integer labels with --imagenet-labels); use "
-                                       "--head-init random")
+                raise errors.UserError(
+                    "--head-init baseline needs the backbone's own ImageNet classes (class "
+                    "folders named by wnid, or integer labels with --imagenet-labels); use "
+                    "--head-init random"
+                )
             class_names, label_map = tuple(manifest.class_names), None
-        head = heads.build_head(config.head, len(class_names), hidden_units=config.hidden_units,
-                                activation=config.activation, dropout=config.dropout, seed=config.seed)
+        head = heads.build_head(
+            config.head,
+            len(class_names),
+            hidden_units=config.hidden_units,
+            activation=config.activation,
+            dropout=config.dropout,
+            seed=config.seed,
+        )
         combiner = fusion_lib.combiner(config.fusion, len(branches), seed=config.seed)
     if isinstance(config.learning_rate, str):
-        raise ValueError("--learning-rate auto is resolved by the trainer's sweep before the stages are made")
-    return Setup(config, manifest, backbone, backbone_model, head, combiner, branches, class_names, label_map,
-                 strategy, manifest.num_records("train"))
+        raise ValueError(
+            "--learning-rate auto is resolved by the trainer's sweep before the stages are made"
+        )
+    return Setup(
+        config,
+        manifest,
+        backbone,
+        backbone_model,
+        head,
+        combiner,
+        branches,
+        class_names,
+        label_map,
+        strategy,
+        manifest.num_records("train"),
+    )
 
 
-def _imagenet_indices(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> list[int] | None:
+def _imagenet_indices(
+    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest
+) -> list[int] | None:
     """Each class's index among the backbone's 1000 when the head is to predict those, else None."""
     if config.label_space == "dataset" or manifest.codes:
         if config.label_space == "imagenet":
-            raise errors.UserError(f"--label-space imagenet: {config.records_dir} holds autoencoder codes, which the "
-                             f"backbone's own classifier cannot read; use --label-space dataset")
+            raise errors.UserError(
+                f"--label-space imagenet: {config.records_dir} holds autoencoder codes, which the "
+                f"backbone's own classifier cannot read; use --label-space dataset"
+            )
         return None
     indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
     if indices is None and config.label_space == "imagenet":
-        raise errors.UserError(f"--label-space imagenet needs classes that are ImageNet's (folders named by wnid such as "
-                         f"n01440764, or integer labels with --imagenet-labels); the records' classes are "
-                         f"{', '.join(manifest.class_names[:5])}{', ...' if len(manifest.class_names) > 5 else ''}; "
-                         f"use --label-space dataset")
+        raise errors.UserError(
+            "--label-space imagenet needs classes that are ImageNet's (folders named by wnid "
+            "such as "
+            f"n01440764, or integer labels with --imagenet-labels); the records' classes are "
+            f"{', '.join(manifest.class_names[:5])}"
+            f"{', ...' if len(manifest.class_names) > 5 else ''}; "
+            f"use --label-space dataset"
+        )
     return indices
 
 
-def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: int = 0, start_batch: int = 0,
-                  branches=None, batch_size: int | None = None, file_shard: tuple[int, int] | None = None
-                  ) -> tf.data.Dataset:
+def stage_dataset(
+    setup: Setup,
+    node: str,
+    split: str,
+    *,
+    training: bool,
+    seed: int = 0,
+    start_batch: int = 0,
+    branches=None,
+    batch_size: int | None = None,
+    file_shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
     """Batches of (bottlenecks, labels in the head's class space) of one split at one node.
 
-    Batches are of the global batch unless `batch_size` is given; `file_shard` as in reader.make_dataset.
+    Batches are of the global batch unless `batch_size` is given; `file_shard` as in
+    reader.make_dataset.
     """
     config = setup.config
     branches = branches or setup.branches
     example_shape = setup.manifest.node(node).shape
-    decoded_mb = setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
-    if training and decoded_mb > config.cache_mb and config.progress and reader.loaded_allocator() == "malloc":
+    decoded_mb = (
+        setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
+    )
+    if (
+        training
+        and decoded_mb > config.cache_mb
+        and config.progress
+        and reader.loaded_allocator() == "malloc"
+    ):
         suggest_allocator()
     dataset = reader.make_dataset(
-        setup.manifest, node, split, batch_size or config.batch_size, shuffle=training, seed=seed, repeat=training,
-        drop_remainder=training, branches=branches, shuffle_buffer=config.shuffle_buffer,
-        shuffle_buffer_bytes=config.shuffle_buffer_mb * 2**20, start_batch=start_batch,
-        cache_decoded=decoded_mb <= config.cache_mb, file_shard=file_shard)
+        setup.manifest,
+        node,
+        split,
+        batch_size or config.batch_size,
+        shuffle=training,
+        seed=seed,
+        repeat=training,
+        drop_remainder=training,
+        branches=branches,
+        shuffle_buffer=config.shuffle_buffer,
+        shuffle_buffer_bytes=config.shuffle_buffer_mb * 2**20,
+        start_batch=start_batch,
+        cache_decoded=decoded_mb <= config.cache_mb,
+        file_shard=file_shard,
+    )
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 
     def labels_in_head_space(bottlenecks, labels):
         if label_map is not None:
             labels = tf.gather(label_map, labels)
-        check = tf.debugging.assert_less(labels, num_classes, message=(
-            "a record's label is beyond the decision layer's classes: the records and the run disagree"))
+        check = tf.debugging.assert_less(
+            labels,
+            num_classes,
+            message=(
+                "a record's label is beyond the decision layer's classes: the records and the run "
+                "disagree"
+            ),
+        )
         with tf.control_dependencies([check]):
             return bottlenecks, tf.identity(labels)
 
@@ -188,12 +283,18 @@ def stage_dataset(setup: Setup, node: str, split: str, *, training: bool, seed: 
 
 @functools.cache  # once per process
 def suggest_allocator() -> None:
-    print("the training split is read from the records every epoch (it exceeds --cache-mb): running with "
-          "LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4) takes about 40 % "
-          "off the CPU time of reading it, see the README's input pipeline notes")
+    print(
+        "the training split is read from the records every epoch (it exceeds --cache-mb): running "
+        "with "
+        "LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4) takes "
+        "about 40 % "
+        "off the CPU time of reading it, see the README's input pipeline notes"
+    )
 
 
-def make_optimizer(config: config_lib.TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    config: config_lib.TrainConfig, learning_rate: float
+) -> keras.optimizers.Optimizer:
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum_value)

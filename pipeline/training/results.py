@@ -1,12 +1,17 @@
-"""results.json of a training run, typed: the run's set-up, and per stage its node, steps and best scores.
+"""results.json of a training run, typed: the run's set-up, and per stage its node, steps and best
+scores.
 
-    Results            records, backbone, branches, fusion, head, ...; stages; the learning-rate sweep; the
-                       stock model's baseline; the export; over --seeds N also the seeds and their runs
-      stages: [StageResult]   node, learning rate, steps, best validation top-1/top-5/loss, checkpoint,
-                              seconds, ended_by (plateau | max_epochs); over seeds, the mean with each
-                              metric's sd and per-seed values
+    Results            records, backbone, branches, fusion, head, ...; stages; the learning-rate
+                       sweep; the
+                       stock model's baseline; the export; over --seeds N also the seeds and their
+                       runs
+      stages: [StageResult]   node, learning rate, steps, best validation top-1/top-5/loss,
+                              checkpoint,
+                              seconds, ended_by (plateau | max_epochs); over seeds, the mean with
+                              each metric's sd and per-seed values
 
-Code that reads a run asks `results.stages[0].best_top1`; `to_json`/`from_json` keep the file's shape.
+Code that reads a run asks `results.stages[0].best_top1`; `to_json`/`from_json` keep the file's
+shape.
 """
 
 import dataclasses
@@ -25,7 +30,8 @@ def _drop_none(entry: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class StageResult:
-    """One stage: the node it read, how long it trained, its best validation scores and how it ended."""
+    """One stage: the node it read, how long it trained, its best validation scores and how it
+    ended."""
 
     stage: int
     node: str
@@ -47,30 +53,55 @@ class StageResult:
 
     @property
     def capped(self) -> bool:
-        """Whether the stage hit its epoch cap while still improving: its scores understate the stage."""
+        """Whether the stage hit its epoch cap while still improving: its scores understate the
+        stage."""
         return self.ended_by == MAX_EPOCHS
 
     def to_json(self) -> dict:
-        entry = _drop_none({
-            "stage": self.stage, "node": self.node, "thesis_block": self.thesis_block,
-            "learning_rate": self.learning_rate, "steps": self.steps, "best_top1": self.best_top1,
-            "best_top5": self.best_top5, "checkpoint": self.checkpoint, "seconds": self.seconds,
-            "ended_by": self.ended_by, "epochs": self.epochs, "best_step": self.best_step,
-            "best_loss": self.best_loss})
+        entry = _drop_none(
+            {
+                "stage": self.stage,
+                "node": self.node,
+                "thesis_block": self.thesis_block,
+                "learning_rate": self.learning_rate,
+                "steps": self.steps,
+                "best_top1": self.best_top1,
+                "best_top5": self.best_top5,
+                "checkpoint": self.checkpoint,
+                "seconds": self.seconds,
+                "ended_by": self.ended_by,
+                "epochs": self.epochs,
+                "best_step": self.best_step,
+                "best_loss": self.best_loss,
+            }
+        )
         entry.update({f"{metric}_std": value for metric, value in self.std.items()})
-        entry.update({f"{metric}_per_seed": list(values) for metric, values in self.per_seed.items()})
+        entry.update(
+            {f"{metric}_per_seed": list(values) for metric, values in self.per_seed.items()}
+        )
         if self.ended_by_per_seed:
             entry["ended_by_per_seed"] = list(self.ended_by_per_seed)
         return entry
 
     @classmethod
     def from_json(cls, entry: dict) -> "StageResult":
-        names = {field.name for field in dataclasses.fields(cls)} - {"std", "per_seed", "ended_by_per_seed"}
-        return cls(**{key: value for key, value in entry.items() if key in names},
-                   std={key[:-len("_std")]: value for key, value in entry.items() if key.endswith("_std")},
-                   per_seed={key[:-len("_per_seed")]: tuple(value) for key, value in entry.items()
-                             if key.endswith("_per_seed") and key != "ended_by_per_seed"},
-                   ended_by_per_seed=tuple(entry.get("ended_by_per_seed", ())))
+        names = {field.name for field in dataclasses.fields(cls)} - {
+            "std",
+            "per_seed",
+            "ended_by_per_seed",
+        }
+        return cls(
+            **{key: value for key, value in entry.items() if key in names},
+            std={
+                key[: -len("_std")]: value for key, value in entry.items() if key.endswith("_std")
+            },
+            per_seed={
+                key[: -len("_per_seed")]: tuple(value)
+                for key, value in entry.items()
+                if key.endswith("_per_seed") and key != "ended_by_per_seed"
+            },
+            ended_by_per_seed=tuple(entry.get("ended_by_per_seed", ())),
+        )
 
     @classmethod
     def over_seeds(cls, per_seed: list["StageResult"]) -> "StageResult":
@@ -79,13 +110,24 @@ class StageResult:
         means, spreads, values = {}, {}, {}
         for metric in SEED_METRICS:
             array = np.asarray([getattr(stage, metric) for stage in per_seed], np.float64)
-            means[metric], spreads[metric], values[metric] = float(array.mean()), float(array.std(ddof=1)), \
-                tuple(array.tolist())
+            means[metric], spreads[metric], values[metric] = (
+                float(array.mean()),
+                float(array.std(ddof=1)),
+                tuple(array.tolist()),
+            )
         ended = tuple(stage.ended_by for stage in per_seed)
-        return cls(stage=first.stage, node=first.node, thesis_block=first.thesis_block,
-                   learning_rate=first.learning_rate, checkpoint=first.checkpoint,
-                   ended_by=MAX_EPOCHS if MAX_EPOCHS in ended else PLATEAU, std=spreads, per_seed=values,
-                   ended_by_per_seed=ended, **means)
+        return cls(
+            stage=first.stage,
+            node=first.node,
+            thesis_block=first.thesis_block,
+            learning_rate=first.learning_rate,
+            checkpoint=first.checkpoint,
+            ended_by=MAX_EPOCHS if MAX_EPOCHS in ended else PLATEAU,
+            std=spreads,
+            per_seed=values,
+            ended_by_per_seed=ended,
+            **means,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +140,8 @@ class SweepCandidate:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """The first stage's learning rate: given (no candidates), or chosen on validation among candidates."""
+    """The first stage's learning rate: given (no candidates), or chosen on validation among
+    candidates."""
 
     chosen: float
     candidates: tuple[SweepCandidate, ...] = ()
@@ -107,13 +150,21 @@ class Sweep:
     directory: str | None = None
 
     def to_json(self) -> dict:
-        return {"chosen": self.chosen, "candidates": [dataclasses.asdict(row) for row in self.candidates],
-                **_drop_none({"node": self.node, "epochs": self.epochs, "directory": self.directory})}
+        return {
+            "chosen": self.chosen,
+            "candidates": [dataclasses.asdict(row) for row in self.candidates],
+            **_drop_none({"node": self.node, "epochs": self.epochs, "directory": self.directory}),
+        }
 
     @classmethod
     def from_json(cls, entry: dict) -> "Sweep":
-        return cls(chosen=entry["chosen"], candidates=tuple(SweepCandidate(**row) for row in entry["candidates"]),
-                   node=entry.get("node"), epochs=entry.get("epochs"), directory=entry.get("directory"))
+        return cls(
+            chosen=entry["chosen"],
+            candidates=tuple(SweepCandidate(**row) for row in entry["candidates"]),
+            node=entry.get("node"),
+            epochs=entry.get("epochs"),
+            directory=entry.get("directory"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,19 +210,26 @@ class Results:
 
     def to_json(self) -> dict:
         entry = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        entry.update(branches=list(self.branches), branch_indices=list(self.branch_indices),
-                     stages=[stage.to_json() for stage in self.stages],
-                     learning_rate_sweep=self.learning_rate_sweep and self.learning_rate_sweep.to_json(),
-                     baseline=self.baseline and dataclasses.asdict(self.baseline),
-                     seeds=self.seeds and list(self.seeds), seed_logdirs=self.seed_logdirs and list(self.seed_logdirs))
+        entry.update(
+            branches=list(self.branches),
+            branch_indices=list(self.branch_indices),
+            stages=[stage.to_json() for stage in self.stages],
+            learning_rate_sweep=self.learning_rate_sweep and self.learning_rate_sweep.to_json(),
+            baseline=self.baseline and dataclasses.asdict(self.baseline),
+            seeds=self.seeds and list(self.seeds),
+            seed_logdirs=self.seed_logdirs and list(self.seed_logdirs),
+        )
         return _drop_none(entry)
 
     @classmethod
     def from_json(cls, entry: dict) -> "Results":
         names = {field.name for field in dataclasses.fields(cls)}
         known = {key: value for key, value in entry.items() if key in names}
-        known.update(branches=tuple(entry["branches"]), branch_indices=tuple(entry["branch_indices"]),
-                     stages=tuple(StageResult.from_json(stage) for stage in entry.get("stages", ())))
+        known.update(
+            branches=tuple(entry["branches"]),
+            branch_indices=tuple(entry["branch_indices"]),
+            stages=tuple(StageResult.from_json(stage) for stage in entry.get("stages", ())),
+        )
         if entry.get("learning_rate_sweep"):
             known["learning_rate_sweep"] = Sweep.from_json(entry["learning_rate_sweep"])
         if entry.get("baseline"):
@@ -182,21 +240,30 @@ class Results:
         return cls(**known)
 
     def summary(self) -> str:
-        """The run in one paragraph: every stage's best validation scores, against the stock model's."""
+        """The run in one paragraph: every stage's best validation scores, against the stock
+        model's."""
+
         def spread(stage, metric):
             return f" ± {100 * stage.std[metric]:.2f}" if metric in stage.std else ""
 
-        stages = "; ".join(f"{stage.node} (lr {stage.learning_rate:g}, {stage.steps:.0f} steps, "
-                           f"{stage.seconds:.0f} s): validation top-1 {100 * stage.best_top1:.2f}"
-                           f"{spread(stage, 'best_top1')} %, top-5 {100 * stage.best_top5:.2f} %"
-                           + (f" (WARNING: {CAP_WARNING})" if stage.capped else "")
-                           for stage in self.stages)
+        stages = "; ".join(
+            f"{stage.node} (lr {stage.learning_rate:g}, {stage.steps:.0f} steps, "
+            f"{stage.seconds:.0f} s): validation top-1 {100 * stage.best_top1:.2f}"
+            f"{spread(stage, 'best_top1')} %, top-5 {100 * stage.best_top5:.2f} %"
+            + (f" (WARNING: {CAP_WARNING})" if stage.capped else "")
+            for stage in self.stages
+        )
         seeds = f" Mean ± sd over seeds {list(self.seeds)}." if self.seeds else ""
         versus = ""
         if self.baseline:
-            versus = (f" Baseline (the stock model on the original images): top-1 {100 * self.baseline.top1:.2f} %, "
-                      f"top-5 {100 * self.baseline.top5:.2f} %.")
+            versus = (
+                " Baseline (the stock model on the original images): top-1 "
+                f"{100 * self.baseline.top1:.2f} %, "
+                f"top-5 {100 * self.baseline.top5:.2f} %."
+            )
         elif self.baseline_note:
             versus = f" Note: {self.baseline_note}."
-        return (f"train_block_by_block: {len(self.stages)} stages on {len(self.branches)} branches "
-                f"({', '.join(self.branches)}), fusion {self.fusion}. {stages}.{versus}{seeds}")
+        return (
+            f"train_block_by_block: {len(self.stages)} stages on {len(self.branches)} branches "
+            f"({', '.join(self.branches)}), fusion {self.fusion}. {stages}.{versus}{seeds}"
+        )

@@ -1,13 +1,17 @@
-"""LOGDIR of a training run as an object: where each of its files lives, and writes only the chief keeps.
+"""LOGDIR of a training run as an object: where each of its files lives, and writes only the chief
+keeps.
 
 LOGDIR/
   config.json                  the run's settings; a rerun must match them to resume
   results.json                 pipeline.training.results.Results
   sweep/lr<rate>/              with --learning-rate auto: one short stage-0 run per candidate rate
-  seed<k>/                     with --seeds N: one whole run per seed (results.json then holds mean ± sd)
-  stage<k>_<node>/train|validation   TensorBoard runs, one per stage (the stage folder holds its hparams)
+  seed<k>/                     with --seeds N: one whole run per seed (results.json then holds mean
+                               ± sd)
+  stage<k>_<node>/train|validation   TensorBoard runs, one per stage (the stage folder holds its
+                                     hparams)
   stages/                      TensorBoard: best top-1 per stage, a sample's JPEG ladder
-  checkpoints/stage<k>_<node>/latest   the stage's resume point (weights, optimizer, step, plateau state)
+  checkpoints/stage<k>_<node>/latest   the stage's resume point (weights, optimizer, step, plateau
+                                       state)
   checkpoints/stage<k>_<node>/best     the stage's best checkpoint
   export/                      the model that classifies raw images (see pipeline.training.export)
 With --strategy multiworker every worker writes the same files, and the chief's alone are kept (see
@@ -65,7 +69,8 @@ class RunDirectory:
 
     @staticmethod
     def writable(path: str) -> str:
-        """Where this process writes `path`: itself on the chief, a scratch copy on every other worker."""
+        """Where this process writes `path`: itself on the chief, a scratch copy on every other
+        worker."""
         return distribute.writable(path)
 
     def makedirs(self) -> None:
@@ -88,14 +93,19 @@ class RunDirectory:
             fileio.write_json_atomic(self.writable(path), settings)
         elif stored != settings:
             changed = sorted(key for key in settings if settings.get(key) != stored.get(key))
-            raise errors.UserError(f"{self.logdir} holds a run with other settings (differing in: "
-                                   f"{', '.join(changed)}); rerun with the same flags to resume it, or choose "
-                                   f"another --logdir")
+            raise errors.UserError(
+                f"{self.logdir} holds a run with other settings (differing in: "
+                f"{', '.join(changed)}); rerun with the same flags to resume it, or choose "
+                f"another --logdir"
+            )
 
 
 def read(logdir: str) -> results_lib.Results:
-    """The results of a finished (or stopped) training run, failing in one line when there are none."""
+    """The results of a finished (or stopped) training run, failing in one line when there are
+    none."""
     results = RunDirectory(logdir).read_results()
     if results is None:
-        raise errors.UserError(f"no {RESULTS_NAME} in {logdir}: pass the --logdir of a training run")
+        raise errors.UserError(
+            f"no {RESULTS_NAME} in {logdir}: pass the --logdir of a training run"
+        )
     return results

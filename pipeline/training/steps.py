@@ -8,10 +8,17 @@ from pipeline.training import metrics
 
 
 class Steps:
-    """`train(iterator)` runs one step on the next global batch; `evaluate(dataset)` one pass in one graph."""
+    """`train(iterator)` runs one step on the next global batch; `evaluate(dataset)` one pass in one
+    graph."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer, global_batch: int,
-                 fusion: str = "concat"):
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        model: keras.Model,
+        optimizer,
+        global_batch: int,
+        fusion: str = "concat",
+    ):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -29,15 +36,24 @@ class Steps:
 
         def evaluate_replica(bottlenecks, labels):
             logits = model(bottlenecks, training=False)["logits"]
-            # The prediction's cross-entropy, whatever the fusion trains on: one number to compare arms by.
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            return (tf.reduce_sum(per_example), metrics.correct_in_top_k(logits, labels, 1),
-                    metrics.correct_in_top_k(logits, labels, 5), tf.cast(tf.shape(labels)[0], tf.float32))
+            # The prediction's cross-entropy, whatever the fusion trains on: one number to compare
+            # arms by.
+            per_example = keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True
+            )
+            return (
+                tf.reduce_sum(per_example),
+                metrics.correct_in_top_k(logits, labels, 1),
+                metrics.correct_in_top_k(logits, labels, 5),
+                tf.cast(tf.shape(labels)[0], tf.float32),
+            )
 
         @tf.function
         def train(iterator):
             loss, correct = strategy.run(train_replica, args=next(iterator))
-            return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
+            return strategy.reduce("SUM", loss, axis=None), strategy.reduce(
+                "SUM", correct, axis=None
+            )
 
         @tf.function
         def evaluate(dataset):

@@ -1,4 +1,5 @@
-"""TensorBoard logs of a training run: per-stage scalars, hparams, best top-1 per stage, a JPEG ladder."""
+"""TensorBoard logs of a training run: per-stage scalars, hparams, best top-1 per stage, a JPEG
+ladder."""
 
 import os
 
@@ -38,8 +39,21 @@ class StageWriters:
         self._validation.close()
 
 
-_HPARAMS = ("stage", "node", "learning_rate", "branches", "batch_size", "momentum", "head_init",
-            "train_batchnorm", "backbone", "fusion", "optimizer", "head", "seed")
+_HPARAMS = (
+    "stage",
+    "node",
+    "learning_rate",
+    "branches",
+    "batch_size",
+    "momentum",
+    "head_init",
+    "train_batchnorm",
+    "backbone",
+    "fusion",
+    "optimizer",
+    "head",
+    "seed",
+)
 
 
 class RunLogs:
@@ -52,9 +66,12 @@ class RunLogs:
         with experiment.as_default():
             hparams_api.hparams_config(
                 hparams=[hparams_api.HParam(name) for name in _HPARAMS],
-                metrics=[hparams_api.Metric("best_top1", group="validation", display_name="best top-1"),
-                         hparams_api.Metric("top5", group="validation", display_name="last top-5"),
-                         hparams_api.Metric("loss", group="validation", display_name="last loss")])
+                metrics=[
+                    hparams_api.Metric("best_top1", group="validation", display_name="best top-1"),
+                    hparams_api.Metric("top5", group="validation", display_name="last top-5"),
+                    hparams_api.Metric("loss", group="validation", display_name="last loss"),
+                ],
+            )
         experiment.close()
 
     def stage_writers(self, stage, setup) -> StageWriters:
@@ -62,27 +79,43 @@ class RunLogs:
         directory = os.path.join(self.logdir, stage.name)
         hparams_writer = tf.summary.create_file_writer(directory)
         with hparams_writer.as_default():
-            hparams_api.hparams({
-                "stage": stage.index, "node": stage.node, "learning_rate": stage.learning_rate,
-                "branches": ",".join(map(str, setup.branches)), "batch_size": config.batch_size,
-                "momentum": config.momentum_value, "head_init": config.head_init,
-                "train_batchnorm": config.train_batchnorm, "backbone": setup.backbone.name,
-                "fusion": config.fusion, "optimizer": config.optimizer, "head": config.head, "seed": config.seed,
-            }, trial_id=stage.name)
+            hparams_api.hparams(
+                {
+                    "stage": stage.index,
+                    "node": stage.node,
+                    "learning_rate": stage.learning_rate,
+                    "branches": ",".join(map(str, setup.branches)),
+                    "batch_size": config.batch_size,
+                    "momentum": config.momentum_value,
+                    "head_init": config.head_init,
+                    "train_batchnorm": config.train_batchnorm,
+                    "backbone": setup.backbone.name,
+                    "fusion": config.fusion,
+                    "optimizer": config.optimizer,
+                    "head": config.head,
+                    "seed": config.seed,
+                },
+                trial_id=stage.name,
+            )
         hparams_writer.close()
         return StageWriters(directory)
 
     def stage_summary(self, stage, outcome) -> None:
-        """The cross-stage view: best validation top-1/top-5 at x = stage index (the thesis's Figure 4.2)."""
+        """The cross-stage view: best validation top-1/top-5 at x = stage index (the thesis's Figure
+        4.2)."""
         with self._stages.as_default(step=stage.index):
             tf.summary.scalar("best_top1", outcome.best_top1)
             tf.summary.scalar("best_top5", outcome.best_top5)
-            tf.summary.text("stage", f"stage {stage.index}: node {stage.node} ({outcome.thesis_block}), "
-                                     f"lr {stage.learning_rate:g}, {outcome.steps} steps, ended by {outcome.ended_by}")
+            tf.summary.text(
+                "stage",
+                f"stage {stage.index}: node {stage.node} ({outcome.thesis_block}), "
+                f"lr {stage.learning_rate:g}, {outcome.steps} steps, ended by {outcome.ended_by}",
+            )
         self._stages.flush()
 
     def sample_ladder(self, manifest: manifest_lib.Manifest) -> str | None:
-        """One validation image's branches as TensorBoard images, when the source images are at hand."""
+        """One validation image's branches as TensorBoard images, when the source images are at
+        hand."""
         sample = _first_source_image(manifest)
         try:
             image = ladder.load_rgb(sample) if sample else None
@@ -92,8 +125,12 @@ class RunLogs:
             return None
         branches = ladder.jpeg_ladder(image, manifest.qualities)
         with self._stages.as_default(step=0):
-            tf.summary.image("jpeg_ladder", branches, max_outputs=len(manifest.branches),
-                             description=f"{sample}: " + ", ".join(manifest.branches))
+            tf.summary.image(
+                "jpeg_ladder",
+                branches,
+                max_outputs=len(manifest.branches),
+                description=f"{sample}: " + ", ".join(manifest.branches),
+            )
         self._stages.flush()
         return sample
 
@@ -105,7 +142,9 @@ def _first_source_image(manifest: manifest_lib.Manifest) -> str | None:
     if root is None:
         return None
     node = next(iter(manifest.nodes))
-    for _, _, image_ids in reader.make_dataset(manifest, node, "validation", 1, with_ids=True).take(1):
+    for _, _, image_ids in reader.make_dataset(manifest, node, "validation", 1, with_ids=True).take(
+        1
+    ):
         path = os.path.join(root, image_ids.numpy()[0].decode())
         return path if os.path.isfile(path) else None  # the images need not live beside the records
     return None

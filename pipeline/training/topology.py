@@ -1,11 +1,12 @@
-"""The multi-quality topology: every branch through one shared tail, then the fusion and one decision head.
+"""The multi-quality topology: every branch through one shared tail, then the fusion and one
+decision head.
 
-    bottlenecks [B, branches, *node_shape]
-        -> one batched call of the backbone's own layers after the node   (shared weights)
-        -> pooled features [B, branches, D]
-        -> fusion (concat: one head over [B, branches * D]; shared/weighted/gated: the head on every
-           branch, probabilities averaged; see pipeline.training.fusion)
-        -> {"logits": [B, classes], ...}
+bottlenecks [B, branches, *node_shape]
+    -> one batched call of the backbone's own layers after the node   (shared weights)
+    -> pooled features [B, branches, D]
+    -> fusion (concat: one head over [B, branches * D]; shared/weighted/gated: the head on every
+       branch, probabilities averaged; see pipeline.training.fusion)
+    -> {"logits": [B, classes], ...}
 """
 
 import keras
@@ -17,17 +18,26 @@ from pipeline import errors
 from pipeline.training import fusion as fusion_lib
 
 
-def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras.layers.Layer,
-          fusion: str = "concat", combiner: keras.layers.Layer | None = None,
-          feature_size: int | None = None) -> keras.Model:
-    """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head` (and `combiner`).
+def build(
+    backbone_model: keras.Model,
+    node: str,
+    num_branches: int,
+    head: keras.layers.Layer,
+    fusion: str = "concat",
+    combiner: keras.layers.Layer | None = None,
+    feature_size: int | None = None,
+) -> keras.Model:
+    """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head` (and
+    `combiner`).
 
-    feature_size: the width of the records at `pool`, when it is not the backbone's (autoencoder codes).
+    feature_size: the width of the records at `pool`, when it is not the backbone's (autoencoder
+    codes).
 
     Its output is fusion.outputs()'s dict; "logits" is the prediction.
     """
     if node == registry.POOL and feature_size is not None:
-        # Nothing after pool but the head, whose width is the records' (autoencoder codes are narrower).
+        # Nothing after pool but the head, whose width is the records' (autoencoder codes are
+        # narrower).
         bottlenecks = keras.Input(shape=(num_branches, feature_size), name="bottlenecks")
         features = bottlenecks
     else:
@@ -42,41 +52,57 @@ def build(backbone_model: keras.Model, node: str, num_branches: int, head: keras
     return keras.Model(bottlenecks, outputs, name=f"topology_from_{node}")
 
 
-def unfreeze_tail(backbone_model: keras.Model, node: str, train_batchnorm: bool) -> list[keras.layers.Layer]:
+def unfreeze_tail(
+    backbone_model: keras.Model, node: str, train_batchnorm: bool
+) -> list[keras.layers.Layer]:
     """Makes the layers after `node` trainable (BatchNorm stays in inference mode unless asked)."""
     backbone_model.trainable = True  # the container must be trainable for its layers to be
     for layer in backbone_model.layers:
         layer.trainable = False
-    tail_layers = [layer for layer in cut.tail(backbone_model, node).layers
-                   if not isinstance(layer, keras.layers.InputLayer)]
+    tail_layers = [
+        layer
+        for layer in cut.tail(backbone_model, node).layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
     for layer in tail_layers:
         # A frozen BatchNormalization runs in inference mode in Keras: moving statistics are kept.
         layer.trainable = train_batchnorm or not isinstance(layer, keras.layers.BatchNormalization)
     return tail_layers
 
 
-def init_head_from_classifier(head: keras.layers.Layer, backbone_model: keras.Model, class_indices,
-                              original_position: int, num_branches: int) -> None:
+def init_head_from_classifier(
+    head: keras.layers.Layer,
+    backbone_model: keras.Model,
+    class_indices,
+    original_position: int,
+    num_branches: int,
+) -> None:
     """Starts the decision layer at the backbone's own classifier (for these classes).
 
-    concat: the original branch's slice gets the classifier, the others zeros, so stage 0 starts exactly
-    at the stock model's accuracy. The other fusions apply one head to every branch: it becomes the
-    classifier itself, so stage 0 starts at the stock model's mean over the branches.
+    concat: the original branch's slice gets the classifier, the others zeros, so stage 0 starts
+    exactly at the stock model's accuracy. The other fusions apply one head to every branch: it
+    becomes the classifier itself, so stage 0 starts at the stock model's mean over the branches.
     """
     if not isinstance(head, keras.layers.Dense):
-        raise errors.UserError("--head-init baseline starts a linear decision layer from the backbone's classifier; "
-                         "use --head linear, or --head-init random for an MLP head")
-    kernel, bias = (np.asarray(weight) for weight in cut.classifier_layer(backbone_model).get_weights())
+        raise errors.UserError(
+            "--head-init baseline starts a linear decision layer from the backbone's classifier; "
+            "use --head linear, or --head-init random for an MLP head"
+        )
+    kernel, bias = (
+        np.asarray(weight) for weight in cut.classifier_layer(backbone_model).get_weights()
+    )
     feature_size = kernel.shape[0]
     if head.kernel.shape == (feature_size, len(class_indices)):  # one head for every branch
         head.set_weights([kernel[:, class_indices], bias[class_indices].astype(np.float32)])
         return
     if head.kernel.shape != (num_branches * feature_size, len(class_indices)):
-        raise errors.UserError(f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
-                         f"{(num_branches * feature_size, len(class_indices))}")
+        raise errors.UserError(
+            f"the decision layer has shape {tuple(head.kernel.shape)}, expected "
+            f"{(num_branches * feature_size, len(class_indices))}"
+        )
     new_kernel = np.zeros(head.kernel.shape, np.float32)
     start = original_position * feature_size
-    new_kernel[start:start + feature_size] = kernel[:, class_indices]
+    new_kernel[start : start + feature_size] = kernel[:, class_indices]
     head.set_weights([new_kernel, bias[class_indices].astype(np.float32)])
 
 
