@@ -9,6 +9,7 @@ with dataclasses.replace.
 """
 
 import dataclasses
+import math
 
 from pipeline import errors
 from tfrecords import codec
@@ -299,12 +300,98 @@ STRATEGIES = ("mirrored", "multiworker")  # one machine's devices | the cluster 
 # How multiworker training splits the train split: every worker reads it all (data) or its own
 # shards (file); auto: file when there are at least as many train shards as workers.
 INPUT_SHARDINGS = ("auto", "data", "file")
-# The learning-rate sweep's candidates, log-spaced around each optimizer's usual range.
+OPTIMIZERS = ("sgd", "momentum", "adam")
+# The thesis recipe's learning-rate sweep: candidates log-spaced around each optimizer's usual
+# range.
 SWEEP_RATES = {
     "sgd": (1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
     "momentum": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
     "adam": (0.03, 0.01, 0.003, 0.001, 0.0003),
 }
+# The converged recipe's: a decade apart, since the rate is divided by 10 on every plateau anyway.
+DECADE_RATES = {
+    "sgd": (1.0, 0.1, 0.01),
+    "momentum": (0.1, 0.01, 0.001),
+    "adam": (0.01, 0.001, 0.0001),
+}
+PLATEAU_METRICS = ("top1", "loss")
+# The converged recipe's patience, from the data's size: about PATIENCE_STEPS steps, in whole epochs
+# within PATIENCE_EPOCHS. 90 validation images move top-1 by 1.1 points an image and their loss by
+# chance from one epoch to the next; on a small training split an epoch is a few steps, so the rule
+# waits up to 20 epochs, and on ImageNet (12,800 steps an epoch at batch 100) two.
+PATIENCE_STEPS = 500
+PATIENCE_EPOCHS = (2.0, 20.0)
+# In a stage, the rate is divided by this on each plateau the recipe allows (the thesis's Algorithm
+# 2, applied within the stage), from the stage's best checkpoint.
+REDUCTION_FACTOR = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training rule: what each of TrainConfig's fields left at None takes.
+
+    thesis reproduces the thesis's schedule exactly (SGD at 0.01, a stage ends one epoch after its
+    validation top-1 last rose, at most 20 epochs). converged trains every stage to convergence:
+    Adam at the rate that reaches the lowest validation loss (mean over seeds) among a sweep, a
+    stage ends when its validation loss stops falling for a patience that suits the data's size,
+    after the rate was divided by 10 on each of two earlier plateaus, and its best checkpoint is
+    restored.
+    """
+
+    name: str
+    optimizer: str
+    learning_rate: float | str
+    plateau_metric: str  # top1 (a tie at a clearly lower loss replaces the best), or loss
+    plateau_epochs: float | None  # None: from the data's size (PATIENCE_STEPS)
+    max_epochs_per_stage: float
+    lr_reductions: int  # plateaus inside a stage met by dividing the rate, before it ends
+    sweep_epochs: float | None  # a sweep candidate's cap; None: max_epochs_per_stage
+    sweep_seeds: int  # seeds each sweep candidate is trained with
+    sweep_rates: dict  # optimizer -> candidates
+    # Whether weighted and gated learn their branch weights after the head, from held-out branch
+    # predictions (validation), rather than with it, from the branches that fit the training images.
+    stacked_combiner: bool
+
+
+RECIPES = {
+    "converged": Recipe(
+        name="converged",
+        optimizer="adam",
+        learning_rate="auto",
+        plateau_metric="loss",
+        plateau_epochs=None,
+        max_epochs_per_stage=500.0,
+        lr_reductions=2,
+        sweep_epochs=None,
+        sweep_seeds=2,
+        sweep_rates=DECADE_RATES,
+        stacked_combiner=True,
+    ),
+    "thesis": Recipe(
+        name="thesis",
+        optimizer="sgd",
+        learning_rate=0.01,
+        plateau_metric="top1",
+        plateau_epochs=1.0,
+        max_epochs_per_stage=20.0,
+        lr_reductions=0,
+        sweep_epochs=3.0,
+        sweep_seeds=1,
+        sweep_rates=SWEEP_RATES,
+        stacked_combiner=False,
+    ),
+}
+RECIPE_NAMES = tuple(RECIPES)
+# TrainConfig's fields that None leaves to the recipe.
+RECIPE_FIELDS = (
+    "optimizer",
+    "learning_rate",
+    "plateau_epochs",
+    "max_epochs_per_stage",
+    "lr_reductions",
+    "sweep_epochs",
+    "sweep_seeds",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,35 +409,52 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of a stage at one learning rate, as a replay (--refit, --folds) trains it again."""
+
+    learning_rate: float
+    epochs: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The block-by-block trainer: which records, which stages and branches, and the thesis's
-    schedule.
+    """The block-by-block trainer: which records, which stages and branches, and the training rule.
 
     Example (the thesis's Inception V3 schedule: the decision layer, then mixed_10, mixed_9,
     mixed_8):
-      train-block-by-block --records records/ --logdir runs/inception --stages
-      pool,mixed9,mixed8,mixed7
+      train-block-by-block --records records/ --logdir runs/inception \\
+          --stages pool,mixed9,mixed8,mixed7
     Each stage starts from the previous stage's best checkpoint with the learning rate divided by
-    10.
+    10; --recipe says how each stage trains (converged, the default, or the thesis's exact
+    schedule).
     """
 
     records_dir: str = option(flag="--records", help="make_tfrecords's --out-dir")
     logdir: str = option(help="TensorBoard logs, checkpoints, results.json, export/")
+    recipe: str = option(
+        "converged",
+        choices=RECIPE_NAMES,
+        help="converged: every stage trained until its validation loss stops falling, the rate "
+        "divided by 10 on the plateaus before, its best checkpoint restored, the rate swept by "
+        "validation loss over seeds; thesis: the thesis's exact schedule (SGD 0.01, a stage ends "
+        "one epoch after validation top-1 last rose, at most 20 epochs). Options left out take "
+        "the recipe's values",
+    )
     stages: tuple[str, ...] | None = option(
         None,
-        help="comma-separated nodes, one stage each (default: the "
-        "backbone's schedule, e.g. pool,mixed9,mixed8,mixed7 for inception_v3)",
+        help="comma-separated nodes, one stage each (default: the backbone's schedule, e.g. "
+        "pool,mixed9,mixed8,mixed7 for inception_v3)",
     )
     branches: tuple[int, ...] | None = option(
         None,
-        help="comma-separated branch indices, 0 = original (default: "
-        "all); --branches 0 trains the single-branch baseline",
+        help="comma-separated branch indices, 0 = original (default: all); --branches 0 trains "
+        "the single-branch baseline",
     )
     fusion: str = option(
         "concat",
         choices=FUSIONS,
-        help="how the decision layer combines the branches (concat "
-        "is the thesis's); see pipeline.training.fusion",
+        help="how the decision layer combines the branches (concat is the thesis's); see "
+        "pipeline.training.fusion",
     )
     head: str = option(
         "linear", choices=HEADS, help="the decision head; see pipeline.training.heads"
@@ -359,22 +463,36 @@ class TrainConfig:
     activation: str = option("relu", choices=ACTIVATIONS, help="--head mlp")
     dropout: float = option(0.0, help="--head mlp")
     batch_size: int = option(100, help="global batch, split across replicas")
-    optimizer: str = option(
-        "sgd", choices=tuple(SWEEP_RATES), help="sgd (the thesis) | momentum | adam"
+    optimizer: str | None = option(
+        None,
+        choices=OPTIMIZERS,
+        help="sgd | momentum | adam (default: the recipe's: adam converged, sgd thesis)",
+        show_default=False,
     )
-    learning_rate: float | str = option(
-        0.01,
+    learning_rate: float | str | None = option(
+        None,
         parse=number_or_auto,
-        help="of the first stage, divided by the "
-        "divisor at each later stage; auto: the best on validation of a short sweep",
+        help="of the first stage, divided by the divisor at each later stage; auto: the best on "
+        "validation of a sweep (default: the recipe's: auto converged, 0.01 thesis)",
+        show_default=False,
     )
     sweep_learning_rates: tuple[float, ...] | None = option(
         None,
         aliases=("--learning-rates",),
-        help="the --learning-rate auto sweep's candidates (default: the optimizer's)",
+        help="the --learning-rate auto sweep's candidates (default: the recipe's for the "
+        "optimizer)",
     )
-    sweep_epochs: float = option(
-        3.0, help="length of each --learning-rate auto candidate (with the plateau rule)"
+    sweep_epochs: float | None = option(
+        None,
+        help="each --learning-rate auto candidate trains at most this long (default: the "
+        "recipe's: a stage's cap converged, 3 thesis)",
+        show_default=False,
+    )
+    sweep_seeds: int | None = option(
+        None,
+        help="seeds each sweep candidate trains with; the choice is the mean over them (default: "
+        "the recipe's: 2 converged, 1 thesis)",
+        show_default=False,
     )
     sweep_dir: str | None = None  # None: LOGDIR/sweep; runs with the same rule may share one
     sweep_seed: int | None = None  # None: seed; runs that share a sweep share its seed
@@ -387,14 +505,35 @@ class TrainConfig:
     eval_every_steps: int = option(
         2000, help="evaluate and checkpoint every this many steps (at least once an epoch)"
     )
-    plateau_epochs: float = option(
-        1.0,
-        help="a stage ends when validation top-1 has not improved for this many "
-        "epochs (a tie at a lower loss replaces the best checkpoint without extending "
-        "the stage)",
+    plateau_epochs: float | None = option(
+        None,
+        help="a plateau is this many epochs without improvement of the recipe's validation "
+        "metric (default: the recipe's: from the data's size converged, 1 thesis)",
+        show_default=False,
     )
-    max_epochs_per_stage: float = option(
-        20.0, help="a stage ends after this many epochs at the latest"
+    lr_reductions: int | None = option(
+        None,
+        help="plateaus inside a stage met by dividing the learning rate by 10 from the stage's "
+        "best checkpoint, before the next plateau ends it (default: the recipe's: 2 converged, "
+        "0 thesis)",
+        show_default=False,
+    )
+    max_epochs_per_stage: float | None = option(
+        None,
+        help="a stage ends after this many epochs at the latest (default: the recipe's: 500 "
+        "converged, 20 thesis)",
+        show_default=False,
+    )
+    folds: int = option(
+        1,
+        help="K > 1: choose the learning rate and each stage's stopping point by K-fold "
+        "cross-validation over the train and validation images together, then train on all of "
+        "them with that schedule (for a small validation split)",
+    )
+    refit: bool = option(
+        False,
+        help="after selection, also train on train + validation with the selected schedule "
+        "(LOGDIR/refit, with its own export)",
     )
     head_init: str = option(
         "random",
@@ -407,9 +546,8 @@ class TrainConfig:
     label_space: str = option(
         "auto",
         choices=LABEL_SPACES,
-        help="the head's classes: the backbone's 1000 ImageNet "
-        "classes (imagenet), the dataset's own (dataset), or auto: ImageNet's when the class "
-        "folders are wnids",
+        help="the head's classes: the backbone's 1000 ImageNet classes (imagenet), the dataset's "
+        "own (dataset), or auto: ImageNet's when the class folders are wnids",
     )
     train_batchnorm: bool = option(
         False, help="update BatchNorm statistics in unfrozen blocks (default: inference mode)"
@@ -420,8 +558,8 @@ class TrainConfig:
     strategy: str = option(
         "mirrored",
         choices=STRATEGIES,
-        help="mirrored: this machine's devices; multiworker: "
-        "one process per machine of the cluster in TF_CONFIG, each run with the same flags",
+        help="mirrored: this machine's devices; multiworker: one process per machine of the "
+        "cluster in TF_CONFIG, each run with the same flags",
     )
     collective_timeout: float = option(
         600.0, help="multiworker: seconds a worker waits for the others before the run stops"
@@ -429,10 +567,9 @@ class TrainConfig:
     input_sharding: str = option(
         "auto",
         choices=INPUT_SHARDINGS,
-        help="multiworker: data: every worker reads "
-        "every record and keeps its part of each batch (the single-machine run); file: "
-        "each worker reads only its own train shards; auto: file when there are at least "
-        "as many train shards as workers",
+        help="multiworker: data: every worker reads every record and keeps its part of each batch "
+        "(the single-machine run); file: each worker reads only its own train shards; auto: file "
+        "when there are at least as many train shards as workers",
     )
     shuffle_buffer: int = option(10000, help="examples in the training shuffle buffer, at most ...")
     shuffle_buffer_mb: float = option(
@@ -440,8 +577,8 @@ class TrainConfig:
     )
     cache_mb: float = option(
         2048.0,
-        help="keep a split's decoded bottlenecks in memory when they fit in this many "
-        "MiB (0 decodes every epoch)",
+        help="keep a split's decoded bottlenecks in memory when they fit in this many MiB (0 "
+        "decodes every epoch)",
     )
     seed: int = option(0, help="initialisation and shuffling (the first of --seeds)")
     seeds: int = option(
@@ -453,94 +590,110 @@ class TrainConfig:
         True, help="write no raw-image model into LOGDIR/export (sweeps, seeds, tests)"
     )
     progress: bool = option(True, help="no progress bar")
+    # Set by the trainer for the runs it derives: (K, i) trains on the train and validation images
+    # outside fold i of K and chooses on fold i; a replay trains on the train and validation images
+    # with a fixed schedule (per stage, its phases) and chooses nothing.
+    fold: tuple[int, int] | None = None
+    replay: tuple[tuple[Phase, ...], ...] | None = None
+    # A replay's weighted or gated combiner comes from this run's best checkpoints (a replay has no
+    # held-out images to learn one from).
+    combiner_source: str | None = None
 
     def __post_init__(self):
         check_local_output("--logdir", self.logdir)
-        if self.optimizer not in SWEEP_RATES:
-            raise errors.UserError(
-                f"--optimizer must be one of {', '.join(SWEEP_RATES)}, got {self.optimizer!r}"
-            )
-        if self.fusion not in FUSIONS or self.head not in HEADS:
-            raise errors.UserError(
-                f"--fusion must be one of {', '.join(FUSIONS)} and --head one of "
-                f"{', '.join(HEADS)}, "
-                f"got {self.fusion!r} and {self.head!r}"
-            )
+        _choice("--recipe", self.recipe, RECIPE_NAMES)
+        if self.optimizer is not None:
+            _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--fusion", self.fusion, FUSIONS)
+        _choice("--head", self.head, HEADS)
+        _choice("--label-space", self.label_space, LABEL_SPACES)
+        _choice("--head-init", self.head_init, HEAD_INITS)
+        _choice("--strategy", self.strategy, STRATEGIES)
+        _choice("--input-sharding", self.input_sharding, INPUT_SHARDINGS)
         if isinstance(self.learning_rate, str) and self.learning_rate != "auto":
             raise errors.UserError(
                 f"--learning-rate must be a number or auto, got {self.learning_rate!r}"
             )
-        if self.seeds < 1 or self.sweep_epochs <= 0:
-            raise errors.UserError("--seeds must be at least 1 and --sweep-epochs positive")
-        if self.label_space not in LABEL_SPACES:
-            raise errors.UserError(
-                f"--label-space must be one of {', '.join(LABEL_SPACES)}, got {self.label_space!r}"
-            )
-        if self.head_init not in HEAD_INITS:
-            raise errors.UserError(
-                f"--head-init must be random or baseline, got {self.head_init!r}"
-            )
-        if self.batch_size < 1 or self.eval_every_steps < 1:
-            raise errors.UserError("--batch-size and --eval-every-steps must be at least 1")
-        if (
-            not isinstance(self.learning_rate, str) and self.learning_rate <= 0
-        ) or self.learning_rate_divisor <= 0:
-            raise errors.UserError("--learning-rate and its divisor must be positive")
-        if self.max_epochs_per_stage <= 0 or self.plateau_epochs <= 0:
-            raise errors.UserError("--max-epochs-per-stage and --plateau-epochs must be positive")
+        positive = {
+            "--learning-rate": None if isinstance(self.learning_rate, str) else self.learning_rate,
+            "--learning-rate-divisor": self.learning_rate_divisor,
+            "--sweep-epochs": self.sweep_epochs,
+            "--plateau-epochs": self.plateau_epochs,
+            "--max-epochs-per-stage": self.max_epochs_per_stage,
+            "--collective-timeout": self.collective_timeout,
+            "--shuffle-buffer-mb": self.shuffle_buffer_mb,
+        }
+        for flag, value in positive.items():
+            if value is not None and value <= 0:
+                raise errors.UserError(f"{flag} must be positive, got {value}")
+        at_least_one = {
+            "--seeds": self.seeds,
+            "--batch-size": self.batch_size,
+            "--folds": self.folds,
+            "--eval-every-steps": self.eval_every_steps,
+            "--shuffle-buffer": self.shuffle_buffer,
+            "--sweep-seeds": self.sweep_seeds,
+        }
+        for flag, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise errors.UserError(f"{flag} must be at least 1, got {value}")
+        if self.lr_reductions is not None and self.lr_reductions < 0:
+            raise errors.UserError(f"--lr-reductions must be at least 0, got {self.lr_reductions}")
         if self.branches is not None and (
             not self.branches or len(set(self.branches)) != len(self.branches)
         ):
             raise errors.UserError(
                 f"--branches must list distinct branch indices, got {self.branches}"
             )
-        if self.strategy not in STRATEGIES:
-            raise errors.UserError(
-                f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
-            )
         if self.strategy == "multiworker" and self.devices:
             raise errors.UserError(
                 "--devices is for --strategy mirrored: each worker of --strategy multiworker uses "
-                "all "
-                "its GPUs, else its CPU; drop --devices"
-            )
-        if self.shuffle_buffer < 1 or self.shuffle_buffer_mb <= 0:
-            raise errors.UserError(
-                f"--shuffle-buffer must be at least 1 and --shuffle-buffer-mb positive, got "
-                f"{self.shuffle_buffer} and {self.shuffle_buffer_mb}"
-            )
-        if self.input_sharding not in INPUT_SHARDINGS:
-            raise errors.UserError(
-                f"--input-sharding must be one of {', '.join(INPUT_SHARDINGS)}, "
-                f"got {self.input_sharding!r}"
+                "all its GPUs, else its CPU; drop --devices"
             )
         if self.strategy != "multiworker" and self.input_sharding != "auto":
             raise errors.UserError(
                 "--input-sharding is for --strategy multiworker: on one machine every replica's "
-                "batch "
-                "comes from one stream; drop --input-sharding"
+                "batch comes from one stream; drop --input-sharding"
             )
-        if self.collective_timeout <= 0:
+        if self.folds > 1 and self.refit:
             raise errors.UserError(
-                f"--collective-timeout must be positive, got {self.collective_timeout}"
+                "--folds already trains the final model on train + validation: drop --refit"
             )
+
+    @property
+    def rule(self) -> Recipe:
+        return RECIPES[self.recipe]
+
+    def resolved(self) -> "TrainConfig":
+        """The config with every field left at None filled in from its recipe (once, at the start
+        of a run; the run's identity is the config as given)."""
+        filled = {
+            name: getattr(self.rule, name) for name in RECIPE_FIELDS if getattr(self, name) is None
+        }
+        return dataclasses.replace(self, **filled) if filled else self
 
     @property
     def schedule(self) -> tuple[Stage, ...]:
         """The stages, in order: each reads its node, at the first stage's rate divided by the
         divisor per stage.
 
-        Defined once the config is resolved: its stages named (not the backbone's default) and its
-        learning rate a number (not auto); see pipeline.training.prepare.resolve.
+        Defined once the config is resolved: its recipe applied, its stages named (not the
+        backbone's default) and its learning rate a number (not auto); see
+        pipeline.training.prepare.
         """
-        if self.stages is None or isinstance(self.learning_rate, str):
-            raise ValueError(
-                "the schedule needs resolved stages and learning rate (see prepare.resolve)"
-            )
+        if self.stages is None or not isinstance(self.learning_rate, (int, float)):
+            raise ValueError("the schedule needs resolved stages and learning rate")
         return tuple(
             Stage(index, node, self.learning_rate / self.learning_rate_divisor**index)
             for index, node in enumerate(self.stages)
         )
+
+    def patience_epochs(self, steps_per_epoch: int) -> float:
+        """Epochs without improvement that make a plateau: the config's, or the data size's."""
+        if self.plateau_epochs is not None:
+            return self.plateau_epochs
+        low, high = PATIENCE_EPOCHS
+        return float(min(high, max(low, math.ceil(PATIENCE_STEPS / steps_per_epoch))))
 
     @property
     def momentum_value(self) -> float:
@@ -550,14 +703,20 @@ class TrainConfig:
 
     @property
     def sweep_rates(self) -> tuple[float, ...]:
-        return tuple(self.sweep_learning_rates or SWEEP_RATES[self.optimizer])
+        return tuple(self.sweep_learning_rates or self.rule.sweep_rates[self.optimizer])
+
+
+def _choice(flag: str, value, choices) -> None:
+    if value not in choices:
+        raise errors.UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def tiny_training(records_dir: str, logdir: str) -> TrainConfig:
-    """For tests: small batches, frequent evaluation, short stages."""
+    """For tests: small batches, frequent evaluation, short stages, the thesis's rule."""
     return TrainConfig(
         records_dir=records_dir,
         logdir=logdir,
+        recipe="thesis",
         batch_size=4,
         eval_every_steps=2,
         max_epochs_per_stage=1.0,
@@ -571,21 +730,9 @@ def tiny_training(records_dir: str, logdir: str) -> TrainConfig:
 
 
 def compare_training() -> TrainConfig:
-    """The one training rule of every arm: the decision layer alone, Adam with a learning-rate
-    sweep, and a plateau long enough for every arm to converge (sgd, the thesis's optimizer, stops
-    some arms early)."""
-    return TrainConfig(
-        records_dir="",
-        logdir="",
-        stages=("pool",),
-        optimizer="adam",
-        learning_rate="auto",
-        sweep_epochs=5.0,
-        plateau_epochs=5.0,
-        max_epochs_per_stage=200.0,
-        seeds=3,
-        export=True,
-    )
+    """The one training rule of every arm: the decision layer alone, three seeds, the default recipe
+    (converged: each arm at its own best rate, trained until its validation loss stops falling)."""
+    return TrainConfig(records_dir="", logdir="", stages=("pool",), seeds=3, export=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -610,7 +757,7 @@ class CompareConfig:
     fusions: tuple[str, ...] = option(FUSIONS, help="fusions to compare with the baseline")
     training: TrainConfig = nested(
         compare_training,
-        exclude=("records_dir", "logdir", "branches", "fusion", "learning_rate", "export"),
+        exclude=("records_dir", "logdir", "branches", "fusion", "export"),
     )
 
     def __post_init__(self):
@@ -677,10 +824,23 @@ class PruneConfig:
     stop_at_inflection: bool = option(
         True, flag="--past-inflection", help="keep pruning after the inflection"
     )
-    # Fine-tuning (and training a starting head): the papers' SGD, batch 1024, patience 20, <= 500
-    # epochs.
-    learning_rate: float = option(0.01, help="fine-tuning SGD learning rate")
-    momentum: float = option(0.5, help="fine-tuning SGD momentum")
+    # Fine-tuning (and training a starting head with --records): heads.fit under the recipe, batch
+    # 1024, patience 20, <= 500 epochs (the papers' figures).
+    recipe: str = option(
+        "converged",
+        choices=RECIPE_NAMES,
+        help="fine-tuning and the inflection: converged: Adam until validation loss stops "
+        "falling, the inflection measured against the best validation top-1 reached so far; "
+        "thesis: the papers' SGD until validation top-1 stops rising, the inflection measured "
+        "against the unpruned head",
+    )
+    learning_rate: float | None = option(
+        None,
+        help="fine-tuning learning rate (default: the recipe's: Adam 0.001 converged, SGD 0.01 "
+        "thesis)",
+        show_default=False,
+    )
+    momentum: float = option(0.5, help="fine-tuning SGD momentum (--recipe thesis)")
     batch_size: int = option(1024, help="fine-tuning batch")
     max_epochs: int = option(500, help="fine-tuning epochs at most")
     patience: int = option(20, help="fine-tuning early-stopping patience (epochs)")
@@ -728,6 +888,9 @@ class PruneConfig:
             )
         if self.tolerance < 0:
             raise errors.UserError(f"--tolerance must be at least 0, got {self.tolerance}")
+        _choice("--recipe", self.recipe, RECIPE_NAMES)
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise errors.UserError(f"--learning-rate must be positive, got {self.learning_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -759,6 +922,12 @@ class CompressConfig:
         (), help="comma-separated code sizes at which to train a classifier too"
     )
     head: str = option("linear", choices=HEADS, help="the classifier on the codes")
+    recipe: str = option(
+        "converged",
+        choices=RECIPE_NAMES,
+        help="how the classifier on the codes trains: converged: Adam until validation loss stops "
+        "falling; thesis: SGD 0.01 (momentum 0.9) until validation top-1 stops rising",
+    )
     hidden_units: int = option(500, help="--head mlp")
     classifier_epochs: int = option(500, help="the classifier's epochs at most")
     patience: int = option(20, help="the classifier's early-stopping patience (epochs)")
@@ -783,6 +952,7 @@ class CompressConfig:
             )
         if self.loss_threshold <= 0 or self.learning_rate <= 0:
             raise errors.UserError("--loss-threshold and --learning-rate must be positive")
+        _choice("--recipe", self.recipe, RECIPE_NAMES)
 
 
 # ------------------------------------------------------------------------------------------
@@ -886,16 +1056,21 @@ class HistogramConfig:
 
 
 def demo_training() -> TrainConfig:
-    """The demo's topology run: random-weight features are small, so a bolder start than the
-    thesis's 0.01."""
+    """The demo's one training rule for every arm: the default recipe, shortened to fit a few
+    minutes on 2 cores (a short sweep of two rates, five epochs of patience, one reduction of the
+    rate, two seeds)."""
     return TrainConfig(
         records_dir="",
         logdir="",
         batch_size=16,
         eval_every_steps=5,
-        max_epochs_per_stage=4.0,
-        learning_rate=0.1,
-        momentum=0.9,
+        sweep_learning_rates=(0.01, 0.001),
+        sweep_seeds=1,
+        plateau_epochs=5.0,
+        lr_reductions=1,
+        max_epochs_per_stage=40.0,
+        seeds=2,
+        export=True,
     )
 
 
@@ -925,16 +1100,21 @@ class DemoConfig:
     test_percent: float = (
         30.0  # a flat synthetic tree has no held-out folder: the verdict needs test images
     )
-    num_stages: int = 2
-    training: TrainConfig = nested(
-        demo_training, include=("max_epochs_per_stage", "learning_rate", "head_init", "progress")
+    num_stages: int = option(
+        1, help="stages of the backbone's schedule every arm trains (1: the decision layer)"
     )
-    # The comparison at pool: the baseline, the thesis's concat and the shared head, each with its
-    # own learning-rate sweep, shortened to fit the demo's few minutes (jpeg-ladder-compare runs
-    # every fusion).
-    fusions: tuple[str, ...] = ("concat", "shared")
-    seeds: int = 2
-    sweep_learning_rates: tuple[float, ...] = (0.03, 0.003)
-    sweep_epochs: float = 5.0
-    plateau_epochs: float = 5.0
-    compare_max_epochs: float = 40.0
+    # The comparison: the baseline, the thesis's concat and the shared head (jpeg-ladder-compare
+    # runs every fusion), every arm by demo_training's rule.
+    fusions: tuple[str, ...] = option(("concat", "shared"), help="fusions compared")
+    training: TrainConfig = nested(
+        demo_training,
+        include=(
+            "recipe",
+            "max_epochs_per_stage",
+            "learning_rate",
+            "plateau_epochs",
+            "head_init",
+            "seeds",
+            "progress",
+        ),
+    )

@@ -265,3 +265,70 @@ def predict_records(setup, stage, checkpoint_path: str, split: str = "validation
         batch = tf.nn.softmax(model(bottlenecks, training=False)["logits"]).numpy()
         probabilities.update(zip(image_ids.numpy().astype(str), batch))
     return probabilities
+
+
+FEATURE_SIZE = (
+    1280  # MobileNetV2's pool: records of it train (and export) with a random MobileNetV2
+)
+
+
+def write_feature_records(
+    directory: str, features: dict, labels: dict, class_names=("a", "b", "c"), branch_names=None
+) -> str:
+    """A records directory whose node `pool` holds the given features, as the offline stage would
+    have written them for a random MobileNetV2 at 32 px: features[split] is [N, branches, 1280],
+    labels[split] [N]. For tests that need data whose answer is known (a head that fits them, a
+    branch that is right for one class only)."""
+    from tfrecords import example
+    from tfrecords import manifest as manifest_lib
+    from tfrecords import shards
+    from tfrecords import writer
+
+    os.makedirs(os.path.join(directory, "pool"), exist_ok=True)
+    splits = {}
+    for split, values in features.items():
+        name = f"pool/{shards.shard_filename(split, 0, 1)}"
+        with writer.ShardWriter(os.path.join(directory, name)) as shard:
+            for index, (label, value) in enumerate(zip(labels[split], values)):
+                shard.write(
+                    example.serialize(
+                        f"{split}/{index:05d}", int(label), np.asarray(value, np.float32), "dense"
+                    )
+                )
+        info = shard.close()
+        files = {"pool": manifest_lib.FileInfo(name, info.sha256, info.num_bytes)}
+        splits[split] = manifest_lib.SplitInfo(
+            len(values), (manifest_lib.ShardInfo(0, len(values), files),)
+        )
+    num_branches = next(iter(features.values())).shape[1]
+    manifest_lib.Manifest(
+        nodes={"pool": manifest_lib.NodeInfo(shape=(num_branches, FEATURE_SIZE), encoding="dense")},
+        splits=splits,
+        backbone="mobilenet_v2",
+        weights={"kind": "none"},
+        input_size=32,
+        qualities=tuple(range(10, 10 * num_branches, 10)),
+        branches=tuple(
+            branch_names or ("original",) + tuple(f"q{q}" for q in range(10, 10 * num_branches, 10))
+        ),
+        class_names=tuple(class_names),
+        config={"seed": 0, "validation_percent": 20.0, "test_percent": 20.0},
+    ).write(directory)
+    return directory
+
+
+def separable_features(
+    sizes: dict, num_branches: int = 2, noise: float = 1.0, seed: int = 0, num_classes: int = 3
+) -> tuple[dict, dict]:
+    """Features around one random direction per class (the same in every branch), plus noise:
+    a linear head separates them, more or less well as the noise says."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, FEATURE_SIZE)).astype(np.float32)
+    features, labels = {}, {}
+    for split, count in sizes.items():
+        labels[split] = rng.integers(0, num_classes, count)
+        values = centres[labels[split]][:, None, :] + noise * rng.normal(
+            size=(count, num_branches, FEATURE_SIZE)
+        )
+        features[split] = np.maximum(values, 0).astype(np.float32)  # after a ReLU, as pool is
+    return features, labels

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import re
 
+import pytest
+
 from pipeline import config as config_lib
 from pipeline.analysis import compare
 from pipeline.demo import run as demo
@@ -21,17 +23,12 @@ def _stage_rows(report_text):
     return [(node, float(top1), float(top5)) for _, node, top1, top5 in rows]
 
 
-def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tmp_path):
+def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
     conftest.imagenette_subset(subset, {"train": 8, "val": 6})
     training = dataclasses.replace(
-        config_lib.demo_training(),
-        max_epochs_per_stage=2.0,
-        learning_rate=0.01,
-        momentum=0.0,
-        head_init="baseline",
-        progress=False,
+        config_lib.demo_training(), max_epochs_per_stage=6.0, seeds=1, progress=False
     )
     outcome = demo.run_demo(
         config_lib.DemoConfig(
@@ -41,14 +38,16 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
             weights=weights,
             input_size=96,
             training=training,
-            fusions=("shared",),
-            seeds=1,
+            fusions=("concat",),
         )
     )
-    results = json.loads((tmp_path / "demo" / "runs" / "topology" / "results.json").read_text())
+    topology = tmp_path / "demo" / "compare" / "runs" / "concat" / "seed0"
+    assert outcome["logdir"] == str(topology)
+    results = json.loads((topology / "results.json").read_text())
     report_text = (tmp_path / "demo" / "report" / "report.md").read_text()
     numbers = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
-    assert outcome["results"].label_space == "imagenet" and "baseline" in results
+    assert results["label_space"] == "imagenet" and "baseline" in results
+    assert results["recipe"] == "converged" and "**converged** recipe" in report_text
     assert numbers["results"] == results
     assert _stage_rows(report_text) == [
         (stage["node"], round(100 * stage["best_top1"], 2), round(100 * stage["best_top5"], 2))
@@ -57,13 +56,16 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
     assert f"top-1 {100 * results['baseline']['top1']:.2f} %" in report_text
     evaluation = json.loads((tmp_path / "demo" / "evaluation" / "evaluation.json").read_text())
     # The evaluation scores the held-out val/ photos (the test split); the trainer chose on
-    # validation, carved from the training photos, so the two baselines are measured on different
-    # images.
+    # validation, carved from the training photos.
     assert evaluation["split"] == "test" and "selection_warning" not in evaluation
     assert evaluation["num_images"] == 60 and len(evaluation["branches"]) == 11
-    # The stock ImageNet model at 96 px over all 1000 classes: far above chance (0.001), far from
-    # perfect.
-    assert 0.2 < evaluation["baseline"]["top1"] < 0.9
+    # One story: the report's topology and baseline are the comparison's concat and baseline runs,
+    # scored on the same test images.
+    comparison = outcome["comparison"]
+    assert evaluation["topology"]["top1"] == pytest.approx(comparison["arms"]["concat"]["top1"][0])
+    assert evaluation["baseline"]["top1"] == pytest.approx(
+        comparison["arms"]["baseline"]["top1"][0]
+    )
     for name in (
         "best_top1_per_stage.png",
         "accuracy_per_quality.png",
@@ -78,22 +80,19 @@ def test_demo_on_real_photos_with_real_weights_reports_what_training_measured(tm
 
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
     training = dataclasses.replace(
-        config_lib.demo_training(), max_epochs_per_stage=1.0, progress=False
+        config_lib.demo_training(), max_epochs_per_stage=4.0, seeds=1, progress=False
     )
     config = config_lib.DemoConfig(
         out_dir=str(tmp_path / "demo"),
         images_per_class=24,
         training=training,
         fusions=("shared",),
-        seeds=1,
     )
     outcome = demo.run_demo(config)
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "tensorboard --logdir" in printed
     assert (tmp_path / "demo" / "report" / "report.md").exists()
-    assert (
-        tmp_path / "demo" / "runs" / "baseline" / "results.json"
-    ).exists()  # made-up classes: own baseline
+    assert outcome["logdir"].endswith("shared/seed0")
     comparison = json.loads((tmp_path / "demo" / "compare" / "comparison.json").read_text())
     assert comparison == json.loads(json.dumps(outcome["comparison"]))
     assert comparison["split"] == "test" and comparison["num_images"] >= 15

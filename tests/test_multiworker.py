@@ -28,6 +28,8 @@ STAGE = "stage0_pool"
 # One short stage: 15 train records, global batch 4 -> 4 steps an epoch, 40 steps, a checkpoint
 # every 2.
 FLAGS = [
+    "--recipe",
+    "thesis",
     "--stages",
     "pool",
     "--batch-size",

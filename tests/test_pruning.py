@@ -194,6 +194,29 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
     assert end == 3 and len(flat) == 4
 
 
+def test_inflection_is_measured_against_the_best_reached_so_far():
+    # A head that fine-tuning keeps improving for three cycles, then loses accuracy for good: against
+    # its weaker start the drop would only count once it fell below 0.58, eight cycles later.
+    curve = [0.60, 0.70, 0.80, 0.85, 0.84, 0.80, 0.78, 0.75, 0.70, 0.65, 0.62, 0.57, 0.5]
+    asked = []
+
+    def next_cycle(cycle):
+        asked.append(cycle)
+        return {"validation_top1": curve[cycle]} if cycle < len(curve) else None
+
+    cycles, found = pruning.run_cycles({"validation_top1": curve[0]}, next_cycle, tolerance=0.02)
+    assert found == 4 and asked == [1, 2, 3, 4, 5] and len(cycles) == 6
+    _, from_start = pruning.run_cycles(
+        {"validation_top1": curve[0]},
+        lambda cycle: next_cycle(cycle),
+        tolerance=0.02,
+        reference="start",
+    )
+    assert from_start == 10  # the thesis rule: 0.57 is the first more than 2 points below 0.60
+    with pytest.raises(ValueError, match="reference"):
+        pruning.inflection(curve, 0.02, reference="cycle0")
+
+
 def _write_run(logdir, records, kind="mlp"):
     """A run folder as the trainer writes it: results.json and the first stage's checkpoint of the
     head."""
@@ -258,7 +281,18 @@ def test_prune_command_on_a_run_with_an_mlp_head(records, tmp_path, capsys):
         == 0
     )
     result = json.loads((out / "pruning.json").read_text())
-    assert sorted(result) == ["cycles", "inflection_cycle", "input_size", "method", "num_classes"]
+    assert sorted(result) == [
+        "cycles",
+        "inflection_cycle",
+        "inflection_reference",
+        "input_size",
+        "method",
+        "num_classes",
+        "peak_memory_mib",
+        "recipe",
+    ]
+    assert (result["recipe"], result["inflection_reference"]) == ("converged", "best")
+    assert all(cycle["memory_mib"] > 0 for cycle in result["cycles"])
     assert (result["method"], result["input_size"], result["num_classes"]) == ("batch", 2048, 3)
     assert [cycle["neurons"] for cycle in result["cycles"]][0] == 8
     assert (

@@ -87,6 +87,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     logdir = tmp_path / "run"
     results = train.train_and_evaluate(
         config_lib.TrainConfig(
+            recipe="thesis",
             records_dir=records,
             logdir=str(logdir),
             stages=("pool",),
@@ -120,6 +121,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     # The same wnid records with --label-space dataset: a head over the dataset's own classes, no
     # baseline.
     config = config_lib.TrainConfig(
+        recipe="thesis",
         records_dir=records,
         logdir=str(tmp_path / "dataset"),
         stages=("pool",),

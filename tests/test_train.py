@@ -167,6 +167,8 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
         sys.executable,
         "-m",
         "tools.train_block_by_block",
+        "--recipe",
+        "thesis",
         "--records",
         records,
         "--stages",

@@ -31,6 +31,8 @@ def _train_flags(records: str, logdir: str, *extra: str) -> list[str]:
         records,
         "--logdir",
         logdir,
+        "--recipe",
+        "thesis",
         "--stages",
         "pool",
         "--batch-size",

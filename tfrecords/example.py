@@ -168,3 +168,9 @@ def parse_batch(
         "label": parsed[LABEL_KEY],
         "image_id": parsed[IMAGE_ID_KEY],
     }
+
+
+def image_id_of(serialized: tf.Tensor) -> tf.Tensor:
+    """The image id of one serialized record, without decoding its bottleneck."""
+    spec = {IMAGE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+    return tf.io.parse_single_example(serialized, spec)[IMAGE_ID_KEY]

@@ -39,10 +39,23 @@ def loaded_allocator(maps_path: str = "/proc/self/maps") -> str | None:
     return next((name for name in FAST_ALLOCATORS if f"lib{name}" in libraries), "malloc")
 
 
+def _splits(split) -> tuple[str, ...]:
+    return (split,) if isinstance(split, str) else tuple(split)
+
+
+def in_fold(image_ids: tf.Tensor, fold: tuple[int, int, bool]) -> tf.Tensor:
+    """Whether each image belongs to the records that `fold` = (K, i, keep) selects: with keep, only
+    fold i of K; without, every fold but i. Folds come from a stable hash of the image id (the same on
+    every machine and run), so every reader of the same records agrees on them."""
+    count, index, keep = fold
+    inside = tf.equal(tf.strings.to_hash_bucket_fast(image_ids, count), index)
+    return inside if keep else tf.logical_not(inside)
+
+
 def shuffle_records(
     manifest: manifest_lib.Manifest,
     node: str,
-    split: str,
+    split,
     buffer_records: int,
     buffer_bytes: float | None,
     *,
@@ -58,7 +71,7 @@ def shuffle_records(
     if buffer_bytes is None:
         return max(1, buffer_records)
     if decoded_bytes is None:
-        shards = manifest.split(split).shards
+        shards = [shard for name in _splits(split) for shard in manifest.split(name).shards]
         stored = sum(shard.files[node].num_bytes for shard in shards if node in shard.files)
         records = sum(shard.num_records for shard in shards if node in shard.files)
         decoded_bytes = stored / max(1, records)
@@ -68,7 +81,7 @@ def shuffle_records(
 def make_dataset(
     manifest: manifest_lib.Manifest,
     node: str,
-    split: str,
+    split,
     batch_size: int,
     *,
     shuffle: bool = False,
@@ -82,6 +95,7 @@ def make_dataset(
     start_batch: int = 0,
     cache_decoded: bool = False,
     file_shard: tuple[int, int] | None = None,
+    fold: tuple[int, int, bool] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B]
     string]) of the records that `manifest` (as read from their directory) describes.
@@ -97,6 +111,8 @@ def make_dataset(
     (for a split that fits in memory; then shuffling and resuming act on decoded examples).
     `file_shard=(n, i)` reads only shards i, i + n, i + 2n, ...: reader i's share when n readers
     split the files; seeding and `start_batch` then act on that share alone.
+    `split` may name several splits, read as one (e.g. train and validation for a refit); `fold`
+    keeps the images of one fold of them, or all but one (see in_fold).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
@@ -115,7 +131,7 @@ def make_dataset(
             raise errors.RecordsError(
                 f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}"
             )
-    paths = manifest.shard_paths(node, split)
+    paths = [path for name in _splits(split) for path in manifest.shard_paths(node, name)]
     if file_shard is not None:
         count, index = file_shard
         if not 0 <= index < count <= len(paths):
@@ -150,6 +166,8 @@ def make_dataset(
         label = tf.cast(parsed["label"], tf.int32)
         return (bottleneck, label, parsed["image_id"]) if with_ids else (bottleneck, label)
 
+    if fold is not None:
+        records = records.filter(lambda serialized: in_fold(example.image_id_of(serialized), fold))
     if cache_decoded:
         examples = (
             records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
@@ -186,7 +204,7 @@ class DamagedRecords(errors.RecordsError):
 
 
 @contextlib.contextmanager
-def explained_data_loss(records_dir: str, node: str, split: str):
+def explained_data_loss(records_dir: str, node: str, split):
     """Inside it, reading node/split that meets a damaged record raises DamagedRecords with one
     clear line."""
     try:
@@ -196,7 +214,7 @@ def explained_data_loss(records_dir: str, node: str, split: str):
 
 
 def explain_data_loss(
-    error: tf.errors.DataLossError, records_dir: str, node: str, split: str
+    error: tf.errors.DataLossError, records_dir: str, node: str, split
 ) -> str:
     """One line for a DataLossError met while reading node/split: which shard is damaged and how to
     fix it.
@@ -209,7 +227,7 @@ def explain_data_loss(
         f"{verify.rerun_advice(records_dir)}"
     )
     try:
-        report = verify.verify_records(records_dir, node, split)
+        report = verify.verify_records(records_dir, node, split if isinstance(split, str) else None)
     except (OSError, ValueError) as problem:
         return (
             f"damaged records in {records_dir} ({error.message}), and its manifest cannot be "

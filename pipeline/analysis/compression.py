@@ -152,7 +152,7 @@ def _classify(
         classifier,
         (codes["train"], labels["train"]),
         (codes["validation"], labels["validation"]),
-        learning_rate=0.01,
+        recipe=config.recipe,
         momentum=0.9,
         batch_size=config.batch_size,
         max_epochs=config.classifier_epochs,
@@ -209,6 +209,7 @@ def compress(config: config_lib.CompressConfig) -> dict:
         "branches": list(config.branches),
         "loss_threshold": config.loss_threshold,
         "prune_every_epochs": config.prune_every_epochs,
+        "recipe": config.recipe,
         "test_split": features.test_split,
         "pruning": history,
         "results": rows,
@@ -228,7 +229,8 @@ def compress(config: config_lib.CompressConfig) -> dict:
     final = rows[-1]
     print(
         f"jpeg-ladder-compress: {result['input_size']} features -> code size {final['code_size']} "
-        f"(validation MSE {final['reconstruction_loss']:.6f}); test top-1 "
+        f"(validation MSE {final['reconstruction_loss']:.6f}); test top-1 (classifier trained by "
+        f"the {config.recipe} recipe) "
         f"{100 * final['test_top1']:.2f} % "
         f"against {100 * rows[0]['test_top1']:.2f} % uncompressed"
         + (
@@ -301,7 +303,8 @@ def markdown(result: dict) -> str:
         "branches "
         f"{', '.join(map(str, result['branches']))}",
         "",
-        f'Sigmoid autoencoder, {rule}; a classifier trained on the codes. "Test" is {test_name}.',
+        f"Sigmoid autoencoder, {rule}; a classifier trained on the codes by the "
+        f'{result.get("recipe", "thesis")} recipe. "Test" is {test_name}.',
         "",
         "| code size | reconstruction MSE | validation top-1 | top-5 | top-10 | test top-1 | "
         "top-5 | top-10 |",

@@ -18,9 +18,12 @@ A neuron whose activation is constant over the training set has no angle; it is 
 constant output folded into the next layer's bias.
 """
 
+import collections
 import dataclasses
 import os
+import resource
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +40,9 @@ from tfrecords import reader
 RESULTS_NAME = "pruning.json"
 TOP_KS = (1, 5, 10)
 CONSTANT_STD = 1e-6  # relative to the largest activation: below it a neuron counts as constant
+# What the inflection is measured against, per recipe (see inflection).
+INFLECTION_REFERENCES = ("best", "start")
+RECIPE_REFERENCE = {"converged": "best", "thesis": "start"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,18 +257,32 @@ def flops(input_size: int, hidden_units: int, num_classes: int) -> dict:
 
 
 def inflection(
-    validation_top1: list[float], tolerance: float, patience: int = 1, complete: bool = False
+    validation_top1: list[float],
+    tolerance: float,
+    patience: int = 1,
+    complete: bool = False,
+    reference: str = "best",
 ) -> int | None:
     """The inflection point of the pruning curve: the last cycle before the first run of `patience`
-    consecutive cycles whose validation top-1 is more than `tolerance` (a fraction) below cycle 0's;
-    None while there is none.
+    consecutive cycles whose validation top-1 is more than `tolerance` (a fraction) below the
+    reference; None while there is none.
 
-    Pruning up to and including that cycle costs at most `tolerance` of validation top-1; the next
-    cycle is where the curve turns down for good (`patience` > 1 ignores a single dip, e.g. two
-    images of a small validation set). With `complete` (the curve has ended) a shorter run that
-    reaches its end counts too. Only validation decides: test figures never move it.
+    The reference of cycle c is the best validation top-1 of the cycles before it ("best": a head
+    that fine-tuning keeps improving is judged against what it reached, not against its weaker
+    start) or cycle 0's ("start": the thesis recipe's rule). Pruning up to and including the
+    inflection costs at most `tolerance` of validation top-1; the next cycle is where the curve
+    turns down for good (`patience` > 1 ignores a single dip, e.g. two images of a small validation
+    set). With `complete` (the curve has ended) a shorter run that reaches its end counts too. Only
+    validation decides: test figures never move it.
     """
-    below = [top1 < validation_top1[0] - tolerance for top1 in validation_top1]
+    if reference not in INFLECTION_REFERENCES:
+        raise ValueError(f"reference must be one of {INFLECTION_REFERENCES}, got {reference!r}")
+    best_before = np.maximum.accumulate(validation_top1)
+    below = [False] + [
+        top1 < (best_before[cycle - 1] if reference == "best" else validation_top1[0]) - tolerance
+        for cycle, top1 in enumerate(validation_top1)
+        if cycle
+    ]
     for cycle in range(1, len(below)):
         run = below[cycle : cycle + patience]
         if all(run) and (len(run) == patience or complete):
@@ -278,6 +298,7 @@ def run_cycles(
     patience: int = 1,
     max_cycles: int | None = None,
     stop_at_inflection: bool = True,
+    reference: str = "best",
 ) -> tuple[list[dict], int]:
     """Cycles [cycle_zero, next_cycle(1), next_cycle(2), ...] until next_cycle returns None,
     `max_cycles`, or (with `stop_at_inflection`) the first cycle past the inflection. Returns them
@@ -289,12 +310,23 @@ def run_cycles(
             break
         cycles.append(record)
         curve = [cycle["validation_top1"] for cycle in cycles]
-        if stop_at_inflection and inflection(curve, tolerance, patience) is not None:
+        if (
+            stop_at_inflection
+            and inflection(curve, tolerance, patience, False, reference) is not None
+        ):
             break
     found = inflection(
-        [cycle["validation_top1"] for cycle in cycles], tolerance, patience, complete=True
+        [cycle["validation_top1"] for cycle in cycles], tolerance, patience, True, reference
     )
     return cycles, len(cycles) - 1 if found is None else found
+
+
+def memory_mib() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MiB (Linux)."""
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    now = resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ------------------------------------------------------------------------------------------
@@ -407,6 +439,7 @@ def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
         head,
         features.samples("train"),
         features.samples("validation"),
+        recipe=config.recipe,
         learning_rate=config.learning_rate,
         momentum=config.momentum,
         batch_size=config.batch_size,
@@ -418,7 +451,8 @@ def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
 
 def starting_head(config: config_lib.PruneConfig):
     """The head to prune: the run's, or (with --records) one trained here on the branches'
-    concatenation."""
+    concatenation by the recipe (heads.fit: converged trains it until validation loss stops
+    falling)."""
     if config.logdir is not None:
         return load_run(config.logdir)
     manifest = manifest_lib.Manifest.read(config.records_dir)
@@ -465,9 +499,21 @@ def prune(config: config_lib.PruneConfig) -> dict:
     writer = tf.summary.create_file_writer(
         os.path.join(config.out_dir, "tensorboard", config.method)
     )
+    reference = RECIPE_REFERENCE[config.recipe]
     state = {"weights": heads.get_mlp_weights(head), "head": head}
-    history = [state["weights"]]
     initial = state["weights"]
+    curve = []  # validation top-1 per cycle
+    # The heads the inflection may still land on: the last inflection_patience + 1 cycles' (it is
+    # the cycle before the first run of that many low ones), and the inflection's once found.
+    # Keeping every cycle's head would grow the process by a head per cycle.
+    kept = {}
+
+    def keep(cycle: int, weights: heads.MlpWeights) -> None:
+        kept[cycle] = weights
+        found = inflection(curve, config.tolerance, config.inflection_patience, False, reference)
+        for old in list(kept):
+            if old != found and old < cycle - config.inflection_patience:
+                del kept[old]
 
     def log(record: dict) -> None:
         with writer.as_default(step=initial.hidden_units - record["neurons"]):
@@ -478,6 +524,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
                 "test_top5",
                 "neurons",
                 "flops",
+                "memory_mib",
             ):
                 tf.summary.scalar(f"pruning/{key}", record[key])
         writer.flush()
@@ -501,23 +548,31 @@ def prune(config: config_lib.PruneConfig) -> dict:
                 removed[removal.kind] += len(removal.removed)
         if weights is state["weights"]:
             return None
+        # Every cycle builds and compiles a new head: Keras's global state (layer names, traced
+        # functions) would otherwise grow with each, by gigabytes over hundreds of cycles.
+        keras.backend.clear_session()
         pruned = heads.mlp_from_weights(
             weights, activation=activation, dropout=dropout, seed=config.seed + cycle
         )
         merged_top1 = score(pruned, features, "validation")["top1"]
         training = _fit(pruned, features, config)
         state["weights"], state["head"] = heads.get_mlp_weights(pruned), pruned
-        history.append(state["weights"])
         record = {
             **_cycle_record(state["weights"], pruned, features),
             "removed": removed,
             "validation_top1_before_fine_tuning": merged_top1,
             "fine_tuning_epochs": training["epochs"],
         }
+        curve.append(record["validation_top1"])
+        keep(cycle, state["weights"])
+        record["memory_mib"] = memory_mib()[0]
         log(record)
         return record
 
     first = _cycle_record(initial, head, features)
+    curve.append(first["validation_top1"])
+    keep(0, initial)
+    first["memory_mib"] = memory_mib()[0]
     log(first)
     cycles, inflection_cycle = run_cycles(
         first,
@@ -526,6 +581,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
         patience=config.inflection_patience,
         max_cycles=config.max_cycles,
         stop_at_inflection=config.stop_at_inflection,
+        reference=reference,
     )
     writer.close()
     result = {
@@ -534,9 +590,12 @@ def prune(config: config_lib.PruneConfig) -> dict:
         "num_classes": initial.num_classes,
         "cycles": cycles,
         "inflection_cycle": inflection_cycle,
+        "recipe": config.recipe,
+        "inflection_reference": reference,
+        "peak_memory_mib": memory_mib()[1],
     }
     fileio.write_json_atomic(os.path.join(config.out_dir, RESULTS_NAME), result)
-    best = heads.mlp_from_weights(history[inflection_cycle], activation=activation, dropout=dropout)
+    best = heads.mlp_from_weights(kept[inflection_cycle], activation=activation, dropout=dropout)
     tf.train.Checkpoint(head=best).write(os.path.join(config.out_dir, "inflection_head", "ckpt"))
     fileio.write_text_atomic(
         os.path.join(config.out_dir, "pruning.md"), markdown(result, source, config)
@@ -556,7 +615,9 @@ def summary_text(result: dict) -> str:
         f"{first['flops']:,} FLOPs left; "
         f"validation top-1 {100 * first['validation_top1']:.2f} -> "
         f"{100 * cycle['validation_top1']:.2f} %, "
-        f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %"
+        f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %; "
+        f"{len(result['cycles']) - 1} cycles ({result.get('recipe', 'thesis')} recipe), peak "
+        f"memory {result.get('peak_memory_mib', float('nan')):.0f} MiB"
         + (
             ""
             if cycle["test_split"] == "test"
@@ -596,9 +657,14 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
             else []
         ),
         f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls "
-        "more than "
-        f"{100 * config.tolerance:g} points below cycle 0 ({config.inflection_patience} cycle(s) "
-        "in a row).",
+        f"more than {100 * config.tolerance:g} points below "
+        + (
+            "the best of the cycles before"
+            if result["inflection_reference"] == "best"
+            else "cycle 0"
+        )
+        + f" ({config.inflection_patience} cycle(s) in a row); fine-tuning by the "
+        f"{result['recipe']} recipe. Peak memory {result['peak_memory_mib']:.0f} MiB.",
         "",
         "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
         "| test top-1 | top-5 | top-10 |",

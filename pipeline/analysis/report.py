@@ -31,7 +31,8 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     branches = evaluation.get("branches")
     if not branches:
         return None
-    qualities = [int(name[1:]) for name in branches if name != "original"]
+    # In order of quality, whatever order the evaluation lists its branches in.
+    qualities = sorted(int(name[1:]) for name in branches if name != "original")
     figure, axes = plots.figure(figsize=(7, 4))
     for metric, marker in (("top1", "o"), ("top5", "s")):
         axes.plot(
@@ -136,7 +137,8 @@ def build_report(
         "# Multi-quality JPEG topology: report",
         "",
         f"Backbone {results.backbone}, branches {', '.join(results.branches)}; records "
-        f"`{results.records}`; training run `{logdir}`.",
+        f"`{results.records}`; training run `{logdir}`, trained by the **{results.recipe or 'thesis'}** "
+        "recipe.",
         "",
     ]
 

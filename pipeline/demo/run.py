@@ -1,5 +1,7 @@
-"""The demo: the whole method end to end on a small dataset — records, two stages, evaluation,
-report — and the comparison that answers whether the ladder helps, in one sentence."""
+"""The demo: the whole method end to end on a small dataset, as one story. Records, then the
+comparison (the baseline and each fusion, every arm trained by one rule, scored on the test split),
+then the evaluation and the report of the thesis's topology, built from the comparison's own concat
+run against its own baseline run: the report's figures and the comparison's are the same models'."""
 
 import dataclasses
 import os
@@ -13,7 +15,6 @@ from pipeline.analysis import report
 from pipeline.demo import synthetic as demo_data
 from pipeline.offline import job
 from pipeline.training import run_directory
-from pipeline.training import train
 from tfrecords import manifest as manifest_lib
 
 
@@ -47,54 +48,35 @@ def run_demo(config: config_lib.DemoConfig) -> dict:
             progress=progress,
         )
     )
-    # The thesis's method: every branch through the shared tail, block by block.
-    training = dataclasses.replace(
-        config.training,
+    # Does the ladder help? Every arm trained block by block by one rule, scored on the test split.
+    comparison_config = config_lib.CompareConfig(
         records_dir=records,
-        logdir=os.path.join(config.out_dir, "runs", "topology"),
-        stages=stages,
+        out_dir=os.path.join(config.out_dir, "compare"),
+        fusions=config.fusions,
+        training=dataclasses.replace(config.training, stages=stages),
     )
-    results = train.train_and_evaluate(training)
-    baseline_logdir = None
-    if results.label_space != "imagenet":  # no stock classifier: train the single-branch baseline
-        baseline = dataclasses.replace(
-            training, logdir=os.path.join(config.out_dir, "runs", "baseline"), branches=(0,)
-        )
-        train.train_and_evaluate(baseline)
-        baseline_logdir = baseline.logdir
+    comparison = compare.compare(comparison_config)
+    # The report: the topology run the comparison trained (concat, the thesis's, when compared; its
+    # first seed) against the comparison's own baseline run, on the same test images.
+    topology = "concat" if "concat" in config.fusions else config.fusions[0]
+    topology_logdir = compare.arm_training(comparison_config, topology, 0).logdir
+    baseline_logdir = compare.arm_training(comparison_config, compare.BASELINE, 0).logdir
     evaluation_dir = os.path.join(config.out_dir, "evaluation")
     manifest = manifest_lib.Manifest.read(records)
     split = evaluate.records_split(manifest, "test")
-    export_dir = run_directory.RunDirectory(training.logdir).export_dir
+    export_dir = run_directory.RunDirectory(topology_logdir).export_dir
     predictions = evaluate.predictions_from_records(export_dir, manifest, baseline_logdir, split)
     evaluate.write(evaluate.evaluate(predictions, predictions.image_ids[:1], split), evaluation_dir)
     report_dir = os.path.join(config.out_dir, "report")
-    report.build_report(training.logdir, evaluation_dir, report_dir)
-    # The honest answer: every arm trained to its own best by one rule, scored on the test split.
-    comparison_dir = os.path.join(config.out_dir, "compare")
-    rule = dataclasses.replace(
-        config_lib.compare_training(),
-        seeds=config.seeds,
-        sweep_learning_rates=config.sweep_learning_rates,
-        sweep_epochs=config.sweep_epochs,
-        plateau_epochs=config.plateau_epochs,
-        max_epochs_per_stage=config.compare_max_epochs,
-        batch_size=config.training.batch_size,
-        eval_every_steps=config.training.eval_every_steps,
-        progress=progress,
-    )
-    comparison = compare.compare(
-        config_lib.CompareConfig(
-            records_dir=records, out_dir=comparison_dir, fusions=config.fusions, training=rule
-        )
-    )
+    report.build_report(topology_logdir, evaluation_dir, report_dir)
     seconds = time.perf_counter() - started
     print(
         f"\ndemo: done in {seconds:.0f} s.\n"
-        f"  report:      {os.path.join(report_dir, 'report.md')} (with its PNG plots)\n"
+        f"  comparison:  {os.path.join(comparison_config.out_dir, 'comparison.md')}\n"
+        f"  report:      {os.path.join(report_dir, 'report.md')} (the {topology} run of the "
+        "comparison, with its PNG plots)\n"
         f"  evaluation:  {os.path.join(evaluation_dir, 'evaluation.md')}\n"
-        f"  comparison:  {os.path.join(comparison_dir, 'comparison.md')}\n"
-        f"  TensorBoard: tensorboard --logdir {os.path.join(config.out_dir, 'runs')}  "
+        f"  TensorBoard: tensorboard --logdir {os.path.join(comparison_config.out_dir, 'runs')}  "
         f"(then open http://localhost:6006)\n"
         f"  model:       jpeg-ladder-predict --model {export_dir} IMAGE...\n"
         + (
@@ -107,7 +89,7 @@ def run_demo(config: config_lib.DemoConfig) -> dict:
     return {
         "seconds": seconds,
         "report": report_dir,
-        "results": results,
-        "logdir": training.logdir,
+        "logdir": topology_logdir,
+        "baseline_logdir": baseline_logdir,
         "comparison": comparison,
     }

@@ -4,13 +4,21 @@
     concat    head(features flattened to [B, branches * D])                  -> logits [B, classes]
     shared    head(each branch) -> per-branch probabilities -> their mean
     weighted  shared, averaged with learned per-branch weights (softmax over branches)
-    gated     shared, averaged with per-image weights from a small gating network over the features
+    gated     shared, averaged with per-image weights from a small gating network
 
 For shared, weighted and gated the model's output is the log of the averaged probabilities, so that
-softmax, top-k and the cross-entropy of the output all read the prediction directly. Training:
-the head learns from every branch as a sample (the mean of the branches' cross-entropies); the
-weights or the gate learn from the cross-entropy of the averaged prediction with the branches'
-probabilities held fixed. So weighted with equal weights trains and predicts exactly as shared.
+softmax, top-k and the cross-entropy of the output all read the prediction directly. The head learns
+from every branch as a sample (the mean of the branches' cross-entropies). The weights or the gate
+learn from the cross-entropy of the averaged prediction with the branches' probabilities held fixed:
+
+- stacked (the converged recipe): after the head, from held-out branch predictions (see
+  pipeline.training.stacking), where branches disagree; the gate sees each branch's features and
+  its predicted log-probabilities. On the training images a head that fits them gets every branch
+  right, so there the weights would have nothing to learn.
+- joint (the thesis recipe, as before): with the head, on the training images; the gate sees the
+  features.
+
+Weighted with equal weights predicts exactly as shared.
 """
 
 import keras
@@ -20,6 +28,7 @@ from pipeline import config as config_lib
 from pipeline import errors
 
 FUSIONS = config_lib.FUSIONS
+COMBINED = ("weighted", "gated")  # the fusions that learn branch weights
 GATE_HIDDEN_UNITS = 64
 
 
@@ -33,7 +42,7 @@ class BranchWeights(keras.layers.Layer):
             shape=(num_branches,), initializer="zeros", name="branch_logits"
         )
 
-    def call(self, features):
+    def call(self, features, log_probabilities=None):
         weights = keras.ops.softmax(self.logits)
         return keras.ops.broadcast_to(
             weights[None, :], (keras.ops.shape(features)[0], self.num_branches)
@@ -41,11 +50,16 @@ class BranchWeights(keras.layers.Layer):
 
 
 class Gate(keras.layers.Layer):
-    """Per-image branch weights: a small network scores each branch's features (plus a per-branch
-    prior)."""
+    """Per-image branch weights: a small network scores each branch (plus a per-branch prior).
 
-    def __init__(self, num_branches: int, seed: int = 0, **kwargs):
+    With `sees_predictions` a branch is scored from its features and its predicted log-probabilities
+    (where it disagrees with the others shows there); else from its features alone. The score layer
+    starts at zero: every branch weighs the same until the gate has learnt otherwise.
+    """
+
+    def __init__(self, num_branches: int, seed: int = 0, sees_predictions: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.sees_predictions = sees_predictions
         self.hidden = keras.layers.Dense(
             GATE_HIDDEN_UNITS,
             activation="relu",
@@ -57,7 +71,9 @@ class Gate(keras.layers.Layer):
             shape=(num_branches,), initializer="zeros", name="branch_prior"
         )
 
-    def call(self, features):
+    def call(self, features, log_probabilities=None):
+        if self.sees_predictions:
+            features = keras.ops.concatenate([features, log_probabilities], axis=-1)
         scores = keras.ops.squeeze(self.score(self.hidden(features)), -1) + self.prior[None, :]
         return keras.ops.softmax(scores, axis=-1)
 
@@ -68,13 +84,22 @@ def check(fusion: str) -> str:
     return fusion
 
 
-def combiner(fusion: str, num_branches: int, seed: int = 0) -> keras.layers.Layer | None:
+def combiner(
+    fusion: str, num_branches: int, seed: int = 0, stacked: bool = False
+) -> keras.layers.Layer | None:
     """The layer that weighs the branches (None for concat and shared, which have none to learn)."""
     if check(fusion) == "weighted":
         return BranchWeights(num_branches, name="branch_weights")
     if fusion == "gated":
-        return Gate(num_branches, seed=seed, name="gate")
+        return Gate(num_branches, seed=seed, sees_predictions=stacked, name="gate")
     return None
+
+
+def mixture_log_probabilities(weights, branch_logits):
+    """log of the weighted mean of the branches' probabilities: [B, branches] x [B, branches, C]."""
+    probabilities = keras.ops.softmax(branch_logits, axis=-1)
+    mixture = keras.ops.sum(weights[..., None] * probabilities, axis=1)
+    return keras.ops.log(keras.ops.maximum(mixture, 1e-12))
 
 
 def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int = 1) -> dict:
@@ -82,28 +107,33 @@ def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int
 
     {"logits": [B, classes]} for concat; for the others also {"branch_logits": [B, branches,
     classes], "branch_weights": [B, branches]}, with "logits" the log of the weighted mean of the
-    branches' probabilities.
+    branches' probabilities; weighted and gated also give "branch_features" (what the combiner
+    reads, for learning it apart from the head).
     """
     if check(fusion) == "concat":
         flat = keras.ops.reshape(features, (-1, num_branches * int(features.shape[-1])))
         return {"logits": head(flat)}
     branch_logits = head(features)  # the one head, applied to every branch
+    extra = {}
     if fusion == "shared":
         weights = keras.ops.ones_like(branch_logits[..., 0]) / num_branches
     else:
         # The combiner learns from the averaged prediction only (see the module docstring).
-        weights = branch_combiner(keras.ops.stop_gradient(features))
-    probabilities = keras.ops.softmax(branch_logits, axis=-1)
-    mixture = keras.ops.sum(weights[..., None] * probabilities, axis=1)
+        fixed_features = keras.ops.stop_gradient(features)
+        log_probabilities = keras.ops.stop_gradient(keras.ops.log_softmax(branch_logits, axis=-1))
+        weights = branch_combiner(fixed_features, log_probabilities)
+        extra = {"branch_features": fixed_features}
     return {
-        "logits": keras.ops.log(keras.ops.maximum(mixture, 1e-12)),
+        "logits": mixture_log_probabilities(weights, branch_logits),
         "branch_logits": branch_logits,
         "branch_weights": weights,
+        **extra,
     }
 
 
-def per_example_loss(fusion: str, model_outputs: dict, labels) -> tf.Tensor:
-    """The training loss of each example (see the module docstring)."""
+def per_example_loss(fusion: str, model_outputs: dict, labels, joint: bool = True) -> tf.Tensor:
+    """The training loss of each example (see the module docstring): with `joint` the combiner of
+    weighted and gated learns with the head, else the head alone learns (as under shared)."""
     if fusion == "concat":
         return keras.losses.sparse_categorical_crossentropy(
             labels, model_outputs["logits"], from_logits=True
@@ -115,9 +145,16 @@ def per_example_loss(fusion: str, model_outputs: dict, labels) -> tf.Tensor:
         branch_labels, branch_logits, from_logits=True
     )
     loss = tf.reduce_mean(per_branch, axis=1)
-    if fusion in ("weighted", "gated"):
-        fixed = tf.stop_gradient(tf.nn.softmax(branch_logits, axis=-1))
-        mixture = tf.reduce_sum(model_outputs["branch_weights"][..., None] * fixed, axis=1)
-        picked = tf.gather(mixture, tf.cast(labels, tf.int32)[:, None], batch_dims=1)[:, 0]
-        loss += -tf.math.log(tf.maximum(picked, 1e-12))
+    if fusion in COMBINED and joint:
+        loss += mixture_loss(
+            model_outputs["branch_weights"], tf.stop_gradient(branch_logits), labels
+        )
     return loss
+
+
+def mixture_loss(weights, branch_logits, labels) -> tf.Tensor:
+    """Per example, the cross-entropy of the weighted mixture of the branches' predictions."""
+    fixed = tf.nn.softmax(branch_logits, axis=-1)
+    mixture = tf.reduce_sum(weights[..., None] * fixed, axis=1)
+    picked = tf.gather(mixture, tf.cast(labels, tf.int32)[:, None], batch_dims=1)[:, 0]
+    return -tf.math.log(tf.maximum(picked, 1e-12))

@@ -20,6 +20,9 @@ HEADS = config_lib.HEADS
 ACTIVATIONS = config_lib.ACTIVATIONS
 HIDDEN_NAME = "hidden"
 LOGITS_NAME = "logits"
+# heads.fit's learning rates when none is given: the papers' SGD rate and Adam's usual one.
+FIT_SGD_RATE = 0.01
+FIT_ADAM_RATE = 0.001
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +203,8 @@ def fit(
     train: tuple,
     validation: tuple,
     *,
-    learning_rate: float = 0.01,
+    recipe: str = "converged",
+    learning_rate: float | None = None,
     momentum: float = 0.5,
     batch_size: int = 1024,
     max_epochs: int = 500,
@@ -208,24 +212,47 @@ def fit(
     seed: int = 0,
     verbose: int = 0,
 ) -> dict:
-    """Trains `head` on in-memory (features, labels) with SGD until validation top-1 stops
-    improving.
+    """Trains `head` on in-memory (features, labels) under a recipe (config.RECIPES) and puts back
+    its best epoch's weights.
 
-    Early stopping waits `patience` epochs and puts back the best epoch's weights (the related
-    papers: learning rate 0.01, batch 1024, patience 20, at most 500 epochs). Returns epochs run and
-    the best epoch.
+    thesis: the related papers' rule, SGD (learning rate 0.01, the given momentum), stopping when
+    validation top-1 has not risen for `patience` epochs. converged: Adam (learning rate 0.001),
+    stopping when validation loss has not fallen for `patience` epochs, the rate divided by 10
+    after each half-patience without progress (Keras's ReduceLROnPlateau, at most the recipe's
+    number of times). Both run at most `max_epochs`. Returns epochs run, the best epoch and its
+    validation scores.
     """
+    rule = config_lib.RECIPES[recipe]
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(np.shape(train[0])[1],))
     model = keras.Model(inputs, head(inputs))
+    if rule.optimizer == "adam":
+        rate = FIT_ADAM_RATE if learning_rate is None else learning_rate
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+    else:
+        rate = FIT_SGD_RATE if learning_rate is None else learning_rate
+        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=momentum)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
     )
-    stopping = keras.callbacks.EarlyStopping(
-        monitor="val_top1", mode="max", patience=patience, restore_best_weights=True
-    )
+    monitor, mode = ("val_loss", "min") if rule.plateau_metric == "loss" else ("val_top1", "max")
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True
+        )
+    ]
+    if rule.lr_reductions:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=mode,
+                factor=1 / config_lib.REDUCTION_FACTOR,
+                patience=max(1, patience // 2),
+                min_lr=rate / config_lib.REDUCTION_FACTOR**rule.lr_reductions,
+            )
+        )
     history = model.fit(
         np.asarray(train[0], np.float32),
         np.asarray(train[1], np.int32),
@@ -235,13 +262,16 @@ def fit(
             np.asarray(validation[0], np.float32),
             np.asarray(validation[1], np.int32),
         ),
-        callbacks=[stopping],
+        callbacks=callbacks,
         shuffle=True,
         verbose=verbose,
     )
-    scores = history.history["val_top1"]
+    scores = np.asarray(history.history[monitor])
+    best = int(np.argmin(scores) if mode == "min" else np.argmax(scores))
     return {
         "epochs": len(scores),
-        "best_epoch": int(np.argmax(scores)) + 1,
-        "best_validation_top1": max(scores),
+        "best_epoch": best + 1,
+        "best_validation_top1": float(history.history["val_top1"][best]),
+        "best_validation_loss": float(history.history["val_loss"][best]),
+        "recipe": recipe,
     }

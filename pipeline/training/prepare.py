@@ -171,7 +171,9 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
             dropout=config.dropout,
             seed=config.seed,
         )
-        combiner = fusion_lib.combiner(config.fusion, len(branches), seed=config.seed)
+        combiner = fusion_lib.combiner(
+            config.fusion, len(branches), seed=config.seed, stacked=config.rule.stacked_combiner
+        )
     if isinstance(config.learning_rate, str):
         raise ValueError(
             "--learning-rate auto is resolved by the trainer's sweep before the stages are made"
@@ -187,7 +189,7 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
         class_names,
         label_map,
         strategy,
-        manifest.num_records("train"),
+        num_examples(config, manifest, "train"),
     )
 
 
@@ -215,6 +217,35 @@ def _imagenet_indices(
     return indices
 
 
+def records_of(config: config_lib.TrainConfig, split: str) -> tuple[tuple[str, ...], tuple | None]:
+    """The records a run reads as its train or validation split: (the record splits, a fold filter).
+
+    A plain run reads them as they are. A fold run (config.fold = (K, i)) pools train and validation
+    and holds fold i out to choose on; a replay (--refit, --folds) trains on the pool and chooses
+    nothing. Only evaluation ever reads test.
+    """
+    if config.fold is not None:
+        count, index = config.fold
+        return ("train", "validation"), (count, index, split == "validation")
+    if config.replay is not None:
+        if split == "validation":
+            raise ValueError("a replay trains on train and validation: there is no validation")
+        return ("train", "validation"), None
+    return (split,), None
+
+
+def num_examples(
+    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest, split: str
+) -> int:
+    """How many images a run's train or validation split holds (a fold's, about its share)."""
+    splits, fold = records_of(config, split)
+    total = sum(manifest.num_records(name) for name in splits)
+    if fold is None:
+        return total
+    count, _, keep = fold
+    return max(1, round(total / count if keep else total * (count - 1) / count))
+
+
 def stage_dataset(
     setup: Setup,
     node: str,
@@ -226,8 +257,10 @@ def stage_dataset(
     branches=None,
     batch_size: int | None = None,
     file_shard: tuple[int, int] | None = None,
+    with_ids: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (bottlenecks, labels in the head's class space) of one split at one node.
+    """Batches of (bottlenecks, labels in the head's class space[, image ids]) of the run's train or
+    validation split (see records_of) at one node.
 
     Batches are of the global batch unless `batch_size` is given; `file_shard` as in
     reader.make_dataset.
@@ -235,8 +268,13 @@ def stage_dataset(
     config = setup.config
     branches = branches or setup.branches
     example_shape = setup.manifest.node(node).shape
+    record_splits, fold = records_of(config, split)
     decoded_mb = (
-        setup.manifest.num_records(split) * len(branches) * math.prod(example_shape[1:]) * 4 / 2**20
+        num_examples(config, setup.manifest, split)
+        * len(branches)
+        * math.prod(example_shape[1:])
+        * 4
+        / 2**20
     )
     if (
         training
@@ -248,7 +286,7 @@ def stage_dataset(
     dataset = reader.make_dataset(
         setup.manifest,
         node,
-        split,
+        record_splits,
         batch_size or config.batch_size,
         shuffle=training,
         seed=seed,
@@ -260,11 +298,13 @@ def stage_dataset(
         start_batch=start_batch,
         cache_decoded=decoded_mb <= config.cache_mb,
         file_shard=file_shard,
+        fold=fold,
+        with_ids=with_ids,
     )
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 
-    def labels_in_head_space(bottlenecks, labels):
+    def labels_in_head_space(bottlenecks, labels, *image_ids):
         if label_map is not None:
             labels = tf.gather(label_map, labels)
         check = tf.debugging.assert_less(
@@ -276,7 +316,7 @@ def stage_dataset(
             ),
         )
         with tf.control_dependencies([check]):
-            return bottlenecks, tf.identity(labels)
+            return (bottlenecks, tf.identity(labels), *image_ids)
 
     return dataset.map(labels_in_head_space, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -301,9 +341,14 @@ def make_optimizer(
 
 
 def stage_model(setup: Setup, stage: config_lib.Stage):
-    """The stage's model, with the layers after its node unfrozen, and a fresh optimizer."""
+    """The stage's model, with the layers after its node unfrozen, and a fresh optimizer.
+
+    A stacked combiner (see pipeline.training.fusion) is frozen while the stage trains its head.
+    """
     with setup.strategy.scope():
         topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
+        if setup.combiner is not None:
+            setup.combiner.trainable = not setup.config.rule.stacked_combiner
         model = setup.build_model(stage.node)
         optimizer = make_optimizer(setup.config, stage.learning_rate)
         optimizer.build(model.trainable_variables)

@@ -1,14 +1,13 @@
 """results.json of a training run, typed: the run's set-up, and per stage its node, steps and best
 scores.
 
-    Results            records, backbone, branches, fusion, head, ...; stages; the learning-rate
-                       sweep; the
-                       stock model's baseline; the export; over --seeds N also the seeds and their
-                       runs
+    Results            records, backbone, branches, fusion, head, recipe, ...; stages; the
+                       learning-rate sweep; the stock model's baseline; the export; the refit; over
+                       --seeds N also the seeds and their runs
       stages: [StageResult]   node, learning rate, steps, best validation top-1/top-5/loss,
-                              checkpoint,
-                              seconds, ended_by (plateau | max_epochs); over seeds, the mean with
-                              each metric's sd and per-seed values
+                              checkpoint, seconds, ended_by (plateau | max_epochs | replay), the
+                              phases at each rate; over seeds, the mean with each metric's sd and
+                              per-seed values
 
 Code that reads a run asks `results.stages[0].best_top1`; `to_json`/`from_json` keep the file's
 shape.
@@ -18,8 +17,12 @@ import dataclasses
 
 import numpy as np
 
+from pipeline import config as config_lib
+
 CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
-PLATEAU, MAX_EPOCHS = "plateau", "max_epochs"
+# How a stage ended: a plateau of its validation metric, its epoch cap while still improving, or the
+# end of a replayed schedule (--refit, --folds: no validation to end on).
+PLATEAU, MAX_EPOCHS, REPLAY = "plateau", "max_epochs", "replay"
 # What a stage over several seeds reports as mean, sd and per-seed values.
 SEED_METRICS = ("best_top1", "best_top5", "steps", "seconds")
 
@@ -38,14 +41,17 @@ class StageResult:
     thesis_block: str
     learning_rate: float
     steps: float
-    best_top1: float
-    best_top5: float
+    best_top1: float | None  # None for a replay, which has no validation images
+    best_top5: float | None
     checkpoint: str  # the best checkpoint (of the first seed, over seeds)
     seconds: float
-    ended_by: str  # plateau, or max_epochs: the cap came while still improving
+    ended_by: str  # plateau, max_epochs (the cap came while still improving) or replay
     epochs: float | None = None
     best_step: int | None = None
     best_loss: float | None = None
+    # The stretches at each learning rate that led to the best checkpoint: what a replay trains.
+    phases: tuple[config_lib.Phase, ...] = ()
+    combiner: dict | None = None  # weighted and gated, stacked: how the branch weights were learnt
     # Over --seeds N (the metrics above are then means): each metric's sd and per-seed values.
     std: dict = dataclasses.field(default_factory=dict)
     per_seed: dict = dataclasses.field(default_factory=dict)
@@ -73,8 +79,11 @@ class StageResult:
                 "epochs": self.epochs,
                 "best_step": self.best_step,
                 "best_loss": self.best_loss,
+                "combiner": self.combiner,
             }
         )
+        if self.phases:
+            entry["phases"] = [dataclasses.asdict(phase) for phase in self.phases]
         entry.update({f"{metric}_std": value for metric, value in self.std.items()})
         entry.update(
             {f"{metric}_per_seed": list(values) for metric, values in self.per_seed.items()}
@@ -89,9 +98,13 @@ class StageResult:
             "std",
             "per_seed",
             "ended_by_per_seed",
+            "phases",
         }
         return cls(
-            **{key: value for key, value in entry.items() if key in names},
+            phases=tuple(config_lib.Phase(**phase) for phase in entry.get("phases", ())),
+            # A replay's scores are None, which to_json leaves out.
+            **{"best_top1": None, "best_top5": None}
+            | {key: value for key, value in entry.items() if key in names},
             std={
                 key[: -len("_std")]: value for key, value in entry.items() if key.endswith("_std")
             },
@@ -109,6 +122,9 @@ class StageResult:
         first = per_seed[0]
         means, spreads, values = {}, {}, {}
         for metric in SEED_METRICS:
+            if any(getattr(stage, metric) is None for stage in per_seed):  # replays: no validation
+                means[metric] = None
+                continue
             array = np.asarray([getattr(stage, metric) for stage in per_seed], np.float64)
             means[metric], spreads[metric], values[metric] = (
                 float(array.mean()),
@@ -122,7 +138,10 @@ class StageResult:
             thesis_block=first.thesis_block,
             learning_rate=first.learning_rate,
             checkpoint=first.checkpoint,
-            ended_by=MAX_EPOCHS if MAX_EPOCHS in ended else PLATEAU,
+            ended_by=MAX_EPOCHS
+            if MAX_EPOCHS in ended
+            else (REPLAY if set(ended) == {REPLAY} else PLATEAU),
+            phases=first.phases,
             std=spreads,
             per_seed=values,
             ended_by_per_seed=ended,
@@ -132,10 +151,20 @@ class StageResult:
 
 @dataclasses.dataclass(frozen=True)
 class SweepCandidate:
+    """One learning rate of a sweep: its first stage's best validation scores, the mean over the
+    sweep's seeds (or folds), and each one's loss."""
+
     learning_rate: float
     validation_top1: float
     validation_loss: float
     ended_by: str
+    validation_loss_per_run: tuple[float, ...] = ()
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "SweepCandidate":
+        return cls(
+            **{**entry, "validation_loss_per_run": tuple(entry.get("validation_loss_per_run", ()))}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,22 +177,31 @@ class Sweep:
     node: str | None = None
     epochs: float | None = None
     directory: str | None = None
+    chosen_by: str | None = None  # what decided, on how many images
 
     def to_json(self) -> dict:
         return {
             "chosen": self.chosen,
             "candidates": [dataclasses.asdict(row) for row in self.candidates],
-            **_drop_none({"node": self.node, "epochs": self.epochs, "directory": self.directory}),
+            **_drop_none(
+                {
+                    "node": self.node,
+                    "epochs": self.epochs,
+                    "directory": self.directory,
+                    "chosen_by": self.chosen_by,
+                }
+            ),
         }
 
     @classmethod
     def from_json(cls, entry: dict) -> "Sweep":
         return cls(
             chosen=entry["chosen"],
-            candidates=tuple(SweepCandidate(**row) for row in entry["candidates"]),
+            candidates=tuple(SweepCandidate.from_json(row) for row in entry["candidates"]),
             node=entry.get("node"),
             epochs=entry.get("epochs"),
             directory=entry.get("directory"),
+            chosen_by=entry.get("chosen_by"),
         )
 
 
@@ -201,6 +239,12 @@ class Results:
     export_skipped: str | None = None
     seeds: tuple[int, ...] | None = None  # over --seeds N
     seed_logdirs: tuple[str, ...] | None = None
+    recipe: str | None = None  # converged or thesis (None: made before recipes existed: thesis)
+    # How many images each choice (learning rate, stopping point) rests on, in words.
+    selection: str | None = None
+    # --refit: the model trained again on train + validation with the selected schedule,
+    # {"logdir", "export"}; its own results.json is in its logdir.
+    refit: dict | None = None
 
     def stage(self, node: str) -> StageResult | None:
         return next((stage for stage in self.stages if stage.node == node), None)
@@ -246,10 +290,17 @@ class Results:
         def spread(stage, metric):
             return f" ± {100 * stage.std[metric]:.2f}" if metric in stage.std else ""
 
+        def scores(stage):
+            if stage.best_top1 is None:
+                return "replayed on train + validation (nothing left to validate on)"
+            return (
+                f"validation top-1 {100 * stage.best_top1:.2f}{spread(stage, 'best_top1')} %, "
+                f"top-5 {100 * stage.best_top5:.2f} %"
+            )
+
         stages = "; ".join(
             f"{stage.node} (lr {stage.learning_rate:g}, {stage.steps:.0f} steps, "
-            f"{stage.seconds:.0f} s): validation top-1 {100 * stage.best_top1:.2f}"
-            f"{spread(stage, 'best_top1')} %, top-5 {100 * stage.best_top5:.2f} %"
+            f"{stage.seconds:.0f} s): {scores(stage)}"
             + (f" (WARNING: {CAP_WARNING})" if stage.capped else "")
             for stage in self.stages
         )
@@ -263,7 +314,11 @@ class Results:
             )
         elif self.baseline_note:
             versus = f" Note: {self.baseline_note}."
+        recipe = f", recipe {self.recipe}" if self.recipe else ""
+        selection = f" {self.selection}." if self.selection else ""
+        refit = f" Refit on train + validation: {self.refit['logdir']}." if self.refit else ""
         return (
             f"train_block_by_block: {len(self.stages)} stages on {len(self.branches)} branches "
-            f"({', '.join(self.branches)}), fusion {self.fusion}. {stages}.{versus}{seeds}"
+            f"({', '.join(self.branches)}), fusion {self.fusion}{recipe}. {stages}."
+            f"{versus}{seeds}{selection}{refit}"
         )

@@ -18,9 +18,11 @@ from pipeline import errors
 from pipeline import interrupt
 from pipeline.training import checkpoints
 from pipeline.training import distribute
+from pipeline.training import fusion as fusion_lib
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
+from pipeline.training import stacking
 from pipeline.training import steps as steps_lib
 from pipeline.training import topology
 from tfrecords import reader
@@ -28,8 +30,9 @@ from tfrecords import reader
 LOSS_MARGIN = 1e-3  # a validation-loss tie-break must lower the loss by this fraction of it
 
 
-def _stage_state() -> dict:
-    """What a resumed stage needs besides the weights: where it was and how its plateau stood."""
+def _stage_state(learning_rate: float, phases: int) -> dict:
+    """What a resumed stage needs besides the weights: where it was, how its plateau stood, its
+    learning rate and the phases it has been through."""
     return {
         "step": tf.Variable(0, dtype=tf.int64),
         "best_top1": tf.Variable(-1.0, dtype=tf.float64),
@@ -38,13 +41,22 @@ def _stage_state() -> dict:
         "best_step": tf.Variable(0, dtype=tf.int64),
         "steps_since_best": tf.Variable(0, dtype=tf.int64),
         "last_eval_step": tf.Variable(0, dtype=tf.int64),
+        # wall time of the stage, across resumes
         "seconds": tf.Variable(0.0, dtype=tf.float64),
-    }  # wall time of the stage, across resumes
+        "learning_rate": tf.Variable(learning_rate, dtype=tf.float64),
+        "reductions": tf.Variable(0, dtype=tf.int64),
+        "phase_start": tf.Variable(0, dtype=tf.int64),
+        "phase_epochs": tf.Variable(np.zeros(phases), dtype=tf.float64),
+    }
 
 
 class StageRun:
-    """One stage: train from its starting point, evaluate every so often, keep the best, stop on a
-    plateau."""
+    """One stage: train from its starting point, evaluate every so often, keep the best, end on a
+    plateau (after the recipe's reductions of the learning rate) or at the epoch cap.
+
+    A replay (config.replay: --refit, --folds) trains the stage's phases again, each at its rate for
+    its epochs, on the train and validation images, and keeps where it ends: nothing is chosen.
+    """
 
     def __init__(
         self,
@@ -55,11 +67,13 @@ class StageRun:
     ):
         self.setup, self.stage, self.config, self.stop = setup, stage, setup.config, stop
         run = run_directory.RunDirectory(self.config.logdir)
-        model, optimizer = prepare_lib.stage_model(setup, stage)
+        self.model, self.optimizer = prepare_lib.stage_model(setup, stage)
+        self.replay = None if self.config.replay is None else self.config.replay[stage.index]
+        phases = len(self.replay) if self.replay is not None else self.config.lr_reductions + 1
         with setup.strategy.scope():
-            self.state = _stage_state()
+            self.state = _stage_state(stage.learning_rate, phases)
             objects = setup.trainable_objects(stage.node)
-            latest = tf.train.Checkpoint(optimizer=optimizer, **self.state, **objects)
+            latest = tf.train.Checkpoint(optimizer=self.optimizer, **self.state, **objects)
             # Every worker resumes from the chief's checkpoints, and saves its own (see
             # distribute.writable).
             latest_directory = run.latest_checkpoints(stage)
@@ -71,6 +85,7 @@ class StageRun:
             resume_point = tf.train.latest_checkpoint(latest_directory)
             if resume_point:
                 latest.restore(resume_point).assert_existing_objects_matched()
+                self.optimizer.learning_rate.assign(float(self.state["learning_rate"].numpy()))
             else:
                 start_stage(setup, stage)
         distribute.check_agreement(
@@ -79,29 +94,42 @@ class StageRun:
             (stage.index, int(self.state["step"].numpy())),
         )
         self.steps = steps_lib.Steps(
-            setup.strategy, model, optimizer, self.config.batch_size, self.config.fusion
-        )
-        self.validation = distribute.distribute_dataset(
             setup.strategy,
-            prepare_lib.stage_dataset(setup, stage.node, "validation", training=False),
+            self.model,
+            self.optimizer,
+            self.config.batch_size,
+            self.config.fusion,
+            joint=not self.config.rule.stacked_combiner,
         )
+        self.validation = None
+        if self.replay is None:
+            self.validation = distribute.distribute_dataset(
+                setup.strategy,
+                prepare_lib.stage_dataset(setup, stage.node, "validation", training=False),
+            )
         self.writers = logs.stage_writers(stage, setup)
         self.seconds_before, self.started = (
             float(self.state["seconds"].numpy()),
             time.perf_counter(),
         )
 
+    @property
+    def learning_rate(self) -> float:
+        return float(self.state["learning_rate"].numpy())
+
     def run(self) -> results_lib.StageResult:
         config, state, stage = self.config, self.state, self.stage
         steps_per_epoch = self.setup.steps_per_epoch
         eval_every = min(config.eval_every_steps, steps_per_epoch)
-        plateau_steps = max(1, round(config.plateau_epochs * steps_per_epoch))
-        max_steps = max(1, round(config.max_epochs_per_stage * steps_per_epoch))
+        if self.replay is not None:
+            boundaries = np.cumsum([round(phase.epochs * steps_per_epoch) for phase in self.replay])
+            max_steps, plateau_steps = int(boundaries[-1]), None
+        else:
+            plateau_steps = max(1, round(config.patience_epochs(steps_per_epoch) * steps_per_epoch))
+            max_steps = max(1, round(config.max_epochs_per_stage * steps_per_epoch))
         step = int(state["step"].numpy())
-        if (
-            step == 0 and state["best_top1"].numpy() < 0
-        ):  # the stage's starting point counts as a candidate
-            self._evaluate_and_save(0)
+        if self.replay is None and step == 0 and state["best_top1"].numpy() < 0:
+            self._evaluate_and_save(0)  # the stage's starting point counts as a candidate
         train = iter(
             distribute.distribute_training_dataset(
                 self.setup.strategy,
@@ -112,17 +140,26 @@ class StageRun:
             )
         )
         interval = np.zeros(3)  # loss, correct, steps since the last evaluation
+        plateau = False
         with (
             tqdm.tqdm(
                 total=max_steps,
                 initial=step,
                 unit="step",
                 disable=not config.progress,
-                desc=f"{stage.name} lr={stage.learning_rate:g}",
+                desc=stage.name,
             ) as bar,
             reader.explained_data_loss(config.records_dir, stage.node, "train"),
         ):
-            while step < max_steps and int(state["steps_since_best"].numpy()) < plateau_steps:
+            while step < max_steps:
+                if plateau_steps is not None and self._steps_since_best() >= plateau_steps:
+                    if int(state["reductions"].numpy()) < config.lr_reductions:
+                        self._reduce(step)
+                        continue
+                    plateau = True
+                    break
+                if self.replay is not None:
+                    self._set_phase(int(np.searchsorted(boundaries, step, side="right")))
                 loss, correct = self.steps.train(train)
                 step += 1
                 interval += (float(loss), float(correct), 1)
@@ -137,20 +174,41 @@ class StageRun:
                             "loss": interval[0] / interval[2],
                             "top1": interval[1] / (interval[2] * config.batch_size),
                         },
-                        stage.learning_rate,
+                        self.learning_rate,
                     )
                     interval[:] = 0
+                    if self.replay is not None:
+                        self._save_resume_point(step)
+                        continue
                     top1 = self._evaluate_and_save(step)
                     bar.set_postfix(
-                        top1=f"{top1:.4f}", best=f"{float(state['best_top1'].numpy()):.4f}"
+                        lr=f"{self.learning_rate:g}",
+                        top1=f"{top1:.4f}",
+                        best=f"{float(state['best_top1'].numpy()):.4f}",
                     )
+        plateau = plateau or (
+            plateau_steps is not None and self._steps_since_best() >= plateau_steps
+        )
+        combiner = None
+        if self.replay is not None:
+            if config.rule.stacked_combiner and config.fusion in fusion_lib.COMBINED:
+                combiner = self._copy_combiner()
+            self.best.write(run_directory.RunDirectory.writable(self.best_path))  # where it ends
+        elif config.rule.stacked_combiner and config.fusion in fusion_lib.COMBINED:
+            combiner = self._stack()
         self.writers.close()
         # Also a barrier: no worker starts the next stage from this one's best before the chief has
         # written it.
         distribute.check_agreement(
             self.setup.strategy, "where the stage ended", (stage.index, step)
         )
-        plateau = int(state["steps_since_best"].numpy()) >= plateau_steps
+        return self._result(step, plateau, combiner)
+
+    def _result(self, step: int, plateau: bool, combiner: dict | None) -> results_lib.StageResult:
+        state, stage = self.state, self.stage
+        steps_per_epoch = self.setup.steps_per_epoch
+        evaluated = self.replay is None
+        phases = self.replay or self._phases(step)
         return results_lib.StageResult(
             stage=stage.index,
             node=stage.node,
@@ -158,14 +216,82 @@ class StageRun:
             learning_rate=stage.learning_rate,
             steps=step,
             epochs=step / steps_per_epoch,
-            best_step=int(state["best_step"].numpy()),
-            best_top1=float(state["best_top1"].numpy()),
-            best_top5=float(state["best_top5"].numpy()),
-            best_loss=float(state["best_loss"].numpy()),
+            best_step=int(state["best_step"].numpy()) if evaluated else step,
+            best_top1=float(state["best_top1"].numpy()) if evaluated else None,
+            best_top5=float(state["best_top5"].numpy()) if evaluated else None,
+            best_loss=float(state["best_loss"].numpy()) if evaluated else None,
             checkpoint=self.best_path,
             seconds=self._seconds(),
-            ended_by=results_lib.PLATEAU if plateau else results_lib.MAX_EPOCHS,
+            ended_by=results_lib.REPLAY
+            if not evaluated
+            else (results_lib.PLATEAU if plateau else results_lib.MAX_EPOCHS),
+            phases=tuple(phases),
+            combiner=combiner,
         )
+
+    def _phases(self, step: int) -> list[config_lib.Phase]:
+        """The stretches of the stage at each rate that led to its best checkpoint, which a replay
+        trains again: each from where the previous one's best was restored to its own best."""
+        state = self.state
+        steps_per_epoch = self.setup.steps_per_epoch
+        reductions = int(state["reductions"].numpy())
+        epochs = state["phase_epochs"].numpy()[: reductions + 1].tolist()
+        epochs[reductions] = (
+            max(0, int(state["best_step"].numpy()) - int(state["phase_start"].numpy()))
+            / steps_per_epoch
+        )
+        first = self.stage.learning_rate
+        return [
+            config_lib.Phase(first / config_lib.REDUCTION_FACTOR**index, float(value))
+            for index, value in enumerate(epochs)
+        ]
+
+    def _steps_since_best(self) -> int:
+        return int(self.state["steps_since_best"].numpy())
+
+    def _set_learning_rate(self, value: float) -> None:
+        self.state["learning_rate"].assign(value)
+        self.optimizer.learning_rate.assign(value)
+
+    def _set_phase(self, index: int) -> None:
+        """In a replay: the learning rate of phase `index`."""
+        value = self.replay[min(index, len(self.replay) - 1)].learning_rate
+        if value != self.learning_rate:
+            self._set_learning_rate(value)
+
+    def _reduce(self, step: int) -> None:
+        """A plateau the recipe meets with a lower rate: from the best checkpoint, the rate / 10."""
+        state = self.state
+        reductions = int(state["reductions"].numpy())
+        gained = max(0, int(state["best_step"].numpy()) - int(state["phase_start"].numpy()))
+        epochs = state["phase_epochs"].numpy()
+        epochs[reductions] = gained / self.setup.steps_per_epoch
+        state["phase_epochs"].assign(epochs)
+        state["reductions"].assign(reductions + 1)
+        with self.setup.strategy.scope():
+            self.best.read(self.best_path).assert_existing_objects_matched()
+        self._set_learning_rate(self.learning_rate / config_lib.REDUCTION_FACTOR)
+        state["steps_since_best"].assign(0)
+        state["phase_start"].assign(step)
+        state["step"].assign(step)
+        self._save_resume_point(step)
+
+    def _stack(self) -> dict:
+        """weighted and gated: the best checkpoint's combiner learnt from held-out branch
+        predictions (see pipeline.training.stacking), written back into the best checkpoint."""
+        with self.setup.strategy.scope():
+            self.best.read(self.best_path).assert_existing_objects_matched()
+        held_out = stacking.held_out_predictions(self.setup, self.stage.node, self.model)
+        outcome = stacking.fit(self.setup.combiner, held_out, seed=self.config.seed)
+        self.best.write(run_directory.RunDirectory.writable(self.best_path))
+        return outcome
+
+    def _copy_combiner(self) -> dict:
+        """A replay's combiner: the one its source run learnt for this stage."""
+        source = run_directory.RunDirectory(self.config.combiner_source).best_checkpoint(self.stage)
+        with self.setup.strategy.scope():
+            tf.train.Checkpoint(fusion=self.setup.combiner).read(source).expect_partial()
+        return {"kept": f"the combiner learnt by {self.config.combiner_source}"}
 
     def _training_stream(
         self, batch_size: int, start_batch: int, file_shard: tuple[int, int] | None
@@ -184,12 +310,15 @@ class StageRun:
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
+    def _save_resume_point(self, step: int) -> None:
+        self.state["seconds"].assign(self._seconds())
+        self.manager.save(checkpoint_number=step)
+
     def _stop_at(self, step: int) -> None:
         """Saves the resume point at `step` (the plateau bookkeeping carries on from it) and
         stops."""
         self.state["step"].assign(step)
-        self.state["seconds"].assign(self._seconds())
-        self.manager.save(checkpoint_number=step)
+        self._save_resume_point(step)
         self.writers.close()
         raise interrupt.Interrupted(
             f"stopped on {self.stop.signal_name} after step {step} of {self.stage.name}, "
@@ -205,14 +334,20 @@ class StageRun:
             metrics_now = self.steps.evaluate(self.validation)
         steps_since_last = step - int(state["last_eval_step"].numpy())
         state["last_eval_step"].assign(step)
-        best_top1 = float(state["best_top1"].numpy())
-        # The plateau counts from the last higher top-1; a tie at a lower loss only replaces the
-        # best checkpoint.
-        if metrics_now["top1"] > best_top1:
+        best_top1, best_loss = float(state["best_top1"].numpy()), float(state["best_loss"].numpy())
+        if self.config.rule.plateau_metric == "loss":
+            better = best_top1 < 0 or lower_loss(metrics_now["loss"], best_loss)
+            restarts, replaces = better, better
+        else:
+            # The plateau counts from the last higher top-1; a tie at a lower loss only replaces
+            # the best checkpoint.
+            restarts = metrics_now["top1"] > best_top1
+            replaces = improves(metrics_now, best_top1, best_loss)
+        if restarts:
             state["steps_since_best"].assign(0)
         else:
             state["steps_since_best"].assign_add(steps_since_last)
-        if improves(metrics_now, best_top1, float(state["best_loss"].numpy())):
+        if replaces:
             state["best_top1"].assign(metrics_now["top1"])
             state["best_top5"].assign(metrics_now["top5"])
             state["best_loss"].assign(metrics_now["loss"])
@@ -221,11 +356,16 @@ class StageRun:
         self.writers.validation(
             step,
             {**metrics_now, "best_top1": float(state["best_top1"].numpy())},
-            self.stage.learning_rate,
+            self.learning_rate,
         )
-        state["seconds"].assign(self._seconds())
-        self.manager.save(checkpoint_number=step)
+        self._save_resume_point(step)
         return metrics_now["top1"]
+
+
+def lower_loss(loss: float, best_loss: float) -> bool:
+    """A validation loss clearly below the best: by more than LOSS_MARGIN of it (float noise and a
+    loss drifting by a hair do not count)."""
+    return loss < best_loss - LOSS_MARGIN * abs(best_loss)
 
 
 def improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
@@ -239,7 +379,7 @@ def improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
     """
     if metrics_now["top1"] != best_top1:
         return metrics_now["top1"] > best_top1
-    return metrics_now["loss"] < best_loss - LOSS_MARGIN * abs(best_loss)
+    return lower_loss(metrics_now["loss"], best_loss)
 
 
 def start_stage(setup: prepare_lib.Setup, stage: config_lib.Stage) -> None:

@@ -18,6 +18,7 @@ class Steps:
         optimizer,
         global_batch: int,
         fusion: str = "concat",
+        joint: bool = True,
     ):
         self.strategy = strategy
         self.model = model
@@ -27,7 +28,7 @@ class Steps:
         def train_replica(bottlenecks, labels):
             with tf.GradientTape() as tape:
                 outputs = model(bottlenecks, training=True)
-                per_example = fusion_lib.per_example_loss(fusion, outputs, labels)
+                per_example = fusion_lib.per_example_loss(fusion, outputs, labels, joint)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
             logits = outputs["logits"]
             variables = model.trainable_variables

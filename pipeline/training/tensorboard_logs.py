@@ -104,8 +104,9 @@ class RunLogs:
         """The cross-stage view: best validation top-1/top-5 at x = stage index (the thesis's Figure
         4.2)."""
         with self._stages.as_default(step=stage.index):
-            tf.summary.scalar("best_top1", outcome.best_top1)
-            tf.summary.scalar("best_top5", outcome.best_top5)
+            if outcome.best_top1 is not None:  # a replay has no validation scores
+                tf.summary.scalar("best_top1", outcome.best_top1)
+                tf.summary.scalar("best_top5", outcome.best_top5)
             tf.summary.text(
                 "stage",
                 f"stage {stage.index}: node {stage.node} ({outcome.thesis_block}), "

@@ -12,6 +12,7 @@ to resume.
 """
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -40,7 +41,19 @@ NO_CLASSIFIER_NOTE = (
 )
 # Resuming on other devices or machines, with another input sharding (or without a progress bar) is
 # still the same run: these settings are not part of its identity.
-NOT_IDENTITY = ("progress", "export", "devices", "strategy", "collective_timeout", "input_sharding")
+REFIT_NAME = "refit"
+# Under this many validation images every choice moves by more than 0.1 points an image: the run
+# suggests --folds.
+SMALL_VALIDATION = 1000
+NOT_IDENTITY = (
+    "progress",
+    "export",
+    "devices",
+    "strategy",
+    "collective_timeout",
+    "input_sharding",
+    "refit",  # a finished run may be refit later
+)
 
 
 def train_and_evaluate(
@@ -94,10 +107,18 @@ def _choose_input_sharding(
 def prepare(
     config: config_lib.TrainConfig, manifest: manifest_lib.Manifest | None = None
 ) -> prepare_lib.Setup:
-    """What the stages of a run with a numeric learning rate share (the stages resolved from the
-    records)."""
+    """What the stages of a run share: the recipe's values and the stages resolved from the
+    records, and with --learning-rate auto the rate its finished sweep chose."""
     manifest = manifest or manifest_lib.Manifest.read(config.records_dir)
-    return prepare_lib.prepare(prepare_lib.resolve_stages(config, manifest), manifest)
+    config = prepare_lib.resolve_stages(config.resolved(), manifest)
+    if isinstance(config.learning_rate, str):
+        results = run_directory.RunDirectory(config.logdir).read_results()
+        if results is None or results.learning_rate_sweep is None:
+            raise errors.UserError(
+                f"the run in {config.logdir} has not chosen its learning rate yet: train it first"
+            )
+        config = dataclasses.replace(config, learning_rate=results.learning_rate_sweep.chosen)
+    return prepare_lib.prepare(config, manifest)
 
 
 def _train(
@@ -105,22 +126,32 @@ def _train(
     stop: interrupt.StopRequests | None,
     announce: bool = True,
     baseline: bool = True,
+    identity: dict | None = None,
+    sweep: results_lib.Sweep | None = None,
 ) -> results_lib.Results:
+    """One run (or, with --seeds, one per seed). identity: the settings the run's folder must
+    match (default: the config's own); sweep: a learning rate chosen elsewhere (by --folds)."""
     if config.seeds > 1:
         return _train_seeds(config, stop)
+    identity = identity or _settings(config)
     manifest = manifest_lib.Manifest.read(config.records_dir)
     run = run_directory.RunDirectory(config.logdir)
-    resolved = prepare_lib.resolve_stages(
-        config, manifest
-    )  # bad flags fail here, before anything is recorded
-    sweep = learning_rate_sweep(resolved, stop)
+    # The recipe's values and the stages, then the learning rate: each resolved once, here. Bad
+    # flags fail now, before anything is recorded.
+    resolved = prepare_lib.resolve_stages(config.resolved(), manifest)
+    if resolved.folds > 1 and resolved.fold is None and resolved.replay is None:
+        return _train_by_folds(resolved, identity, manifest, stop, announce)
+    sweep = sweep or learning_rate_sweep(resolved, stop)
     setup = prepare_lib.prepare(dataclasses.replace(resolved, learning_rate=sweep.chosen), manifest)
-    run.check_settings(_settings(config))
+    run.check_settings(identity)
     results = dataclasses.replace(
-        run.read_results() or _new_results(setup), learning_rate_sweep=sweep
+        run.read_results() or _new_results(setup),
+        learning_rate_sweep=sweep,
+        selection=_selection(setup, sweep),
     )
     logs = tensorboard_logs.RunLogs(run.writable(config.logdir))
-    if baseline and results.baseline is None and setup.label_map is not None:
+    plain = resolved.fold is None and resolved.replay is None
+    if baseline and plain and results.baseline is None and setup.label_map is not None:
         results = dataclasses.replace(results, baseline=evaluate_baseline(setup))
         run.write_results(results)
     logs.sample_ladder(setup.manifest)
@@ -136,8 +167,7 @@ def _train(
             results,
             export_skipped=(
                 "the records hold autoencoder codes: a raw-image model would need the encoder, so "
-                "no export/ is "
-                "written"
+                "no export/ is written"
             ),
         )
         run.write_results(results)
@@ -148,19 +178,163 @@ def _train(
         )
         results = dataclasses.replace(results, export=exported)
         run.write_results(results)
+    if resolved.refit and plain and results.refit is None:
+        results = _refit(setup.config, results, stop)
+        run.write_results(results)
     if announce:
         print(results.summary())
     return results
 
 
+def _selection(setup: prepare_lib.Setup, sweep: results_lib.Sweep) -> str:
+    """How many images the run's choices (learning rate, stopping points) rest on, in words."""
+    config = setup.config
+    if config.replay is not None:
+        return sweep.chosen_by or "a replayed schedule: nothing chosen on these images"
+    images = prepare_lib.num_examples(config, setup.manifest, "validation")
+    what = "fold" if config.fold is not None else "validation split"
+    text = (
+        f"Every choice (stopping points{', learning rate' if sweep.candidates else ''}) rests on "
+        f"the {images} images of the {what}: one image is {100 / max(1, images):.2f} points"
+    )
+    if config.fold is None and images < SMALL_VALIDATION:
+        pool = images + setup.manifest.num_records("train")
+        text += f"; --folds 5 would rest them on all {pool} labelled images"
+    return text
+
+
+def _refit(
+    config: config_lib.TrainConfig, selected: results_lib.Results, stop
+) -> results_lib.Results:
+    """--refit: the selected schedule (each stage's phases) trained again on train + validation, in
+    LOGDIR/refit with its own export; returns the selected run's results naming it."""
+    run = run_directory.RunDirectory(config.logdir)
+    refit = dataclasses.replace(
+        config,
+        logdir=run.path(REFIT_NAME),
+        replay=tuple(stage.phases for stage in selected.stages),
+        combiner_source=config.logdir,
+        refit=False,
+        seeds=1,
+        sweep_dir=None,
+        sweep_seed=None,
+    )
+    refitted = _train(
+        refit,
+        stop,
+        announce=False,
+        baseline=False,
+        sweep=results_lib.Sweep(
+            chosen=config.learning_rate,
+            chosen_by="the selected run's schedule (its phases at each rate), trained again on "
+            "train + validation",
+        ),
+    )
+    return dataclasses.replace(
+        selected,
+        refit={"logdir": refit.logdir, "export": refitted.export and refitted.export["path"]},
+    )
+
+
+def _train_by_folds(
+    config: config_lib.TrainConfig,
+    identity: dict,
+    manifest: manifest_lib.Manifest,
+    stop,
+    announce: bool,
+) -> results_lib.Results:
+    """--folds K: the learning rate and each stage's phases chosen by K-fold cross-validation over
+    the train and validation images together, then trained on all of them (a replay) in LOGDIR.
+
+    Every candidate rate trains K fold runs (LOGDIR/folds/lr<rate>/fold<i>); the rate with the best
+    mean validation metric (the recipe's: loss, or top-1) wins, and each phase of its schedule lasts
+    the median of its folds' epochs.
+    """
+    run = run_directory.RunDirectory(config.logdir)
+    count = config.folds
+    rates = config.sweep_rates if isinstance(config.learning_rate, str) else (config.learning_rate,)
+    candidates, fold_runs = [], {}
+    for rate in rates:
+        runs = [
+            _train(
+                dataclasses.replace(
+                    config,
+                    logdir=run.path("folds", f"lr{rate:g}", f"fold{index}"),
+                    fold=(count, index),
+                    learning_rate=rate,
+                    folds=1,
+                    refit=False,
+                    export=False,
+                    sweep_dir=None,
+                    sweep_seed=None,
+                ),
+                stop,
+                announce=False,
+                baseline=False,
+            )
+            for index in range(count)
+        ]
+        fold_runs[rate] = runs
+        first = [fold.stages[0] for fold in runs]
+        candidates.append(
+            results_lib.SweepCandidate(
+                rate,
+                float(np.mean([stage.best_top1 for stage in first])),
+                float(np.mean([stage.best_loss for stage in first])),
+                results_lib.MAX_EPOCHS
+                if any(stage.capped for stage in first)
+                else results_lib.PLATEAU,
+                tuple(stage.best_loss for stage in first),
+            )
+        )
+    best = _best_candidate(config, candidates)
+    chosen = fold_runs[best.learning_rate]
+    replay = tuple(
+        tuple(
+            config_lib.Phase(
+                phases[0].learning_rate, float(np.median([phase.epochs for phase in phases]))
+            )
+            for phases in zip(*(fold.stages[position].phases for fold in chosen))
+        )
+        for position in range(len(chosen[0].stages))
+    )
+    images = sum(manifest.num_records(split) for split in ("train", "validation"))
+    sweep = results_lib.Sweep(
+        chosen=best.learning_rate,
+        candidates=tuple(candidates),
+        node=config.stages[0],
+        directory=run.path("folds"),
+        chosen_by=f"{count}-fold cross-validation over the {images} train and validation images "
+        f"(each choice rests on all of them; one image of a fold is "
+        f"{100 * count / images:.2f} points)",
+    )
+    print(f"{sweep.chosen_by}: learning rate {best.learning_rate:g}; schedule {replay}")
+    final = dataclasses.replace(
+        config,
+        learning_rate=best.learning_rate,
+        replay=replay,
+        combiner_source=run.path("folds", f"lr{best.learning_rate:g}", "fold0"),
+    )
+    return _train(final, stop, announce=announce, baseline=False, identity=identity, sweep=sweep)
+
+
+def _best_candidate(
+    config: config_lib.TrainConfig, candidates: list[results_lib.SweepCandidate]
+) -> results_lib.SweepCandidate:
+    """The recipe's choice: the lowest mean validation loss (converged), or the highest validation
+    top-1 with ties going to the lower loss (thesis)."""
+    if config.rule.plateau_metric == "loss":
+        return min(candidates, key=lambda row: (row.validation_loss, -row.validation_top1))
+    return max(candidates, key=lambda row: (row.validation_top1, -row.validation_loss))
+
+
 def _settings(config: config_lib.TrainConfig) -> dict:
     """The run's identity as given (before its stages and learning rate are resolved):
     config.json."""
-    return {
-        key: list(value) if isinstance(value, tuple) else value
-        for key, value in dataclasses.asdict(config).items()
-        if key not in NOT_IDENTITY
+    settings = {
+        key: value for key, value in dataclasses.asdict(config).items() if key not in NOT_IDENTITY
     }
+    return json.loads(json.dumps(settings))  # as config.json holds it: lists, not tuples
 
 
 def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
@@ -180,6 +354,7 @@ def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
         baseline_note=None if setup.backbone.has_classifier else NO_CLASSIFIER_NOTE,
         workers=distribute.num_workers(),
         input_sharding=config.input_sharding if distribute.num_workers() > 1 else None,
+        recipe=config.recipe,
     )
 
 
@@ -189,50 +364,72 @@ def learning_rate_sweep(
     """The first stage's learning rate: the given one, or with "auto" the best on validation of a
     sweep.
 
-    Each candidate trains the first stage from the same start for sweep_epochs under the same
-    plateau rule; the highest validation top-1 wins, ties going to the lower validation loss.
-    Finished candidates are kept, so a rerun resumes the sweep.
+    Each candidate trains the first stage from the same start, at most sweep_epochs, under the
+    run's own rule, once per sweep seed; the recipe's metric decides (see _best_candidate): the
+    converged recipe takes the lowest validation loss averaged over the seeds, so that no one
+    seed's tie picks the rate. Finished candidates are kept, so a rerun resumes the sweep.
     """
     if not isinstance(config.learning_rate, str):
         return results_lib.Sweep(chosen=float(config.learning_rate))
     first_node = config.stages[0]
     directory = config.sweep_dir or run_directory.RunDirectory(config.logdir).sweep_dir
     seed = config.seed if config.sweep_seed is None else config.sweep_seed
+    epochs = config.sweep_epochs or config.max_epochs_per_stage
     candidates = []
     for rate in config.sweep_rates:
-        trial = dataclasses.replace(
-            config,
-            logdir=os.path.join(directory, f"lr{rate:g}"),
-            stages=(first_node,),
-            learning_rate=rate,
-            max_epochs_per_stage=config.sweep_epochs,
-            seed=seed,
-            sweep_dir=None,
-            sweep_seed=None,
-            export=False,
-        )
-        # A candidate is judged by its own validation top-1: the stock model's, the same for every
-        # candidate, is left to the run itself.
-        stage = _train(trial, stop, announce=False, baseline=False).stages[0]
+        stages = []
+        for offset in range(config.sweep_seeds):
+            # The first seed's trial keeps the folder it always had: sweeps made before several
+            # seeds existed resume.
+            name = f"lr{rate:g}" if offset == 0 else f"lr{rate:g}-seed{seed + offset}"
+            trial = dataclasses.replace(
+                config,
+                logdir=os.path.join(directory, name),
+                stages=(first_node,),
+                learning_rate=rate,
+                max_epochs_per_stage=epochs,
+                seed=seed + offset,
+                sweep_dir=None,
+                sweep_seed=None,
+                export=False,
+                refit=False,
+            )
+            # A candidate is judged by its own validation scores: the stock model's, the same for
+            # every candidate, is left to the run itself.
+            stages.append(_train(trial, stop, announce=False, baseline=False).stages[0])
         candidates.append(
-            results_lib.SweepCandidate(rate, stage.best_top1, stage.best_loss, stage.ended_by)
+            results_lib.SweepCandidate(
+                rate,
+                float(np.mean([stage.best_top1 for stage in stages])),
+                float(np.mean([stage.best_loss for stage in stages])),
+                results_lib.MAX_EPOCHS
+                if any(stage.capped for stage in stages)
+                else results_lib.PLATEAU,
+                tuple(stage.best_loss for stage in stages) if len(stages) > 1 else (),
+            )
         )
-    best = max(candidates, key=lambda row: (row.validation_top1, -row.validation_loss))
+    best = _best_candidate(config, candidates)
     tried = ", ".join(
         f"{row.learning_rate:g} ({100 * row.validation_top1:.2f} %, loss {row.validation_loss:.4f})"
         for row in candidates
     )
+    metric = (
+        "lowest mean validation loss"
+        if config.rule.plateau_metric == "loss"
+        else ("highest validation top-1, then loss")
+    )
+    over = f" over {config.sweep_seeds} seeds" if config.sweep_seeds > 1 else ""
     print(
-        f"learning-rate sweep ({config.sweep_epochs:g} epochs each at {first_node}; validation "
-        "top-1, loss): "
-        f"{tried}; chose {best.learning_rate:g}"
+        f"learning-rate sweep (at most {epochs:g} epochs each at {first_node}{over}; validation "
+        f"top-1, loss): {tried}; chose {best.learning_rate:g} ({metric})"
     )
     sweep = results_lib.Sweep(
         chosen=best.learning_rate,
         candidates=tuple(candidates),
         node=first_node,
-        epochs=config.sweep_epochs,
+        epochs=epochs,
         directory=directory,
+        chosen_by=f"the {metric}{over}",
     )
     os.makedirs(distribute.writable(directory), exist_ok=True)
     fileio.write_json_atomic(

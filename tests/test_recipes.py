@@ -1,0 +1,259 @@
+"""Training recipes: the converged stage rule, its in-stage learning-rate reductions, the thesis's
+exact schedule, --refit, and the stacked combiner."""
+
+import dataclasses
+import json
+import os
+
+import conftest
+import numpy as np
+import pytest
+import tensorflow as tf
+import test_train
+
+from pipeline import config as config_lib
+from pipeline.offline import job
+from pipeline.training import fusion as fusion_lib
+from pipeline.training import heads
+from pipeline.training import run_directory
+from pipeline.training import stacking
+from pipeline.training import train
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "data", "thesis_results.json")
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    """One-branch records a linear head separates: 60 train, 30 validation images (3 steps an epoch
+    at batch 20)."""
+    directory = str(tmp_path_factory.mktemp("features"))
+    values, labels = conftest.separable_features(
+        {"train": 60, "validation": 30}, num_branches=1, noise=2.0
+    )
+    return conftest.write_feature_records(directory, values, labels), values, labels
+
+
+def _converged(records: str, logdir: str, **options) -> config_lib.TrainConfig:
+    settings = dict(
+        records_dir=records,
+        logdir=logdir,
+        recipe="converged",
+        stages=("pool",),
+        batch_size=20,
+        eval_every_steps=1,
+        plateau_epochs=2.0,
+        lr_reductions=0,
+        max_epochs_per_stage=15.0,
+        export=False,
+        progress=False,
+    )
+    return config_lib.TrainConfig(**{**settings, **options})
+
+
+def test_converged_stage_trains_while_validation_loss_falls_and_stops_after_the_patience(
+    features, tmp_path
+):
+    records = features[0]
+    patience_steps = 6  # 2 epochs of 3 steps
+    # A rate at which the loss cannot move: the stage ends one patience after its start.
+    still = train.train_and_evaluate(
+        _converged(records, str(tmp_path / "still"), learning_rate=1e-9), announce=False
+    ).stages[0]
+    assert (still.ended_by, still.best_step, still.steps) == ("plateau", 0, patience_steps)
+    # A rate at which the loss falls: it keeps going far past the first patience, and ends exactly
+    # one patience after the last step that lowered the validation loss.
+    logdir = str(tmp_path / "learning")
+    learning = train.train_and_evaluate(
+        _converged(records, logdir, learning_rate=1e-3), announce=False
+    ).stages[0]
+    assert learning.best_step > 2 * patience_steps
+    assert learning.steps == min(learning.best_step + patience_steps, 45)
+    losses = test_train._scalars(os.path.join(logdir, "stage0_pool", "validation"), "loss")
+    assert [step for step, _ in losses] == list(range(learning.steps + 1))
+    best = min(range(len(losses)), key=lambda index: losses[index][1])
+    assert losses[best][0] == learning.best_step
+    assert learning.best_loss == pytest.approx(losses[best][1], rel=1e-5)
+
+
+def test_a_plateau_inside_a_stage_divides_the_learning_rate_by_10(features, tmp_path):
+    logdir = str(tmp_path / "run")
+    stage = train.train_and_evaluate(
+        _converged(features[0], logdir, learning_rate=1e-9, lr_reductions=2), announce=False
+    ).stages[0]
+    # Two plateaus met by dividing the rate, the third ends the stage: three patiences of 6 steps.
+    assert (stage.ended_by, stage.steps) == ("plateau", 18)
+    rates = dict(
+        test_train._scalars(os.path.join(logdir, "stage0_pool", "validation"), "learning_rate")
+    )
+    assert rates[6] == pytest.approx(1e-9) and rates[7] == pytest.approx(1e-10)
+    assert rates[12] == pytest.approx(1e-10) and rates[13] == pytest.approx(1e-11)
+    assert [phase.learning_rate for phase in stage.phases] == pytest.approx([1e-9, 1e-10, 1e-11])
+
+
+def test_thesis_recipe_reproduces_the_results_from_before_recipes(tmp_path):
+    """tests/data/thesis_results.json was written by the trainer before recipes existed, on these
+    records and flags; --recipe thesis must give the same stages."""
+    weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+    subset = conftest.imagenette_subset(tmp_path / "images", {"train": 8, "val": 2})
+    records = str(tmp_path / "records")
+    job.make_tfrecords(
+        config_lib.ExtractConfig(
+            out_dir=records,
+            data_dir=subset,
+            backbone="mobilenet_v2",
+            weights=weights,
+            nodes=("block_16_project_BN", "pool"),
+            qualities=(30, 70),
+            input_size=64,
+            num_shards=2,
+            batch_size=16,
+            validation_percent=25,
+            progress=False,
+        )
+    )
+    results = train.train_and_evaluate(
+        config_lib.TrainConfig(
+            records_dir=records,
+            logdir=str(tmp_path / "run"),
+            recipe="thesis",
+            stages=("pool", "block_16_project_BN"),
+            label_space="dataset",
+            batch_size=8,
+            eval_every_steps=4,
+            seed=0,
+            export=False,
+            progress=False,
+        ),
+        announce=False,
+    )
+    golden = json.loads(open(GOLDEN).read())
+    assert results.optimizer == golden["optimizer"] == "sgd"
+    assert results.learning_rate_sweep.chosen == golden["learning_rate_sweep"]["chosen"]
+    for stage, expected in zip(results.stages, golden["stages"], strict=True):
+        assert (stage.node, stage.steps, stage.best_step, stage.ended_by) == (
+            expected["node"],
+            expected["steps"],
+            expected["best_step"],
+            expected["ended_by"],
+        )
+        for key in ("learning_rate", "epochs", "best_top1", "best_top5"):
+            assert getattr(stage, key) == pytest.approx(expected[key], rel=1e-9)
+        assert stage.best_loss == pytest.approx(expected["best_loss"], rel=1e-4)
+
+
+def _head_weights(checkpoint: str) -> np.ndarray:
+    reader = tf.train.load_checkpoint(checkpoint)
+    return np.concatenate(
+        [
+            reader.get_tensor(name).ravel()
+            for name, _ in sorted(tf.train.list_variables(checkpoint))
+            if name.startswith("head/")
+        ]
+    )
+
+
+def test_refit_trains_on_train_and_validation_with_the_selected_schedule(features, tmp_path):
+    records, values, labels = features
+    poisoned_labels = {**labels, "validation": labels["validation"].copy()}
+    poisoned_labels["validation"][:4] = (poisoned_labels["validation"][:4] + 1) % 3
+    poisoned = conftest.write_feature_records(str(tmp_path / "poisoned"), values, poisoned_labels)
+    runs = {}
+    for name, source in (("clean", records), ("poisoned", poisoned)):
+        runs[name] = train.train_and_evaluate(
+            _converged(
+                source,
+                str(tmp_path / name),
+                learning_rate=1e-3,
+                max_epochs_per_stage=4.0,
+                plateau_epochs=10.0,
+                refit=True,
+            ),
+            announce=False,
+        )
+    clean, dirty = runs["clean"], runs["poisoned"]
+    # Selection trains on train alone: the same model, though validation (what it is scored on)
+    # differs.
+    assert clean.stages[0].best_step == dirty.stages[0].best_step == 12
+    np.testing.assert_array_equal(
+        _head_weights(clean.stages[0].checkpoint), _head_weights(dirty.stages[0].checkpoint)
+    )
+    # The refit trains the selected schedule (4 epochs at the chosen rate) on train + validation:
+    # 90 images, 5 steps an epoch, and it learnt the poisoned labels.
+    refits = {name: run_directory.read(run.refit["logdir"]).stages[0] for name, run in runs.items()}
+    assert refits["clean"].ended_by == "replay" and refits["clean"].steps == 20
+    assert refits["clean"].best_top1 is None  # nothing held out: no score chooses anything
+    assert not np.allclose(
+        _head_weights(refits["clean"].checkpoint), _head_weights(refits["poisoned"].checkpoint)
+    )
+    assert os.path.isdir(os.path.join(clean.refit["logdir"], "checkpoints"))
+
+
+def test_the_stacked_gate_beats_equal_weights_where_one_branch_is_reliable_for_one_class():
+    """Branch 0 is right (and sure) on class 0 only, otherwise sure of a wrong class; branch 1 is
+    mildly right everywhere. Equal weights let branch 0's confident mistakes through; a gate that
+    sees the predictions learns to trust branch 0 only when it says class 0."""
+    rng = np.random.default_rng(0)
+    count, classes = 600, 3
+    labels = rng.integers(0, classes, count)
+    sure, mild = np.full((count, classes), 0.02), np.full((count, classes), 0.3)
+    branch0 = np.where(labels == 0, 0, (labels + 1) % classes)
+    sure[np.arange(count), branch0] = 0.96
+    mild[np.arange(count), labels] = 0.4
+    log_probabilities = np.log(np.stack([sure, mild], axis=1)).astype(np.float32)
+    check = np.arange(count) % 5 == 0
+    held_out = stacking.HeldOut(
+        np.zeros((count, 2, 4), np.float32), log_probabilities, labels, check
+    )
+    gate = fusion_lib.combiner("gated", 2, stacked=True)
+    gate(held_out.features[:1], held_out.log_probabilities[:1])
+    outcome = stacking.fit(gate, held_out)
+    assert outcome["kept"] == "learnt weights"
+    assert outcome["check_loss"] < 0.7 * outcome["equal_weights_check_loss"]
+
+    def accuracy(weights):
+        mixture = (weights[..., None] * np.exp(log_probabilities)).sum(axis=1)
+        return float((mixture.argmax(axis=1) == labels)[check].mean())
+
+    learnt = np.asarray(gate(held_out.features, held_out.log_probabilities))
+    assert accuracy(learnt) == 1.0 and accuracy(np.full((count, 2), 0.5)) < 0.7
+    # The weights learnt alone (weighted) cannot tell the cases apart, but still do no worse.
+    weights = fusion_lib.combiner("weighted", 2)
+    weights(held_out.features[:1], held_out.log_probabilities[:1])
+    plain = stacking.fit(weights, held_out)
+    assert plain["check_loss"] <= plain["equal_weights_check_loss"]
+
+
+def test_recipes_fill_what_the_flags_leave_open():
+    thesis = config_lib.TrainConfig(records_dir="r", logdir="l", recipe="thesis").resolved()
+    assert (thesis.optimizer, thesis.learning_rate, thesis.plateau_epochs) == ("sgd", 0.01, 1.0)
+    assert (thesis.max_epochs_per_stage, thesis.lr_reductions, thesis.sweep_seeds) == (20.0, 0, 1)
+    converged = config_lib.TrainConfig(records_dir="r", logdir="l", optimizer="sgd").resolved()
+    assert (converged.recipe, converged.optimizer, converged.learning_rate) == (
+        "converged",
+        "sgd",
+        "auto",
+    )
+    assert converged.lr_reductions == 2 and converged.plateau_epochs is None
+    # The patience suits the data's size: 500 steps in whole epochs, between 2 and 20 epochs.
+    assert [converged.patience_epochs(steps) for steps in (5, 40, 12800)] == [20.0, 13.0, 2.0]
+    with pytest.raises(ValueError, match="--recipe"):
+        config_lib.TrainConfig(records_dir="r", logdir="l", recipe="fast")
+    with pytest.raises(ValueError, match="--refit"):
+        config_lib.TrainConfig(records_dir="r", logdir="l", folds=5, refit=True)
+
+
+def test_heads_fit_follows_the_recipe():
+    values, labels = conftest.separable_features({"train": 90, "validation": 30}, num_branches=1)
+    train_data = (values["train"][:, 0], labels["train"])
+    validation = (values["validation"][:, 0], labels["validation"])
+    outcomes = {}
+    for recipe in config_lib.RECIPE_NAMES:
+        head = heads.build_head("linear", 3, seed=0)
+        outcomes[recipe] = heads.fit(
+            head, train_data, validation, recipe=recipe, batch_size=30, max_epochs=60, patience=5
+        )
+    assert outcomes["converged"]["recipe"] == "converged"
+    assert (
+        outcomes["converged"]["best_validation_loss"] < outcomes["thesis"]["best_validation_loss"]
+    )
+    assert dataclasses.asdict(config_lib.RECIPES["thesis"])["optimizer"] == "sgd"
