@@ -195,8 +195,8 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
 
 
 def test_inflection_is_measured_against_the_best_reached_so_far():
-    # A head that fine-tuning keeps improving for three cycles, then loses accuracy for good: against
-    # its weaker start the drop would only count once it fell below 0.58, eight cycles later.
+    # A head that fine-tuning keeps improving for three cycles, then loses accuracy for good:
+    # against its weaker start the drop would only count once it fell below 0.58, much later.
     curve = [0.60, 0.70, 0.80, 0.85, 0.84, 0.80, 0.78, 0.75, 0.70, 0.65, 0.62, 0.57, 0.5]
     asked = []
 

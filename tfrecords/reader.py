@@ -44,9 +44,9 @@ def _splits(split) -> tuple[str, ...]:
 
 
 def in_fold(image_ids: tf.Tensor, fold: tuple[int, int, bool]) -> tf.Tensor:
-    """Whether each image belongs to the records that `fold` = (K, i, keep) selects: with keep, only
-    fold i of K; without, every fold but i. Folds come from a stable hash of the image id (the same on
-    every machine and run), so every reader of the same records agrees on them."""
+    """Whether each image belongs to the records that `fold` = (K, i, keep) selects: with keep,
+    only fold i of K; without, every fold but i. Folds come from a stable hash of the image id (the
+    same on every machine and run), so every reader of the same records agrees on them."""
     count, index, keep = fold
     inside = tf.equal(tf.strings.to_hash_bucket_fast(image_ids, count), index)
     return inside if keep else tf.logical_not(inside)
@@ -213,9 +213,7 @@ def explained_data_loss(records_dir: str, node: str, split):
         raise DamagedRecords(explain_data_loss(error, records_dir, node, split)) from None
 
 
-def explain_data_loss(
-    error: tf.errors.DataLossError, records_dir: str, node: str, split
-) -> str:
+def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: str, split) -> str:
     """One line for a DataLossError met while reading node/split: which shard is damaged and how to
     fix it.
 

@@ -18,7 +18,6 @@ A neuron whose activation is constant over the training set has no angle; it is 
 constant output folded into the next layer's bias.
 """
 
-import collections
 import dataclasses
 import os
 import resource

@@ -137,8 +137,8 @@ def build_report(
         "# Multi-quality JPEG topology: report",
         "",
         f"Backbone {results.backbone}, branches {', '.join(results.branches)}; records "
-        f"`{results.records}`; training run `{logdir}`, trained by the **{results.recipe or 'thesis'}** "
-        "recipe.",
+        f"`{results.records}`; training run `{logdir}`, trained by the "
+        f"**{results.recipe or 'thesis'}** recipe.",
         "",
     ]
 
