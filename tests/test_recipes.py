@@ -257,3 +257,29 @@ def test_heads_fit_follows_the_recipe():
         outcomes["converged"]["best_validation_loss"] < outcomes["thesis"]["best_validation_loss"]
     )
     assert dataclasses.asdict(config_lib.RECIPES["thesis"])["optimizer"] == "sgd"
+
+
+def test_folds_choose_on_every_labelled_image_then_train_on_all_of_them(features, tmp_path):
+    logdir = tmp_path / "run"
+    results = train.train_and_evaluate(
+        _converged(
+            features[0],
+            str(logdir),
+            learning_rate="auto",
+            sweep_learning_rates=(1e-3, 1e-9),
+            folds=3,
+            max_epochs_per_stage=3.0,
+        ),
+        announce=False,
+    )
+    sweep = results.learning_rate_sweep
+    # The rate that learns has the lower mean loss over the three folds of all 90 images.
+    assert sweep.chosen == 1e-3 and len(sweep.candidates) == 2
+    assert "3-fold cross-validation over the 90 train and validation images" in sweep.chosen_by
+    assert all(len(row.validation_loss_per_run) == 3 for row in sweep.candidates)
+    for rate in ("0.001", "1e-09"):
+        assert sorted(os.listdir(logdir / "folds" / f"lr{rate}")) == ["fold0", "fold1", "fold2"]
+    # The final model replays the chosen schedule on all of them: nothing is scored on a split.
+    stage = results.stages[0]
+    assert stage.ended_by == "replay" and stage.best_top1 is None
+    assert "3-fold" in results.selection and results.summary()

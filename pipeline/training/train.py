@@ -275,18 +275,7 @@ def _train_by_folds(
             for index in range(count)
         ]
         fold_runs[rate] = runs
-        first = [fold.stages[0] for fold in runs]
-        candidates.append(
-            results_lib.SweepCandidate(
-                rate,
-                float(np.mean([stage.best_top1 for stage in first])),
-                float(np.mean([stage.best_loss for stage in first])),
-                results_lib.MAX_EPOCHS
-                if any(stage.capped for stage in first)
-                else results_lib.PLATEAU,
-                tuple(stage.best_loss for stage in first),
-            )
-        )
+        candidates.append(_candidate(rate, [fold.stages[0] for fold in runs]))
     best = _best_candidate(config, candidates)
     chosen = fold_runs[best.learning_rate]
     replay = tuple(
@@ -316,6 +305,17 @@ def _train_by_folds(
         combiner_source=run.path("folds", f"lr{best.learning_rate:g}", "fold0"),
     )
     return _train(final, stop, announce=announce, baseline=False, identity=identity, sweep=sweep)
+
+
+def _candidate(rate: float, stages: list[results_lib.StageResult]) -> results_lib.SweepCandidate:
+    """A candidate rate's figures: the mean over its runs (seeds or folds) of their first stage."""
+    return results_lib.SweepCandidate(
+        rate,
+        float(np.mean([stage.best_top1 for stage in stages])),
+        float(np.mean([stage.best_loss for stage in stages])),
+        results_lib.MAX_EPOCHS if any(stage.capped for stage in stages) else results_lib.PLATEAU,
+        tuple(stage.best_loss for stage in stages) if len(stages) > 1 else (),
+    )
 
 
 def _best_candidate(
@@ -397,17 +397,7 @@ def learning_rate_sweep(
             # A candidate is judged by its own validation scores: the stock model's, the same for
             # every candidate, is left to the run itself.
             stages.append(_train(trial, stop, announce=False, baseline=False).stages[0])
-        candidates.append(
-            results_lib.SweepCandidate(
-                rate,
-                float(np.mean([stage.best_top1 for stage in stages])),
-                float(np.mean([stage.best_loss for stage in stages])),
-                results_lib.MAX_EPOCHS
-                if any(stage.capped for stage in stages)
-                else results_lib.PLATEAU,
-                tuple(stage.best_loss for stage in stages) if len(stages) > 1 else (),
-            )
-        )
+        candidates.append(_candidate(rate, stages))
     best = _best_candidate(config, candidates)
     tried = ", ".join(
         f"{row.learning_rate:g} ({100 * row.validation_top1:.2f} %, loss {row.validation_loss:.4f})"
