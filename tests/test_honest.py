@@ -3,6 +3,7 @@ never reads, and jpeg-ladder-compare's figures."""
 
 import dataclasses
 import glob
+import json
 import math
 import os
 
@@ -198,12 +199,22 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
         eval_every_steps=2,
         plateau_epochs=2.0,
         max_epochs_per_stage=2.0,
+        refit=True,
         progress=False,
     )
     config = config_lib.CompareConfig(
         records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
     )
     result = compare.compare(config)
+    assert result["recipe"] == "converged"
+    # --refit: every arm's model trained again on train + validation, scored on the same images.
+    assert set(result["refit"]["arms"]) == {"baseline", "shared"}
+    assert set(result["refit"]["versus_baseline"]) == {"shared"}
+    for arm in ("baseline", "shared"):
+        refit_run = tmp_path / "out" / "runs" / arm / "seed0" / "refit" / "results.json"
+        assert [stage["ended_by"] for stage in json.loads(refit_run.read_text())["stages"]] == [
+            "replay"
+        ]
     assert result == train.fileio.read_json(str(tmp_path / "out" / "comparison.json"))
     assert result["split"] == "test" and result["num_images"] == conftest.num_records(
         records, "test"
@@ -227,6 +238,7 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
         )
     assert result["oracle_top1"] >= result["arms"]["baseline"]["top1_mean"] - 1e-12
     text = (tmp_path / "out" / "comparison.md").read_text()
+    assert "## Refit" in text and "**converged** recipe" in text
     assert (
         "test" in text
         and "baseline" in text
@@ -234,6 +246,31 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
     )
     # A rerun resumes: every run is finished, so nothing trains again and the figures are the same.
     assert compare.compare(config) == result
+
+
+def test_the_oracle_gap_share_reads_sensibly_when_an_arm_beats_the_oracle():
+    right = {
+        "baseline": [[True] * 6 + [False] * 4],  # 60 %
+        "half": [[True] * 7 + [False] * 3],  # 70 %: half of the gap to an 80 % oracle
+        "above": [[True] * 9 + [False]],  # 90 %: 10 points beyond the oracle
+    }
+    result = compare.summarise(
+        right,
+        {arm: [1.0] for arm in right},
+        {arm: [["plateau"]] for arm in right},
+        {arm: 0.01 for arm in right},
+        {arm: [1.0] for arm in right},
+        0.8,
+        "test",
+    )
+    arms = result["arms"]
+    assert arms["half"]["oracle_gap_closed"] == pytest.approx(0.5)
+    assert arms["half"]["beyond_oracle"] == 0
+    assert arms["above"]["oracle_gap_closed"] == 1.0
+    assert arms["above"]["beyond_oracle"] == pytest.approx(0.1)
+    table = compare.markdown(result)
+    assert "| 50 % |" in table and "100 % and 10.00 points beyond the oracle" in table
+    assert "250 %" not in table
 
 
 def test_the_bootstrap_interval_covers_a_known_difference_and_the_sign_test_is_mcnemars():

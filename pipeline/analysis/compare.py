@@ -256,8 +256,8 @@ def _gap(entry: dict) -> str:
 def _table(arms: dict, versus_baseline: dict) -> list[str]:
     lines = [
         "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline "
-        "| 95 % interval | p | oracle gap closed | stages ended by |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "| 95 % interval | p | oracle gap closed | training s per seed | stages ended by |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for arm, entry in arms.items():
         versus = versus_baseline.get(arm)
@@ -270,7 +270,7 @@ def _table(arms: dict, versus_baseline: dict) -> list[str]:
         lines.append(
             f"| {arm} | {_percent(entry['top1_mean'])} ± {_percent(entry['top1_std'])} | "
             f"{_percent(entry['top5_mean'])} | {len(entry['top1'])} | {entry['learning_rate']:g} "
-            f"| {compared} | {_gap(entry)} | "
+            f"| {compared} | {_gap(entry)} | {np.mean(entry.get('seconds') or [np.nan]):.0f} | "
             + ("**epoch cap while improving** " if entry["capped"] else "")
             + "; ".join(",".join(stages) for stages in entry["ended_by"])
             + " |"
