@@ -16,6 +16,7 @@ import tensorflow as tf
 from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline import seeding
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import writer
@@ -36,7 +37,8 @@ def for_job(
         backbone.source == registry.KERAS
         and registry.weights_identity(config.weights)["kind"] == "none"
     ):
-        keras.utils.set_random_seed(config.seed)
+        with seeding.seeded(config.seed):
+            return registry.build(backbone, config.weights, input_size)
     return registry.build(backbone, config.weights, input_size, local_weights(config.weights))
 
 
@@ -108,9 +110,9 @@ def from_identity(
     if backbone.source != registry.KERAS:
         return registry.build(backbone, None, input_size)
     if weights["kind"] == "none":
-        keras.utils.set_random_seed(seed)
-        source = "none"
-    elif weights["kind"] == "file":
+        with seeding.seeded(seed):
+            return registry.build(backbone, "none", input_size)
+    if weights["kind"] == "file":
         source = weights["path"]
         if not os.path.isfile(local_weights(weights) or source):
             raise errors.UserError(

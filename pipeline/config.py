@@ -324,6 +324,11 @@ PATIENCE_EPOCHS = (2.0, 20.0)
 # In a stage, the rate is divided by this on each plateau the recipe allows (the thesis's Algorithm
 # 2, applied within the stage), from the stage's best checkpoint.
 REDUCTION_FACTOR = 10.0
+# Under the converged recipe a new best must also lower the validation loss by this much (nats per
+# image): a head that separates its training images keeps shrinking its loss by ever smaller
+# amounts as its weights grow, which would otherwise never count as a plateau (on imagenette-mini
+# every run reached the 500-epoch cap, its loss near 0.02 and falling by 0.1 % per patience).
+LOSS_MIN_DELTA = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1016,9 +1021,16 @@ class PredictConfig:
 
     model: str = option(help="LOGDIR/export of a finished training")
     images: tuple[str, ...] = option(
-        positional=True, nargs="+", help="image files (any format Pillow reads)"
+        positional=True,
+        nargs="+",
+        help="image files (any format Pillow reads), or folders: every file directly in them",
     )
     top: int = option(5, help="classes to print per image")
+    csv: str | None = option(
+        None,
+        help="write image,label,confidence (the top class and its probability) per image to this "
+        "CSV instead of printing the top classes",
+    )
 
     def __post_init__(self):
         if self.top < 1:

@@ -19,6 +19,7 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
+from pipeline.offline import images
 from pipeline.offline import job
 from pipeline.offline import ladder
 from pipeline.offline import progress as progress_lib
@@ -232,13 +233,21 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
     held_out = _read_all(
         str(tmp_path / "out"), "pool", "test"
     )  # the CSV's val rows are the test split
+    # Integer ids (sparse, as 2 and 7 here, or 4780) are numbered 0..K-1 in numeric order: a head
+    # of K outputs, the ids kept as the class names.
     assert {image_id: label for image_id, (_, label) in held_out.items()} == {
-        "dog/dog_001.jpg": 2,
-        "fox/fox_002.jpg": 7,
+        "dog/dog_001.jpg": 0,
+        "fox/fox_002.jpg": 1,
     }
     assert next(iter(held_out.values()))[0].shape == (3, 1280)
     with open(tmp_path / "out" / "manifest.json") as file:
-        assert len(json.load(file)["class_names"]) == 8
+        assert json.load(file)["class_names"] == ["2", "7"]
+    assert images.index_csv(csv_path, 0).class_names == ("2", "7")
+    with open(csv_path, "a") as file:
+        file.write("cat/cat_001.jpg,4780,train\ncat/cat_002.jpg,12,train\n")
+    index = images.index_csv(csv_path, 0)
+    assert index.class_names == ("2", "7", "12", "4780")
+    assert [item.label for item in index.items] == [1, 0, 1, 3, 2]
 
 
 def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(

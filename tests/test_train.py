@@ -1,6 +1,7 @@
 """The block-by-block trainer: topology, schedule, two replicas, resume after SIGKILL, TensorBoard,
 export."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from pipeline.training import results as results_lib
 from pipeline.training import topology
 from pipeline.training import train
 from tests import conftest
+from tools import predict as predict_tool
 
 STAGES = conftest.TRAIN_STAGES
 
@@ -160,6 +162,30 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
             atol=1e-6,
         )
     assert classifier.class_names == ["cat", "dog", "fox"]
+
+    # jpeg-ladder-predict over a flat unlabelled folder: one CSV row per readable image, with the
+    # top class and its probability; an unreadable file is named and skipped (exit status 1).
+    flat = tmp_path / "unlabelled"
+    flat.mkdir()
+    for image_id in cached:
+        os.symlink(os.path.join(data_dir, image_id), flat / image_id.replace("/", "_"))
+    (flat / "broken.jpg").write_bytes(b"not an image")
+    table = tmp_path / "predictions.csv"
+    assert (
+        predict_tool.main(
+            ["--model", str(tmp_path / "run" / "export"), str(flat), "--csv", str(table)]
+        )
+        == 1
+    )
+    with open(table) as file:
+        rows = list(csv.DictReader(file))
+    assert [row["image"] for row in rows] == sorted(
+        str(flat / image_id.replace("/", "_")) for image_id in cached
+    )
+    for row in rows:
+        probabilities = cached[os.path.basename(row["image"]).replace("_", "/", 1)]
+        assert row["label"] == classifier.class_names[int(np.argmax(probabilities))]
+        assert float(row["confidence"]) == pytest.approx(float(np.max(probabilities)), abs=1e-4)
 
 
 def test_killed_training_resumes_where_it_was(records, tmp_path):

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from pipeline import config as config_lib
+from pipeline import seeding
 from pipeline.analysis import pruning
 from pipeline.training import heads
 from pipeline.training import metrics
@@ -179,10 +180,12 @@ def compress(config: config_lib.CompressConfig) -> dict:
     # the others.
     span = np.where(span > 1e-6 * max(float(span.max()), 1e-12), span, 1.0)
     scaled = {split: (values - low) / span for split, values in raw.items()}
-    keras.utils.set_random_seed(config.seed)
-    model = build_autoencoder(scaled["train"].shape[1], config.code_size, config.seed)
-    train(model, scaled["train"], config.epochs, config)
-    model, history, snapshots = prune_codes(model, scaled["train"], scaled["validation"], config)
+    with seeding.seeded(config.seed):
+        model = build_autoencoder(scaled["train"].shape[1], config.code_size, config.seed)
+        train(model, scaled["train"], config.epochs, config)
+        model, history, snapshots = prune_codes(
+            model, scaled["train"], scaled["validation"], config
+        )
     num_classes = len(manifest.class_names)
     rows = [
         {

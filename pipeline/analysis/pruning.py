@@ -440,6 +440,7 @@ def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
         features.samples("validation"),
         recipe=config.recipe,
         learning_rate=config.learning_rate,
+        eager=True,  # flat memory over hundreds of cycles (see heads.fit)
         momentum=config.momentum,
         batch_size=config.batch_size,
         max_epochs=config.max_epochs,
@@ -547,8 +548,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
                 removed[removal.kind] += len(removal.removed)
         if weights is state["weights"]:
             return None
-        # Every cycle builds and compiles a new head: Keras's global state (layer names, traced
-        # functions) would otherwise grow with each, by gigabytes over hundreds of cycles.
+        # Every cycle builds a new head: Keras's global state (layer names) would otherwise grow.
         keras.backend.clear_session()
         pruned = heads.mlp_from_weights(
             weights, activation=activation, dropout=dropout, seed=config.seed + cycle

@@ -140,8 +140,9 @@ def index_directory(
 def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
     """A CSV of file,label[,split] (a header row is optional); files relative to the CSV's folder.
 
-    Labels that are all integers are used as class indices; otherwise they are class names,
-    numbered in sorted order.
+    Labels are class names, numbered 0..K-1 in sorted order; integer labels (ids, which may be
+    sparse: 12, 99, 4780) in numeric order, so that a head has one output per class present and the
+    ids stay the class names (with --imagenet-labels they are ImageNet indices).
     """
     if not fileio.isfile(labels_csv):
         raise FileNotFoundError(f"--labels-csv {labels_csv}: no such file")
@@ -159,7 +160,10 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
         numbers = [int(label) for label in labels]
         if min(numbers) < 0:
             raise errors.UserError(f"--labels-csv {labels_csv}: negative label {min(numbers)}")
-        class_names = tuple(str(number) for number in range(max(numbers) + 1))
+        ids = sorted(set(numbers))
+        position = {number: index for index, number in enumerate(ids)}
+        class_names = tuple(str(number) for number in ids)
+        numbers = [position[number] for number in numbers]
     else:
         class_names = tuple(sorted(set(labels)))
         numbers = [class_names.index(label) for label in labels]

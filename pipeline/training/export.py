@@ -14,12 +14,15 @@ and a SavedModel backbone travels inside the export, so the export needs neither
 backbone's files.
 """
 
+import csv
+import io
 import os
 import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from bottlenecks import cut
 from pipeline import config as config_lib
@@ -140,12 +143,28 @@ class ExportedClassifier:
         return self.probabilities(ladder.load_rgb(path))
 
 
+def image_files(paths) -> list[str]:
+    """The given image files, with each folder replaced by the files directly in it (sorted; hidden
+    files left out)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(
+                os.path.join(path, name)
+                for name in os.listdir(path)
+                if not name.startswith(".") and os.path.isfile(os.path.join(path, name))
+            )
+        else:
+            files.append(path)
+    return files
+
+
 def predict_files(config: config_lib.PredictConfig) -> int:
-    """jpeg-ladder-predict: prints each image's top classes; returns how many images could not be
-    read."""
+    """jpeg-ladder-predict: prints each image's top classes, or writes the top class per image to
+    --csv (image,label,confidence); returns how many images could not be read."""
     classifier = ExportedClassifier(config.model)
-    skipped = 0
-    for path in config.images:
+    skipped, rows = 0, []
+    for path in tqdm.tqdm(image_files(config.images), unit="image", disable=config.csv is None):
         try:
             probabilities = classifier.classify_file(path)
         except ladder.BadImage as error:
@@ -153,7 +172,16 @@ def predict_files(config: config_lib.PredictConfig) -> int:
             skipped += 1
             continue
         ranked = probabilities.argsort()[::-1][: config.top]
+        if config.csv is not None:
+            top = ranked[0]
+            rows.append((path, classifier.class_names[top], f"{probabilities[top]:.6f}"))
+            continue
         print(path)
         for rank, index in enumerate(ranked, 1):
             print(f"  {rank}. {classifier.class_names[index]}  {probabilities[index]:.4f}")
+    if config.csv is not None:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([("image", "label", "confidence"), *rows])
+        fileio.write_text_atomic(config.csv, text.getvalue())
+        print(f"predict: {len(rows)} images classified into {config.csv}, {skipped} skipped")
     return skipped

@@ -336,7 +336,9 @@ class StageRun:
         state["last_eval_step"].assign(step)
         best_top1, best_loss = float(state["best_top1"].numpy()), float(state["best_loss"].numpy())
         if self.config.rule.plateau_metric == "loss":
-            better = best_top1 < 0 or lower_loss(metrics_now["loss"], best_loss)
+            better = best_top1 < 0 or lower_loss(
+                metrics_now["loss"], best_loss, min_delta=config_lib.LOSS_MIN_DELTA
+            )
             restarts, replaces = better, better
         else:
             # The plateau counts from the last higher top-1; a tie at a lower loss only replaces
@@ -362,10 +364,10 @@ class StageRun:
         return metrics_now["top1"]
 
 
-def lower_loss(loss: float, best_loss: float) -> bool:
-    """A validation loss clearly below the best: by more than LOSS_MARGIN of it (float noise and a
-    loss drifting by a hair do not count)."""
-    return loss < best_loss - LOSS_MARGIN * abs(best_loss)
+def lower_loss(loss: float, best_loss: float, min_delta: float = 0.0) -> bool:
+    """A validation loss clearly below the best: by more than LOSS_MARGIN of it and than min_delta
+    (float noise and a loss drifting by a hair do not count)."""
+    return loss < best_loss - max(LOSS_MARGIN * abs(best_loss), min_delta)
 
 
 def improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
