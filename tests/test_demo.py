@@ -107,3 +107,11 @@ def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, caps
         last_line.startswith("On SYNTHETIC images")
         and compare.verdict(comparison).removeprefix("compare: ") in last_line
     )
+
+
+def test_the_accuracy_per_quality_plot_draws_its_points_in_order_of_quality():
+    from pipeline.analysis import report
+
+    names = sorted(["original"] + [f"q{quality}" for quality in range(10, 101, 10)])
+    assert names[:3] == ["original", "q10", "q100"]  # as evaluation.json lists them
+    assert report.qualities_in_order(names) == list(range(10, 101, 10))

@@ -27,12 +27,17 @@ def _save(figure, directory, name) -> str:
     return name
 
 
+def qualities_in_order(branch_names) -> list[int]:
+    """The JPEG qualities of the ladder's branches (q10, q100, ...), ascending, whatever order the
+    names come in (evaluation.json lists them sorted as text: q10, q100, q20, ...)."""
+    return sorted(int(name[1:]) for name in branch_names if name != "original")
+
+
 def _accuracy_versus_quality(evaluation: dict, directory: str):
     branches = evaluation.get("branches")
     if not branches:
         return None
-    # In order of quality, whatever order the evaluation lists its branches in.
-    qualities = sorted(int(name[1:]) for name in branches if name != "original")
+    qualities = qualities_in_order(branches)
     figure, axes = plots.figure(figsize=(7, 4))
     for metric, marker in (("top1", "o"), ("top5", "s")):
         axes.plot(
