@@ -228,89 +228,62 @@ def fit(
     flat, about a quarter slower).
     """
     with seeding.seeded(seed):
-        return _fit(
-            head,
-            train,
-            validation,
-            recipe,
-            learning_rate,
-            momentum,
-            batch_size,
-            max_epochs,
-            patience,
-            verbose,
-            eager,
+        rule = config_lib.RECIPES[recipe]
+        inputs = keras.Input(shape=(np.shape(train[0])[1],))
+        model = keras.Model(inputs, head(inputs))
+        if rule.optimizer == "adam":
+            rate = FIT_ADAM_RATE if learning_rate is None else learning_rate
+            optimizer = keras.optimizers.Adam(learning_rate=rate)
+        else:
+            rate = FIT_SGD_RATE if learning_rate is None else learning_rate
+            optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=momentum)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
+            run_eagerly=eager,
         )
-
-
-def _fit(
-    head,
-    train,
-    validation,
-    recipe,
-    learning_rate,
-    momentum,
-    batch_size,
-    max_epochs,
-    patience,
-    verbose,
-    eager,
-) -> dict:
-    rule = config_lib.RECIPES[recipe]
-    inputs = keras.Input(shape=(np.shape(train[0])[1],))
-    model = keras.Model(inputs, head(inputs))
-    if rule.optimizer == "adam":
-        rate = FIT_ADAM_RATE if learning_rate is None else learning_rate
-        optimizer = keras.optimizers.Adam(learning_rate=rate)
-    else:
-        rate = FIT_SGD_RATE if learning_rate is None else learning_rate
-        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=momentum)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
-        run_eagerly=eager,
-    )
-    monitor, mode = ("val_loss", "min") if rule.plateau_metric == "loss" else ("val_top1", "max")
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            mode=mode,
-            patience=patience,
-            restore_best_weights=True,
-            min_delta=config_lib.LOSS_MIN_DELTA if mode == "min" else 0,
-        )
-    ]
-    if rule.lr_reductions:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
+        by_loss = rule.plateau_metric == "loss"
+        monitor, mode = ("val_loss", "min") if by_loss else ("val_top1", "max")
+        callbacks = [
+            keras.callbacks.EarlyStopping(
                 monitor=monitor,
                 mode=mode,
-                factor=1 / config_lib.REDUCTION_FACTOR,
-                patience=max(1, patience // 2),
-                min_delta=config_lib.LOSS_MIN_DELTA,
-                min_lr=rate / config_lib.REDUCTION_FACTOR**rule.lr_reductions,
+                patience=patience,
+                restore_best_weights=True,
+                min_delta=config_lib.LOSS_MIN_DELTA if mode == "min" else 0,
             )
+        ]
+        if rule.lr_reductions:
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor,
+                    mode=mode,
+                    factor=1 / config_lib.REDUCTION_FACTOR,
+                    patience=max(1, patience // 2),
+                    min_delta=config_lib.LOSS_MIN_DELTA,
+                    min_lr=rate / config_lib.REDUCTION_FACTOR**rule.lr_reductions,
+                )
+            )
+        history = model.fit(
+            np.asarray(train[0], np.float32),
+            np.asarray(train[1], np.int32),
+            batch_size=batch_size,
+            epochs=max_epochs,
+            validation_data=(
+                np.asarray(validation[0], np.float32),
+                np.asarray(validation[1], np.int32),
+            ),
+            callbacks=callbacks,
+            shuffle=True,
+            verbose=verbose,
         )
-    history = model.fit(
-        np.asarray(train[0], np.float32),
-        np.asarray(train[1], np.int32),
-        batch_size=batch_size,
-        epochs=max_epochs,
-        validation_data=(
-            np.asarray(validation[0], np.float32),
-            np.asarray(validation[1], np.int32),
-        ),
-        callbacks=callbacks,
-        shuffle=True,
-        verbose=verbose,
-    )
-    scores = np.asarray(history.history[monitor])
-    best = int(np.argmin(scores) if mode == "min" else np.argmax(scores))
-    return {
-        "epochs": len(scores),
-        "best_epoch": best + 1,
-        "best_validation_top1": float(history.history["val_top1"][best]),
-        "best_validation_loss": float(history.history["val_loss"][best]),
-        "recipe": recipe,
-    }
+        scores = np.asarray(history.history[monitor])
+        best = int(np.argmin(scores) if mode == "min" else np.argmax(scores))
+        return {
+            "epochs": len(scores),
+            "best_epoch": best + 1,
+            "best_validation_top1": float(history.history["val_top1"][best]),
+            "best_validation_loss": float(history.history["val_loss"][best]),
+            "recipe": recipe,
+        }
