@@ -79,9 +79,7 @@ def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
 
 
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
-    training = dataclasses.replace(
-        config_lib.demo_training(), max_epochs_per_stage=4.0, seeds=1, progress=False
-    )
+    training = dataclasses.replace(config_lib.demo_training(), seeds=1, progress=False)
     config = config_lib.DemoConfig(
         out_dir=str(tmp_path / "demo"),
         images_per_class=24,
