@@ -28,10 +28,6 @@ QUALITIES = tuple(range(10, 101, 10))
 FEATURE_VECTOR_PREFIXES = ("hub:", "savedmodel:")
 
 
-def branch_names(qualities=QUALITIES) -> tuple[str, ...]:
-    return ("original",) + tuple(f"q{quality}" for quality in qualities)
-
-
 # ------------------------------------------------------------------------------------------
 # Options: a field that is a flag
 
@@ -93,6 +89,42 @@ def nested(
 def size_or_none(text: str) -> int | None:
     """--input-size: pixels, or 0 for the backbone's own."""
     return int(text) or None
+
+
+def qualities_or_none(text: str) -> tuple[int, ...]:
+    """--qualities: comma-separated integers, or none"""
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+VIEW_KINDS = ("object", "parts", "hflip")
+
+
+def view_list(text: str) -> tuple[str, ...]:
+    """--views: comma-separated object, parts:K, hflip"""
+    views = tuple(part.strip() for part in text.split(",") if part.strip())
+    for view in views:
+        kind, _, count = view.partition(":")
+        if kind not in VIEW_KINDS or (kind == "parts") != bool(count):
+            raise ValueError(view)
+        if count and not (count.isdigit() and int(count) >= 1):
+            raise ValueError(view)
+    if len({view.partition(":")[0] for view in views}) != len(views):
+        raise ValueError(text)
+    return views
+
+
+def branch_tokens(text: str) -> tuple[str, ...]:
+    """--branches: comma-separated branch names, families (ladder, parts) or indices"""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def branch_sets(text: str) -> tuple[tuple[str, ...], ...]:
+    """--branch-sets: branch lists separated by ';', e.g. ladder;original,object"""
+    from pipeline import branches  # no cycle: branches imports only errors
+
+    return branches.parse_sets(text)
 
 
 def number_or_auto(text: str) -> float | str:
@@ -166,7 +198,25 @@ class ExtractConfig:
     nodes: tuple[str, ...] | None = option(
         None, help="comma-separated node names (default: the backbone's training stages)"
     )
-    qualities: tuple[int, ...] = option(QUALITIES, help="JPEG qualities of branches 1..")
+    qualities: tuple[int, ...] = option(
+        QUALITIES,
+        parse=qualities_or_none,
+        help="JPEG qualities of the ladder's re-encodings (none: the original alone, with --views)",
+    )
+    views: tuple[str, ...] = option(
+        (),
+        parse=view_list,
+        help="more branches after the ladder, any of: object (the object's crop, found from the "
+        "backbone's own maps), parts:K (K part crops inside it), hflip (the mirrored photo); "
+        "see pipeline.offline.views",
+        show_default=False,
+    )
+    view_nodes: tuple[str, ...] | None = option(
+        None,
+        help="with --views: the two late nodes whose maps find the object (the earlier, then the "
+        "last; default: the backbone's, e.g. block_16_expand_relu,out_relu for mobilenet_v2)",
+        show_default=False,
+    )
     input_size: int | None = option(
         None,
         parse=size_or_none,
@@ -238,8 +288,20 @@ class ExtractConfig:
         if self.beam_options and self.runner != "beam":
             raise errors.UserError("--beam-options needs --runner beam")
         bad = [quality for quality in self.qualities if not 1 <= int(quality) <= 100]
-        if bad or not self.qualities:
-            raise errors.UserError(f"--qualities must be integers in 1..100, got {self.qualities}")
+        if bad or not (self.qualities or self.views):
+            raise errors.UserError(
+                f"--qualities must be integers in 1..100 (or none, with --views), got "
+                f"{','.join(map(str, self.qualities)) or 'none'}"
+            )
+        if self.view_nodes is not None and (len(self.view_nodes) != 2 or not self.views):
+            raise errors.UserError(
+                "--view-nodes takes two nodes (the earlier, then the last) and needs --views"
+            )
+        if self.views and self.backbone.startswith(FEATURE_VECTOR_PREFIXES):
+            raise errors.UserError(
+                f"--views finds the object in the backbone's own maps, and {self.backbone} gives "
+                "only pooled features: use a keras.applications backbone, or leave --views out"
+            )
         if self.compression not in ("", "GZIP"):
             raise errors.UserError(f"--compression must be GZIP or empty, got {self.compression!r}")
         if self.storage_dtype not in STORAGE_DTYPES:
@@ -291,7 +353,7 @@ class VerifyConfig:
 # Training
 
 
-FUSIONS = ("concat", "shared", "weighted", "gated")
+FUSIONS = ("concat", "shared", "weighted", "gated", "family")
 HEADS = ("linear", "mlp")
 ACTIVATIONS = ("relu", "sigmoid")
 HEAD_INITS = ("random", "baseline")
@@ -450,10 +512,11 @@ class TrainConfig:
         help="comma-separated nodes, one stage each (default: the backbone's schedule, e.g. "
         "pool,mixed9,mixed8,mixed7 for inception_v3)",
     )
-    branches: tuple[int, ...] | None = option(
+    branches: tuple[str, ...] | None = option(
         None,
-        help="comma-separated branch indices, 0 = original (default: all); --branches 0 trains "
-        "the single-branch baseline",
+        parse=branch_tokens,
+        help="comma-separated branch names (original,object), families (ladder, parts) or "
+        "indices (default: all); --branches original (or 0) trains the single-branch baseline",
     )
     fusion: str = option(
         "concat",
@@ -648,7 +711,7 @@ class TrainConfig:
             not self.branches or len(set(self.branches)) != len(self.branches)
         ):
             raise errors.UserError(
-                f"--branches must list distinct branch indices, got {self.branches}"
+                f"--branches must list distinct branches, got {','.join(map(str, self.branches))}"
             )
         if self.strategy == "multiworker" and self.devices:
             raise errors.UserError(
@@ -759,7 +822,18 @@ class CompareConfig:
     out_dir: str = option(
         help="comparison.json, comparison.md, the plot and every run under runs/<arm>/seed<k>"
     )
-    fusions: tuple[str, ...] = option(FUSIONS, help="fusions to compare with the baseline")
+    fusions: tuple[str, ...] = option(
+        FUSIONS[:4], help="fusions to compare with the baseline (family too with --branch-sets)"
+    )
+    branch_sets: tuple[tuple[str, ...], ...] | None = option(
+        None,
+        parse=branch_sets,
+        metavar='"SET;SET"',
+        help='train every fusion on every branch set, e.g. "ladder;original,object;ladder,object"; '
+        'arms are keyed "<fusion>[<set>]", the baseline stays the original alone (default: every '
+        "branch, one set)",
+        show_default=False,
+    )
     training: TrainConfig = nested(
         compare_training,
         exclude=("records_dir", "logdir", "branches", "fusion", "export"),
@@ -849,8 +923,10 @@ class PruneConfig:
     batch_size: int = option(1024, help="fine-tuning batch")
     max_epochs: int = option(500, help="fine-tuning epochs at most")
     patience: int = option(20, help="fine-tuning early-stopping patience (epochs)")
-    branches: tuple[int, ...] | None = option(
-        (0,), help="with --records: comma-separated branches, concatenated"
+    branches: tuple[str, ...] | None = option(
+        ("0",),
+        parse=branch_tokens,
+        help="with --records: comma-separated branches (names, families or indices), concatenated",
     )
     hidden_units: int = option(500, help="with --records")
     activation: str = option("relu", choices=ACTIVATIONS, help="with --records")
@@ -910,7 +986,11 @@ class CompressConfig:
     records_dir: str = option(flag="--records", help="make_tfrecords's --out-dir")
     out_dir: str = option(help="compression.json, compression.md, compression.png (and records/)")
     node: str = option("pool", help="the node whose features are compressed")
-    branches: tuple[int, ...] = option((0,), help="comma-separated branches, concatenated")
+    branches: tuple[str, ...] = option(
+        ("0",),
+        parse=branch_tokens,
+        help="comma-separated branches (names, families or indices), concatenated",
+    )
     code_size: int = option(256, help="the autoencoder's starting code size")
     epochs: int = option(200, help="training before pruning")
     learning_rate: float = option(0.001, help="Adam")
@@ -1001,6 +1081,11 @@ class EvaluateConfig:
         "classes are not ImageNet's or the backbone is a hub: or savedmodel: model",
     )
     image_ids: tuple[str, ...] = option((), help="comma-separated image ids for per-image tables")
+    boxes_csv: str | None = option(
+        None,
+        help="with --records made with --views object: ground-truth boxes (CUB's image,x,y,w,h in "
+        "pixels) to score the object boxes against (share with IoU >= 0.5)",
+    )
 
     def __post_init__(self):
         if (
@@ -1008,6 +1093,10 @@ class EvaluateConfig:
             != 1
         ):
             raise errors.UserError("give exactly one of --records, --data-dir or --labels-csv")
+        if self.boxes_csv is not None and self.records_dir is None:
+            raise errors.UserError(
+                "--boxes-csv scores the object boxes the records hold: give --records"
+            )
         if self.split not in EVALUATION_SPLITS:
             raise errors.UserError(
                 f"--split must be one of {', '.join(EVALUATION_SPLITS)}, got {self.split!r}"

@@ -14,6 +14,11 @@ def figure(*grid, **options):
     return pyplot.subplots(*grid, **options)
 
 
+def colors() -> list[str]:
+    """The default colour cycle, for lines that must not share a colour."""
+    return pyplot.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
 def save(plot_figure, path: str, dpi: int = 100) -> str:
     """Writes the figure as a PNG to path (a temporary name, then renamed: never half a file) and
     frees it."""

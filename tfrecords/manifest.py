@@ -12,6 +12,8 @@ Manifest
                                                     them)
   config,
   num_quarantined
+  views                                             with views: spec, nodes, rules, views.csv,
+                                                    box statistics
 """
 
 import dataclasses
@@ -89,6 +91,9 @@ class Manifest:
     class_names: tuple[str, ...] = ()
     num_quarantined: int = 0
     config: dict = dataclasses.field(default_factory=dict)  # the offline stage's settings
+    # With views (pipeline.offline.views): the spec, the view nodes, the rules, views.csv and the
+    # boxes' statistics.
+    views: dict | None = None
     # Where the manifest was read from: the records directory its shard paths are relative to (not
     # written).
     directory: str | None = dataclasses.field(default=None, compare=False)
@@ -115,6 +120,11 @@ class Manifest:
     @property
     def num_branches(self) -> int:
         return next(iter(self.nodes.values())).num_branches
+
+    @property
+    def branch_names(self) -> tuple[str, ...]:
+        """The branches' names (a bare storage manifest without names: their indices as text)."""
+        return self.branches or tuple(str(index) for index in range(self.num_branches))
 
     @property
     def codes(self) -> bool:
@@ -166,6 +176,7 @@ class Manifest:
             "class_names": list(self.class_names),
             "num_quarantined": self.num_quarantined,
             "config": self.config,
+            **({"views": self.views} if self.views else {}),
             "nodes": {
                 name: _drop_none(
                     {
@@ -240,6 +251,7 @@ class Manifest:
             class_names=tuple(data.get("class_names", ())),
             num_quarantined=int(data.get("num_quarantined", 0)),
             config=dict(data.get("config") or {}),
+            views=data.get("views"),
         )
 
     # Files -------------------------------------------------------------------------------------

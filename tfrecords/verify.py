@@ -2,7 +2,9 @@
 count."""
 
 import concurrent.futures
+import csv
 import dataclasses
+import io
 
 import tensorflow as tf
 
@@ -143,6 +145,29 @@ def verify_records(
         outcomes = list(
             pool.map(lambda file: check_file(records_dir, file, compression, count), files)
         )
+    if node is None and split is None and manifest.views and "csv" in manifest.views:
+        outcomes.append(views_csv_problem(records_dir, manifest))
+        files.append(manifest.views["csv"]["path"])
     return Report(
         records_dir, len(files), tuple(outcome for outcome in outcomes if outcome is not None)
     )
+
+
+def views_csv_problem(records_dir: str, manifest: manifest_lib.Manifest) -> BadShard | None:
+    """views.csv against the manifest: its bytes, one row per record, every box inside the photo
+    with its start before its end."""
+    entry = manifest.views["csv"]
+    path = fileio.join(records_dir, entry["path"])
+    problem = file_problem(path, entry["num_bytes"], entry["sha256"])
+    if problem is None:
+        rows = list(csv.reader(io.StringIO(fileio.read_text(path))))[1:]
+        total = sum(split.num_records for split in manifest.splits.values())
+        if len(rows) != total:
+            problem = f"holds {len(rows)} rows, the records hold {total} images"
+        for row in rows:
+            values = [float(value) for value in row[1:]]
+            boxes = [values[start : start + 4] for start in range(0, len(values), 4)]
+            if any(not (0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1) for y0, x0, y1, x1 in boxes):
+                problem = f"a box outside the photo or empty in the row of {row[0]}"
+                break
+    return None if problem is None else BadShard(entry["path"], problem)

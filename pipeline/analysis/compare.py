@@ -1,10 +1,12 @@
 """The comparison protocol: does the JPEG ladder help on these records?
 
-Every arm (the single-branch baseline and each fusion of all branches) is trained by one rule: the
+Every arm (the single-branch baseline and each fusion of all branches, or with --branch-sets of
+each set of branches, keyed "<fusion>[<set>]") is trained by one rule: the
 same learning-rate sweep on validation, the same plateau rule, the same schedule and the same seeds.
 Every arm is then scored on the test split, which nothing in training reads, through evaluate's one
 path. OUT/
-  runs/<arm>/sweep/            the arm's learning-rate sweep (shared by its seeds)
+  runs/<arm>/sweep/            the arm's learning-rate sweep (shared by its seeds; an arm
+                               "shared[ladder,object]" lives in runs/shared-ladder+object/)
   runs/<arm>/seed<k>/          one training run per seed (TensorBoard, checkpoints, export)
   comparison.json              the figures, in the shape other tools read (see `compare`)
   comparison.md, *.png         the table and plots
@@ -17,6 +19,7 @@ import os
 import numpy as np
 import tqdm
 
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import plots
 from pipeline.analysis import evaluate
@@ -29,18 +32,41 @@ from tfrecords import manifest as manifest_lib
 BASELINE = "baseline"
 
 
+def arm_key(fusion: str, branch_set=None) -> str:
+    """An arm's name: the fusion, and with --branch-sets its set, e.g. "shared[ladder,object]"."""
+    return fusion if branch_set is None else f"{fusion}[{branches_lib.set_label(branch_set)}]"
+
+
+def arm_directory(arm: str) -> str:
+    """An arm's folder under runs/: its key without the characters file patterns read as globs
+    (TensorFlow's checkpoint reader would take "[ladder]" for a character class):
+    shared[ladder,object] -> shared-ladder+object."""
+    return arm.replace("[", "-").replace("]", "").replace(",", "+")
+
+
+def arms(config: config_lib.CompareConfig) -> dict:
+    """{arm: (fusion, branch tokens or None for every branch)}: the baseline (the original alone),
+    then every fusion on every branch set."""
+    found = {BASELINE: ("concat", (0,))}
+    for branch_set in config.branch_sets or (None,):
+        for fusion in config.fusions:
+            found[arm_key(fusion, branch_set)] = (fusion, branch_set)
+    return found
+
+
 def arm_training(
     config: config_lib.CompareConfig, arm: str, seed_index: int
 ) -> config_lib.TrainConfig:
     """The one training rule (config.training), instantiated for an arm and a seed."""
-    runs = os.path.join(config.out_dir, "runs", arm)
+    runs = os.path.join(config.out_dir, "runs", arm_directory(arm))
     template = config.training
+    fusion, branch_set = arms(config)[arm]
     return dataclasses.replace(
         template,
         records_dir=config.records_dir,
         logdir=os.path.join(runs, f"seed{seed_index}"),
-        branches=(0,) if arm == BASELINE else None,
-        fusion="concat" if arm == BASELINE else arm,
+        branches=branch_set,
+        fusion=fusion,
         sweep_dir=os.path.join(runs, "sweep"),
         seeds=1,
         seed=template.seed + seed_index,
@@ -65,6 +91,8 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
      "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins",
                                   "losses"}},
      "oracle_top1": o,
+     "branch_sets": {set: {"branches": [names], "oracle_top1": o}},  (with --branch-sets; each
+                                                         set arm's oracle_gap_closed is its set's)
      "refit": {"arms": ..., "versus_baseline": ...}}  (with --refit: the models trained again on
                                                          train + validation, scored the same way)
     Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its
@@ -76,10 +104,10 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
     """
     manifest = manifest_lib.Manifest.read(config.records_dir)
     split = evaluation_split(manifest)
-    arms = (BASELINE,) + tuple(config.fusions)
+    sets = _branch_sets(config, manifest)
     selected, refitted = _Scores(), _Scores()
-    oracle = []
-    runs = [(arm, seed) for arm in arms for seed in range(config.training.seeds)]
+    oracle, set_oracles = [], {label: [] for label in sets}
+    runs = [(arm, seed) for arm in arms(config) for seed in range(config.training.seeds)]
     with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.training.progress) as bar:
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
@@ -102,10 +130,23 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
                 )
             if arm == BASELINE:
                 oracle.append(_oracle(predictions))
+                for label, positions in sets.items():
+                    set_oracles[label].append(_oracle(predictions, positions))
     extra = {"recipe": config.training.resolved().recipe}
-    result = summarise(*selected.figures(), float(np.mean(oracle)), split, extra)
+    set_figures = {
+        label: {
+            "branches": [manifest.branch_names[position] for position in positions],
+            "oracle_top1": float(np.mean(set_oracles[label])),
+        }
+        for label, positions in sets.items()
+    }
+    result = summarise(
+        *selected.figures(), float(np.mean(oracle)), split, extra, set_figures or None
+    )
     if refitted.right:
-        refit = summarise(*refitted.figures(), result["oracle_top1"], split)
+        refit = summarise(
+            *refitted.figures(), result["oracle_top1"], split, branch_sets=set_figures or None
+        )
         result["refit"] = {"arms": refit["arms"], "versus_baseline": refit["versus_baseline"]}
     write(result, config.out_dir)
     print(verdict(result))
@@ -131,13 +172,23 @@ class _Scores:
         return self.right, self.top5, self.ended_by, self.rates, self.seconds
 
 
-def _oracle(predictions) -> float:
-    """The share of images that some branch of the baseline model gets right."""
+def _branch_sets(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
+    """{set label: the records' branch positions it picks}, checked before anything trains."""
+    return {
+        branches_lib.set_label(tokens): branches_lib.resolve(tokens, manifest.branch_names)
+        for tokens in config.branch_sets or ()
+    }
+
+
+def _oracle(predictions, positions=None) -> float:
+    """The share of images that some branch (of positions; default every one) of the baseline
+    model gets right."""
     order = np.argsort(predictions.image_ids)
+    positions = range(predictions.branches.shape[1]) if positions is None else positions
     branch_ranks = np.stack(
         [
             evaluate.ranks(predictions.branches[order][:, branch], predictions.labels[order])
-            for branch in range(predictions.branches.shape[1])
+            for branch in positions
         ],
         axis=1,
     )
@@ -153,8 +204,11 @@ def summarise(
     oracle_top1: float,
     split: str,
     extra: dict | None = None,
+    branch_sets: dict | None = None,
 ) -> dict:
-    """comparison.json's object from each arm's per-seed correctness [seeds][images] and top-5."""
+    """comparison.json's object from each arm's per-seed correctness [seeds][images] and top-5;
+    branch_sets: {set label: {"branches", "oracle_top1"}}, each set's arms measured against its
+    oracle."""
 
     def mean_std(values):
         values = np.asarray(values, np.float64)
@@ -174,11 +228,13 @@ def summarise(
         arms[arm]["top1_mean"], arms[arm]["top1_std"] = mean_std(top1)
         arms[arm]["top5_mean"], arms[arm]["top5_std"] = mean_std(top5[arm])
     baseline = arms[BASELINE]["top1_mean"]
-    gap = oracle_top1 - baseline
-    for entry in arms.values():
+    for arm, entry in arms.items():
+        label = arm[arm.index("[") + 1 : -1] if arm.endswith("]") else None
+        oracle = branch_sets[label]["oracle_top1"] if branch_sets and label else oracle_top1
+        gap = oracle - baseline
         share = (entry["top1_mean"] - baseline) / gap if gap > 0 else None
         entry["oracle_gap_closed"] = None if share is None else min(share, 1.0)
-        entry["beyond_oracle"] = max(0.0, entry["top1_mean"] - oracle_top1)
+        entry["beyond_oracle"] = max(0.0, entry["top1_mean"] - oracle)
     versus = {}
     for arm in right:
         if arm == BASELINE:
@@ -195,6 +251,7 @@ def summarise(
         "arms": arms,
         "versus_baseline": versus,
         "oracle_top1": oracle_top1,
+        **({"branch_sets": branch_sets} if branch_sets else {}),
         **(extra or {}),
     }
 
@@ -287,6 +344,11 @@ def markdown(result: dict) -> str:
         "",
         f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any "
         f"branch of the baseline model right) top-1 {_percent(result['oracle_top1'])} %."
+        + "".join(
+            f" Oracle of the set {label} ({', '.join(entry['branches'])}): "
+            f"{_percent(entry['oracle_top1'])} %."
+            for label, entry in (result.get("branch_sets") or {}).items()
+        )
         + (f" Every arm trained by the **{recipe}** recipe." if recipe else ""),
         "",
         *_table(result["arms"], result["versus_baseline"]),

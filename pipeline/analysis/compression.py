@@ -17,6 +17,7 @@ import os
 import keras
 import numpy as np
 
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import seeding
 from pipeline.analysis import pruning
@@ -209,7 +210,7 @@ def compress(config: config_lib.CompressConfig) -> dict:
     result = {
         "input_size": int(scaled["train"].shape[1]),
         "node": config.node,
-        "branches": list(config.branches),
+        "branches": list(branches_lib.resolve(config.branches, manifest.branch_names)),
         "loss_threshold": config.loss_threshold,
         "prune_every_epochs": config.prune_every_epochs,
         "recipe": config.recipe,

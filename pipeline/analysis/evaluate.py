@@ -18,8 +18,10 @@ import numpy as np
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import backbones
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.analysis import localisation
 from pipeline.analysis import statistics
 from pipeline.offline import images
 from pipeline.offline import ladder
@@ -219,14 +221,7 @@ def predictions_from_images(
         batch, pixels = [], []
         for item in items[start : start + batch_size]:
             try:
-                pixels.append(
-                    ladder.file_branch_pixels(
-                        item.path,
-                        description["input_size"],
-                        description["qualities"],
-                        description["central_crop"],
-                    )
-                )
+                pixels.append(model.file_branch_pixels(item.path))
             except ladder.BadImage:
                 continue  # the offline stage quarantined it too
             batch.append(item)
@@ -238,7 +233,9 @@ def predictions_from_images(
             branches.append(baseline.from_pixels(pixels))
         labels.extend(mapper[index.class_names[item.label]] for item in batch)
         image_ids.extend(item.image_id for item in batch)
-    branch_names = list(config_lib.branch_names(description["qualities"]))
+    branch_names = list(
+        description.get("record_branches") or branches_lib.ladder_names(description["qualities"])
+    )
     return Predictions(
         image_ids,
         np.asarray(labels),
@@ -343,12 +340,6 @@ def image_table(predictions: Predictions, row: int) -> dict:
     }
 
 
-def _branch_order(name: str) -> int:
-    """original first, then by quality (JSON files keep keys sorted as text: q10, q100, q20,
-    ...)."""
-    return -1 if name == "original" else int(name.lstrip("q"))
-
-
 def markdown(result: dict, title: str) -> str:
     def percent(value):
         return f"{100 * value:.2f}"
@@ -379,7 +370,7 @@ def markdown(result: dict, title: str) -> str:
             ]
             + [
                 (f"branch {name} alone", result["branches"][name])
-                for name in sorted(result["branches"], key=_branch_order)
+                for name in sorted(result["branches"], key=branches_lib.order)
             ]
         )
     lines.extend(
@@ -403,6 +394,16 @@ def markdown(result: dict, title: str) -> str:
         ]
     else:
         lines += ["", f"Note: {result['note']}"]
+    if "localisation" in result:
+        found = result["localisation"]
+        lines += [
+            "",
+            "## Localisation of the object view",
+            "",
+            f"{found['images']} images with a ground-truth box: "
+            f"{percent(found['iou_at_least_0.5'])} % of the object boxes reach IoU >= 0.5, mean "
+            f"IoU {found['mean_iou']:.3f} ({found['without_ground_truth']} images without one).",
+        ]
     for image_id, table in result.get("images", {}).items():
         lines += [
             "",
@@ -421,7 +422,7 @@ def markdown(result: dict, title: str) -> str:
             f"{row['baseline_top_rank']} | "
             f"{row['baseline_top_confidence']:.4f} |"
             for name, row in sorted(
-                table["branches"].items(), key=lambda pair: _branch_order(pair[0])
+                table["branches"].items(), key=lambda pair: branches_lib.order(pair[0])
             )
         )
     return "\n".join(lines) + "\n"
@@ -455,6 +456,10 @@ def run(config: config_lib.EvaluateConfig) -> dict:
             config.model, index, config.baseline, None if split == "all" else split
         )
     result = evaluate(predictions, config.image_ids, split)
+    if config.boxes_csv:
+        result["localisation"] = localisation.localisation(
+            manifest, config.boxes_csv, predictions.image_ids
+        )
     title = f"Evaluation of {config.model}"
     write(result, config.out_dir, title)
     print(markdown(result, title).split("\n## ")[0])

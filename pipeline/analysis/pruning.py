@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import registry
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.training import heads
@@ -373,7 +374,7 @@ def load_features(
             node,
             split,
             batch_size,
-            branches=tuple(branches) if branches else None,
+            branches=branches_lib.resolve(branches, manifest.branch_names) if branches else None,
             with_ids=True,
         ):
             features.append(bottlenecks.numpy())
@@ -470,7 +471,7 @@ def starting_head(config: config_lib.PruneConfig):
         {
             "records": fileio.abspath(config.records_dir),
             "fusion": "concat",
-            "branches": list(config.branches or ()),
+            "branches": list(branches_lib.resolve(config.branches, manifest.branch_names)),
             "starting_head_epochs": training["epochs"],
         },
     )

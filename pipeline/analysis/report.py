@@ -8,6 +8,7 @@ JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every numbe
 import json
 import os
 
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import plots
 from pipeline.analysis import evaluate
@@ -30,7 +31,11 @@ def _save(figure, directory, name) -> str:
 def qualities_in_order(branch_names) -> list[int]:
     """The JPEG qualities of the ladder's branches (q10, q100, ...), ascending, whatever order the
     names come in (evaluation.json lists them sorted as text: q10, q100, q20, ...)."""
-    return sorted(int(name[1:]) for name in branch_names if name != "original")
+    return sorted(
+        branches_lib.quality(name)
+        for name in branch_names
+        if branches_lib.quality(name) is not None
+    )
 
 
 def _accuracy_versus_quality(evaluation: dict, directory: str):
@@ -47,10 +52,15 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
             label=f"one branch alone, {metric}",
         )
         axes.axhline(100 * branches["original"][metric], linestyle=":", color="gray")
+    views = [name for name in branches if branches_lib.family(name) != branches_lib.LADDER]
+    for name, color in zip(sorted(views, key=branches_lib.order), plots.colors()):
+        axes.axhline(
+            100 * branches[name]["top1"], linestyle="--", color=color, label=f"{name} alone, top1"
+        )
     axes.axhline(100 * evaluation["topology"]["top1"], color="green", label="topology top1")
     axes.set_xlabel("JPEG quality factor of the branch")
     axes.set_ylabel("accuracy %")
-    axes.set_title("Accuracy per quality factor (dotted: the original image)")
+    axes.set_title("Accuracy per quality factor (dotted: the original image; dashed: the views)")
     axes.legend(fontsize=8)
     return _save(figure, directory, "accuracy_per_quality.png")
 

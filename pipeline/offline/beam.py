@@ -168,7 +168,7 @@ def _first_batch_encodings(extraction: shard_work.Extraction, backbone, model, p
     branch_images = shard_work.branch_images_function(extraction)
     for task in pending:
         for items in shard_work.batch_slices(task, extraction.config.batch_size):
-            kept, activations, _ = _extract(forward, branch_images, items)
+            kept, activations, _, _ = _extract(forward, branch_images, items)
             if kept:
                 return {
                     node: codec.choose_encoding(activations[node], extraction.config.storage_dtype)
@@ -178,8 +178,8 @@ def _first_batch_encodings(extraction: shard_work.Extraction, backbone, model, p
 
 
 def _extract(forward, branch_images, items):
-    """Decodes one batch's images and runs the CNN once: (kept items, activations, [(position,
-    row)])."""
+    """Decodes one batch's images and runs the CNN once (and on their views): (kept items,
+    activations, views boxes or None, [(position, row)])."""
     kept, quarantined = [], []
     for position, item in enumerate(items):
         try:
@@ -187,10 +187,11 @@ def _extract(forward, branch_images, items):
         except ladder.BadImage as error:
             quarantined.append((position, [item.path, str(error)]))
             continue
-        forward.put(len(kept), branch_images(image).numpy())
+        pixels, photo = branch_images(image)
+        forward.put(len(kept), pixels.numpy(), photo)
         kept.append(item)
-    activations = forward.run(len(kept)) if kept else None
-    return kept, activations, quarantined
+    activations, boxes = forward.run(len(kept)) if kept else (None, None)
+    return kept, activations, boxes, quarantined
 
 
 class _ExtractBatch(_DoFn):
@@ -214,16 +215,16 @@ class _ExtractBatch(_DoFn):
 
     def process(self, element):
         shard_key, number, items = element
-        kept, activations, quarantined = _extract(self.forward, self.branch_images, items)
+        kept, activations, boxes, quarantined = _extract(self.forward, self.branch_images, items)
         for position, row in quarantined:
             yield apache_beam.pvalue.TaggedOutput(
                 QUARANTINE_TAG, (shard_key, (number, position, row))
             )
         if kept:
-            records, zeros = shard_work.serialize_batch(
-                kept, activations, self.encodings, self.extraction.config.storage_dtype
+            batch = shard_work.serialize_batch(
+                kept, activations, self.encodings, self.extraction.config.storage_dtype, boxes
             )
-            yield shard_key, (number, records, zeros)
+            yield shard_key, (number, *batch)
 
 
 class _WriteShard(_DoFn):
@@ -249,8 +250,8 @@ class _WriteShard(_DoFn):
             builder.quarantine.extend(
                 row for _, _, row in sorted(grouped["quarantine"], key=lambda bad: bad[:2])
             )
-            for _, records, zeros in sorted(grouped["records"], key=lambda batch: batch[0]):
-                builder.add_records(records, zeros)
+            for _, records, zeros, boxes in sorted(grouped["records"], key=lambda batch: batch[0]):
+                builder.add_records(records, zeros, boxes)
             result = builder.finish()
         except BaseException:
             builder.abort()

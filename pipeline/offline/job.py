@@ -35,6 +35,7 @@ from pipeline.offline import images
 from pipeline.offline import local
 from pipeline.offline import progress as progress_lib
 from pipeline.offline import shard_work
+from pipeline.offline import views
 from tfrecords import codec
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
@@ -85,6 +86,7 @@ def identity(
     nodes,
     input_size: int,
     index: images.ImageIndex,
+    view_nodes=(),
 ) -> dict:
     """Everything that determines the output; a rerun must match it to resume."""
     weights = backbones.identity(config, backbone)
@@ -100,6 +102,10 @@ def identity(
     # float32) still resume; a rerun with another dtype than the output's is then refused like any
     # changed setting.
     dtype = {} if config.storage_dtype == codec.FLOAT32 else {"storage_dtype": config.storage_dtype}
+    # Named only with views, so that jobs written before views existed still resume.
+    with_views = (
+        {"views": list(config.views), "view_nodes": list(view_nodes)} if config.views else {}
+    )
     return {
         "backbone": backbone.name,
         **model_input,
@@ -117,6 +123,7 @@ def identity(
         "seed": config.seed if weights["kind"] == "none" else None,
         "images": listing,
         **dtype,
+        **with_views,
     }
 
 
@@ -154,17 +161,18 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
     backbone = backbones.spec(config)
     nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
     input_size = registry.check_input_size(backbone, config.input_size)
+    view_nodes = views.view_nodes(backbone, config.view_nodes) if config.views else ()
     index = index_images(config)
     backbones.check_weights_file(config, backbone)
     fileio.makedirs(config.out_dir)
     with output_lock(config.out_dir):
-        job_identity = identity(config, backbone, nodes, input_size, index)
+        job_identity = identity(config, backbone, nodes, input_size, index, view_nodes)
         # Built before the job is recorded: a model that does not build (wrong --input-size, say)
         # must not make the corrected command look like another job.
         model = backbones.for_job(config, backbone, input_size)
         progress = progress_lib.Progress(config.out_dir)
         progress.start(job_identity)
-        extraction = shard_work.Extraction(config, nodes, input_size)
+        extraction = shard_work.Extraction(config, nodes, input_size, view_nodes)
         example_shapes = {
             node: (extraction.num_branches,) + shape
             for node, shape in cut.node_shapes(model, nodes).items()
@@ -178,8 +186,12 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
         if pending:
             extracting_seconds = runner.run_shards(extraction, backbone, model, pending, progress)
         results = [progress.shard_result(task.name) for task in tasks]
+        views_block = _write_views(config.out_dir, extraction, results) if config.views else None
         manifest = _manifest(
             config, job_identity, index, example_shapes, progress.encodings(), results
+        )
+        manifest = dataclasses.replace(
+            manifest, branches=extraction.branch_names, views=views_block
         )
         manifest.write(config.out_dir)
         _write_quarantine(config.out_dir, results)
@@ -251,11 +263,50 @@ def _manifest(
         input_range=tuple(job_identity["input_range"]) if "input_range" in job_identity else None,
         central_crop=config.central_crop,
         qualities=tuple(config.qualities),
-        branches=config_lib.branch_names(config.qualities),
         class_names=tuple(index.class_names),
         num_quarantined=sum(len(result["quarantine"]) for result in results),
         config=run_config,
     )
+
+
+def _write_views(out_dir: str, extraction: shard_work.Extraction, results) -> dict:
+    """views.csv (each image's object box and part windows, normalised to the photo) and the
+    manifest's views block: the spec, the nodes, the rules and the boxes' statistics."""
+    spec = extraction.spec
+    rows = sorted(
+        (row for result in results for row in result.get("boxes", [])), key=lambda row: row[0]
+    )
+    block = {
+        "spec": list(spec.text),
+        "names": list(spec.names),
+        "nodes": list(extraction.view_nodes),
+        "rules": {
+            "object": "AOLM: channel sum above its mean at both nodes; the largest 8-connected "
+            "component of the last node's mask, intersected with the earlier one's; whole image "
+            "when empty",
+            "parts": "APPM: windows on the object crop's last map by mean channel sum, greedy NMS "
+            f"at IoU {views.NMS_IOU}",
+        },
+    }
+    if not spec.needs_box:
+        return block
+    buffer = io.StringIO()
+    csv_writer = csv.writer(buffer, lineterminator="\n")
+    csv_writer.writerow(("image_id",) + spec.box_columns)
+    csv_writer.writerows(rows)
+    data = buffer.getvalue().encode()
+    fileio.write_text_atomic(fileio.join(out_dir, views.VIEWS_CSV), buffer.getvalue())
+    boxes = [row[1:5] for row in rows]
+    return {
+        **block,
+        "csv": {
+            "path": views.VIEWS_CSV,
+            "rows": len(rows),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "num_bytes": len(data),
+        },
+        "box_statistics": views.box_statistics(boxes),
+    }
 
 
 def _write_quarantine(out_dir: str, results) -> None:

@@ -39,8 +39,8 @@ class _BatchRunner:
         self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.pending_write = None
 
-    def add(self, item, branches: np.ndarray, builder, bar) -> None:
-        self.forward.put(len(self.items), branches)
+    def add(self, item, branches: np.ndarray, photo, builder, bar) -> None:
+        self.forward.put(len(self.items), branches, photo)
         self.items.append(item)
         if len(self.items) == self.config.batch_size:
             self.flush(builder, bar)
@@ -49,7 +49,7 @@ class _BatchRunner:
         if not self.items:
             return
         count = len(self.items)
-        activations = self.forward.run(count)
+        activations, boxes = self.forward.run(count)
         if self.encodings is None:  # decided once, from the job's first batch, then kept
             self.encodings = {
                 node: codec.choose_encoding(activations[node], self.config.storage_dtype)
@@ -63,6 +63,7 @@ class _BatchRunner:
             activations,
             self.encodings,
             self.config.storage_dtype,
+            boxes,
         )
         self.pending_write.add_done_callback(lambda _: bar.update(count))
         self.items.clear()
@@ -114,12 +115,12 @@ def run_shards(
                 )
                 try:
                     for number, item in enumerate(task.items, 1):
-                        branches, error = next(stream)
+                        branches, photo, error = next(stream)
                         if error.numpy():
                             builder.quarantine.append([item.path, error.numpy().decode()])
                             bar.update(1)
                         else:
-                            runner.add(item, branches.numpy(), builder, bar)
+                            runner.add(item, branches.numpy(), photo, builder, bar)
                         if number % config.batch_size == 0:
                             runner.flush(
                                 builder, bar

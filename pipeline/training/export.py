@@ -3,6 +3,7 @@ ladder.
 
     export/                  a TensorFlow SavedModel with three endpoints, one per way in:
         classify(uint8 image [H, W, 3])                      -> {"probabilities": [classes]}
+        branch_pixels(uint8 image [H, W, 3])                 -> float32 [record branches, S, S, 3]
         classify_pixels(float32 [B, branches, S, S, 3])      -> {"probabilities": [B, classes]}
         classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
@@ -25,8 +26,10 @@ import tensorflow as tf
 import tqdm
 
 from bottlenecks import cut
+from pipeline import backbones
 from pipeline import config as config_lib
 from pipeline.offline import ladder
+from pipeline.offline import views
 from pipeline.training import checkpoints
 from tfrecords import fileio
 
@@ -57,18 +60,44 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
         bottlenecks = front(flat, training=False)[stage.node]
         return classify_bottlenecks(tf.reshape(bottlenecks, (-1, num_branches) + node_shape))
 
+    spec = views.ViewSpec.parse((manifest.views or {}).get("spec"))
+    view_front = None
+    if spec.needs_box:
+        # The maps that find the object come from the backbone as the offline stage ran it: a
+        # fresh copy, since training may have changed the layers after the stage's node.
+        view_nodes = tuple(manifest.views["nodes"])
+        backbone, fresh = backbones.from_manifest(manifest)
+        view_front = cut.extractor(fresh, backbone, view_nodes)
+
+    def branch_pixels(image):
+        # The very functions the offline stage used, so serving sees the pixels training saw.
+        pixels = ladder.branch_images(image, input_size, qualities, central_crop)
+        if spec:
+            view_pixels, _ = views.image_views(
+                image,
+                spec,
+                lambda batch: view_front(batch, training=False),
+                tuple((manifest.views or {}).get("nodes", ())),
+                input_size,
+                central_crop,
+            )
+            pixels = tf.concat([pixels, view_pixels], 0)
+        return pixels
+
     def classify(image):
-        # The very function the offline stage used, so serving sees the pixels training saw.
-        pixels = tf.gather(
-            ladder.branch_images(image, input_size, qualities, central_crop), branches
-        )
+        pixels = tf.gather(branch_pixels(image), branches)
         return {"probabilities": classify_pixels(pixels[tf.newaxis])["probabilities"][0]}
 
     archive = keras.export.ExportArchive()
     archive.track(front)
     archive.track(model)
+    if view_front is not None:
+        archive.track(view_front)
     archive.add_endpoint(
         "classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
+    )
+    archive.add_endpoint(
+        "branch_pixels", branch_pixels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
     )
     archive.add_endpoint(
         "classify_pixels",
@@ -89,8 +118,10 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
         "class_names": list(setup.class_names),
         "node": stage.node,
         "fusion": setup.config.fusion,
-        "branches": [manifest.branches[branch] for branch in setup.branches],
+        "branches": list(setup.branch_names),
         "branch_indices": list(setup.branches),
+        "record_branches": list(manifest.branch_names),
+        "views": list(spec.text),
         "input_size": input_size,
         "central_crop": central_crop,
         "qualities": list(qualities),
@@ -141,6 +172,20 @@ class ExportedClassifier:
 
     def classify_file(self, path: str) -> np.ndarray:
         return self.probabilities(ladder.load_rgb(path))
+
+    def file_branch_pixels(self, path: str) -> np.ndarray:
+        """An image file -> every record branch's CNN input [branches, S, S, 3], the ladder and the
+        views, made as the offline stage makes them (raises BadImage where it quarantines)."""
+        image = tf.constant(ladder.load_rgb(path), tf.uint8)
+        if hasattr(self._loaded, "branch_pixels"):
+            return self._loaded.branch_pixels(image).numpy()
+        description = self.description  # exported before views existed: the ladder alone
+        return ladder.branch_images(
+            image,
+            description["input_size"],
+            description["qualities"],
+            description["central_crop"],
+        ).numpy()
 
 
 def image_files(paths) -> list[str]:

@@ -5,6 +5,12 @@
     shared    head(each branch) -> per-branch probabilities -> their mean
     weighted  shared, averaged with learned per-branch weights (softmax over branches)
     gated     shared, averaged with per-image weights from a small gating network
+    family    shared, averaged within each family of branches (the ladder, the object crop, the
+              parts, the mirror: pipeline.branches), then across families with equal weights
+
+When the branches come from more than one family, weighted and gated learn one weight per family
+(each family's branches share it equally), so a family of ten JPEG branches and one object crop
+start, like family, at half the weight each.
 
 For shared, weighted and gated the model's output is the log of the averaged probabilities, so that
 softmax, top-k and the cross-entropy of the output all read the prediction directly. The head learns
@@ -18,10 +24,11 @@ learn from the cross-entropy of the averaged prediction with the branches' proba
 - joint (the thesis recipe, as before): with the head, on the training images; the gate sees the
   features.
 
-Weighted with equal weights predicts exactly as shared.
+Weighted with equal weights predicts exactly as shared (as family, when it learns family weights).
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipeline import config as config_lib
@@ -32,21 +39,55 @@ COMBINED = ("weighted", "gated")  # the fusions that learn branch weights
 GATE_HIDDEN_UNITS = 64
 
 
-class BranchWeights(keras.layers.Layer):
-    """Learned per-branch weights, a softmax over one logit per branch (all equal at the start)."""
+def family_weights(family_ids) -> np.ndarray:
+    """Each branch's weight under family: 1 / (number of families x the size of its family)."""
+    ids = np.asarray(family_ids)
+    sizes = np.bincount(ids)
+    return (1.0 / (len(sizes) * sizes[ids])).astype(np.float32)
 
-    def __init__(self, num_branches: int, **kwargs):
+
+class _Families:
+    """Spreads one weight per family over the family's branches equally: [families] -> [branches].
+
+    Without families (None, or a single one) every branch is its own family.
+    """
+
+    def __init__(self, num_branches: int, family_ids=None):
+        ids = np.arange(num_branches) if family_ids is None else np.asarray(family_ids)
+        if len(set(ids.tolist())) < 2:
+            ids = np.arange(num_branches)
+        self.family_ids = tuple(int(i) for i in ids)
+        self.num_families = int(ids.max()) + 1
+        membership = np.eye(self.num_families, dtype=np.float32)[ids]  # [branches, families]
+        # [branches, families]: spreads a family's weight over its branches, and (multiplied the
+        # other way) takes the mean of its branches.
+        self.spread = membership / membership.sum(axis=0)
+
+    def to_branches(self, family_weights):
+        """[B, families] -> [B, branches]."""
+        return keras.ops.matmul(family_weights, keras.ops.transpose(self.spread))
+
+    def family_mean(self, branch_values):
+        """[B, branches] -> [B, families]: each family's mean."""
+        return keras.ops.matmul(branch_values, self.spread)
+
+
+class BranchWeights(keras.layers.Layer):
+    """Learned branch weights, a softmax over one logit per branch, or per family when the branches
+    come from several (all equal at the start)."""
+
+    def __init__(self, num_branches: int, family_ids=None, **kwargs):
         super().__init__(**kwargs)
         self.num_branches = num_branches
+        self.families = _Families(num_branches, family_ids)
         self.logits = self.add_weight(
-            shape=(num_branches,), initializer="zeros", name="branch_logits"
+            shape=(self.families.num_families,), initializer="zeros", name="branch_logits"
         )
 
     def call(self, features, log_probabilities=None):
-        weights = keras.ops.softmax(self.logits)
-        return keras.ops.broadcast_to(
-            weights[None, :], (keras.ops.shape(features)[0], self.num_branches)
-        )
+        weights = keras.ops.softmax(self.logits)[None, :]
+        weights = self.families.to_branches(weights)
+        return keras.ops.broadcast_to(weights, (keras.ops.shape(features)[0], self.num_branches))
 
 
 class Gate(keras.layers.Layer):
@@ -57,9 +98,17 @@ class Gate(keras.layers.Layer):
     starts at zero: every branch weighs the same until the gate has learnt otherwise.
     """
 
-    def __init__(self, num_branches: int, seed: int = 0, sees_predictions: bool = False, **kwargs):
+    def __init__(
+        self,
+        num_branches: int,
+        seed: int = 0,
+        sees_predictions: bool = False,
+        family_ids=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.sees_predictions = sees_predictions
+        self.families = _Families(num_branches, family_ids)
         self.hidden = keras.layers.Dense(
             GATE_HIDDEN_UNITS,
             activation="relu",
@@ -68,14 +117,15 @@ class Gate(keras.layers.Layer):
         )
         self.score = keras.layers.Dense(1, name="gate_score", kernel_initializer="zeros")
         self.prior = self.add_weight(
-            shape=(num_branches,), initializer="zeros", name="branch_prior"
+            shape=(self.families.num_families,), initializer="zeros", name="branch_prior"
         )
 
     def call(self, features, log_probabilities=None):
         if self.sees_predictions:
             features = keras.ops.concatenate([features, log_probabilities], axis=-1)
-        scores = keras.ops.squeeze(self.score(self.hidden(features)), -1) + self.prior[None, :]
-        return keras.ops.softmax(scores, axis=-1)
+        scores = keras.ops.squeeze(self.score(self.hidden(features)), -1)
+        scores = self.families.family_mean(scores) + self.prior[None, :]
+        return self.families.to_branches(keras.ops.softmax(scores, axis=-1))
 
 
 def check(fusion: str) -> str:
@@ -85,13 +135,20 @@ def check(fusion: str) -> str:
 
 
 def combiner(
-    fusion: str, num_branches: int, seed: int = 0, stacked: bool = False
+    fusion: str, num_branches: int, seed: int = 0, stacked: bool = False, family_ids=None
 ) -> keras.layers.Layer | None:
-    """The layer that weighs the branches (None for concat and shared, which have none to learn)."""
+    """The layer that weighs the branches (None for concat, shared and family, which have none to
+    learn); family_ids: each branch's family (pipeline.branches.family_ids), for family weights."""
     if check(fusion) == "weighted":
-        return BranchWeights(num_branches, name="branch_weights")
+        return BranchWeights(num_branches, family_ids=family_ids, name="branch_weights")
     if fusion == "gated":
-        return Gate(num_branches, seed=seed, sees_predictions=stacked, name="gate")
+        return Gate(
+            num_branches,
+            seed=seed,
+            sees_predictions=stacked,
+            family_ids=family_ids,
+            name="gate",
+        )
     return None
 
 
@@ -102,7 +159,9 @@ def mixture_log_probabilities(weights, branch_logits):
     return keras.ops.log(keras.ops.maximum(mixture, 1e-12))
 
 
-def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int = 1) -> dict:
+def outputs(
+    fusion: str, features, head, branch_combiner=None, num_branches: int = 1, family_ids=None
+) -> dict:
     """The stage model's outputs from the pooled features [B, branches, D].
 
     {"logits": [B, classes]} for concat; for the others also {"branch_logits": [B, branches,
@@ -117,6 +176,9 @@ def outputs(fusion: str, features, head, branch_combiner=None, num_branches: int
     extra = {}
     if fusion == "shared":
         weights = keras.ops.ones_like(branch_logits[..., 0]) / num_branches
+    elif fusion == "family":
+        fixed = family_weights(family_ids if family_ids is not None else [0] * num_branches)
+        weights = keras.ops.ones_like(branch_logits[..., 0]) * fixed[None, :]
     else:
         # The combiner learns from the averaged prediction only (see the module docstring).
         fixed_features = keras.ops.stop_gradient(features)

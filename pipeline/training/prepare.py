@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from bottlenecks import registry
 from pipeline import backbones
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.training import checkpoints
@@ -44,6 +45,15 @@ class Setup:
         return len(self.class_names)
 
     @property
+    def branch_names(self) -> tuple[str, ...]:
+        return tuple(self.manifest.branch_names[branch] for branch in self.branches)
+
+    @property
+    def family_ids(self) -> tuple[int, ...]:
+        """Each trained branch's family, numbered (see pipeline.branches)."""
+        return branches_lib.family_ids(self.branch_names)
+
+    @property
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(self.num_train / self.config.batch_size))
 
@@ -62,6 +72,7 @@ class Setup:
             self.config.fusion,
             self.combiner,
             feature_size,
+            self.family_ids,
         )
 
 
@@ -124,16 +135,7 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
     """
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
     _check_classifier_use(config, backbone)
-    num_record_branches = manifest.num_branches
-    branches = (
-        tuple(range(num_record_branches)) if config.branches is None else tuple(config.branches)
-    )
-    bad = [branch for branch in branches if not 0 <= branch < num_record_branches]
-    if bad:
-        raise errors.UserError(
-            f"--branches {bad} do not exist: the records hold branches "
-            f"0..{num_record_branches - 1} ({', '.join(manifest.branches)})"
-        )
+    branches = branches_lib.resolve(config.branches, manifest.branch_names)
     config = resolve_stages(config, manifest)
     for split in ("train", "validation"):
         if not manifest.num_records(split):
@@ -172,7 +174,13 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
             seed=config.seed,
         )
         combiner = fusion_lib.combiner(
-            config.fusion, len(branches), seed=config.seed, stacked=config.rule.stacked_combiner
+            config.fusion,
+            len(branches),
+            seed=config.seed,
+            stacked=config.rule.stacked_combiner,
+            family_ids=branches_lib.family_ids(
+                [manifest.branch_names[branch] for branch in branches]
+            ),
         )
     if isinstance(config.learning_rate, str):
         raise ValueError(

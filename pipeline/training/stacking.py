@@ -119,10 +119,16 @@ def fit(combiner: keras.layers.Layer, held_out: HeldOut, seed: int = 0) -> dict:
 def _copy(combiner: keras.layers.Layer, held_out: HeldOut, seed: int) -> keras.layers.Layer:
     """A fresh combiner of the same kind and shape, built on held_out's shapes."""
     num_branches = held_out.features.shape[1]
+    family_ids = combiner.families.family_ids
     if isinstance(combiner, fusion_lib.Gate):
-        copy = fusion_lib.Gate(num_branches, seed=seed, sees_predictions=combiner.sees_predictions)
+        copy = fusion_lib.Gate(
+            num_branches,
+            seed=seed,
+            sees_predictions=combiner.sees_predictions,
+            family_ids=family_ids,
+        )
     else:
-        copy = fusion_lib.BranchWeights(num_branches)
+        copy = fusion_lib.BranchWeights(num_branches, family_ids=family_ids)
     copy(held_out.features[:1], held_out.log_probabilities[:1])  # builds it
     return copy
 

@@ -26,12 +26,13 @@ def build(
     fusion: str = "concat",
     combiner: keras.layers.Layer | None = None,
     feature_size: int | None = None,
+    family_ids=None,
 ) -> keras.Model:
     """The stage model reading `node`: trains (when unfrozen) everything after it, plus `head` (and
     `combiner`).
 
     feature_size: the width of the records at `pool`, when it is not the backbone's (autoencoder
-    codes).
+    codes). family_ids: each branch's family (pipeline.branches.family_ids), for the family fusion.
 
     Its output is fusion.outputs()'s dict; "logits" is the prediction.
     """
@@ -48,7 +49,7 @@ def build(
         # calls, with one kernel launch per layer instead of eleven.
         flat = keras.ops.reshape(bottlenecks, (-1,) + node_shape)
         features = keras.ops.reshape(tail(flat), (-1, num_branches, int(tail.output.shape[-1])))
-    outputs = fusion_lib.outputs(fusion, features, head, combiner, num_branches)
+    outputs = fusion_lib.outputs(fusion, features, head, combiner, num_branches, family_ids)
     return keras.Model(bottlenecks, outputs, name=f"topology_from_{node}")
 
 

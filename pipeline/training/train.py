@@ -342,7 +342,7 @@ def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
     return results_lib.Results(
         records=fileio.abspath(config.records_dir),
         backbone=setup.backbone.name,
-        branches=tuple(setup.manifest.branches[branch] for branch in setup.branches),
+        branches=setup.branch_names,
         branch_indices=tuple(setup.branches),
         fusion=config.fusion,
         optimizer=config.optimizer,

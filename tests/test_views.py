@@ -1,0 +1,303 @@
+"""Views beside the ladder: object, part and mirror branches from the offline stage to the export,
+branches by name, the family fusion, compare over branch sets and the localisation check."""
+
+import csv
+import dataclasses
+import filecmp
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import branches
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline.analysis import compare
+from pipeline.analysis import evaluate
+from pipeline.analysis import localisation
+from pipeline.offline import job
+from pipeline.offline import progress as progress_lib
+from pipeline.offline import views
+from pipeline.training import export
+from pipeline.training import fusion
+from pipeline.training import run_directory
+from pipeline.training import train
+from tests import conftest
+from tfrecords import manifest as manifest_lib
+from tools import make_tfrecords
+
+VIEWS = ("object", "parts:2", "hflip")
+NAMES = branches.ladder_names((30, 70)) + ("object", "part1", "part2", "hflip")
+DIRECT_OPTIONS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
+
+
+@pytest.fixture(scope="module")
+def view_records(tmp_path_factory):
+    """Random-weight MobileNetV2 records at 64 px (2x2 maps) with every view, local and on Beam."""
+    root = tmp_path_factory.mktemp("views")
+    data = str(root / "images")
+    conftest.write_random_images(data, per_class=6)
+    local = dataclasses.replace(
+        config_lib.tiny(str(root / "local"), data),
+        nodes=("pool",),
+        input_size=64,
+        qualities=(30, 70),
+        views=VIEWS,
+        batch_size=3,
+        validation_percent=30,
+        test_percent=25,
+    )
+    on_beam = dataclasses.replace(
+        local, out_dir=str(root / "beam"), runner="beam", beam_options=DIRECT_OPTIONS
+    )
+    job.make_tfrecords(local)
+    job.make_tfrecords(on_beam)
+    return local, on_beam
+
+
+def _files(out_dir):
+    return sorted(
+        os.path.relpath(os.path.join(directory, name), out_dir)
+        for directory, _, names in os.walk(out_dir)
+        for name in names
+        if name.endswith(".tfrecord") or name == views.VIEWS_CSV
+    )
+
+
+def test_views_are_branches_after_the_ladder_with_their_boxes_in_the_manifest(view_records):
+    local, _ = view_records
+    manifest = manifest_lib.Manifest.read(local.out_dir)
+    assert manifest.branches == NAMES
+    assert manifest.node("pool").shape == (len(NAMES), 1280)
+    block = manifest.views
+    assert block["spec"] == list(VIEWS) and block["nodes"] == list(
+        views.DEFAULT_VIEW_NODES["mobilenet_v2"]
+    )
+    with open(os.path.join(local.out_dir, views.VIEWS_CSV)) as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["image_id"] + list(views.ViewSpec.parse(VIEWS).box_columns)
+    total = sum(split.num_records for split in manifest.splits.values())
+    assert len(rows) - 1 == block["csv"]["rows"] == block["box_statistics"]["images"] == total
+    for row in rows[1:]:
+        values = np.asarray(row[1:], np.float64).reshape(-1, 4)
+        assert np.all((0 <= values) & (values <= 1))
+        assert np.all(values[:, 2] > values[:, 0]) and np.all(values[:, 3] > values[:, 1])
+        obj = values[0]  # every part lies inside the object box
+        assert np.all(values[1:, :2] >= obj[:2] - 1e-6) and np.all(values[1:, 2:] <= obj[2:] + 1e-6)
+    assert job.verify_output(local.out_dir).ok
+
+
+def test_verify_catches_a_changed_views_csv(view_records, tmp_path):
+    local, _ = view_records
+    copy = str(tmp_path / "copy")
+    import shutil
+
+    shutil.copytree(local.out_dir, copy)
+    path = os.path.join(copy, views.VIEWS_CSV)
+    with open(path) as file:
+        text = file.read()
+    with open(path, "w") as file:
+        file.write(text.replace("0.0,", "0.1,", 1))
+    report = job.verify_output(copy)
+    assert not report.ok and report.bad[0].path == views.VIEWS_CSV
+
+
+def test_beam_writes_the_same_views_records_and_a_rerun_redoes_a_lost_shard(view_records):
+    local, on_beam = view_records
+    names = _files(local.out_dir)
+    assert views.VIEWS_CSV in names and _files(on_beam.out_dir) == names
+    for name in names:
+        assert filecmp.cmp(
+            os.path.join(local.out_dir, name), os.path.join(on_beam.out_dir, name), shallow=False
+        ), name
+    # A shard lost with its progress (as a kill mid-shard leaves it) is redone to the same bytes.
+    before = {name: open(os.path.join(local.out_dir, name), "rb").read() for name in names}
+    progress = os.path.join(local.out_dir, progress_lib.PROGRESS_DIR)
+    lost = sorted(name for name in os.listdir(progress) if name.startswith("train-"))[0]
+    os.remove(os.path.join(progress, lost))
+    shard = next(name for name in names if os.path.basename(name).startswith(lost[: -len(".json")]))
+    os.remove(os.path.join(local.out_dir, shard))
+    summary = job.make_tfrecords(local)
+    assert summary["shards_redone"] == 1
+    for name in names:
+        with open(os.path.join(local.out_dir, name), "rb") as file:
+            assert file.read() == before[name], name
+
+
+def test_a_rerun_with_other_views_is_refused_and_views_need_a_keras_backbone(view_records):
+    local, _ = view_records
+    with pytest.raises(ValueError, match="different job.*views"):
+        job.make_tfrecords(dataclasses.replace(local, views=("object",)))
+    with pytest.raises(errors.UserError, match="only pooled features"):
+        dataclasses.replace(local, backbone="savedmodel:/somewhere", weights=None)
+    with pytest.raises(errors.UserError, match="--qualities"):
+        dataclasses.replace(local, qualities=(), views=())
+
+
+def test_views_flags_parse_and_bad_ones_are_one_line(tmp_path, capsys):
+    argv = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        make_tfrecords.main(argv + ["--views", "object,parts"])
+    assert "--views" in capsys.readouterr().err
+    assert config_lib.view_list("object,parts:3,hflip") == ("object", "parts:3", "hflip")
+    assert config_lib.qualities_or_none("none") == ()
+
+
+def test_the_original_and_its_object_alone(tmp_path):
+    data = str(tmp_path / "images")
+    conftest.write_random_images(data, per_class=2)
+    config = dataclasses.replace(
+        config_lib.tiny(str(tmp_path / "records"), data),
+        nodes=("pool",),
+        input_size=64,
+        qualities=(),
+        views=("object",),
+        validation_percent=0,
+        test_percent=0,
+    )
+    job.make_tfrecords(config)
+    manifest = manifest_lib.Manifest.read(config.out_dir)
+    assert manifest.branches == ("original", "object")
+    assert manifest.node("pool").shape[0] == 2
+
+
+def test_branches_resolve_by_name_family_and_index():
+    assert branches.resolve(("ladder", "object"), NAMES) == (0, 1, 2, 3)
+    assert branches.resolve(("original", "hflip"), NAMES) == (0, 6)
+    assert branches.resolve(("parts",), NAMES) == (4, 5)
+    assert branches.resolve(("0", 2), NAMES) == (0, 2)
+    assert branches.resolve(None, NAMES) == tuple(range(len(NAMES)))
+    assert branches.family_ids(NAMES) == (0, 0, 0, 1, 2, 2, 3)
+    assert sorted(
+        ["hflip", "q70", "part2", "object", "original", "q30", "part1"], key=branches.order
+    ) == list(NAMES)
+    with pytest.raises(errors.UserError, match="families: ladder, object, parts, hflip"):
+        branches.resolve(("crop",), NAMES)
+    assert branches.parse_sets("ladder;original,object") == (("ladder",), ("original", "object"))
+
+
+def test_the_family_fusion_is_the_mean_over_families_of_the_mean_within_each():
+    head = keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+    family_ids = branches.family_ids(("original", "q30", "q70", "object"))
+    features = np.random.default_rng(0).normal(size=(4, 4, 5)).astype(np.float32)
+    inputs = keras.Input(shape=(4, 5))
+    model = keras.Model(inputs, fusion.outputs("family", inputs, head, None, 4, family_ids))
+    out = model(features)
+    probabilities = tf.nn.softmax(head(features)).numpy()
+    expected = 0.5 * probabilities[:, :3].mean(axis=1) + 0.5 * probabilities[:, 3]
+    np.testing.assert_allclose(np.exp(out["logits"]), expected, rtol=1e-5)
+    # weighted and gated start at the family fusion's weights and learn one weight per family
+    for name in ("weighted", "gated"):
+        combiner = fusion.combiner(name, 4, family_ids=family_ids)
+        model = keras.Model(inputs, fusion.outputs(name, inputs, head, combiner, 4, family_ids))
+        np.testing.assert_allclose(np.exp(model(features)["logits"]), expected, rtol=1e-5)
+    assert combiner.prior.shape == (2,)
+
+
+@pytest.mark.parametrize("fusion_name", config_lib.FUSIONS)
+def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_name):
+    local, _ = view_records
+    config = dataclasses.replace(
+        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        stages=("pool",),
+        branches=("ladder", "object"),
+        fusion=fusion_name,
+        export=False,
+    )
+    results = train.train_and_evaluate(config)
+    assert results.branches == ("original", "q30", "q70", "object")
+    assert results.branch_indices == (0, 1, 2, 3)
+    assert 0 <= results.stages[0].best_top1 <= 1
+
+
+def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them(
+    view_records, tmp_path
+):
+    local, _ = view_records
+    config = dataclasses.replace(
+        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        stages=("pool",),
+        branches=("original", "object", "part2", "hflip"),
+        fusion="family",
+    )
+    train.train_and_evaluate(config)
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    manifest = manifest_lib.Manifest.read(local.out_dir)
+    from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
+    index = job.index_images(local)
+    from_images = evaluate.predictions_from_images(export_dir, index, None, "test")
+    order_images, order_records = np.argsort(from_images.image_ids), np.argsort(
+        from_records.image_ids
+    )
+    assert sorted(from_images.image_ids) == sorted(from_records.image_ids)
+    np.testing.assert_allclose(
+        from_images.topology[order_images], from_records.topology[order_records], atol=2e-4
+    )
+    description = export.ExportedClassifier(export_dir).description
+    assert description["record_branches"] == list(NAMES) and description["views"] == list(VIEWS)
+
+
+def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_path):
+    local, _ = view_records
+    rule = dataclasses.replace(
+        config_lib.compare_training(),
+        recipe="thesis",
+        seeds=1,
+        learning_rate=0.01,
+        batch_size=4,
+        eval_every_steps=2,
+        max_epochs_per_stage=1.0,
+        progress=False,
+    )
+    config = config_lib.CompareConfig(
+        records_dir=local.out_dir,
+        out_dir=str(tmp_path / "out"),
+        fusions=("shared", "family"),
+        branch_sets=(("ladder",), ("original", "object")),
+        training=rule,
+    )
+    result = compare.compare(config)
+    assert set(result["arms"]) == {
+        "baseline",
+        "shared[ladder]",
+        "family[ladder]",
+        "shared[original,object]",
+        "family[original,object]",
+    }
+    sets = result["branch_sets"]
+    assert sets["original,object"]["branches"] == ["original", "object"]
+    assert sets["ladder"]["branches"] == ["original", "q30", "q70"]
+    # each set's oracle is at least the baseline's and at most every branch's
+    for entry in sets.values():
+        assert result["arms"]["baseline"]["top1_mean"] <= entry["oracle_top1"] + 1e-9
+        assert entry["oracle_top1"] <= result["oracle_top1"] + 1e-9
+    results = json.loads(
+        (
+            tmp_path / "out" / "runs" / compare.arm_directory("family[original,object]") / "seed0" / "results.json"
+        ).read_text()
+    )
+    assert results["branches"] == ["original", "object"] and results["fusion"] == "family"
+
+
+def test_localisation_scores_the_object_boxes_against_ground_truth(view_records, tmp_path):
+    local, _ = view_records
+    manifest = manifest_lib.Manifest.read(local.out_dir)
+    found = localisation.read_object_boxes(manifest)
+    truth = tmp_path / "boxes.csv"
+    rows = ["image,x,y,w,h"]
+    for number, (image_id, box) in enumerate(sorted(found.items())):
+        from pipeline.offline import ladder
+
+        height, width = ladder.load_rgb(os.path.join(local.data_dir, image_id)).shape[:2]
+        y0, x0, y1, x1 = localisation.in_pixels(box, height, width, 1.0)
+        if number % 2:  # every other box moved off the object entirely
+            y0, y1 = y0 + height, y1 + height
+        rows.append(f"{image_id},{x0},{y0},{x1 - x0},{y1 - y0}")
+    truth.write_text("\n".join(rows) + "\n")
+    result = localisation.localisation(manifest, str(truth))
+    assert result["images"] == len(found)
+    assert result["iou_at_least_0.5"] == pytest.approx((len(found) + 1) // 2 / len(found))
+    assert localisation.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
