@@ -229,8 +229,9 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
     from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
     index = job.index_images(local)
     from_images = evaluate.predictions_from_images(export_dir, index, None, "test")
-    order_images, order_records = np.argsort(from_images.image_ids), np.argsort(
-        from_records.image_ids
+    order_images, order_records = (
+        np.argsort(from_images.image_ids),
+        np.argsort(from_records.image_ids),
     )
     assert sorted(from_images.image_ids) == sorted(from_records.image_ids)
     np.testing.assert_allclose(
@@ -274,11 +275,8 @@ def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_
     for entry in sets.values():
         assert result["arms"]["baseline"]["top1_mean"] <= entry["oracle_top1"] + 1e-9
         assert entry["oracle_top1"] <= result["oracle_top1"] + 1e-9
-    results = json.loads(
-        (
-            tmp_path / "out" / "runs" / compare.arm_directory("family[original,object]") / "seed0" / "results.json"
-        ).read_text()
-    )
+    run = tmp_path / "out" / "runs" / compare.arm_directory("family[original,object]")
+    results = json.loads((run / "seed0" / "results.json").read_text())
     assert results["branches"] == ["original", "object"] and results["fusion"] == "family"
 
 
