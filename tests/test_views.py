@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from pipeline import branches
 from pipeline import config as config_lib
@@ -24,6 +25,7 @@ from pipeline.offline import views
 from pipeline.training import export
 from pipeline.training import fusion
 from pipeline.training import run_directory
+from pipeline.training import tensorboard_logs
 from pipeline.training import train
 from tests import conftest
 from tfrecords import manifest as manifest_lib
@@ -211,6 +213,14 @@ def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_na
     assert results.branches == ("original", "q30", "q70", "object")
     assert results.branch_indices == (0, 1, 2, 3)
     assert 0 <= results.stages[0].best_top1 <= 1
+    if fusion_name == "concat":  # TensorBoard shows a few images with their boxes
+        accumulator = event_accumulator.EventAccumulator(
+            str(tmp_path / "run" / "stages"), size_guidance={"tensors": 0}
+        )
+        accumulator.Reload()
+        assert "views_boxes" in accumulator.Tags()["tensors"]
+        (event,) = accumulator.Tensors("views_boxes")
+        assert len(event.tensor_proto.string_val) == 2 + tensorboard_logs.SAMPLE_BOXES
 
 
 def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them(

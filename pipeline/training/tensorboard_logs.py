@@ -1,14 +1,21 @@
 """TensorBoard logs of a training run: per-stage scalars, hparams, best top-1 per stage, a JPEG
 ladder."""
 
+import csv
+import io
 import os
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from pipeline.offline import ladder
+from pipeline.offline import views
+from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
+
+SAMPLE_BOXES = 4  # images shown with their views' boxes
+BOX_IMAGE_SIZE = 256
 
 STAGES_RUN = "stages"
 
@@ -134,6 +141,37 @@ class RunLogs:
             )
         self._stages.flush()
         return sample
+
+    def sample_boxes(self, manifest: manifest_lib.Manifest, count: int = SAMPLE_BOXES) -> int:
+        """A few images with the object box (and part windows) the views were cropped by, as
+        TensorBoard images; how many were drawn (none without boxes or source images)."""
+        root = manifest.source_root()
+        entry = (manifest.views or {}).get("csv")
+        if root is None or entry is None:
+            return 0
+        text = fileio.read_text(fileio.join(manifest.directory, entry["path"])) or ""
+        drawn = []
+        for row in list(csv.reader(io.StringIO(text)))[1 : count + 1]:
+            try:
+                image = ladder.load_rgb(fileio.join(root, row[0]))
+            except ladder.BadImage:
+                continue
+            photo = views.cropped_photo(image, manifest.central_crop)
+            photo = tf.image.resize(photo[None], (BOX_IMAGE_SIZE, BOX_IMAGE_SIZE)) / 255.0
+            boxes = tf.reshape(tf.constant([float(value) for value in row[1:]]), [1, -1, 4])
+            colors = [[1.0, 0.0, 0.0]] + [[1.0, 1.0, 0.0]] * (int(boxes.shape[1]) - 1)
+            drawn.append(tf.image.draw_bounding_boxes(photo, boxes, colors)[0])
+        if drawn:
+            with self._stages.as_default(step=0):
+                tf.summary.image(
+                    "views_boxes",
+                    tf.stack(drawn),
+                    max_outputs=len(drawn),
+                    description="object box (red) and part windows (yellow) of the first images "
+                    "in views.csv",
+                )
+            self._stages.flush()
+        return len(drawn)
 
 
 def _first_source_image(manifest: manifest_lib.Manifest) -> str | None:

@@ -155,6 +155,7 @@ def _train(
         results = dataclasses.replace(results, baseline=evaluate_baseline(setup))
         run.write_results(results)
     logs.sample_ladder(setup.manifest)
+    logs.sample_boxes(setup.manifest)
     for stage in setup.config.schedule:
         if results.stage(stage.node) is not None:
             continue
