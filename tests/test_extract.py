@@ -141,6 +141,9 @@ def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path
         "0",
         "--batch-size",
         "2",
+        # the object view's extra pass and its views.csv must resume exactly too
+        "--views",
+        "object,hflip",
         "--no-progress",
     ]
     environment = dict(os.environ, PYTHONPATH=conftest.PROJECT_ROOT)
@@ -189,6 +192,7 @@ def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path
         timeout=300,
     )
     assert _tree(killed) == _tree(straight)
+    assert "views.csv" in _tree(straight)
     assert not [name for name in _tree(killed) if name.endswith(".tmp")]
     for name in _tree(straight):
         assert filecmp.cmp(
