@@ -272,8 +272,12 @@ def test_clear_errors(records, tmp_path):
         train.train_and_evaluate(
             _config(records, tmp_path / "a", stages=("pool", "conv3_block4_out"))
         )
-    with pytest.raises(ValueError, match=r"--branches \[11\] do not exist"):
+    with pytest.raises(
+        ValueError, match=r"--branches 11: the records hold branches 0\.\.10 \(original"
+    ):
         train.train_and_evaluate(_config(records, tmp_path / "d", branches=(0, 11)))
+    with pytest.raises(ValueError, match=r"--branches crop: no such branch or family.*ladder"):
+        train.train_and_evaluate(_config(records, tmp_path / "d", branches=("original", "crop")))
     with pytest.raises(ValueError, match="earlier node than the one before it"):
         train.train_and_evaluate(
             _config(records, tmp_path / "b", stages=("conv4_block6_out", "pool"))

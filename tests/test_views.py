@@ -266,18 +266,12 @@ def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_
     config = config_lib.CompareConfig(
         records_dir=local.out_dir,
         out_dir=str(tmp_path / "out"),
-        fusions=("shared", "family"),
+        fusions=("family",),
         branch_sets=(("ladder",), ("original", "object")),
         training=rule,
     )
     result = compare.compare(config)
-    assert set(result["arms"]) == {
-        "baseline",
-        "shared[ladder]",
-        "family[ladder]",
-        "shared[original,object]",
-        "family[original,object]",
-    }
+    assert set(result["arms"]) == {"baseline", "family[ladder]", "family[original,object]"}
     sets = result["branch_sets"]
     assert sets["original,object"]["branches"] == ["original", "object"]
     assert sets["ladder"]["branches"] == ["original", "q30", "q70"]
