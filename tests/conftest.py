@@ -75,6 +75,8 @@ def imagenette_subset(directory, per_split: dict) -> str:
 
 
 TRAIN_STAGES = ("pool", "conv4_block6_out")
+# In memory and one worker: the fastest DirectRunner set-up, and the one CI's two cores can afford.
+BEAM_DIRECT_OPTIONS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,7 @@ from tfrecords import writer
 from tools import make_tfrecords
 from tools import verify as verify_tool
 
-# In memory and one worker: the fastest DirectRunner set-up, and the one CI's two cores can afford.
-DIRECT_OPTIONS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
+DIRECT_OPTIONS = conftest.BEAM_DIRECT_OPTIONS
 BAD_IMAGE = "dog/broken.jpg"
 RAM = "ram://test_beam"
 

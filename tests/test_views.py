@@ -33,7 +33,7 @@ from tools import make_tfrecords
 
 VIEWS = ("object", "parts:2", "hflip")
 NAMES = branches.ladder_names((30, 70)) + ("object", "part1", "part2", "hflip")
-DIRECT_OPTIONS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
+DIRECT_OPTIONS = conftest.BEAM_DIRECT_OPTIONS
 
 
 @pytest.fixture(scope="module")
