@@ -303,3 +303,16 @@ def test_localisation_scores_the_object_boxes_against_ground_truth(view_records,
     assert result["images"] == len(found)
     assert result["iou_at_least_0.5"] == pytest.approx((len(found) + 1) // 2 / len(found))
     assert localisation.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
+
+
+def test_cubs_own_space_separated_boxes_are_read_through_images_txt(tmp_path):
+    (tmp_path / "images.txt").write_text("1 001.Albatross/a_1.jpg\n2 002.Auklet/b_2.jpg\n")
+    (tmp_path / "bounding_boxes.txt").write_text("1 60.0 27.0 325.0 304.0\n2 1 2 3 4\n")
+    boxes = localisation.read_ground_truth(str(tmp_path / "bounding_boxes.txt"))
+    assert boxes == {
+        "001.Albatross/a_1.jpg": (60.0, 27.0, 325.0, 304.0),
+        "002.Auklet/b_2.jpg": (1.0, 2.0, 3.0, 4.0),
+    }
+    (tmp_path / "bad.csv").write_text("image,x,y,w,h\na.jpg,1,2,3\n")
+    with pytest.raises(errors.UserError, match="image,x,y,w,h"):
+        localisation.read_ground_truth(str(tmp_path / "bad.csv"))
