@@ -354,7 +354,9 @@ class VerifyConfig:
 
 
 FUSIONS = ("concat", "shared", "weighted", "gated", "family")
-HEADS = ("linear", "mlp")
+POOLED_HEADS = ("linear", "mlp")  # heads on a branch's pooled features
+# fbsd: a multi-level head on the cached maps of several nodes (pipeline.training.fbsd)
+HEADS = POOLED_HEADS + ("fbsd",)
 ACTIVATIONS = ("relu", "sigmoid")
 HEAD_INITS = ("random", "baseline")
 LABEL_SPACES = ("auto", "dataset", "imagenet")
@@ -525,9 +527,20 @@ class TrainConfig:
         "pipeline.training.fusion",
     )
     head: str = option(
-        "linear", choices=HEADS, help="the decision head; see pipeline.training.heads"
+        "linear",
+        choices=HEADS,
+        help="the decision head; see pipeline.training.heads (fbsd: pipeline.training.fbsd)",
     )
-    hidden_units: int = option(500, help="--head mlp")
+    head_nodes: tuple[str, ...] | None = option(
+        None,
+        help="--head fbsd: the nodes whose cached maps it reads, comma-separated (e.g. "
+        "block_13_expand_relu,block_16_expand_relu,out_relu for mobilenet_v2); the run is one "
+        "stage on them",
+        show_default=False,
+    )
+    hidden_units: int = option(
+        500, help="--head mlp: hidden neurons; --head fbsd: each level's projection width"
+    )
     activation: str = option("relu", choices=ACTIVATIONS, help="--head mlp")
     dropout: float = option(0.0, help="--head mlp")
     batch_size: int = option(100, help="global batch, split across replicas")
@@ -727,6 +740,26 @@ class TrainConfig:
             raise errors.UserError(
                 "--folds already trains the final model on train + validation: drop --refit"
             )
+        self._check_fbsd()
+
+    def _check_fbsd(self) -> None:
+        if self.head != "fbsd":
+            if self.head_nodes:
+                raise errors.UserError(
+                    "--head-nodes is for --head fbsd: drop it or add --head fbsd"
+                )
+            return
+        if not self.head_nodes or len(set(self.head_nodes)) != len(self.head_nodes):
+            raise errors.UserError(
+                "--head fbsd reads the maps of several nodes: give them as --head-nodes N1,N2,N3 "
+                "(distinct nodes the records hold)"
+            )
+        if self.head_init == "baseline":
+            raise errors.UserError(
+                "--head-init baseline starts a linear decision layer: --head fbsd starts at random"
+            )
+        if self.hidden_units < 1:
+            raise errors.UserError(f"--hidden-units must be at least 1, got {self.hidden_units}")
 
     @property
     def rule(self) -> Recipe:
@@ -1006,7 +1039,7 @@ class CompressConfig:
     report_sizes: tuple[int, ...] = option(
         (), help="comma-separated code sizes at which to train a classifier too"
     )
-    head: str = option("linear", choices=HEADS, help="the classifier on the codes")
+    head: str = option("linear", choices=POOLED_HEADS, help="the classifier on the codes")
     recipe: str = option(
         "converged",
         choices=RECIPE_NAMES,

@@ -1,4 +1,5 @@
-"""Builds the tf.data pipeline that reads one node's bottleneck records of one split."""
+"""Builds the tf.data pipeline that reads one node's bottleneck records of one split (or several
+nodes' records of the same images, aligned)."""
 
 import contextlib
 import math
@@ -43,6 +44,10 @@ def _splits(split) -> tuple[str, ...]:
     return (split,) if isinstance(split, str) else tuple(split)
 
 
+def _nodes(node) -> tuple[str, ...]:
+    return (node,) if isinstance(node, str) else tuple(node)
+
+
 def in_fold(image_ids: tf.Tensor, fold: tuple[int, int, bool]) -> tf.Tensor:
     """Whether each image belongs to the records that `fold` = (K, i, keep) selects: with keep,
     only fold i of K; without, every fold but i. Folds come from a stable hash of the image id (the
@@ -63,18 +68,20 @@ def shuffle_records(
 ) -> int:
     """How many examples a shuffle buffer of at most buffer_records and buffer_bytes holds.
 
-    The buffer holds serialized records (their mean size in the manifest), or decoded examples of
-    decoded_bytes each when the split is decoded once and cached. At ImageNet size a record of a
-    deep node is about a megabyte, so a fixed count of records alone could ask for tens of
-    gigabytes.
+    The buffer holds serialized records (their mean size in the manifest; of every node, for
+    several), or decoded examples of decoded_bytes each when the split is decoded once and cached.
+    At ImageNet size a record of a deep node is about a megabyte, so a fixed count of records alone
+    could ask for tens of gigabytes.
     """
     if buffer_bytes is None:
         return max(1, buffer_records)
     if decoded_bytes is None:
         shards = [shard for name in _splits(split) for shard in manifest.split(name).shards]
-        stored = sum(shard.files[node].num_bytes for shard in shards if node in shard.files)
-        records = sum(shard.num_records for shard in shards if node in shard.files)
-        decoded_bytes = stored / max(1, records)
+        decoded_bytes = 0.0
+        for one in _nodes(node):
+            stored = sum(shard.files[one].num_bytes for shard in shards if one in shard.files)
+            records = sum(shard.num_records for shard in shards if one in shard.files)
+            decoded_bytes += stored / max(1, records)
     return max(1, min(buffer_records, int(buffer_bytes // max(1.0, decoded_bytes))))
 
 
@@ -100,6 +107,10 @@ def make_dataset(
     """Batches of (bottleneck [B, branches, *node_shape] float32, label [B] int32[, image_id [B]
     string]) of the records that `manifest` (as read from their directory) describes.
 
+    `node` may name several nodes: the bottleneck is then {node: [B, branches, *node_shape]}, each
+    image's records of every node read side by side (shard i of every node holds the same images in
+    the same order; the image ids are checked to agree).
+
     Values stored as float16 or bfloat16 (the manifest's per-node "dtype") are widened to float32
     here.
 
@@ -116,58 +127,96 @@ def make_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
-    info = manifest.node(node)
-    if info.dtype not in codec.STORAGE_DTYPES:
-        raise errors.RecordsError(
-            f"node {node!r} is stored as {info.dtype}, this reader reads "
-            f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords"
-        )
-    shape = info.shape
-    encoding = info.encoding
-    dtype = info.dtype
+    nodes = _nodes(node)
+    infos = {one: manifest.node(one) for one in nodes}
+    for one, info in infos.items():
+        if info.dtype not in codec.STORAGE_DTYPES:
+            raise errors.RecordsError(
+                f"node {one!r} is stored as {info.dtype}, this reader reads "
+                f"{', '.join(codec.STORAGE_DTYPES)}: rerun make_tfrecords"
+            )
+    num_branches = infos[nodes[0]].shape[0]
     if branches is not None:
         branches = tuple(branches)
-        if not branches or not all(0 <= branch < shape[0] for branch in branches):
+        if not branches or not all(0 <= branch < num_branches for branch in branches):
             raise errors.RecordsError(
-                f"branches {branches} must be a non-empty subset of 0..{shape[0] - 1}"
+                f"branches {branches} must be a non-empty subset of 0..{num_branches - 1}"
             )
-    paths = [path for name in _splits(split) for path in manifest.shard_paths(node, name)]
+    # One row per shard: its file of every node.
+    paths = list(
+        zip(
+            *(
+                [path for name in _splits(split) for path in manifest.shard_paths(one, name)]
+                for one in nodes
+            )
+        )
+    )
     if file_shard is not None:
         count, index = file_shard
         if not 0 <= index < count <= len(paths):
             raise errors.RecordsError(
                 f"file_shard {file_shard} needs 0 <= index < readers <= the {len(paths)} shards of "
-                f"{node}/{split}"
+                f"{'+'.join(nodes)}/{split}"
             )
         paths = paths[
             index::count
         ]  # before the file shuffle: a seeded order of this reader's own files
     compression = manifest.compression
 
-    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    files = tf.data.Dataset.from_tensor_slices(
+        tf.constant(paths, dtype=tf.string, shape=(len(paths), len(nodes)))
+    )
     if shuffle:
         files = files.shuffle(max(1, len(paths)), seed=seed)
-    read_buffer = None if paths and fileio.is_remote(paths[0]) else LOCAL_READ_BUFFER_BYTES
+    read_buffer = None if paths and fileio.is_remote(paths[0][0]) else LOCAL_READ_BUFFER_BYTES
+
+    def read(row):
+        per_node = tuple(
+            tf.data.TFRecordDataset(
+                row[position], compression_type=compression, buffer_size=read_buffer
+            )
+            for position in range(len(nodes))
+        )
+        return per_node[0] if len(nodes) == 1 else tf.data.Dataset.zip(per_node)
+
     records = files.interleave(
-        lambda path: tf.data.TFRecordDataset(
-            path, compression_type=compression, buffer_size=read_buffer
-        ),
+        read,
         cycle_length=max(1, min(len(paths), MAX_PARALLEL_FILES)),
         num_parallel_calls=tf.data.AUTOTUNE,
         # A seed asks for a reproducible order; otherwise let the fastest file go first.
         deterministic=not shuffle or seed is not None,
     )
 
-    def parse(serialized):
-        parsed = example.parse_batch(serialized, shape, encoding, dtype)
-        bottleneck = parsed["bottleneck"]
-        if branches is not None:
-            bottleneck = tf.gather(bottleneck, branches, axis=1)
-        label = tf.cast(parsed["label"], tf.int32)
-        return (bottleneck, label, parsed["image_id"]) if with_ids else (bottleneck, label)
+    def parse(*serialized):
+        parsed = [
+            example.parse_batch(one, infos[name].shape, infos[name].encoding, infos[name].dtype)
+            for one, name in zip(serialized, nodes)
+        ]
+        image_id = parsed[0]["image_id"]
+        checks = [
+            tf.debugging.assert_equal(
+                other["image_id"],
+                image_id,
+                message=f"the records of nodes {', '.join(nodes)} are not aligned: rerun "
+                "make_tfrecords",
+            )
+            for other in parsed[1:]
+        ]
+        with tf.control_dependencies(checks):
+            bottlenecks = {}
+            for name, one in zip(nodes, parsed):
+                bottleneck = one["bottleneck"]
+                if branches is not None:
+                    bottleneck = tf.gather(bottleneck, branches, axis=1)
+                bottlenecks[name] = tf.identity(bottleneck)
+        bottleneck = bottlenecks[nodes[0]] if len(nodes) == 1 else bottlenecks
+        label = tf.cast(parsed[0]["label"], tf.int32)
+        return (bottleneck, label, image_id) if with_ids else (bottleneck, label)
 
     if fold is not None:
-        records = records.filter(lambda serialized: in_fold(example.image_id_of(serialized), fold))
+        records = records.filter(
+            lambda *serialized: in_fold(example.image_id_of(serialized[0]), fold)
+        )
     if cache_decoded:
         examples = (
             records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
@@ -176,12 +225,16 @@ def make_dataset(
         examples = records  # still serialized: shuffled and skipped before the (costly) decoding
     if shuffle:
         decoded_bytes = (
-            4 * math.prod(shape[1:]) * len(branches or range(shape[0])) if cache_decoded else None
+            4
+            * sum(math.prod(info.shape[1:]) for info in infos.values())
+            * len(branches or range(num_branches))
+            if cache_decoded
+            else None
         )
         examples = examples.shuffle(
             shuffle_records(
                 manifest,
-                node,
+                nodes,
                 split,
                 shuffle_buffer,
                 shuffle_buffer_bytes,
@@ -204,22 +257,24 @@ class DamagedRecords(errors.RecordsError):
 
 
 @contextlib.contextmanager
-def explained_data_loss(records_dir: str, node: str, split):
-    """Inside it, reading node/split that meets a damaged record raises DamagedRecords with one
-    clear line."""
+def explained_data_loss(records_dir: str, node, split):
+    """Inside it, reading node/split (node: one, or several) that meets a damaged record raises
+    DamagedRecords with one clear line."""
     try:
         yield
     except tf.errors.DataLossError as error:
         raise DamagedRecords(explain_data_loss(error, records_dir, node, split)) from None
 
 
-def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: str, split) -> str:
-    """One line for a DataLossError met while reading node/split: which shard is damaged and how to
-    fix it.
+def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node, split) -> str:
+    """One line for a DataLossError met while reading node/split (node: one, or several, whose
+    shards are then all checked): which shard is damaged and how to fix it.
 
     TensorFlow's message gives a byte offset but not the file, so each shard of node/split is
     checked against its manifest entry (size, sha256, then every record's CRC).
     """
+    nodes = _nodes(node)
+    node = nodes[0] if len(nodes) == 1 else None
     fix = (
         f"run `jpeg-ladder-verify {records_dir}` to list every bad shard, then "
         f"{verify.rerun_advice(records_dir)}"
@@ -237,7 +292,7 @@ def explain_data_loss(error: tf.errors.DataLossError, records_dir: str, node: st
         )
         return f"damaged shard {named}; {fix}"
     return (
-        f"reading {node}/{split} in {records_dir} failed ({error.message}), yet every shard "
-        "matches the manifest "
+        f"reading {'+'.join(nodes)}/{split} in {records_dir} failed ({error.message}), yet every "
+        "shard matches the manifest "
         f"(a disk or network read error?); {fix}"
     )

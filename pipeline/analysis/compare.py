@@ -71,6 +71,8 @@ def arm_training(
         seeds=1,
         seed=template.seed + seed_index,
         sweep_seed=template.seed,
+        # The FBSD head is one stage on its own nodes' maps, whatever the rule's stages.
+        stages=None if template.head == "fbsd" else template.stages,
     )
 
 

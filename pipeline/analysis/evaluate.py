@@ -78,8 +78,9 @@ class _BaselineModel:
     def available(self) -> bool:
         return self.trained is not None or self.stock is not None
 
-    def node(self, description: dict) -> str:
-        return self.trained.description["node"] if self.trained else description["node"]
+    def nodes(self, description: dict) -> list[str]:
+        """The nodes it reads (several for a trained FBSD head)."""
+        return self.trained.nodes if self.trained else [description["node"]]
 
     def from_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """[B, branches, S, S, 3] -> [B, branches, classes], each branch alone."""
@@ -91,16 +92,41 @@ class _BaselineModel:
             scores = self.stock(self.backbone.preprocess(flat[:, 0]), training=False).numpy()
         return scores.reshape(count, num_branches, -1)
 
-    def from_bottlenecks(self, bottlenecks: np.ndarray, node: str) -> np.ndarray:
-        """[B, branches, *node_shape] -> [B, branches, classes], each branch alone."""
-        count, num_branches = bottlenecks.shape[:2]
-        flat = bottlenecks.reshape((count * num_branches, 1) + bottlenecks.shape[2:])
+    def from_bottlenecks(self, bottlenecks, node: str) -> np.ndarray:
+        """[B, branches, *node_shape] (or {node: them}) -> [B, branches, classes], each branch
+        alone."""
+        count, num_branches = next(iter(_by_node(bottlenecks).values())).shape[:2]
+        flat = {
+            name: value.reshape((count * num_branches, 1) + value.shape[2:])
+            for name, value in _by_node(bottlenecks).items()
+        }
         if self.trained:
-            scores = self.trained.probabilities_of_bottlenecks(flat)
+            scores = self.trained.probabilities_of_bottlenecks(
+                flat if isinstance(bottlenecks, dict) else flat[None]
+            )
         else:
-            features = cut.tail(self.stock, node)(flat[:, 0], training=False)
+            features = cut.tail(self.stock, node)(flat[None][:, 0], training=False)
             scores = cut.classifier_layer(self.stock)(features).numpy()
         return scores.reshape(count, num_branches, -1)
+
+
+def _by_node(bottlenecks) -> dict:
+    """{node: array}, or {None: array} for one node's bottlenecks."""
+    if isinstance(bottlenecks, dict):
+        return bottlenecks
+    return {None: bottlenecks}
+
+
+def _numpy(bottlenecks):
+    """Tensors (one, or {node: tensor}) as arrays."""
+    if isinstance(bottlenecks, dict):
+        return {node: value.numpy() for node, value in bottlenecks.items()}
+    return bottlenecks.numpy()
+
+
+def _dataset_nodes(nodes: list[str]):
+    """What reader.make_dataset takes as its node: the one, or the several."""
+    return nodes[0] if len(nodes) == 1 else tuple(nodes)
 
 
 class _LabelMapper(dict):
@@ -168,27 +194,32 @@ def predictions_from_records(
     baseline = _BaselineModel(description, baseline_logdir)
     mapper = _LabelMapper(description)
     label_of = np.asarray([mapper[name] for name in manifest.class_names])
-    node = description["node"]
+    nodes = _dataset_nodes(model.nodes)
     topology, labels, image_ids = [], [], []
-    with reader.explained_data_loss(manifest.directory, node, split):
+    with reader.explained_data_loss(manifest.directory, nodes, split):
         for bottlenecks, label, image_id in reader.make_dataset(
-            manifest, node, split, batch_size, with_ids=True, branches=description["branch_indices"]
+            manifest,
+            nodes,
+            split,
+            batch_size,
+            with_ids=True,
+            branches=description["branch_indices"],
         ):
-            topology.append(model.probabilities_of_bottlenecks(bottlenecks.numpy()))
+            topology.append(model.probabilities_of_bottlenecks(_numpy(bottlenecks)))
             labels.append(label_of[label.numpy()])
             image_ids.extend(image_id.numpy().astype(str))
     branches = None
     if baseline.available:
         by_id = {}
-        baseline_node = baseline.node(description)
-        with reader.explained_data_loss(manifest.directory, baseline_node, split):
+        baseline_nodes = _dataset_nodes(baseline.nodes(description))
+        with reader.explained_data_loss(manifest.directory, baseline_nodes, split):
             for bottlenecks, _, image_id in reader.make_dataset(
-                manifest, baseline_node, split, batch_size, with_ids=True
+                manifest, baseline_nodes, split, batch_size, with_ids=True
             ):
                 by_id.update(
                     zip(
                         image_id.numpy().astype(str),
-                        baseline.from_bottlenecks(bottlenecks.numpy(), baseline_node),
+                        baseline.from_bottlenecks(_numpy(bottlenecks), baseline_nodes),
                     )
                 )
         branches = np.stack([by_id[image_id] for image_id in image_ids])

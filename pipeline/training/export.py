@@ -6,6 +6,7 @@ ladder.
         branch_pixels(uint8 image [H, W, 3])                 -> float32 [record branches, S, S, 3]
         classify_pixels(float32 [B, branches, S, S, 3])      -> {"probabilities": [B, classes]}
         classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
+            (under --head fbsd: {node: float32 [B, branches, *node]} of the head's nodes)
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
     the very same model from raw images or from the records.
     export/classes.json      the classes, branches, node, input size and ladder: what predict and
@@ -31,6 +32,7 @@ from pipeline import config as config_lib
 from pipeline.offline import ladder
 from pipeline.offline import views
 from pipeline.training import checkpoints
+from pipeline.training import fbsd
 from tfrecords import fileio
 
 CLASSES_NAME = "classes.json"
@@ -47,18 +49,32 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
         manifest.central_crop,
     )
     branches = tf.constant(setup.branches, tf.int32)
-    front = cut.extractor(setup.backbone_model, setup.backbone, [stage.node])
+    # The node the stage reads, or under fbsd every node its head reads (then the bottlenecks are
+    # {node: [B, branches, *node_shape]}).
+    nodes = setup.stage_nodes(stage.node)
+    front = cut.extractor(setup.backbone_model, setup.backbone, list(nodes))
 
     num_branches = len(setup.branches)
-    node_shape = tuple(int(size) for size in model.input.shape[2:])
+    shapes = setup.node_shapes(nodes)
+    bottleneck_specs = {
+        node: tf.TensorSpec(
+            (None, num_branches) + shapes[node],
+            tf.float32,
+            name=fbsd.input_name(node) if setup.multi_level else None,
+        )
+        for node in nodes
+    }
 
     def classify_bottlenecks(bottlenecks):
         return {"probabilities": tf.nn.softmax(model(bottlenecks, training=False)["logits"])}
 
     def classify_pixels(pixels):
         flat = tf.reshape(pixels, [-1, input_size, input_size, 3])
-        bottlenecks = front(flat, training=False)[stage.node]
-        return classify_bottlenecks(tf.reshape(bottlenecks, (-1, num_branches) + node_shape))
+        maps = front(flat, training=False)
+        bottlenecks = {
+            node: tf.reshape(maps[node], (-1, num_branches) + shapes[node]) for node in nodes
+        }
+        return classify_bottlenecks(bottlenecks if setup.multi_level else bottlenecks[stage.node])
 
     spec = views.ViewSpec.parse((manifest.views or {}).get("spec"))
     view_front = None
@@ -109,7 +125,7 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     archive.add_endpoint(
         "classify_bottlenecks",
         classify_bottlenecks,
-        input_signature=[tf.TensorSpec((None, num_branches) + node_shape, tf.float32)],
+        input_signature=[bottleneck_specs if setup.multi_level else bottleneck_specs[stage.node]],
     )
     temporary = export_dir.rstrip("/") + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
@@ -117,6 +133,7 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
     description = {
         "class_names": list(setup.class_names),
         "node": stage.node,
+        "nodes": list(nodes),
         "fusion": setup.config.fusion,
         "branches": list(setup.branch_names),
         "branch_indices": list(setup.branches),
@@ -164,9 +181,15 @@ class ExportedClassifier:
             "probabilities"
         ].numpy()
 
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes whose bottlenecks classify_bottlenecks takes (several under fbsd)."""
+        return self.description.get("nodes") or [self.description["node"]]
+
     def probabilities_of_bottlenecks(self, bottlenecks) -> np.ndarray:
-        """[B, branches, *node_shape] cached bottlenecks -> [B, classes]."""
-        return self._loaded.classify_bottlenecks(tf.constant(bottlenecks, tf.float32))[
+        """[B, branches, *node_shape] cached bottlenecks (under fbsd {node: them}) -> [B,
+        classes]."""
+        return self._loaded.classify_bottlenecks(tf.nest.map_structure(_floats, bottlenecks))[
             "probabilities"
         ].numpy()
 
@@ -186,6 +209,10 @@ class ExportedClassifier:
             description["qualities"],
             description["central_crop"],
         ).numpy()
+
+
+def _floats(value) -> tf.Tensor:
+    return tf.constant(value, tf.float32)
 
 
 def image_files(paths) -> list[str]:

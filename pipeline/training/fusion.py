@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.training import fbsd
 
 FUSIONS = config_lib.FUSIONS
 COMBINED = ("weighted", "gated")  # the fusions that learn branch weights
@@ -172,7 +173,20 @@ def outputs(
     if check(fusion) == "concat":
         flat = keras.ops.reshape(features, (-1, num_branches * int(features.shape[-1])))
         return {"logits": head(flat)}
-    branch_logits = head(features)  # the one head, applied to every branch
+    # The one head, applied to every branch.
+    return combine(fusion, head(features), features, branch_combiner, num_branches, family_ids)
+
+
+def combine(
+    fusion: str,
+    branch_logits,
+    features,
+    branch_combiner=None,
+    num_branches: int = 1,
+    family_ids=None,
+) -> dict:
+    """outputs() of every fusion but concat, from each branch's logits [B, branches, classes] and
+    features [B, branches, D] (what a gate reads)."""
     extra = {}
     if fusion == "shared":
         weights = keras.ops.ones_like(branch_logits[..., 0]) / num_branches
@@ -196,22 +210,37 @@ def outputs(
 def per_example_loss(fusion: str, model_outputs: dict, labels, joint: bool = True) -> tf.Tensor:
     """The training loss of each example (see the module docstring): with `joint` the combiner of
     weighted and gated learns with the head, else the head alone learns (as under shared)."""
-    if fusion == "concat":
+    if "branch_logits" not in model_outputs:  # concat
         return keras.losses.sparse_categorical_crossentropy(
             labels, model_outputs["logits"], from_logits=True
         )
     branch_logits = model_outputs["branch_logits"]
     num_branches = tf.shape(branch_logits)[1]
     branch_labels = tf.repeat(labels[:, None], num_branches, axis=1)
-    per_branch = keras.losses.sparse_categorical_crossentropy(
-        branch_labels, branch_logits, from_logits=True
-    )
+    if "branch_level_logits" in model_outputs:  # the FBSD head: its own losses on every branch
+        per_branch = fbsd.per_example_loss(
+            {
+                "level_logits": _flat(model_outputs["branch_level_logits"]),
+                "concat_logits": _flat(model_outputs["branch_concat_logits"]),
+            },
+            tf.reshape(branch_labels, [-1]),
+        )
+        per_branch = tf.reshape(per_branch, [-1, num_branches])
+    else:
+        per_branch = keras.losses.sparse_categorical_crossentropy(
+            branch_labels, branch_logits, from_logits=True
+        )
     loss = tf.reduce_mean(per_branch, axis=1)
     if fusion in COMBINED and joint:
         loss += mixture_loss(
             model_outputs["branch_weights"], tf.stop_gradient(branch_logits), labels
         )
     return loss
+
+
+def _flat(per_branch):
+    """[B, branches, ...] -> [B * branches, ...]."""
+    return tf.reshape(per_branch, [-1] + list(per_branch.shape[2:]))
 
 
 def mixture_loss(weights, branch_logits, labels) -> tf.Tensor:

@@ -5,7 +5,8 @@ the classes.
     mlp      features [B, D] -> Dense(hidden, relu|sigmoid) -> Dropout -> Dense(classes) -> logits
 
 A head sees [B, branches * D] under the concat fusion and [B, D] (one branch at a time) under the
-others.
+others. The trainer's third head, fbsd, reads several nodes' maps instead of pooled features: see
+pipeline.training.fbsd.
 """
 
 import dataclasses
@@ -17,7 +18,7 @@ from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import seeding
 
-HEADS = config_lib.HEADS
+HEADS = config_lib.POOLED_HEADS
 ACTIVATIONS = config_lib.ACTIVATIONS
 HIDDEN_NAME = "hidden"
 LOGITS_NAME = "logits"
@@ -103,11 +104,18 @@ def build_head(
 
 
 def description(
-    kind: str, hidden_units: int = 500, activation: str = "relu", dropout: float = 0.0
+    kind: str,
+    hidden_units: int = 500,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    nodes: tuple[str, ...] = (),
 ) -> dict:
-    """What results.json records under "head", and what `from_description` rebuilds."""
+    """What results.json records under "head", and (linear, mlp) what `from_description`
+    rebuilds."""
     if kind == "linear":
         return {"kind": "linear"}
+    if kind == "fbsd":
+        return {"kind": "fbsd", "nodes": list(nodes), "channels": int(hidden_units)}
     return {
         "kind": "mlp",
         "hidden_units": int(hidden_units),

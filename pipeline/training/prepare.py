@@ -16,6 +16,7 @@ from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.training import checkpoints
 from pipeline.training import distribute
+from pipeline.training import fbsd
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import heads
 from pipeline.training import topology
@@ -57,12 +58,35 @@ class Setup:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(self.num_train / self.config.batch_size))
 
+    @property
+    def multi_level(self) -> bool:
+        """Whether the head reads several nodes' maps (--head fbsd): the run is one stage on
+        them, with the backbone frozen."""
+        return self.config.head == "fbsd"
+
+    def stage_nodes(self, node: str) -> tuple[str, ...]:
+        """The nodes whose records the stage reading `node` takes: the head's under fbsd."""
+        return tuple(self.config.head_nodes) if self.multi_level else (node,)
+
     def trainable_objects(self, node: str) -> dict:
-        objects = checkpoints.trainable_objects(self.backbone_model, node, self.head)
+        if self.multi_level:
+            objects = {"head": self.head}
+        else:
+            objects = checkpoints.trainable_objects(self.backbone_model, node, self.head)
         return objects if self.combiner is None else {**objects, "fusion": self.combiner}
 
     def build_model(self, node: str) -> keras.Model:
-        """The stage model reading `node` (see topology.build)."""
+        """The stage model reading `node` (see topology.build), or under fbsd its head's nodes
+        (topology.build_multi_level)."""
+        if self.multi_level:
+            return topology.build_multi_level(
+                self.head,
+                self.node_shapes(self.stage_nodes(node)),
+                len(self.branches),
+                self.config.fusion,
+                self.combiner,
+                self.family_ids,
+            )
         feature_size = self.manifest.node(node).shape[-1] if self.manifest.codes else None
         return topology.build(
             self.backbone_model,
@@ -74,6 +98,14 @@ class Setup:
             feature_size,
             self.family_ids,
         )
+
+    def node_shapes(self, nodes) -> dict[str, tuple[int, ...]]:
+        return node_shapes(self.manifest, nodes)
+
+
+def node_shapes(manifest: manifest_lib.Manifest, nodes) -> dict[str, tuple[int, ...]]:
+    """{node: one branch's record shape}, in the given order."""
+    return {node: tuple(manifest.node(node).shape[1:]) for node in nodes}
 
 
 def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:
@@ -98,7 +130,36 @@ def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Bac
         )
 
 
+def _check_head_nodes(config, manifest, backbone) -> tuple[str, ...]:
+    """--head fbsd's nodes, ordered shallow to deep: catalogued, held by the records, maps."""
+    registry.check_nodes(backbone, config.head_nodes)
+    missing = [node for node in config.head_nodes if node not in manifest.nodes]
+    if missing:
+        raise errors.UserError(
+            f"the records in {config.records_dir} lack the node(s) {', '.join(missing)} "
+            f"(they hold {', '.join(manifest.nodes)}); rerun make_tfrecords with "
+            f"--nodes {','.join(config.head_nodes)} or choose --head-nodes among those"
+        )
+    flat = [node for node in config.head_nodes if len(manifest.node(node).shape) != 4]
+    if flat:
+        raise errors.UserError(
+            f"--head fbsd reads maps [height, width, channels]; {', '.join(flat)} "
+            f"{'is' if len(flat) == 1 else 'are'} not: choose block outputs (e.g. "
+            f"{', '.join(node for node in manifest.nodes if len(manifest.node(node).shape) == 4)})"
+        )
+    return tuple(sorted(config.head_nodes, key=backbone.nodes.index))
+
+
 def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
+    if config.head == "fbsd":
+        # One stage: the head on the cached maps, named after the deepest of them.
+        deepest = _check_head_nodes(config, manifest, backbone)[-1]
+        if config.stages is not None and tuple(config.stages) != (deepest,):
+            raise errors.UserError(
+                f"--head fbsd trains one stage, the head on the cached maps of --head-nodes "
+                f"(named after {deepest}): drop --stages"
+            )
+        return (deepest,)
     stage_nodes = config.stages or backbone.default_stages
     registry.check_nodes(backbone, stage_nodes)
     depths = [backbone.nodes.index(node) for node in stage_nodes]
@@ -124,7 +185,12 @@ def resolve_stages(
     """The config with its stages named (the backbone's default schedule unless given) and
     checked."""
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
-    return dataclasses.replace(config, stages=_check_stages(config, manifest, backbone))
+    stages = _check_stages(config, manifest, backbone)
+    if config.head == "fbsd":
+        return dataclasses.replace(
+            config, stages=stages, head_nodes=_check_head_nodes(config, manifest, backbone)
+        )
+    return dataclasses.replace(config, stages=stages)
 
 
 def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> Setup:
@@ -165,14 +231,29 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
                     "--head-init random"
                 )
             class_names, label_map = tuple(manifest.class_names), None
-        head = heads.build_head(
-            config.head,
-            len(class_names),
-            hidden_units=config.hidden_units,
-            activation=config.activation,
-            dropout=config.dropout,
-            seed=config.seed,
-        )
+        if config.head == "fbsd":
+            if config.fusion == "concat" and len(branches) > 1:
+                raise errors.UserError(
+                    "--head fbsd scores each branch by itself: use --fusion shared, family, "
+                    "weighted or gated (concat joins pooled features under one linear layer)"
+                )
+            shapes = node_shapes(manifest, config.head_nodes)
+            head = fbsd.build(
+                shapes,
+                len(class_names),
+                channels=config.hidden_units,
+                seed=config.seed,
+                **fbsd.fitted(shapes),
+            )
+        else:
+            head = heads.build_head(
+                config.head,
+                len(class_names),
+                hidden_units=config.hidden_units,
+                activation=config.activation,
+                dropout=config.dropout,
+                seed=config.seed,
+            )
         combiner = fusion_lib.combiner(
             config.fusion,
             len(branches),
@@ -266,21 +347,23 @@ def stage_dataset(
     batch_size: int | None = None,
     file_shard: tuple[int, int] | None = None,
     with_ids: bool = False,
+    nodes: tuple[str, ...] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (bottlenecks, labels in the head's class space[, image ids]) of the run's train or
-    validation split (see records_of) at one node.
+    validation split (see records_of) for the stage reading `node`.
 
-    Batches are of the global batch unless `batch_size` is given; `file_shard` as in
-    reader.make_dataset.
+    The bottlenecks are the node's, or under fbsd {node: bottlenecks} of the head's nodes
+    (Setup.stage_nodes); `nodes` reads other nodes instead. Batches are of the global batch unless
+    `batch_size` is given; `file_shard` as in reader.make_dataset.
     """
     config = setup.config
     branches = branches or setup.branches
-    example_shape = setup.manifest.node(node).shape
+    nodes = nodes or setup.stage_nodes(node)
     record_splits, fold = records_of(config, split)
     decoded_mb = (
         num_examples(config, setup.manifest, split)
         * len(branches)
-        * math.prod(example_shape[1:])
+        * sum(math.prod(setup.manifest.node(one).shape[1:]) for one in nodes)
         * 4
         / 2**20
     )
@@ -293,7 +376,7 @@ def stage_dataset(
         suggest_allocator()
     dataset = reader.make_dataset(
         setup.manifest,
-        node,
+        nodes[0] if len(nodes) == 1 else nodes,
         record_splits,
         batch_size or config.batch_size,
         shuffle=training,
@@ -354,7 +437,10 @@ def stage_model(setup: Setup, stage: config_lib.Stage):
     A stacked combiner (see pipeline.training.fusion) is frozen while the stage trains its head.
     """
     with setup.strategy.scope():
-        topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
+        if setup.multi_level:
+            setup.backbone_model.trainable = False  # the head reads cached maps: nothing to tune
+        else:
+            topology.unfreeze_tail(setup.backbone_model, stage.node, setup.config.train_batchnorm)
         if setup.combiner is not None:
             setup.combiner.trainable = not setup.config.rule.stacked_combiner
         model = setup.build_model(stage.node)

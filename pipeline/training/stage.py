@@ -149,7 +149,9 @@ class StageRun:
                 disable=not config.progress,
                 desc=stage.name,
             ) as bar,
-            reader.explained_data_loss(config.records_dir, stage.node, "train"),
+            reader.explained_data_loss(
+                config.records_dir, self.setup.stage_nodes(stage.node), "train"
+            ),
         ):
             while step < max_steps:
                 if plateau_steps is not None and self._steps_since_best() >= plateau_steps:
@@ -330,7 +332,9 @@ class StageRun:
         """Validation metrics at `step`; a new best is written to the best checkpoint; then the
         resume point."""
         state = self.state
-        with reader.explained_data_loss(self.config.records_dir, self.stage.node, "validation"):
+        with reader.explained_data_loss(
+            self.config.records_dir, self.setup.stage_nodes(self.stage.node), "validation"
+        ):
             metrics_now = self.steps.evaluate(self.validation)
         steps_since_last = step - int(state["last_eval_step"].numpy())
         state["last_eval_step"].assign(step)

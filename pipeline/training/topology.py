@@ -7,6 +7,10 @@ bottlenecks [B, branches, *node_shape]
     -> fusion (concat: one head over [B, branches * D]; shared/weighted/gated: the head on every
        branch, probabilities averaged; see pipeline.training.fusion)
     -> {"logits": [B, classes], ...}
+
+Under --head fbsd the stage reads several nodes' cached maps {node: [B, branches, h, w, c]}: every
+branch goes through the one FBSD head (pipeline.training.fbsd) and the fusion combines the branches'
+logits (build_multi_level); nothing of the backbone trains.
 """
 
 import keras
@@ -15,6 +19,7 @@ import numpy as np
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import errors
+from pipeline.training import fbsd
 from pipeline.training import fusion as fusion_lib
 
 
@@ -51,6 +56,47 @@ def build(
         features = keras.ops.reshape(tail(flat), (-1, num_branches, int(tail.output.shape[-1])))
     outputs = fusion_lib.outputs(fusion, features, head, combiner, num_branches, family_ids)
     return keras.Model(bottlenecks, outputs, name=f"topology_from_{node}")
+
+
+def build_multi_level(
+    head: keras.Model,
+    node_shapes: dict,
+    num_branches: int,
+    fusion: str = "shared",
+    combiner: keras.layers.Layer | None = None,
+    family_ids=None,
+) -> keras.Model:
+    """The stage model of a head on several nodes' maps (fbsd.build): input {node: [B, branches,
+    *node_shape]} (input names fbsd.input_name(node)), output fusion.combine()'s dict plus each
+    branch's "branch_level_logits" and "branch_concat_logits" (the head's own losses read them).
+
+    The head sees every branch as an image of the batch; concat over one branch is that branch's
+    head alone.
+    """
+    maps = {
+        node: keras.Input(shape=(num_branches,) + tuple(shape), name=fbsd.input_name(node))
+        for node, shape in node_shapes.items()
+    }
+    flat = {
+        node: keras.ops.reshape(value, (-1,) + tuple(node_shapes[node]))
+        for node, value in maps.items()
+    }
+    scored = head(flat)
+
+    def per_branch(tensor):
+        return keras.ops.reshape(tensor, (-1, num_branches) + tuple(tensor.shape[1:]))
+
+    outputs = fusion_lib.combine(
+        "shared" if fusion == "concat" else fusion,
+        per_branch(scored["logits"]),
+        per_branch(scored["features"]),
+        combiner,
+        num_branches,
+        family_ids,
+    )
+    outputs["branch_level_logits"] = per_branch(scored["level_logits"])
+    outputs["branch_concat_logits"] = per_branch(scored["concat_logits"])
+    return fbsd.functional(maps, outputs, "topology_fbsd")
 
 
 def unfreeze_tail(

@@ -347,7 +347,13 @@ def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
         branch_indices=tuple(setup.branches),
         fusion=config.fusion,
         optimizer=config.optimizer,
-        head=heads.description(config.head, config.hidden_units, config.activation, config.dropout),
+        head=heads.description(
+            config.head,
+            config.hidden_units,
+            config.activation,
+            config.dropout,
+            config.head_nodes or (),
+        ),
         seed=config.seed,
         label_space="imagenet" if setup.label_map is not None else "dataset",
         global_batch_size=config.batch_size,
@@ -471,7 +477,7 @@ def evaluate_baseline(setup: prepare_lib.Setup) -> results_lib.Baseline:
     totals = np.zeros(3)
     with reader.explained_data_loss(setup.config.records_dir, node, "validation"):
         for bottlenecks, labels in prepare_lib.stage_dataset(
-            setup, node, "validation", training=False, branches=(0,)
+            setup, node, "validation", training=False, branches=(0,), nodes=(node,)
         ):
             probabilities = classifier(tail(bottlenecks[:, 0], training=False))
             totals += [
