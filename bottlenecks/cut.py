@@ -7,20 +7,22 @@ from bottlenecks import registry
 
 
 def pool_layer(model: keras.Model) -> keras.layers.Layer:
-    """The layer whose output is `pool`: the global pooling that feeds the classifier (its Keras
-    name differs per backbone), or an image feature vector model's SavedModel layer, which registry
+    """The layer whose output is `pool`: the last global pooling, which feeds the classifier (its
+    Keras name differs per backbone; ConvNeXt's classifier reads it through a LayerNormalization,
+    which is then pool's layer), or an image feature vector model's SavedModel layer, which registry
     names `pool`."""
     named = [layer for layer in model.layers if layer.name == registry.POOL]
     if named:
         return named[0]
-    pools = [
-        layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)
-    ]
-    if len(pools) != 1:
-        raise errors.BackboneError(
-            f"{model.name}: expected one global average pooling layer, found {len(pools)}"
-        )
-    return pools[0]
+    layers = list(model.layers)
+    # The last one: EfficientNet's squeeze-and-excitation blocks pool too.
+    pools = [layer for layer in layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    if not pools:
+        raise errors.BackboneError(f"{model.name}: no global average pooling layer")
+    after = layers[layers.index(pools[-1]) + 1 :]
+    if after and isinstance(after[0], keras.layers.LayerNormalization):
+        return after[0]
+    return pools[-1]
 
 
 def classifier_layer(model: keras.Model) -> keras.layers.Dense:

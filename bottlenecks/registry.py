@@ -6,10 +6,12 @@ Backbones come from three sources: a keras.applications name (`inception_v3`, ..
 feature vector models: their one node is `pool`, and they have no ImageNet classifier.
 """
 
+import collections.abc
 import dataclasses
 import functools
 import importlib.resources
 import os
+import re
 from typing import Callable
 
 import keras
@@ -75,6 +77,112 @@ def _mobilenet_v2_nodes() -> tuple[str, ...]:
 
 
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# The smallest input every EfficientNet and ConvNeXt takes: five halvings (ConvNeXt: a stride-4 stem
+# and three halvings) leave a 1x1 map.
+_MODERN_MIN_INPUT_SIZE = 32
+
+
+class _Catalogue(collections.abc.Sequence):
+    """Node names read off the Keras model itself the first time they are needed, for backbones
+    whose number of blocks depends on the variant (EfficientNet B0 has 16, B7 55): the names are
+    then Keras's own. Reading them builds the model once with random weights at its smallest input
+    (a second or two; the names are kept for the process)."""
+
+    def __init__(self, read: Callable[[], tuple[str, ...]]):
+        self._read = read
+
+    @functools.cached_property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(self._read())
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(self._names)
+
+
+# An EfficientNet (V1 or V2) block ends at its residual add, else at its projection's batch norm, or
+# after the activation a fused block without expansion applies to it.
+_EFFICIENTNET_BLOCK_END = re.compile(r"^(block\d+[a-z]+)_(project_bn|project_activation|add)$")
+
+
+def _efficientnet_nodes(builder) -> tuple[str, ...]:
+    """stem_activation, every block's output in order, top_activation (the 1x1 head convolution's
+    output, the last map), pool."""
+    model = builder(weights=None, input_shape=(_MODERN_MIN_INPUT_SIZE,) * 2 + (3,))
+    ends = {}
+    for layer in model.layers:
+        match = _EFFICIENTNET_BLOCK_END.match(layer.name)
+        if match:
+            ends[match.group(1)] = layer.name  # a block's last match is its output
+    return ("stem_activation", *ends.values(), "top_activation", POOL)
+
+
+def _efficientnet(name: str, builder, keras_name: str, input_size: int, weights_url: str):
+    """An EfficientNet (V1 or V2): its own rescaling and normalisation layers take pixels in
+    [0, 255], so the ladder's pixels go in as they are."""
+    nodes = _Catalogue(functools.partial(_efficientnet_nodes, builder))
+    return Backbone(
+        name=name,
+        builder=builder,
+        preprocess=keras.applications.efficientnet.preprocess_input,  # the identity
+        default_input_size=input_size,
+        min_input_size=_MODERN_MIN_INPUT_SIZE,
+        imagenet_file=f"{keras_name}.h5",
+        imagenet_url=f"{weights_url}{keras_name}.h5",
+        nodes=nodes,
+        # The last two blocks, one stage each (the head convolution trains with the last block).
+        default_stages=_Catalogue(lambda: (POOL, nodes[-3], nodes[-4])),
+    )
+
+
+def _convnext(name: str, builder, keras_name: str):
+    """A ConvNeXt: its own normalisation layer takes pixels in [0, 255]. Its blocks end in unnamed
+    additions, so its nodes are the stem and the downsampling layers that open stages 1-3 (Keras's
+    names); pool is the normalised pooled feature its classifier reads."""
+    stem = f"{keras_name}_stem"
+    downsampling = tuple(f"{keras_name}_downsampling_block_{index}" for index in range(3))
+    return Backbone(
+        name=name,
+        builder=builder,
+        preprocess=keras.applications.convnext.preprocess_input,  # the identity
+        default_input_size=224,
+        min_input_size=_MODERN_MIN_INPUT_SIZE,
+        imagenet_file=f"{keras_name}.h5",
+        imagenet_url=f"{_KERAS_WEIGHTS}convnext/{keras_name}.h5",
+        nodes=(stem, *downsampling, POOL),
+        # The last stage, then the one before it.
+        default_stages=(POOL, downsampling[2], downsampling[1]),
+    )
+
+
+_EFFICIENTNET_WEIGHTS = "https://storage.googleapis.com/keras-applications/"
+_EFFICIENTNET_V2_WEIGHTS = _KERAS_WEIGHTS + "efficientnet_v2/"
+# name: (builder, Keras's model name, the input size it was trained at)
+_EFFICIENTNETS = {
+    **{
+        f"efficientnet_b{index}": (
+            getattr(keras.applications, f"EfficientNetB{index}"),
+            f"efficientnetb{index}",
+            size,
+            _EFFICIENTNET_WEIGHTS,
+        )
+        for index, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))
+    },
+    **{
+        f"efficientnet_v2_{variant}": (
+            getattr(keras.applications, f"EfficientNetV2{variant.upper()}"),
+            f"efficientnetv2-{variant}",
+            size,
+            _EFFICIENTNET_V2_WEIGHTS,
+        )
+        for variant, size in (("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("s", 384))
+    },
+}
 
 BACKBONES = {
     "inception_v3": Backbone(
@@ -124,6 +232,11 @@ BACKBONES = {
             "block_16_project_BN": "out_conv",
             "block_15_add": "block_16",
         },
+    ),
+    **{name: _efficientnet(name, *settings) for name, settings in _EFFICIENTNETS.items()},
+    "convnext_tiny": _convnext("convnext_tiny", keras.applications.ConvNeXtTiny, "convnext_tiny"),
+    "convnext_small": _convnext(
+        "convnext_small", keras.applications.ConvNeXtSmall, "convnext_small"
     ),
 }
 

@@ -183,8 +183,9 @@ class ExtractConfig:
     )
     backbone: str = option(
         "inception_v3",
-        help="inception_v3 | resnet50_v2 | mobilenet_v2, or an image feature "
-        "vector model: hub:HANDLE (TF-Hub or Kaggle Models, needs tensorflow_hub) | "
+        help="inception_v3 | resnet50_v2 | mobilenet_v2 | efficientnet_b0..b7 | "
+        "efficientnet_v2_b0..b3 | efficientnet_v2_s | convnext_tiny | convnext_small, or an image "
+        "feature vector model: hub:HANDLE (TF-Hub or Kaggle Models, needs tensorflow_hub) | "
         "savedmodel:PATH (a TF2 SavedModel), node pool only",
     )
     # None: imagenet for keras.applications backbones; hub: and savedmodel: models carry their own

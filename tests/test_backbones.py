@@ -14,6 +14,8 @@ from pipeline import backbones
 from pipeline import config as config_lib
 from tfrecords import writer
 
+# The thesis's backbones, checked against the papers' figures (EfficientNet and ConvNeXt:
+# test_modern_backbones).
 SMALL_INPUT = {"inception_v3": 75, "resnet50_v2": 32, "mobilenet_v2": 32}
 
 # Channels of some nodes, from the papers (TF-slim's end-point tests check the same).
@@ -61,7 +63,7 @@ DEFAULT_SPATIAL = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(registry.BACKBONES))
+@pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_every_catalogued_node_is_extracted_in_one_pass_with_its_shape(name):
     backbone = registry.get_backbone(name)
     model = registry.build(backbone, "none", SMALL_INPUT[name])
@@ -82,7 +84,7 @@ def test_every_catalogued_node_is_extracted_in_one_pass_with_its_shape(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(registry.BACKBONES))
+@pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_spatial_sizes_at_the_default_input_size(name):
     backbone = registry.get_backbone(name)
     shapes = cut.node_shapes(registry.build(backbone, "none"), backbone.nodes)
@@ -90,7 +92,7 @@ def test_spatial_sizes_at_the_default_input_size(name):
         assert shapes[node][:2] == (size, size), node
 
 
-@pytest.mark.parametrize("name", sorted(registry.BACKBONES))
+@pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_default_stages_are_block_boundaries_whose_tails_share_the_backbone_layers(name):
     backbone = registry.get_backbone(name)
     model = registry.build(backbone, "none", SMALL_INPUT[name])

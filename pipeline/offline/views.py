@@ -93,8 +93,12 @@ class ViewSpec:
 
 
 def view_nodes(backbone: registry.Backbone, given=None) -> tuple[str, str]:
-    """The two nodes whose maps find the object: given (--view-nodes), else the backbone's."""
+    """The two nodes whose maps find the object: given (--view-nodes), else the backbone's (for a
+    keras.applications backbone without chosen ones, such as EfficientNet and ConvNeXt, the two
+    deepest maps of its catalogue)."""
     nodes = tuple(given) if given else DEFAULT_VIEW_NODES.get(backbone.name)
+    if nodes is None and backbone.source == registry.KERAS and len(backbone.nodes) >= 3:
+        nodes = (backbone.nodes[-3], backbone.nodes[-2])
     if nodes is None:
         raise backbone_errors.BackboneError(
             f"--views needs two late nodes of {backbone.name} to find the object in: give them "
