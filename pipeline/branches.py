@@ -7,6 +7,8 @@ A records set's branches are named in its manifest, in order:
     object                          the object crop (family `object`), see pipeline.offline.views
     part1, ..., partK               the part crops inside it (family `parts`)
     hflip                           the mirrored photo (family `hflip`)
+    tcm                             the content-adaptive compression (family `tcm`),
+                                    see pipeline.offline.tcm
 
 A --branches list names branches (`original,object`), families (`ladder,object`) or, as before,
 branch indices (`0`), in any mix; it resolves to indices in the records' order. Nothing here reads a
@@ -22,6 +24,7 @@ LADDER = "ladder"
 OBJECT = "object"
 PARTS = "parts"
 HFLIP = "hflip"
+TCM = "tcm"
 _QUALITY_NAME = re.compile(r"q(\d+)")
 _PART_NAME = re.compile(r"part(\d+)")
 
@@ -95,7 +98,7 @@ def resolve(tokens, names) -> tuple[int, ...]:
     return tuple(sorted(picked))
 
 
-_FAMILY_ORDER = (LADDER, OBJECT, PARTS, HFLIP)
+_FAMILY_ORDER = (LADDER, OBJECT, PARTS, HFLIP, TCM)
 
 
 def order(name: str) -> tuple:

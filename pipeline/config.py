@@ -98,21 +98,40 @@ def qualities_or_none(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-VIEW_KINDS = ("object", "parts", "hflip")
+VIEW_KINDS = ("object", "parts", "hflip", "tcm")
 
 
 def view_list(text: str) -> tuple[str, ...]:
-    """--views: comma-separated object, parts:K, hflip"""
+    """--views: comma-separated object, parts:K, hflip, tcm[:LOW:HIGH:STD]"""
     views = tuple(part.strip() for part in text.split(",") if part.strip())
+    canonical = []
     for view in views:
         kind, _, count = view.partition(":")
+        if kind == "tcm":
+            canonical.append(_tcm_view(count))
+            continue
         if kind not in VIEW_KINDS or (kind == "parts") != bool(count):
             raise ValueError(view)
         if count and not (count.isdigit() and int(count) >= 1):
             raise ValueError(view)
+        canonical.append(view)
     if len({view.partition(":")[0] for view in views}) != len(views):
         raise ValueError(text)
-    return views
+    return tuple(canonical)
+
+
+TCM_DEFAULTS = (10, 90, 8.0)  # the tcm view's low and high JPEG qualities, its block std threshold
+
+
+def _tcm_view(settings: str) -> str:
+    """tcm[:LOW:HIGH:STD] spelt out in full (tcm:10:90:8), so that both spellings are one job."""
+    values = settings.split(":") if settings else []
+    if len(values) not in (0, 3):
+        raise ValueError(f"tcm:{settings}")
+    low, high, std = (int(values[0]), int(values[1]), float(values[2])) if values else TCM_DEFAULTS
+    if not (1 <= low <= 100 and 1 <= high <= 100 and std >= 0):
+        raise ValueError(f"tcm:{settings}")
+    return f"tcm:{low}:{high}:{std:g}"
 
 
 def branch_tokens(text: str) -> tuple[str, ...]:
@@ -208,8 +227,9 @@ class ExtractConfig:
         (),
         parse=view_list,
         help="more branches after the ladder, any of: object (the object's crop, found from the "
-        "backbone's own maps), parts:K (K part crops inside it), hflip (the mirrored photo); "
-        "see pipeline.offline.views",
+        "backbone's own maps), parts:K (K part crops inside it), hflip (the mirrored photo), "
+        "tcm[:LOW:HIGH:STD] (smooth 8x8 blocks, of luminance std below STD, JPEG-quantised at "
+        "quality LOW, the others at HIGH; default tcm:10:90:8); see pipeline.offline.views",
         show_default=False,
     )
     view_nodes: tuple[str, ...] | None = option(
@@ -288,6 +308,13 @@ class ExtractConfig:
             raise errors.UserError(f"--runner must be local or beam, got {self.runner!r}")
         if self.beam_options and self.runner != "beam":
             raise errors.UserError("--beam-options needs --runner beam")
+        try:  # the views spelt out, however given (tcm and tcm:10:90:8 are one job)
+            object.__setattr__(self, "views", view_list(",".join(self.views)))
+        except ValueError as error:
+            raise errors.UserError(
+                f"--views {','.join(self.views)}: {error} is not one of object, parts:K, hflip, "
+                "tcm[:LOW:HIGH:STD]"
+            ) from None
         bad = [quality for quality in self.qualities if not 1 <= int(quality) <= 100]
         if bad or not (self.qualities or self.views):
             raise errors.UserError(

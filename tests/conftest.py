@@ -334,3 +334,23 @@ def separable_features(
         )
         features[split] = np.maximum(values, 0).astype(np.float32)  # after a ReLU, as pool is
     return features, labels
+
+
+def assert_export_reads_images_as_records(export_dir: str, records_config, atol: float = 2e-4):
+    """The export's predictions on the test images, from their raw files and from the records, are
+    the same; returns those from the records."""
+    from pipeline.analysis import evaluate
+    from pipeline.offline import job
+    from tfrecords import manifest as manifest_lib
+
+    manifest = manifest_lib.Manifest.read(records_config.out_dir)
+    from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
+    index = job.index_images(records_config)
+    from_images = evaluate.predictions_from_images(export_dir, index, None, "test")
+    assert sorted(from_images.image_ids) == sorted(from_records.image_ids)
+    np.testing.assert_allclose(
+        from_images.topology[np.argsort(from_images.image_ids)],
+        from_records.topology[np.argsort(from_records.image_ids)],
+        atol=atol,
+    )
+    return from_records

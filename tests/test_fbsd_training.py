@@ -16,7 +16,6 @@ from bottlenecks import errors as backbone_errors
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import compare
-from pipeline.analysis import evaluate
 from pipeline.offline import job
 from pipeline.training import export
 from pipeline.training import fbsd
@@ -157,19 +156,7 @@ def test_fbsd_trains_on_the_cached_maps_and_its_export_reads_raw_images_alike(
 
     export_dir = run_directory.RunDirectory(config.logdir).export_dir
     assert export.ExportedClassifier(export_dir).nodes == list(ORDERED)
-    manifest = manifest_lib.Manifest.read(map_records.out_dir)
-    from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
-    from_images = evaluate.predictions_from_images(
-        export_dir, job.index_images(map_records), None, "test"
-    )
-    order_records, order_images = (
-        np.argsort(from_records.image_ids),
-        np.argsort(from_images.image_ids),
-    )
-    assert sorted(from_records.image_ids) == sorted(from_images.image_ids)
-    np.testing.assert_allclose(
-        from_images.topology[order_images], from_records.topology[order_records], atol=2e-4
-    )
+    from_records = conftest.assert_export_reads_images_as_records(export_dir, map_records)
     assert np.ptp(from_records.topology, axis=0).max() > 1e-3  # the images are told apart
 
 

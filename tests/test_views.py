@@ -17,8 +17,8 @@ from pipeline import branches
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import compare
-from pipeline.analysis import evaluate
 from pipeline.analysis import localisation
+from pipeline.analysis import report
 from pipeline.offline import job
 from pipeline.offline import progress as progress_lib
 from pipeline.offline import views
@@ -31,8 +31,8 @@ from tests import conftest
 from tfrecords import manifest as manifest_lib
 from tools import make_tfrecords
 
-VIEWS = ("object", "parts:2", "hflip")
-NAMES = branches.ladder_names((30, 70)) + ("object", "part1", "part2", "hflip")
+VIEWS = ("object", "parts:2", "hflip", "tcm:10:90:8")
+NAMES = branches.ladder_names((30, 70)) + ("object", "part1", "part2", "hflip", "tcm")
 DIRECT_OPTIONS = conftest.BEAM_DIRECT_OPTIONS
 
 
@@ -172,11 +172,11 @@ def test_branches_resolve_by_name_family_and_index():
     assert branches.resolve(("parts",), NAMES) == (4, 5)
     assert branches.resolve(("0", 2), NAMES) == (0, 2)
     assert branches.resolve(None, NAMES) == tuple(range(len(NAMES)))
-    assert branches.family_ids(NAMES) == (0, 0, 0, 1, 2, 2, 3)
+    assert branches.family_ids(NAMES) == (0, 0, 0, 1, 2, 2, 3, 4)
     assert sorted(
-        ["hflip", "q70", "part2", "object", "original", "q30", "part1"], key=branches.order
+        ["hflip", "q70", "tcm", "part2", "object", "original", "q30", "part1"], key=branches.order
     ) == list(NAMES)
-    with pytest.raises(errors.UserError, match="families: ladder, object, parts, hflip"):
+    with pytest.raises(errors.UserError, match="families: ladder, object, parts, hflip, tcm"):
         branches.resolve(("crop",), NAMES)
     assert branches.parse_sets("ladder;original,object") == (("ladder",), ("original", "object"))
 
@@ -213,14 +213,22 @@ def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_na
     assert results.branches == ("original", "q30", "q70", "object")
     assert results.branch_indices == (0, 1, 2, 3)
     assert 0 <= results.stages[0].best_top1 <= 1
-    if fusion_name == "concat":  # TensorBoard shows a few images with their boxes
+    if fusion_name == "concat":  # TensorBoard shows a few images with their boxes, the tcm mask
         accumulator = event_accumulator.EventAccumulator(
             str(tmp_path / "run" / "stages"), size_guidance={"tensors": 0}
         )
         accumulator.Reload()
-        assert "views_boxes" in accumulator.Tags()["tensors"]
+        assert {"views_boxes", "tcm_mask"} <= set(accumulator.Tags()["tensors"])
         (event,) = accumulator.Tensors("views_boxes")
         assert len(event.tensor_proto.string_val) == 2 + tensorboard_logs.SAMPLE_BOXES
+        # The report shows the same mask.
+        numbers = report.build_report(config.logdir, None, str(tmp_path / "report"))
+        assert 0 <= numbers["tcm_sample"]["high_share"] <= 1
+        assert os.path.isfile(tmp_path / "report" / "tcm_mask.png")
+        assert (
+            "## The content-adaptive branch (tcm)"
+            in (tmp_path / "report" / "report.md").read_text()
+        )
 
 
 def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them(
@@ -230,23 +238,12 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
     config = dataclasses.replace(
         config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
-        branches=("original", "object", "part2", "hflip"),
+        branches=("original", "object", "part2", "hflip", "tcm"),
         fusion="family",
     )
     train.train_and_evaluate(config)
     export_dir = run_directory.RunDirectory(config.logdir).export_dir
-    manifest = manifest_lib.Manifest.read(local.out_dir)
-    from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
-    index = job.index_images(local)
-    from_images = evaluate.predictions_from_images(export_dir, index, None, "test")
-    order_images, order_records = (
-        np.argsort(from_images.image_ids),
-        np.argsort(from_records.image_ids),
-    )
-    assert sorted(from_images.image_ids) == sorted(from_records.image_ids)
-    np.testing.assert_allclose(
-        from_images.topology[order_images], from_records.topology[order_records], atol=2e-4
-    )
+    conftest.assert_export_reads_images_as_records(export_dir, local)
     description = export.ExportedClassifier(export_dir).description
     assert description["record_branches"] == list(NAMES) and description["views"] == list(VIEWS)
 

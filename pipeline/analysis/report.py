@@ -8,6 +8,8 @@ JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every numbe
 import json
 import os
 
+import PIL.Image
+
 from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import plots
@@ -15,6 +17,7 @@ from pipeline.analysis import evaluate
 from pipeline.offline import jpeg_quality
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
+from pipeline.training import tensorboard_logs
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 
@@ -121,6 +124,27 @@ def _nodes_plot(manifest: manifest_lib.Manifest, directory: str):
     return _save(figure, directory, "nodes.png")
 
 
+def _tcm_section(manifest: manifest_lib.Manifest, out_dir: str, numbers: dict) -> list[str]:
+    """The tcm view's mask on one image, when the records hold that view and the images are at
+    hand."""
+    sample = tensorboard_logs.tcm_sample(manifest)
+    if sample is None:
+        return []
+    PIL.Image.fromarray(sample["picture"]).save(os.path.join(out_dir, "tcm_mask.png"))
+    numbers["tcm_sample"] = {"path": sample["path"], "high_share": sample["high_share"]}
+    spec = manifest.views["spec"]
+    return [
+        "## The content-adaptive branch (tcm)",
+        "",
+        f"`{', '.join(spec)}`: on `{sample['path']}`, {100 * sample['high_share']:.1f} % of the "
+        "8x8 blocks are kept at the high quality; the blocks compressed at the low quality are "
+        "tinted blue.",
+        "",
+        "![tcm mask](tcm_mask.png)",
+        "",
+    ]
+
+
 def _data_directory(manifest: manifest_lib.Manifest, data_dir: str | None):
     return data_dir or manifest.source_root()
 
@@ -195,6 +219,8 @@ def build_report(
         plot = _accuracy_versus_quality(evaluation, out_dir)
         if plot:
             lines += [f"![accuracy per quality factor]({plot})", ""]
+
+    lines += _tcm_section(manifest, out_dir, numbers)
 
     lines += [
         "## Nodes: sparsity and storage",

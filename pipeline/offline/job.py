@@ -286,6 +286,8 @@ def _write_views(out_dir: str, extraction: shard_work.Extraction, results) -> di
             "when empty",
             "parts": "APPM: windows on the object crop's last map by mean channel sum, greedy NMS "
             f"at IoU {views.NMS_IOU}",
+            "tcm": "8x8 blocks of luminance std below STD quantised as JPEG at quality LOW, the "
+            "others at HIGH (tcm:LOW:HIGH:STD)",
         },
     }
     if not spec.needs_box:

@@ -65,8 +65,9 @@ class Extraction:
 
     @property
     def first_pass_branches(self) -> int:
-        """The branches the CNN sees first, made from the photo alone: the ladder, the mirror."""
-        return 1 + len(self.config.qualities) + int(self.spec.hflip)
+        """The branches the CNN sees first, made from the photo alone: the ladder, the mirror, the
+        content-adaptive compression."""
+        return 1 + len(self.config.qualities) + self.spec.first_pass
 
 
 def check_paths(config: config_lib.ExtractConfig) -> None:
@@ -99,16 +100,16 @@ def batch_slices(task: ShardTask, batch_size: int) -> list[tuple[images.ImageIte
 
 def first_pass_images(image: tf.Tensor, extraction: Extraction) -> tuple[tf.Tensor, tf.Tensor]:
     """One decoded image -> (the CNN inputs of its first pass, float32 [first_pass_branches, S, S,
-    3]: the ladder, then the mirror; the photo the object is cropped from, uint8, or a 1-pixel
-    stand-in when no view needs it)."""
+    3]: the ladder, then the mirror and tcm; the photo the object is cropped from, uint8, or a
+    1-pixel stand-in when no view needs it)."""
     config = extraction.config
     pixels = ladder.branch_images(
         image, extraction.input_size, config.qualities, config.central_crop
     )
     spec = extraction.spec
-    if spec.hflip:
-        mirror = views.mirrored(image, extraction.input_size, config.central_crop)
-        pixels = tf.concat([pixels, mirror], 0)
+    more = views.photo_views(image, spec, extraction.input_size, config.central_crop)
+    if more:
+        pixels = tf.concat([pixels, *more], 0)
     if spec.needs_box:
         return pixels, views.cropped_photo(image, config.central_crop)
     return pixels, tf.zeros([1, 1, 3], tf.uint8)
@@ -213,7 +214,7 @@ class BatchForward:
         boxes = None
         if self.spec.needs_box:
             boxes = self._views(first, count, pieces)
-        if self.spec.hflip:
+        if self.spec.first_pass:  # the mirror and tcm, after the crops
             for node in self.nodes:
                 pieces[node].append(first[node][:, self.num_ladder :])
         activations = {node: np.concatenate(pieces[node], axis=1) for node in self.nodes}

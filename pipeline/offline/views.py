@@ -9,6 +9,8 @@ branches through the same frozen CNN (MMAL-Net's raw, object and part branches).
     partK     APPM: windows on the object crop's last map scored by their mean channel sum, greedy
               non-maximum suppression, the K best cropped from the object crop.
     hflip     the photo mirrored left to right.
+    tcm       the photo with its smooth 8x8 blocks JPEG-quantised at a low quality and the others at
+              a high one (pipeline.offline.tcm).
 
 Every step is a TensorFlow op (pipeline.offline.view_ops), so the exported model computes the same
 views from a raw image. The offline stage batches the backbone's passes (shard_work.BatchForward);
@@ -23,7 +25,9 @@ import tensorflow as tf
 from bottlenecks import errors as backbone_errors
 from bottlenecks import registry
 from pipeline import branches as branches_lib
+from pipeline import config as config_lib
 from pipeline.offline import ladder
+from pipeline.offline import tcm as tcm_lib
 from pipeline.offline import view_ops
 
 # The two late nodes whose maps find the object, per backbone: the earlier, then the last.
@@ -39,23 +43,35 @@ BOX_COLUMNS = ("y0", "x0", "y1", "x1")  # a box, normalised to the (centrally cr
 
 @dataclasses.dataclass(frozen=True)
 class ViewSpec:
-    """Which views a records set holds, in branch order after the ladder: object, parts, hflip."""
+    """Which views a records set holds, in branch order after the ladder: object, parts, hflip,
+    tcm."""
 
     object: bool = False
     parts: int = 0
     hflip: bool = False
+    tcm: tuple | None = None  # (low quality, high quality, block std threshold)
 
     @classmethod
     def parse(cls, views) -> "ViewSpec":
-        """From --views (config.view_list's tuple: object, parts:K, hflip) or a manifest's spec."""
-        spec = {"object": False, "parts": 0, "hflip": False}
-        for view in views or ():
+        """From --views (config.view_list's tuple: object, parts:K, hflip, tcm:LOW:HIGH:STD) or a
+        manifest's spec."""
+        spec = {"object": False, "parts": 0, "hflip": False, "tcm": None}
+        for view in config_lib.view_list(",".join(views or ())):
             kind, _, count = view.partition(":")
-            spec[kind] = int(count) if kind == branches_lib.PARTS else True
+            if kind == branches_lib.TCM:
+                low, high, std = count.split(":")
+                spec[kind] = (int(low), int(high), float(std))
+            else:
+                spec[kind] = int(count) if kind == branches_lib.PARTS else True
         return cls(**spec)
 
     def __bool__(self) -> bool:
-        return self.object or self.parts > 0 or self.hflip
+        return self.object or self.parts > 0 or self.hflip or self.tcm is not None
+
+    @property
+    def first_pass(self) -> int:
+        """The views made from the photo alone, which go through the CNN with the ladder."""
+        return int(self.hflip) + int(self.tcm is not None)
 
     @property
     def needs_box(self) -> bool:
@@ -68,6 +84,7 @@ class ViewSpec:
             ((branches_lib.OBJECT,) if self.object else ())
             + tuple(f"part{number}" for number in range(1, self.parts + 1))
             + ((branches_lib.HFLIP,) if self.hflip else ())
+            + ((branches_lib.TCM,) if self.tcm is not None else ())
         )
 
     @property
@@ -77,6 +94,7 @@ class ViewSpec:
             (("object",) if self.object else ())
             + ((f"parts:{self.parts}",) if self.parts else ())
             + (("hflip",) if self.hflip else ())
+            + ((f"tcm:{self.tcm[0]}:{self.tcm[1]}:{self.tcm[2]:g}",) if self.tcm else ())
         )
 
     @property
@@ -123,6 +141,24 @@ def mirrored(image: tf.Tensor, input_size: int, central_crop: float) -> tf.Tenso
     """The hflip branch's CNN input, float32 [1, S, S, 3]."""
     flipped = tf.reverse(tf.convert_to_tensor(image, tf.uint8), axis=[1])
     return ladder.resize_for_backbone(flipped[None], input_size, central_crop)
+
+
+def tcm_view(image: tf.Tensor, spec: ViewSpec, input_size: int, central_crop: float):
+    """The tcm branch's CNN input, float32 [1, S, S, 3]: compressed at the photo's own resolution,
+    like the ladder's re-encodings, then resized."""
+    low, high, std = spec.tcm
+    compressed = tcm_lib.compress(image, low, high, std)
+    return ladder.resize_for_backbone(compressed[None], input_size, central_crop)
+
+
+def photo_views(image: tf.Tensor, spec: ViewSpec, input_size: int, central_crop: float) -> list:
+    """The views made from the photo alone, [1, S, S, 3] each, in order: hflip, tcm."""
+    pixels = []
+    if spec.hflip:
+        pixels.append(mirrored(image, input_size, central_crop))
+    if spec.tcm is not None:
+        pixels.append(tcm_view(image, spec, input_size, central_crop))
+    return pixels
 
 
 def object_crop(photo: tf.Tensor, earlier_map, last_map) -> tuple[tf.Tensor, tf.Tensor]:
@@ -174,8 +210,7 @@ def image_views(image, spec: ViewSpec, maps, nodes, input_size: int, central_cro
             crops, windows = part_crops(crop, maps(object_pixels)[nodes[1]][0], spec.parts)
             pixels += [for_backbone(part, input_size) for part in crops]
             boxes += [in_photo(windows[k], box) for k in range(spec.parts)]
-    if spec.hflip:
-        pixels.append(mirrored(image, input_size, central_crop))
+    pixels += photo_views(image, spec, input_size, central_crop)
     stacked = tf.concat(pixels, 0) if pixels else tf.zeros([0, input_size, input_size, 3])
     return stacked, (tf.concat(boxes, 0) if boxes else tf.zeros([0]))
 

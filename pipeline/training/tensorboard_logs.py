@@ -5,10 +5,12 @@ import csv
 import io
 import os
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from pipeline.offline import ladder
+from pipeline.offline import tcm
 from pipeline.offline import views
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
@@ -124,7 +126,7 @@ class RunLogs:
     def sample_ladder(self, manifest: manifest_lib.Manifest) -> str | None:
         """One validation image's branches as TensorBoard images, when the source images are at
         hand."""
-        sample = _first_source_image(manifest)
+        sample = first_source_image(manifest)
         try:
             image = ladder.load_rgb(sample) if sample else None
         except ladder.BadImage:  # changed since the records were made
@@ -138,6 +140,21 @@ class RunLogs:
                 branches,
                 max_outputs=len(manifest.branches),
                 description=f"{sample}: " + ", ".join(manifest.branches),
+            )
+        self._stages.flush()
+        return sample
+
+    def sample_tcm(self, manifest: manifest_lib.Manifest) -> dict | None:
+        """One image's tcm mask as a TensorBoard image (see tcm_sample)."""
+        sample = tcm_sample(manifest)
+        if sample is None:
+            return None
+        with self._stages.as_default(step=0):
+            tf.summary.image(
+                "tcm_mask",
+                sample["picture"][None],
+                description=f"{sample['path']}: blocks compressed at the low quality tinted blue; "
+                f"{100 * sample['high_share']:.1f} % kept at the high quality",
             )
         self._stages.flush()
         return sample
@@ -174,7 +191,28 @@ class RunLogs:
         return len(drawn)
 
 
-def _first_source_image(manifest: manifest_lib.Manifest) -> str | None:
+def tcm_sample(manifest: manifest_lib.Manifest) -> dict | None:
+    """The first validation image under the tcm view: {"path", "picture" (uint8, its blocks
+    compressed at the low quality tinted), "high_share" (of its blocks kept at the high quality)};
+    None without a tcm view or the source images."""
+    spec = views.ViewSpec.parse((manifest.views or {}).get("spec"))
+    sample = first_source_image(manifest) if spec.tcm is not None else None
+    try:
+        image = ladder.load_rgb(sample) if sample else None
+    except ladder.BadImage:
+        return None
+    if image is None:
+        return None
+    photo = np.asarray(views.cropped_photo(image, manifest.central_crop))
+    std = spec.tcm[2]
+    return {
+        "path": sample,
+        "picture": tcm.mask_picture(photo, std),
+        "high_share": float(np.mean(tcm.keep_mask(photo, std))),
+    }
+
+
+def first_source_image(manifest: manifest_lib.Manifest) -> str | None:
     """The source file of the first validation record: image ids are paths relative to the source,
     so one record names it without walking a dataset that may hold a million files."""
     root = manifest.source_root()

@@ -156,6 +156,7 @@ def _train(
         run.write_results(results)
     logs.sample_ladder(setup.manifest)
     logs.sample_boxes(setup.manifest)
+    logs.sample_tcm(setup.manifest)
     for stage in setup.config.schedule:
         if results.stage(stage.node) is not None:
             continue
