@@ -14,6 +14,13 @@ from pipeline.offline import tcm
 from pipeline.offline import views
 
 
+# JFIF's full-range RGB -> YCbCr, written out again for the reference.
+TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
+OFFSET = np.array([0.0, 128.0, 128.0])
+
+
 def _photo(height=37, width=53, seed=0):
     """Random blocks beside flat ones, so that both qualities are chosen."""
     rng = np.random.default_rng(seed)
@@ -32,7 +39,7 @@ def _padded(image):
 def _reference(image, low, high, std):
     """The module's algorithm in NumPy and SciPy, block by block."""
     padded = _padded(image)
-    ycbcr = padded @ tcm._TO_YCBCR.T + tcm._OFFSET - 128.0
+    ycbcr = padded @ TO_YCBCR.T + OFFSET - 128.0
     out = np.zeros_like(ycbcr)
     tables = {quality: tcm.quantisation_tables(quality) for quality in (low, high)}
     for top in range(0, ycbcr.shape[0], 8):
@@ -47,7 +54,7 @@ def _reference(image, low, high, std):
                 out[top : top + 8, left : left + 8, channel] = scipy.fft.idctn(
                     quantised, norm="ortho"
                 )
-    rgb = (out + 128.0 - tcm._OFFSET) @ np.linalg.inv(tcm._TO_YCBCR).T
+    rgb = (out + 128.0 - OFFSET) @ np.linalg.inv(TO_YCBCR).T
     return np.clip(np.floor(rgb + 0.5), 0, 255)[: image.shape[0], : image.shape[1]]
 
 
@@ -68,7 +75,7 @@ def test_tables_are_jpegs_at_every_quality_as_libjpeg_scales_them():
 @pytest.mark.parametrize("std", [0.0, 8.0, 40.0, 1e9])
 def test_the_mask_keeps_blocks_whose_luminance_std_reaches_the_threshold(std):
     image = _photo(seed=1)
-    luminance = _padded(image) @ tcm._TO_YCBCR[0]
+    luminance = _padded(image) @ TO_YCBCR[0]
     blocks = luminance.reshape(luminance.shape[0] // 8, 8, luminance.shape[1] // 8, 8)
     expected = blocks.std(axis=(1, 3)) >= std
     np.testing.assert_array_equal(tcm.keep_mask(image, std), expected)
