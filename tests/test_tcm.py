@@ -13,7 +13,6 @@ from pipeline import config as config_lib
 from pipeline.offline import tcm
 from pipeline.offline import views
 
-
 # JFIF's full-range RGB -> YCbCr, written out again for the reference.
 TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
