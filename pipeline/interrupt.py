@@ -33,6 +33,9 @@ class StopRequests:
         self.program = program
         self.safe_point = safe_point  # e.g. "after the current shard"
         self.signal_number = None
+        # The second signal's Interrupted, once raised: code it interrupts may wrap it (TensorFlow
+        # tracing a function re-raises it as a StagingError), so the caller looks here too.
+        self.forced: Interrupted | None = None
         self._previous = {}
 
     @property
@@ -54,7 +57,8 @@ class StopRequests:
                 flush=True,
             )
             return
-        raise Interrupted(f"stopped at once on a second {name}", signal_number)
+        self.forced = Interrupted(f"stopped at once on a second {name}", signal_number)
+        raise self.forced
 
     def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():

@@ -4,12 +4,15 @@ status 2."""
 import dataclasses
 import json
 import os
+import signal
+import time
 
 import pytest
 import tensorflow as tf
 
 import tools
 from pipeline import config as config_lib
+from pipeline import interrupt
 from tools import compare
 from tools import demo
 from tools import evaluate
@@ -311,3 +314,21 @@ def test_adding_an_option_is_one_edit():
     assert config == Example(out_dir="o", rate=2.0, names=("a", "b"), quiet=True)
     with pytest.raises(SystemExit):
         flags.parse(Example, ["--out-dir", "o", "--internal", "4"])
+
+
+def test_a_second_signal_wrapped_by_the_code_it_stopped_still_stops_the_job(capsys):
+    # TensorFlow tracing a function re-raises an exception from inside it as its own StagingError;
+    # the second signal's stop must survive that.
+    def job(config, stop):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except interrupt.Interrupted as stopped:
+            raise RuntimeError(f"in user code: {stopped}") from None
+        return "finished"
+
+    status = tools.run("make_tfrecords", job, None, argv=["--x"], safe_point="after the shard")
+    assert status == 128 + signal.SIGINT
+    error = capsys.readouterr().err
+    assert "stopped at once on a second SIGINT" in error and "To resume" in error

@@ -31,6 +31,7 @@ def run(
     status for that signal. With `safe_point` (e.g. "after the step in progress") the job is called
     as job(config, stop) inside StopRequests.
     """
+    stop = None
     try:
         if safe_point is None:
             outcome = job(config)
@@ -38,17 +39,24 @@ def run(
             with interrupt.StopRequests(program, safe_point) as stop:
                 outcome = job(config, stop)
     except interrupt.Interrupted as stopped:
-        flags = list(sys.argv[1:] if argv is None else argv)
-        print(
-            f"{program}: {stopped}. To resume, run the same command: "
-            f"{shlex.join([command or program] + flags)}",
-            file=sys.stderr,
-        )
-        return stopped.exit_status
+        return _stopped(program, stopped, command, argv)
     except Exception as error:
+        if stop is not None and stop.forced is not None:  # the second signal, wrapped on its way
+            return _stopped(program, stop.forced, command, argv)
         message = errors.user_message(error)
         if message is None:
             raise
         print(f"{program}: error: {message}", file=sys.stderr)
         return 2
     return 0 if status is None else status(outcome)
+
+
+def _stopped(program: str, stopped: interrupt.Interrupted, command, argv) -> int:
+    """Says how to resume a job stopped by a signal; the shell's exit status for that signal."""
+    flags = list(sys.argv[1:] if argv is None else argv)
+    print(
+        f"{program}: {stopped}. To resume, run the same command: "
+        f"{shlex.join([command or program] + flags)}",
+        file=sys.stderr,
+    )
+    return stopped.exit_status
