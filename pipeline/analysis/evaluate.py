@@ -14,6 +14,7 @@ import dataclasses
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from bottlenecks import cut
 from bottlenecks import registry
@@ -95,33 +96,21 @@ class _BaselineModel:
     def from_bottlenecks(self, bottlenecks, node: str) -> np.ndarray:
         """[B, branches, *node_shape] (or {node: them}) -> [B, branches, classes], each branch
         alone."""
-        count, num_branches = next(iter(_by_node(bottlenecks).values())).shape[:2]
-        flat = {
-            name: value.reshape((count * num_branches, 1) + value.shape[2:])
-            for name, value in _by_node(bottlenecks).items()
-        }
+        count, num_branches = tf.nest.flatten(bottlenecks)[0].shape[:2]
+        flat = tf.nest.map_structure(
+            lambda value: value.reshape((count * num_branches, 1) + value.shape[2:]), bottlenecks
+        )
         if self.trained:
-            scores = self.trained.probabilities_of_bottlenecks(
-                flat if isinstance(bottlenecks, dict) else flat[None]
-            )
+            scores = self.trained.probabilities_of_bottlenecks(flat)
         else:
-            features = cut.tail(self.stock, node)(flat[None][:, 0], training=False)
+            features = cut.tail(self.stock, node)(flat[:, 0], training=False)
             scores = cut.classifier_layer(self.stock)(features).numpy()
         return scores.reshape(count, num_branches, -1)
 
 
-def _by_node(bottlenecks) -> dict:
-    """{node: array}, or {None: array} for one node's bottlenecks."""
-    if isinstance(bottlenecks, dict):
-        return bottlenecks
-    return {None: bottlenecks}
-
-
 def _numpy(bottlenecks):
     """Tensors (one, or {node: tensor}) as arrays."""
-    if isinstance(bottlenecks, dict):
-        return {node: value.numpy() for node, value in bottlenecks.items()}
-    return bottlenecks.numpy()
+    return tf.nest.map_structure(lambda value: value.numpy(), bottlenecks)
 
 
 def _dataset_nodes(nodes: list[str]):

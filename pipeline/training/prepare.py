@@ -150,16 +150,18 @@ def _check_head_nodes(config, manifest, backbone) -> tuple[str, ...]:
     return tuple(sorted(config.head_nodes, key=backbone.nodes.index))
 
 
+def _head_stage(config, head_nodes: tuple[str, ...]) -> tuple[str]:
+    """--head fbsd's one stage: the head on the cached maps, named after the deepest of them."""
+    deepest = head_nodes[-1]
+    if config.stages is not None and tuple(config.stages) != (deepest,):
+        raise errors.UserError(
+            f"--head fbsd trains one stage, the head on the cached maps of --head-nodes "
+            f"(named after {deepest}): drop --stages"
+        )
+    return (deepest,)
+
+
 def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
-    if config.head == "fbsd":
-        # One stage: the head on the cached maps, named after the deepest of them.
-        deepest = _check_head_nodes(config, manifest, backbone)[-1]
-        if config.stages is not None and tuple(config.stages) != (deepest,):
-            raise errors.UserError(
-                f"--head fbsd trains one stage, the head on the cached maps of --head-nodes "
-                f"(named after {deepest}): drop --stages"
-            )
-        return (deepest,)
     stage_nodes = config.stages or backbone.default_stages
     registry.check_nodes(backbone, stage_nodes)
     depths = [backbone.nodes.index(node) for node in stage_nodes]
@@ -185,12 +187,12 @@ def resolve_stages(
     """The config with its stages named (the backbone's default schedule unless given) and
     checked."""
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
-    stages = _check_stages(config, manifest, backbone)
     if config.head == "fbsd":
+        head_nodes = _check_head_nodes(config, manifest, backbone)
         return dataclasses.replace(
-            config, stages=stages, head_nodes=_check_head_nodes(config, manifest, backbone)
+            config, stages=_head_stage(config, head_nodes), head_nodes=head_nodes
         )
-    return dataclasses.replace(config, stages=stages)
+    return dataclasses.replace(config, stages=_check_stages(config, manifest, backbone))
 
 
 def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> Setup:
