@@ -11,6 +11,7 @@ with dataclasses.replace.
 import dataclasses
 import math
 
+from pipeline import branches as branches_lib
 from pipeline import errors
 from tfrecords import codec
 
@@ -98,6 +99,24 @@ def qualities_or_none(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
+def quality_lists(text: str) -> tuple:
+    """--qualities: one list for every codec (10,30,50 or none), or a list per codec, separated by
+    ';' (webp:10,30;jpeg2000:20): ((codec, qualities), ...)"""
+    if ":" not in text:
+        return qualities_or_none(text)
+    lists = []
+    for part in text.split(";"):
+        if part.strip():
+            name, _, values = part.partition(":")
+            lists.append((name.strip(), qualities_or_none(values)))
+    return tuple(lists)
+
+
+def codec_list(text: str) -> tuple[str, ...]:
+    """--codecs: comma-separated codec names"""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 VIEW_KINDS = ("object", "parts", "hflip", "tcm")
 
 
@@ -141,9 +160,7 @@ def branch_tokens(text: str) -> tuple[str, ...]:
 
 def branch_sets(text: str) -> tuple[tuple[str, ...], ...]:
     """--branch-sets: branch lists separated by ';', e.g. ladder;original,object"""
-    from pipeline import branches  # no cycle: branches imports only errors
-
-    return branches.parse_sets(text)
+    return branches_lib.parse_sets(text)
 
 
 def number_or_auto(text: str) -> float | str:
@@ -218,10 +235,20 @@ class ExtractConfig:
     nodes: tuple[str, ...] | None = option(
         None, help="comma-separated node names (default: the backbone's training stages)"
     )
-    qualities: tuple[int, ...] = option(
+    codecs: tuple[str, ...] = option(
+        (branches_lib.JPEG,),
+        parse=codec_list,
+        help="the codecs whose re-encodings of the photo make ladders, comma-separated, any of: "
+        "jpeg (branches q10, ...), jpeg2000, webp, avif (branches <codec><quality>, e.g. webp30; "
+        "made with Pillow, see pipeline.offline.codecs); each codec is a family",
+    )
+    # One list for every codec, or ((codec, qualities), ...): read it through ladders.
+    qualities: tuple = option(
         QUALITIES,
-        parse=qualities_or_none,
-        help="JPEG qualities of the ladder's re-encodings (none: the original alone, with --views)",
+        parse=quality_lists,
+        help="the qualities of the re-encodings: one list for every codec, or one per codec as "
+        "codec:list;codec:list (e.g. webp:10,30,50;jpeg2000:20,40; a codec not named takes "
+        "10,20,...,100); none: the original alone, with --views",
     )
     views: tuple[str, ...] = option(
         (),
@@ -315,12 +342,7 @@ class ExtractConfig:
                 f"--views {','.join(self.views)}: {error} is not one of object, parts:K, hflip, "
                 "tcm[:LOW:HIGH:STD]"
             ) from None
-        bad = [quality for quality in self.qualities if not 1 <= int(quality) <= 100]
-        if bad or not (self.qualities or self.views):
-            raise errors.UserError(
-                f"--qualities must be integers in 1..100 (or none, with --views), got "
-                f"{','.join(map(str, self.qualities)) or 'none'}"
-            )
+        self._check_ladders()
         if self.view_nodes is not None and (len(self.view_nodes) != 2 or not self.views):
             raise errors.UserError(
                 "--view-nodes takes two nodes (the earlier, then the last) and needs --views"
@@ -350,6 +372,57 @@ class ExtractConfig:
             raise errors.UserError(f"--central-crop must be in (0, 1], got {self.central_crop}")
         if self.batch_size < 1 or (self.num_shards is not None and self.num_shards < 1):
             raise errors.UserError("--batch-size and --num-shards must be at least 1")
+
+    def _check_ladders(self) -> None:
+        _distinct("--codecs", self.codecs, branches_lib.CODECS)
+        named = [name for name, _ in self.qualities] if self.per_codec_qualities else []
+        unknown = sorted(set(named) - set(self.codecs))
+        if unknown or len(set(named)) != len(named):
+            raise errors.UserError(
+                f"--qualities names each codec once, and only codecs of --codecs "
+                f"({','.join(self.codecs)}); got {','.join(named)}"
+            )
+        for name, values in self.ladders.items():
+            if not all(1 <= int(value) <= 100 for value in values):
+                raise errors.UserError(
+                    f"--qualities must be integers in 1..100, got {name}:"
+                    f"{','.join(map(str, values))}"
+                )
+            if len(set(values)) != len(values):
+                raise errors.UserError(f"--qualities lists {name}'s qualities twice")
+            if not values and name != branches_lib.JPEG:
+                raise errors.UserError(
+                    f"--codecs {name} has no qualities: give some in --qualities, or leave {name} "
+                    "out"
+                )
+        if not (any(self.ladders.values()) or self.views):
+            raise errors.UserError(
+                "--qualities none leaves the original alone: add --views, or give qualities"
+            )
+
+    @property
+    def per_codec_qualities(self) -> bool:
+        return any(isinstance(value, (tuple, list)) for value in self.qualities)
+
+    @property
+    def ladders(self) -> dict[str, tuple[int, ...]]:
+        """{codec: its qualities}, in --codecs order, however --qualities was given."""
+        if self.per_codec_qualities:
+            given = {name: tuple(values) for name, values in self.qualities}
+            return {name: given.get(name, QUALITIES) for name in self.codecs}
+        return {name: tuple(self.qualities) for name in self.codecs}
+
+    @property
+    def jpeg_qualities(self) -> tuple[int, ...]:
+        """The JPEG ladder's qualities (the branches q10, ...); none without jpeg in --codecs."""
+        return self.ladders.get(branches_lib.JPEG, ())
+
+    @property
+    def other_codecs(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """((codec, qualities), ...) of the codecs other than JPEG, in --codecs order."""
+        return tuple(
+            (name, values) for name, values in self.ladders.items() if name != branches_lib.JPEG
+        )
 
 
 def tiny(out_dir: str, data_dir: str) -> ExtractConfig:

@@ -14,6 +14,7 @@ Manifest
   num_quarantined
   views                                             with views: spec, nodes, rules, views.csv,
                                                     box statistics
+  codecs                                            with codecs other than JPEG: {codec: qualities}
 """
 
 import dataclasses
@@ -86,7 +87,9 @@ class Manifest:
         None  # the pixel values a savedmodel: or hub: model took
     )
     central_crop: float = 1.0
-    qualities: tuple[int, ...] = ()
+    qualities: tuple[int, ...] = ()  # the JPEG ladder's
+    # The other codecs' ladders, {codec: [qualities]} (pipeline.offline.codecs); None: JPEG's alone.
+    codecs: dict | None = None
     branches: tuple[str, ...] = ()  # branch names: original, q10, ...
     class_names: tuple[str, ...] = ()
     num_quarantined: int = 0
@@ -172,6 +175,7 @@ class Manifest:
             "input_range": None if self.input_range is None else list(self.input_range),
             "central_crop": self.central_crop,
             "qualities": list(self.qualities),
+            **({"codecs": self.codecs} if self.codecs else {}),
             "branches": list(self.branches),
             "class_names": list(self.class_names),
             "num_quarantined": self.num_quarantined,
@@ -247,6 +251,7 @@ class Manifest:
             input_range=tuple(data["input_range"]) if data.get("input_range") else None,
             central_crop=data.get("central_crop", 1.0),
             qualities=tuple(data.get("qualities", ())),
+            codecs=data.get("codecs"),
             branches=tuple(data.get("branches", ())),
             class_names=tuple(data.get("class_names", ())),
             num_quarantined=int(data.get("num_quarantined", 0)),

@@ -1,8 +1,9 @@
 """One Markdown report with PNG plots: the analyses that let a researcher judge the idea.
 
-Accuracy versus quality factor; best top-1 per training stage (thesis Figure 4.2); zero fraction per
-node (Table 4.1); bytes per node and shard sizes (Table 4.2); timings (Table 4.3); the dataset's
-JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every number shown.
+Accuracy versus quality, one curve per codec; best top-1 per training stage (thesis Figure 4.2);
+zero fraction per node (Table 4.1); bytes per node and shard sizes (Table 4.2); timings (Table 4.3);
+the dataset's JPEG quality-factor histogram (Figure 3.1). REPORT/report.json holds every number
+shown.
 """
 
 import json
@@ -34,37 +35,66 @@ def _save(figure, directory, name) -> str:
 def qualities_in_order(branch_names) -> list[int]:
     """The JPEG qualities of the ladder's branches (q10, q100, ...), ascending, whatever order the
     names come in (evaluation.json lists them sorted as text: q10, q100, q20, ...)."""
-    return sorted(
-        branches_lib.quality(name)
-        for name in branch_names
-        if branches_lib.quality(name) is not None
-    )
+    return curves(branch_names).get(branches_lib.JPEG, [])
+
+
+def curves(branch_names) -> dict[str, list[int]]:
+    """{codec: its qualities among the branch names, ascending}, codecs in --codecs' choices' order
+    (jpeg, jpeg2000, webp, avif)."""
+    found: dict[str, list[int]] = {}
+    for name in branch_names:
+        if branches_lib.coded(name):
+            codec, quality = branches_lib.coded(name)
+            found.setdefault(codec, []).append(quality)
+    return {codec: sorted(found[codec]) for codec in branches_lib.CODECS if codec in found}
+
+
+def accuracy_per_codec(evaluation: dict) -> dict:
+    """{codec: {quality: {top1, top5}}}: each re-encoding's branch alone, one curve per codec."""
+    branches = evaluation.get("branches") or {}
+    names = {branches_lib.coded(name): name for name in branches if branches_lib.coded(name)}
+    return {
+        codec: {
+            str(quality): {
+                metric: branches[names[codec, quality]][metric] for metric in ("top1", "top5")
+            }
+            for quality in qualities
+        }
+        for codec, qualities in curves(branches).items()
+    }
 
 
 def _accuracy_versus_quality(evaluation: dict, directory: str):
     branches = evaluation.get("branches")
-    if not branches:
+    per_codec = accuracy_per_codec(evaluation)
+    if not per_codec:
         return None
-    qualities = qualities_in_order(branches)
     figure, axes = plots.figure(figsize=(7, 4))
-    for metric, marker in (("top1", "o"), ("top5", "s")):
-        axes.plot(
-            qualities,
-            [100 * branches[f"q{q}"][metric] for q in qualities],
-            marker=marker,
-            label=f"one branch alone, {metric}",
-        )
+    for (codec, points), color in zip(per_codec.items(), plots.colors()):
+        qualities = [int(quality) for quality in points]
+        for metric, marker, style in (("top1", "o", "-"), ("top5", "s", "-.")):
+            axes.plot(
+                qualities,
+                [100 * point[metric] for point in points.values()],
+                marker=marker,
+                linestyle=style,
+                color=color,
+                label=f"{codec}, one branch alone, {metric}",
+            )
+    for metric in ("top1", "top5"):
         axes.axhline(100 * branches["original"][metric], linestyle=":", color="gray")
-    views = [name for name in branches if branches_lib.family(name) != branches_lib.LADDER]
-    for name, color in zip(sorted(views, key=branches_lib.order), plots.colors()):
+    views = [
+        name for name in branches if name != branches_lib.ORIGINAL and not branches_lib.coded(name)
+    ]
+    for name, color in zip(sorted(views, key=branches_lib.order), plots.colors()[len(per_codec) :]):
         axes.axhline(
             100 * branches[name]["top1"], linestyle="--", color=color, label=f"{name} alone, top1"
         )
     axes.axhline(100 * evaluation["topology"]["top1"], color="green", label="topology top1")
-    axes.set_xlabel("JPEG quality factor of the branch")
+    axes.set_xlabel("quality of the branch's re-encoding (per codec)")
     axes.set_ylabel("accuracy %")
-    axes.set_title("Accuracy per quality factor (dotted: the original image; dashed: the views)")
-    axes.legend(fontsize=8)
+    axes.set_title("Accuracy per quality and codec (dotted: the original; dashed: the views)")
+    axes.legend(fontsize=7)
     return _save(figure, directory, "accuracy_per_quality.png")
 
 
@@ -216,6 +246,7 @@ def build_report(
             "",
             evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2],
         ]
+        numbers["accuracy_per_codec"] = accuracy_per_codec(evaluation)
         plot = _accuracy_versus_quality(evaluation, out_dir)
         if plot:
             lines += [f"![accuracy per quality factor]({plot})", ""]

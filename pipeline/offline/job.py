@@ -31,6 +31,7 @@ from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline import config as config_lib
+from pipeline.offline import codecs
 from pipeline.offline import images
 from pipeline.offline import local
 from pipeline.offline import progress as progress_lib
@@ -106,6 +107,9 @@ def identity(
     with_views = (
         {"views": list(config.views), "view_nodes": list(view_nodes)} if config.views else {}
     )
+    # Named only with codecs other than JPEG, so that the jobs written before them still resume.
+    other = {name: list(values) for name, values in config.other_codecs}
+    with_codecs = {"codecs": other} if other else {}
     return {
         "backbone": backbone.name,
         **model_input,
@@ -113,7 +117,7 @@ def identity(
         "nodes": list(nodes),
         "input_size": input_size,
         "central_crop": config.central_crop,
-        "qualities": list(config.qualities),
+        "qualities": list(config.jpeg_qualities),
         "num_shards": config.num_shards,
         "shard_size_mb": config.shard_size_mb,
         "validation_percent": config.validation_percent,
@@ -124,6 +128,7 @@ def identity(
         "images": listing,
         **dtype,
         **with_views,
+        **with_codecs,
     }
 
 
@@ -158,6 +163,7 @@ def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
     started = time.perf_counter()
     runner = runner_for(config)
     shard_work.check_paths(config)
+    codecs.check_available(config.codecs)
     backbone = backbones.spec(config)
     nodes = registry.check_nodes(backbone, config.nodes or backbone.default_stages)
     input_size = registry.check_input_size(backbone, config.input_size)
@@ -262,7 +268,8 @@ def _manifest(
         input_size=job_identity["input_size"],
         input_range=tuple(job_identity["input_range"]) if "input_range" in job_identity else None,
         central_crop=config.central_crop,
-        qualities=tuple(config.qualities),
+        qualities=tuple(config.jpeg_qualities),
+        codecs=job_identity.get("codecs"),
         class_names=tuple(index.class_names),
         num_quarantined=sum(len(result["quarantine"]) for result in results),
         config=run_config,

@@ -17,6 +17,7 @@ from bottlenecks import registry
 from bottlenecks import sparsity
 from pipeline import branches as branches_lib
 from pipeline import config as config_lib
+from pipeline.offline import codecs
 from pipeline.offline import images
 from pipeline.offline import ladder
 from pipeline.offline import views
@@ -55,9 +56,14 @@ class Extraction:
         return views.ViewSpec.parse(self.config.views)
 
     @property
+    def ladder_names(self) -> tuple[str, ...]:
+        """The original and every codec's re-encodings, JPEG's first."""
+        return branches_lib.ladder_names(self.config.jpeg_qualities, self.config.other_codecs)
+
+    @property
     def branch_names(self) -> tuple[str, ...]:
-        """Every branch of a record, in order: the ladder, then the views."""
-        return branches_lib.ladder_names(self.config.qualities) + self.spec.names
+        """Every branch of a record, in order: the ladders, then the views."""
+        return self.ladder_names + self.spec.names
 
     @property
     def num_branches(self) -> int:
@@ -65,9 +71,9 @@ class Extraction:
 
     @property
     def first_pass_branches(self) -> int:
-        """The branches the CNN sees first, made from the photo alone: the ladder, the mirror, the
-        content-adaptive compression."""
-        return 1 + len(self.config.qualities) + self.spec.first_pass
+        """The branches the CNN sees first, made from the photo alone: the ladders, the mirror,
+        the content-adaptive compression."""
+        return len(self.ladder_names) + self.spec.first_pass
 
 
 def check_paths(config: config_lib.ExtractConfig) -> None:
@@ -100,14 +106,20 @@ def batch_slices(task: ShardTask, batch_size: int) -> list[tuple[images.ImageIte
 
 def first_pass_images(image: tf.Tensor, extraction: Extraction) -> tuple[tf.Tensor, tf.Tensor]:
     """One decoded image -> (the CNN inputs of its first pass, float32 [first_pass_branches, S, S,
-    3]: the ladder, then the mirror and tcm; the photo the object is cropped from, uint8, or a
-    1-pixel stand-in when no view needs it)."""
+    3]: the JPEG ladder, the other codecs' re-encodings, then the mirror and tcm; the photo the
+    object is cropped from, uint8, or a 1-pixel stand-in when no view needs it)."""
     config = extraction.config
     pixels = ladder.branch_images(
-        image, extraction.input_size, config.qualities, config.central_crop
+        image, extraction.input_size, config.jpeg_qualities, config.central_crop
     )
     spec = extraction.spec
     more = views.photo_views(image, spec, extraction.input_size, config.central_crop)
+    if config.other_codecs:
+        more = [
+            codecs.coded_pixels_op(
+                image, config.other_codecs, extraction.input_size, config.central_crop
+            )
+        ] + more
     if more:
         pixels = tf.concat([pixels, *more], 0)
     if spec.needs_box:
@@ -183,7 +195,7 @@ class BatchForward:
         self.nodes = extraction.nodes
         self.spec = extraction.spec
         self.view_nodes = extraction.view_nodes
-        self.num_ladder = 1 + len(extraction.config.qualities)
+        self.num_ladder = len(extraction.ladder_names)
         self.first = extraction.first_pass_branches
         outputs = registry.check_nodes(backbone, set(self.nodes) | set(self.view_nodes))
         extract_model = cut.extractor(model, backbone, outputs)

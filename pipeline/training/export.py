@@ -1,14 +1,17 @@
 """The exported model: a decoded raw image in, class probabilities out, through the offline stage's
 ladder.
 
-    export/                  a TensorFlow SavedModel with three endpoints, one per way in:
+    export/                  a TensorFlow SavedModel with four endpoints, one per way in:
         classify(uint8 image [H, W, 3])                      -> {"probabilities": [classes]}
         branch_pixels(uint8 image [H, W, 3])                 -> float32 [record branches, S, S, 3]
         classify_pixels(float32 [B, branches, S, S, 3])      -> {"probabilities": [B, classes]}
         classify_bottlenecks(float32 [B, branches, *node])   -> {"probabilities": [B, classes]}
             (under --head fbsd: {node: float32 [B, branches, *node]} of the head's nodes)
     The last two take the ladder's pixels or the cached bottlenecks, so an evaluation can go through
-    the very same model from raw images or from the records.
+    the very same model from raw images or from the records. With codecs other than JPEG (WebP,
+    ...), which TensorFlow cannot encode, classify and branch_pixels take a second input: those
+    branches' pixels, float32 [K, S, S, 3], made by pipeline.offline.codecs.coded_pixels, as
+    ExportedClassifier does.
     export/classes.json      the classes, branches, node, input size and ladder: what predict and
                              evaluate read
 The backbone's preprocessing is inside the model (a hub: or savedmodel: model's input range too),
@@ -28,7 +31,9 @@ import tqdm
 
 from bottlenecks import cut
 from pipeline import backbones
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
+from pipeline.offline import codecs
 from pipeline.offline import ladder
 from pipeline.offline import views
 from pipeline.training import checkpoints
@@ -85,9 +90,13 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
         backbone, fresh = backbones.from_manifest(manifest)
         view_front = cut.extractor(fresh, backbone, view_nodes)
 
-    def branch_pixels(image):
+    # The other codecs' re-encodings have no TensorFlow encoder: the reader makes their pixels
+    # with the offline stage's function (codecs.coded_pixels) and passes them in as `coded`.
+    num_coded = sum(len(values) for _, values in branches_lib.other_codecs(manifest.branch_names))
+
+    def branch_pixels(image, coded):
         # The very functions the offline stage used, so serving sees the pixels training saw.
-        pixels = ladder.branch_images(image, input_size, qualities, central_crop)
+        pixels = [ladder.branch_images(image, input_size, qualities, central_crop), coded]
         if spec:
             view_pixels, _ = views.image_views(
                 image,
@@ -97,24 +106,31 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
                 input_size,
                 central_crop,
             )
-            pixels = tf.concat([pixels, view_pixels], 0)
-        return pixels
+            pixels.append(view_pixels)
+        return tf.concat(pixels, 0)
 
-    def classify(image):
-        pixels = tf.gather(branch_pixels(image), branches)
+    def classify(image, coded):
+        pixels = tf.gather(branch_pixels(image, coded), branches)
         return {"probabilities": classify_pixels(pixels[tf.newaxis])["probabilities"][0]}
+
+    image_spec = [tf.TensorSpec([None, None, 3], tf.uint8)]
+    coded_spec = tf.TensorSpec([num_coded, input_size, input_size, 3], tf.float32)
+    if num_coded:  # the endpoints take the codecs' pixels beside the image
+        image_spec.append(coded_spec)
+        endpoints = {"classify": classify, "branch_pixels": branch_pixels}
+    else:  # an image alone, as before codecs existed
+        endpoints = {
+            "classify": lambda image: classify(image, tf.zeros(coded_spec.shape)),
+            "branch_pixels": lambda image: branch_pixels(image, tf.zeros(coded_spec.shape)),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(front)
     archive.track(model)
     if view_front is not None:
         archive.track(view_front)
-    archive.add_endpoint(
-        "classify", classify, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
-    )
-    archive.add_endpoint(
-        "branch_pixels", branch_pixels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)]
-    )
+    for name, endpoint in endpoints.items():
+        archive.add_endpoint(name, endpoint, input_signature=image_spec)
     archive.add_endpoint(
         "classify_pixels",
         classify_pixels,
@@ -172,8 +188,22 @@ class ExportedClassifier:
         self.class_names = self.description["class_names"]
         self._loaded = tf.saved_model.load(export_dir)
 
+    def _inputs(self, image: np.ndarray) -> list:
+        """The endpoints' inputs for one decoded photo: the photo, and the other codecs'
+        re-encodings made by the offline stage's function when the records hold any."""
+        inputs = [tf.constant(image, tf.uint8)]
+        other = branches_lib.other_codecs(self.description.get("record_branches", ()))
+        if other:
+            description = self.description
+            inputs.append(
+                codecs.coded_pixels(
+                    image, other, description["input_size"], description["central_crop"]
+                )
+            )
+        return inputs
+
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        return self._loaded.classify(tf.constant(image, tf.uint8))["probabilities"].numpy()
+        return self._loaded.classify(*self._inputs(image))["probabilities"].numpy()
 
     def probabilities_of_pixels(self, pixels) -> np.ndarray:
         """[B, branches, S, S, 3] ladder pixels -> [B, classes]."""
@@ -199,12 +229,12 @@ class ExportedClassifier:
     def file_branch_pixels(self, path: str) -> np.ndarray:
         """An image file -> every record branch's CNN input [branches, S, S, 3], the ladder and the
         views, made as the offline stage makes them (raises BadImage where it quarantines)."""
-        image = tf.constant(ladder.load_rgb(path), tf.uint8)
+        image = ladder.load_rgb(path)
         if hasattr(self._loaded, "branch_pixels"):
-            return self._loaded.branch_pixels(image).numpy()
+            return self._loaded.branch_pixels(*self._inputs(image)).numpy()
         description = self.description  # exported before views existed: the ladder alone
         return ladder.branch_images(
-            image,
+            tf.constant(image, tf.uint8),
             description["input_size"],
             description["qualities"],
             description["central_crop"],

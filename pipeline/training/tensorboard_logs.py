@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from pipeline import branches as branches_lib
+from pipeline.offline import codecs
 from pipeline.offline import ladder
 from pipeline.offline import tcm
 from pipeline.offline import views
@@ -134,12 +136,20 @@ class RunLogs:
         if image is None:
             return None
         branches = ladder.jpeg_ladder(image, manifest.qualities)
+        other = branches_lib.other_codecs(manifest.branch_names)
+        if other:  # the other codecs' re-encodings, as the offline stage made them
+            branches = tf.concat([branches, codecs.coded_images(image, other)], 0)
         with self._stages.as_default(step=0):
             tf.summary.image(
                 "jpeg_ladder",
                 branches,
                 max_outputs=len(manifest.branches),
-                description=f"{sample}: " + ", ".join(manifest.branches),
+                description=f"{sample}: "
+                + ", ".join(
+                    name
+                    for name in manifest.branch_names
+                    if name == branches_lib.ORIGINAL or branches_lib.coded(name)
+                ),
             )
         self._stages.flush()
         return sample
