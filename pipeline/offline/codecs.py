@@ -11,9 +11,10 @@ for the CNN by the ladder's own resize. What a quality means:
 
     webp, avif   Pillow's quality (libwebp's and libavif's 0..100 scale), 4:2:0 chroma
     jpeg2000     JPEG 2000 has no quality scale, so its quality q is JPEG's rate: the photo is coded
-                 (OpenJPEG, irreversible 9/7 wavelet) at the compression ratio libjpeg reaches on it
-                 at quality q, i.e. in the bytes the JPEG ladder's branch q<q> costs. The two
-                 ladders then compare codecs at equal storage, image by image.
+                 (OpenJPEG: YCbCr, irreversible 9/7 wavelet, one quality layer) at the compression
+                 ratio libjpeg reaches on it at quality q, i.e. in the bytes the JPEG ladder's
+                 branch q<q> costs. The two ladders then compare codecs at equal storage, image by
+                 image.
 
 Every encoder runs single-threaded and with fixed settings, so the bytes, and the records, do not
 depend on the machine's cores.
@@ -63,6 +64,7 @@ def _encoded(image: np.ndarray, codec: str, quality: int) -> bytes:
             quality_mode="rates",
             quality_layers=[jpeg_ratio(image, quality)],
             irreversible=True,
+            mct=1,  # YCbCr first, as JPEG 2000 encoders do for colour (off in Pillow by default)
         )
     else:
         raise ValueError(f"no encoder for codec {codec!r}")
