@@ -336,6 +336,32 @@ def separable_features(
     return features, labels
 
 
+def quick_compare(records_dir: str, out_dir: str, branch_sets, fusions=("family",)):
+    """A compare over branch sets at its smallest: one seed, the thesis's rule at a fixed rate, one
+    epoch a stage."""
+    import dataclasses
+
+    from pipeline import config as config_lib
+
+    rule = dataclasses.replace(
+        config_lib.compare_training(),
+        recipe="thesis",
+        seeds=1,
+        learning_rate=0.01,
+        batch_size=4,
+        eval_every_steps=2,
+        max_epochs_per_stage=1.0,
+        progress=False,
+    )
+    return config_lib.CompareConfig(
+        records_dir=records_dir,
+        out_dir=out_dir,
+        fusions=tuple(fusions),
+        branch_sets=tuple(tuple(tokens) for tokens in branch_sets),
+        training=rule,
+    )
+
+
 def assert_export_reads_images_as_records(export_dir: str, records_config, atol: float = 2e-4):
     """The export's predictions on the test images, from their raw files and from the records, are
     the same; returns those from the records."""

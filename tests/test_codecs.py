@@ -264,22 +264,8 @@ def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_reco
 
 def test_compare_takes_codec_families_as_branch_sets(codec_records, tmp_path):
     local, _ = codec_records
-    rule = dataclasses.replace(
-        config_lib.compare_training(),
-        recipe="thesis",
-        seeds=1,
-        learning_rate=0.01,
-        batch_size=4,
-        eval_every_steps=2,
-        max_epochs_per_stage=1.0,
-        progress=False,
-    )
-    config = config_lib.CompareConfig(
-        records_dir=local.out_dir,
-        out_dir=str(tmp_path / "out"),
-        fusions=("family",),
-        branch_sets=config_lib.branch_sets("webp;jpeg,webp"),
-        training=rule,
+    config = conftest.quick_compare(
+        local.out_dir, str(tmp_path / "out"), config_lib.branch_sets("webp;jpeg,webp")
     )
     result = compare.compare(config)
     assert set(result["arms"]) == {"baseline", "family[webp]", "family[jpeg,webp]"}

@@ -250,22 +250,8 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
 
 def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_path):
     local, _ = view_records
-    rule = dataclasses.replace(
-        config_lib.compare_training(),
-        recipe="thesis",
-        seeds=1,
-        learning_rate=0.01,
-        batch_size=4,
-        eval_every_steps=2,
-        max_epochs_per_stage=1.0,
-        progress=False,
-    )
-    config = config_lib.CompareConfig(
-        records_dir=local.out_dir,
-        out_dir=str(tmp_path / "out"),
-        fusions=("family",),
-        branch_sets=(("ladder",), ("original", "object")),
-        training=rule,
+    config = conftest.quick_compare(
+        local.out_dir, str(tmp_path / "out"), (("ladder",), ("original", "object"))
     )
     result = compare.compare(config)
     assert set(result["arms"]) == {"baseline", "family[ladder]", "family[original,object]"}

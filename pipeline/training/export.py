@@ -30,6 +30,7 @@ import tensorflow as tf
 import tqdm
 
 from bottlenecks import cut
+from bottlenecks import registry
 from pipeline import backbones
 from pipeline import branches as branches_lib
 from pipeline import config as config_lib
@@ -125,10 +126,11 @@ def export_model(setup, stage, checkpoint_path: str, export_dir: str) -> dict:
         }
 
     archive = keras.export.ExportArchive()
-    archive.track(front)
-    archive.track(model)
-    if view_front is not None:
-        archive.track(view_front)
+    # The endpoints' variables are tracked by add_endpoint; track() only adds non-variable resources
+    # (lookup tables, assets), and walking a model for them traces every layer's call: a third of
+    # an export's time. Keras applications hold none; a hub: or savedmodel: backbone might.
+    if setup.backbone.source != registry.KERAS:
+        archive.track(front)
     for name, endpoint in endpoints.items():
         archive.add_endpoint(name, endpoint, input_signature=image_spec)
     archive.add_endpoint(
