@@ -19,6 +19,7 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import config as config_lib
+from pipeline import errors
 from pipeline.offline import images
 from pipeline.offline import job
 from pipeline.offline import ladder
@@ -252,6 +253,23 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
     index = images.index_csv(csv_path, 0)
     assert index.class_names == ("2", "7", "12", "4780")
     assert [item.label for item in index.items] == [1, 0, 1, 3, 2]
+
+
+def test_a_labels_csv_header_names_its_columns_and_the_others_are_left_out(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        "file,imagenet_class_index,wnid,class_name\n"
+        'a.jpg,65,n01751748,sea snake\nb.jpg,57,n01735189,"garter snake, grass snake"\n'
+    )
+    index = images.index_csv(str(path), 0)
+    assert index.class_names == ("57", "65")
+    assert [(item.image_id, item.label) for item in index.items] == [("a.jpg", 1), ("b.jpg", 0)]
+    path.write_text("path,class_name,split,label\na.jpg,cat,val,3\nb.jpg,dog,train,4\n")
+    index = images.index_csv(str(path), 0)
+    assert [(item.label, item.split) for item in index.items] == [(0, "test"), (1, "train")]
+    path.write_text("a.jpg,1,train,extra\n")  # without a header, still file,label[,split]
+    with pytest.raises(errors.UserError, match="do not have file,label"):
+        images.index_csv(str(path), 0)
 
 
 def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validation_from_train(

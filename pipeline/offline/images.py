@@ -138,7 +138,11 @@ def index_directory(
 
 
 def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 10.0) -> ImageIndex:
-    """A CSV of file,label[,split] (a header row is optional); files relative to the CSV's folder.
+    """A CSV of file,label[,split]; files relative to the CSV's folder.
+
+    A header row is optional. With one, the file is the first column, the label the column named
+    label (else the second) and the split the column named split (if any); other columns, such as a
+    class name beside its index, are left out.
 
     Labels are class names, numbered 0..K-1 in sorted order; integer labels (ids, which may be
     sparse: 12, 99, 4780) in numeric order, so that a head has one output per class present and the
@@ -149,11 +153,19 @@ def index_csv(labels_csv: str, validation_percent: float, test_percent: float = 
     with fileio.open_text(labels_csv) as file:
         rows = [row for row in csv.reader(file) if row and not row[0].startswith("#")]
     if rows and rows[0][0].strip().lower() in ("file", "path", "filename"):
-        rows = rows[1:]
+        header = [name.strip().lower() for name in rows[0]]
+        label = header.index("label") if "label" in header else 1
+        split = [header.index("split")] if "split" in header else []
+        width = len(header)
+        rows = [
+            [row[0], row[label], *(row[column] for column in split)] if len(row) == width else row
+            for row in rows[1:]
+        ]
     bad = [number for number, row in enumerate(rows, 1) if len(row) not in (2, 3)]
     if bad:
         raise errors.UserError(
-            f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split]"
+            f"--labels-csv {labels_csv}: rows {bad[:5]} do not have file,label[,split] (or the "
+            "header's columns)"
         )
     labels = [row[1].strip() for row in rows]
     if labels and all(label.lstrip("-").isdigit() for label in labels):
