@@ -83,7 +83,7 @@ def test_each_codec_decodes_what_pillow_encodes_at_its_quality():
         assert np.abs(coded.astype(int) - image).mean() > 0.5  # lossy: not the photo itself
     # Lower qualities cost fewer bytes and lose more.
     for codec in ("webp", "avif", "jpeg2000"):
-        sizes = [codecs.encoded_size(image, codec, quality) for quality in (10, 90)]
+        sizes = [len(codecs.encoded(image, codec, quality)) for quality in (10, 90)]
         errors_ = [
             np.abs(codecs.reencode(image, codec, q).astype(int) - image).mean() for q in (10, 90)
         ]
@@ -97,7 +97,7 @@ def test_jpeg2000_is_coded_in_the_bytes_jpeg_spends_at_the_same_quality():
         assert codecs.jpeg_ratio(image, quality) == pytest.approx(image.size / jpeg_bytes)
         # OpenJPEG meets the rate from below, headers included, within a few percent
         assert (
-            0.8 * jpeg_bytes <= codecs.encoded_size(image, "jpeg2000", quality) <= 1.05 * jpeg_bytes
+            0.8 * jpeg_bytes <= len(codecs.encoded(image, "jpeg2000", quality)) <= 1.05 * jpeg_bytes
         )
 
 

@@ -50,7 +50,9 @@ def check_available(codecs) -> None:
         )
 
 
-def _encoded(image: np.ndarray, codec: str, quality: int) -> bytes:
+def encoded(image: np.ndarray, codec: str, quality: int) -> bytes:
+    """The photo, uint8 [H, W, 3], in the codec's bytes at quality (fixed settings: the same bytes
+    on every machine)."""
     picture = PIL.Image.fromarray(image)
     buffer = io.BytesIO()
     if codec == "webp":
@@ -78,15 +80,15 @@ def jpeg_ratio(image: np.ndarray, quality: int) -> float:
     return max(1.0, image.size / len(coded.numpy()))
 
 
+def decoded(data: bytes) -> np.ndarray:
+    """Any codec's bytes -> RGB uint8 [H, W, 3]."""
+    with PIL.Image.open(io.BytesIO(data)) as picture:
+        return np.asarray(picture.convert("RGB"), dtype=np.uint8)
+
+
 def reencode(image: np.ndarray, codec: str, quality: int) -> np.ndarray:
     """uint8 [H, W, 3] -> the same photo through the codec at quality, decoded, uint8 [H, W, 3]."""
-    with PIL.Image.open(io.BytesIO(_encoded(image, codec, int(quality)))) as decoded:
-        return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
-
-
-def encoded_size(image: np.ndarray, codec: str, quality: int) -> int:
-    """How many bytes the re-encoding takes (for the storage figures)."""
-    return len(_encoded(image, codec, int(quality)))
+    return decoded(encoded(image, codec, int(quality)))
 
 
 def coded_images(image: np.ndarray, codecs) -> np.ndarray:
