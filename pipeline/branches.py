@@ -79,8 +79,8 @@ def family(name: str) -> str:
     another codec's, parts for every part crop, else the branch's own name (object, hflip)."""
     if name == ORIGINAL or quality(name) is not None:
         return LADDER
-    if _CODED_NAME.fullmatch(name):
-        return coded(name)[0]
+    if match := _CODED_NAME.fullmatch(name):
+        return match.group(1)
     if _PART_NAME.fullmatch(name):
         return PARTS
     return name
@@ -123,7 +123,7 @@ def resolve(tokens, names) -> tuple[int, ...]:
     if tokens is None:
         return tuple(range(len(names)))
     grouped = dict(families(names))
-    for codec in (JPEG,) + OTHER_CODECS:
+    for codec in CODECS:
         ladder = [
             position
             for position, name in enumerate(names)

@@ -112,4 +112,4 @@ def test_the_accuracy_per_quality_plot_draws_its_points_in_order_of_quality():
 
     names = sorted(["original"] + [f"q{quality}" for quality in range(10, 101, 10)])
     assert names[:3] == ["original", "q10", "q100"]  # as evaluation.json lists them
-    assert report.qualities_in_order(names) == list(range(10, 101, 10))
+    assert report.curves(names) == {"jpeg": list(range(10, 101, 10))}

@@ -32,20 +32,14 @@ def _save(figure, directory, name) -> str:
     return name
 
 
-def qualities_in_order(branch_names) -> list[int]:
-    """The JPEG qualities of the ladder's branches (q10, q100, ...), ascending, whatever order the
-    names come in (evaluation.json lists them sorted as text: q10, q100, q20, ...)."""
-    return curves(branch_names).get(branches_lib.JPEG, [])
-
-
 def curves(branch_names) -> dict[str, list[int]]:
     """{codec: its qualities among the branch names, ascending}, codecs in --codecs' choices' order
-    (jpeg, jpeg2000, webp, avif)."""
+    (jpeg, jpeg2000, webp, avif), whatever order the names come in (evaluation.json lists them
+    sorted as text: q10, q100, q20, ...)."""
     found: dict[str, list[int]] = {}
     for name in branch_names:
-        if branches_lib.coded(name):
-            codec, quality = branches_lib.coded(name)
-            found.setdefault(codec, []).append(quality)
+        if coded := branches_lib.coded(name):
+            found.setdefault(coded[0], []).append(coded[1])
     return {codec: sorted(found[codec]) for codec in branches_lib.CODECS if codec in found}
 
 
