@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from pipeline import config as config_lib
 from pipeline.offline import job
 from pipeline.training import distribute
-from pipeline.training import prepare as prepare_lib
+from pipeline.training import input_pipeline
 from pipeline.training import train
 from tests import conftest
 from tools import train_block_by_block
@@ -328,7 +328,7 @@ def test_file_sharding_trains_each_worker_on_its_own_shards(
     # next 2 of shard 1 (each stream seeded and repeated on its own) trains as the two workers did.
     # Every worker reading every shard, or both the same ones, or DATA sharding would each give
     # other batches.
-    original = prepare_lib.stage_dataset
+    original = input_pipeline.stage_dataset
 
     def two_workers_streams(setup, node, split, *, training, seed=0, start_batch=0, **options):
         if split != "train":
@@ -346,7 +346,7 @@ def test_file_sharding_trains_each_worker_on_its_own_shards(
             lambda first, second: tuple(tf.concat(parts, axis=0) for parts in zip(first, second))
         )
 
-    monkeypatch.setattr(prepare_lib, "stage_dataset", two_workers_streams)
+    monkeypatch.setattr(input_pipeline, "stage_dataset", two_workers_streams)
     single = dataclasses.replace(
         train_block_by_block.parse_flags(
             [

@@ -297,9 +297,9 @@ def test_clear_errors(records, tmp_path):
 def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(
     records, tmp_path, monkeypatch, capsys
 ):
-    from pipeline.training import prepare
+    from pipeline.training import input_pipeline
 
-    prepare.suggest_allocator.cache_clear()
+    input_pipeline.suggest_allocator.cache_clear()
     printed = []
     for allocator, cache_mb in (
         ("tcmalloc", 0.0),
@@ -308,12 +308,12 @@ def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(
         ("malloc", 0.0),
     ):
         monkeypatch.setattr(
-            prepare.reader, "loaded_allocator", lambda allocator=allocator: allocator
+            input_pipeline.reader, "loaded_allocator", lambda allocator=allocator: allocator
         )
         setup = train.prepare(
             _config(records, tmp_path / "run", stages=STAGES[:1], cache_mb=cache_mb, progress=True)
         )
-        prepare.stage_dataset(setup, STAGES[0], "train", training=True)
-        prepare.stage_dataset(setup, STAGES[0], "validation", training=False)
+        input_pipeline.stage_dataset(setup, STAGES[0], "train", training=True)
+        input_pipeline.stage_dataset(setup, STAGES[0], "validation", training=False)
         printed.append(capsys.readouterr().out.count("LD_PRELOAD=libtcmalloc_minimal.so.4"))
     assert printed == [0, 0, 1, 0]  # not with tcmalloc, not when cached, then once per process

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.training import fusion as fusion_lib
+from pipeline.training import input_pipeline
 from pipeline.training import prepare as prepare_lib
 from tfrecords import reader
 
@@ -43,7 +44,7 @@ class HeldOut:
 def held_out_predictions(setup: prepare_lib.Setup, node: str, model: keras.Model) -> HeldOut:
     """The validation split through the stage model (its best checkpoint restored)."""
     features, log_probabilities, labels, image_ids = [], [], [], []
-    dataset = prepare_lib.stage_dataset(setup, node, "validation", training=False, with_ids=True)
+    dataset = input_pipeline.stage_dataset(setup, node, "validation", training=False, with_ids=True)
     for bottlenecks, batch_labels, batch_ids in dataset:
         outputs = model(bottlenecks, training=False)
         features.append(outputs["branch_features"].numpy())

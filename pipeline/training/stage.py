@@ -19,6 +19,7 @@ from pipeline import interrupt
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fusion as fusion_lib
+from pipeline.training import input_pipeline
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
@@ -105,7 +106,7 @@ class StageRun:
         if self.replay is None:
             self.validation = distribute.distribute_dataset(
                 setup.strategy,
-                prepare_lib.stage_dataset(setup, stage.node, "validation", training=False),
+                input_pipeline.stage_dataset(setup, stage.node, "validation", training=False),
             )
         self.writers = logs.stage_writers(stage, setup)
         self.seconds_before, self.started = (
@@ -298,7 +299,7 @@ class StageRun:
     def _training_stream(
         self, batch_size: int, start_batch: int, file_shard: tuple[int, int] | None
     ):
-        return prepare_lib.stage_dataset(
+        return input_pipeline.stage_dataset(
             self.setup,
             self.stage.node,
             "train",

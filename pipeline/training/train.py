@@ -25,6 +25,7 @@ from pipeline import interrupt
 from pipeline.training import distribute
 from pipeline.training import export
 from pipeline.training import heads
+from pipeline.training import input_pipeline
 from pipeline.training import metrics
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import results as results_lib
@@ -193,7 +194,7 @@ def _selection(setup: prepare_lib.Setup, sweep: results_lib.Sweep) -> str:
     config = setup.config
     if config.replay is not None:
         return sweep.chosen_by or "a replayed schedule: nothing chosen on these images"
-    images = prepare_lib.num_examples(config, setup.manifest, "validation")
+    images = input_pipeline.num_examples(config, setup.manifest, "validation")
     what = "fold" if config.fold is not None else "validation split"
     text = (
         f"Every choice (stopping points{', learning rate' if sweep.candidates else ''}) rests on "
@@ -477,7 +478,7 @@ def evaluate_baseline(setup: prepare_lib.Setup) -> results_lib.Baseline:
     classifier = cut.classifier_layer(setup.backbone_model)
     totals = np.zeros(3)
     with reader.explained_data_loss(setup.config.records_dir, node, "validation"):
-        for bottlenecks, labels in prepare_lib.stage_dataset(
+        for bottlenecks, labels in input_pipeline.stage_dataset(
             setup, node, "validation", training=False, branches=(0,), nodes=(node,)
         ):
             probabilities = classifier(tail(bottlenecks[:, 0], training=False))

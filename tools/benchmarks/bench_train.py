@@ -98,17 +98,17 @@ def measure_input_pipeline(
     own work in what a step from the records costs: the steps/s ratio to expect where the step keeps
     every core busy.
     """
-    from pipeline.training import prepare
+    from pipeline.training import input_pipeline
 
     setup, steps = _stage(config, node)
     from_records = iter(
         setup.strategy.experimental_distribute_dataset(
-            prepare.stage_dataset(setup, node, "train", training=True, seed=0)
+            input_pipeline.stage_dataset(setup, node, "train", training=True, seed=0)
         )
     )
     # The same batches, decoded once and held in memory, replayed without any parsing.
     cached = list(
-        prepare.stage_dataset(setup, node, "train", training=True, seed=0).take(
+        input_pipeline.stage_dataset(setup, node, "train", training=True, seed=0).take(
             setup.steps_per_epoch
         )
     )
@@ -169,10 +169,10 @@ def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -
     CPU time counts every core: on a machine whose cores the step already keeps busy, the input
     pipeline's CPU time per batch is what it takes away from the step.
     """
-    from pipeline.training import prepare
+    from pipeline.training import input_pipeline
 
     setup, steps = _stage(dataclasses.replace(config, cache_mb=0.0), node)
-    dataset = prepare.stage_dataset(setup, node, "train", training=True, seed=0)
+    dataset = input_pipeline.stage_dataset(setup, node, "train", training=True, seed=0)
     batch = next(iter(dataset))
     fixed = iter(
         setup.strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
