@@ -1,11 +1,22 @@
 """Stops a long job at its next safe point on SIGINT or SIGTERM; a second signal stops it at
 once."""
 
+import os
 import signal
 import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Set by a command-line process (tools.run), which ends once its job has: there a stopped job's
+# handlers stay installed until the process exits (see StopRequests). A library caller (a notebook,
+# a test) gets its own handlers back when the job returns.
+_ENDS_WITH_JOB = False
+
+
+def process_ends_with_job() -> None:
+    """Declares that this process exits when its job returns (a command-line tool)."""
+    global _ENDS_WITH_JOB
+    _ENDS_WITH_JOB = True
 
 
 class Interrupted(Exception):
@@ -25,8 +36,13 @@ class StopRequests:
     points.
 
     A second signal raises Interrupted where the job is, so a user who cannot wait need not kill -9
-    (which would skip the clean-up of temporary files). Outside the main thread, where Python cannot
-    install handlers, it does nothing and the signals keep their usual effect.
+    (which would skip the clean-up of temporary files). In a command-line process
+    (process_ends_with_job), once a first signal has come the handler stays installed until the
+    process exits: after the job stops at its safe point, what follows (the message, TensorFlow's
+    clean-up at exit) is still on the way out, and a second signal there ends the process at once
+    with the signal's exit status, instead of a KeyboardInterrupt raised wherever the interpreter
+    happens to be. Outside the main thread, where Python cannot install handlers, it does nothing
+    and the signals keep their usual effect.
     """
 
     def __init__(self, program: str, safe_point: str):
@@ -60,13 +76,31 @@ class StopRequests:
         self.forced = Interrupted(f"stopped at once on a second {name}", signal_number)
         raise self.forced
 
+    def _after_stop(self, signal_number, frame) -> None:
+        """A second signal after the job left its safe point: nothing of it is running any more,
+        so the process ends here, saying so."""
+        name = signal.Signals(signal_number).name
+        print(
+            f"\n{self.program}: stopped at once on a second {name}, after the job had stopped "
+            f"{self.safe_point}. To resume, run the same command.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(128 + signal_number)
+
     def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():
             for signal_number in SIGNALS:
                 self._previous[signal_number] = signal.signal(signal_number, self._handle)
         return self
 
-    def __exit__(self, *exception_info) -> None:
+    def __exit__(self, exception_type, exception, traceback) -> None:
+        keep = self.requested and _ENDS_WITH_JOB  # the process is on its way out
         for signal_number, handler in self._previous.items():
-            signal.signal(signal_number, handler)
+            signal.signal(signal_number, self._after_stop if keep else handler)
         self._previous.clear()
+        if self.forced is not None and exception is not None and exception is not self.forced:
+            # The second signal's Interrupted, wrapped by the code it interrupted (TensorFlow
+            # tracing a function re-raises it as a StagingError): the job stopped on a signal.
+            raise self.forced from None

@@ -32,6 +32,8 @@ def run(
     as job(config, stop) inside StopRequests.
     """
     stop = None
+    if argv is None:  # run as a program (its flags from sys.argv): the process ends with the job
+        interrupt.process_ends_with_job()
     try:
         if safe_point is None:
             outcome = job(config)

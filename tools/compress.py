@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     from pipeline.analysis import compression  # after flag parsing, so --help is instant
 
-    return tools.run("jpeg-ladder-compress", compression.compress, config)
+    return tools.run("jpeg-ladder-compress", compression.compress, config, argv=argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     config = flags.parse(config_lib.DemoConfig, argv, description=__doc__, raw_description=True)
     from pipeline.demo import run as demo  # after flag parsing, so --help is instant
 
-    return tools.run("demo", demo.run_demo, config)
+    return tools.run("demo", demo.run_demo, config, argv=argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     config = parse_flags(argv)
     from pipeline.analysis import pruning  # after flag parsing, so --help is instant
 
-    return tools.run("jpeg-ladder-prune", pruning.prune, config)
+    return tools.run("jpeg-ladder-prune", pruning.prune, config, argv=argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     config = flags.parse(config_lib.HistogramConfig, argv, description=__doc__)
     from pipeline.offline import jpeg_quality  # after flag parsing, so --help is instant
 
-    return tools.run("qf_histogram", jpeg_quality.run, config)
+    return tools.run("qf_histogram", jpeg_quality.run, config, argv=argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     config = flags.parse(config_lib.ReportConfig, argv, description=__doc__, raw_description=True)
     from pipeline.analysis import report  # after flag parsing, so --help is instant
 
-    return tools.run("report", report.run, config)
+    return tools.run("report", report.run, config, argv=argv)
 
 
 if __name__ == "__main__":
