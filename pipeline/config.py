@@ -480,6 +480,7 @@ DECADE_RATES = {
     "adam": (0.01, 0.001, 0.0001),
 }
 PLATEAU_METRICS = ("top1", "loss")
+SOLVERS = ("auto", "sgd")
 # The converged recipe's patience, from the data's size: about PATIENCE_STEPS steps, in whole epochs
 # within PATIENCE_EPOCHS. 90 validation images move top-1 by 1.1 points an image and their loss by
 # chance from one epoch to the next; on a small training split an epoch is a few steps, so the rule
@@ -521,6 +522,9 @@ class Recipe:
     # Whether weighted and gated learn their branch weights after the head, from held-out branch
     # predictions (validation), rather than with it, from the branches that fit the training images.
     stacked_combiner: bool
+    # Whether a linear head on pooled features is solved (pipeline.training.solved) rather than
+    # trained: an L2-regularised logistic regression, exactly, its strength chosen on validation.
+    solves_linear: bool
 
 
 RECIPES = {
@@ -536,6 +540,7 @@ RECIPES = {
         sweep_seeds=2,
         sweep_rates=DECADE_RATES,
         stacked_combiner=True,
+        solves_linear=True,
     ),
     "thesis": Recipe(
         name="thesis",
@@ -549,6 +554,7 @@ RECIPES = {
         sweep_seeds=1,
         sweep_rates=SWEEP_RATES,
         stacked_combiner=False,
+        solves_linear=False,
     ),
 }
 RECIPE_NAMES = tuple(RECIPES)
@@ -567,11 +573,12 @@ RECIPE_FIELDS = (
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One stage of the block-by-block schedule: the node it reads (it trains everything after it)
-    and its rate."""
+    and its rate, or none when its decision layer is solved (pipeline.training.solved)."""
 
     index: int
     node: str
-    learning_rate: float
+    learning_rate: float | None
+    solved: bool = False
 
     @property
     def name(self) -> str:
@@ -580,10 +587,12 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """A stretch of a stage at one learning rate, as a replay (--refit, --folds) trains it again."""
+    """A stretch of a stage at one learning rate, as a replay (--refit, --folds) trains it again;
+    a solved stage's one phase holds its L2 strength instead, at which a replay solves it again."""
 
     learning_rate: float
     epochs: float
+    l2: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -706,6 +715,19 @@ class TrainConfig:
         "converged, 20 thesis)",
         show_default=False,
     )
+    solver: str = option(
+        "auto",
+        choices=SOLVERS,
+        help="auto: under the converged recipe a linear head on pool is solved exactly (L2-"
+        "regularised logistic regression by L-BFGS, the L2 strength chosen on validation; see "
+        "pipeline.training.solved) when its features fit in --solver-memory-mb; sgd: trained like "
+        "every other stage",
+    )
+    solver_memory_mb: float = option(
+        4096.0,
+        help="the solver holds the pool node's train and validation features in memory; above "
+        "this many MiB the stage trains by SGD from the records instead",
+    )
     folds: int = option(
         1,
         help="K > 1: choose the learning rate and each stage's stopping point by K-fold "
@@ -780,6 +802,9 @@ class TrainConfig:
     # A replay's weighted or gated combiner comes from this run's best checkpoints (a replay has no
     # held-out images to learn one from).
     combiner_source: str | None = None
+    # False for the runs a selection tries and throws away (sweep candidates, folds): no TensorBoard
+    # runs of their own, only the selection's summary.
+    summaries: bool = True
 
     def __post_init__(self):
         check_local_output("--logdir", self.logdir)
@@ -792,6 +817,7 @@ class TrainConfig:
         _choice("--head-init", self.head_init, HEAD_INITS)
         _choice("--strategy", self.strategy, STRATEGIES)
         _choice("--input-sharding", self.input_sharding, INPUT_SHARDINGS)
+        _choice("--solver", self.solver, SOLVERS)
         if isinstance(self.learning_rate, str) and self.learning_rate != "auto":
             raise errors.UserError(
                 f"--learning-rate must be a number or auto, got {self.learning_rate!r}"
@@ -804,6 +830,7 @@ class TrainConfig:
             "--max-epochs-per-stage": self.max_epochs_per_stage,
             "--collective-timeout": self.collective_timeout,
             "--shuffle-buffer-mb": self.shuffle_buffer_mb,
+            "--solver-memory-mb": self.solver_memory_mb,
         }
         for flag, value in positive.items():
             if value is not None and value <= 0:
@@ -933,7 +960,8 @@ def tiny_training(records_dir: str, logdir: str) -> TrainConfig:
 
 def compare_training() -> TrainConfig:
     """The one training rule of every arm: the decision layer alone, three seeds, the default recipe
-    (converged: each arm at its own best rate, trained until its validation loss stops falling)."""
+    (converged: each arm's linear layer solved exactly, its L2 strength chosen on validation; one
+    run stands for the seeds of an arm that nothing else seeds)."""
     return TrainConfig(records_dir="", logdir="", stages=("pool",), seeds=3, export=True)
 
 
@@ -942,10 +970,11 @@ class CompareConfig:
     """The comparison protocol: the single-branch baseline and each fusion, trained by one rule,
     scored on test.
 
-    Example (does the ladder help on my data? 5 arms x 3 seeds, each with its own learning-rate
-    sweep):
-      jpeg-ladder-compare --records records/ --out-dir compare/ --fusions
-      concat,shared,weighted,gated --seeds 3
+    Example (does the ladder help on my data? 5 arms, each linear layer solved at its own L2
+    strength; weighted and gated stack their branch weights on it, 3 seeds each; minutes on 2 cores
+    for a thousand images):
+      jpeg-ladder-compare --records records/ --out-dir compare/ \\
+          --fusions concat,shared,weighted,gated --seeds 3
     Every arm is `training` with its branches and fusion; --seed is the first seed, --seeds their
     number.
     """

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from pipeline import config as config_lib
-from pipeline.analysis import compare
+from pipeline.analysis import comparison_render
 from pipeline.demo import run as demo
 from tests import conftest
 
@@ -103,7 +103,7 @@ def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, caps
     last_line = printed.strip().splitlines()[-1]
     assert (
         last_line.startswith("On SYNTHETIC images")
-        and compare.verdict(comparison).removeprefix("compare: ") in last_line
+        and comparison_render.verdict(comparison).removeprefix("compare: ") in last_line
     )
 
 

@@ -409,10 +409,14 @@ def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(
 
 
 def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
+    """The converged recipe across workers: the first stage's layer solved on every worker alike,
+    the second trained by SGD from it."""
     stages = ",".join(conftest.TRAIN_STAGES)
     flags = [
         "--stages",
         stages,
+        "--learning-rate",
+        "0.001",
         "--seeds",
         "2",
         "--branches",
@@ -445,9 +449,9 @@ def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
     for seed in (0, 1):
         per_seed = json.loads((tmp_path / "run" / f"seed{seed}" / "results.json").read_text())
         assert [stage["node"] for stage in per_seed["stages"]] == list(conftest.TRAIN_STAGES), seed
-        assert [stage["steps"] for stage in per_seed["stages"]] == [4, 4] and per_seed[
-            "workers"
-        ] == 2
+        assert [stage["ended_by"] for stage in per_seed["stages"]][0] == "solved"
+        assert per_seed["stages"][1]["steps"] == 4 and per_seed["workers"] == 2
+        assert per_seed["stages"][1]["learning_rate"] == 0.001
 
 
 def test_auto_reads_every_record_on_every_worker_when_shards_are_fewer_than_workers(

@@ -1,11 +1,11 @@
-"""Does the JPEG ladder help on my data? The baseline and every fusion, trained by one rule, scored
-on test.
+"""Which branches help on my data, and does the JPEG ladder? The baseline and every fusion (on every
+--branch-sets set), trained by one rule, scored on test; the verdict names what won.
 
     jpeg-ladder-compare --records RECORDS --out-dir OUT [--fusions concat,shared,weighted,gated]
-    [--seeds 3]
+        [--branch-sets "ladder;original,object;ladder,object"] [--seeds 3]
 writes OUT/comparison.json, OUT/comparison.md and its plot, and every run under
-OUT/runs/<arm>/seed<k>. Every trainer option (but those the protocol sets per arm) applies to every
-arm. Rerun the same command to resume.
+OUT/runs/<arm>/seed<k>. Linear layers are solved (--solver sgd trains them); every trainer option
+(but those the protocol sets per arm) applies to every arm. Rerun the same command to resume.
 """
 
 import sys

@@ -1,15 +1,19 @@
-"""The comparison protocol: does the JPEG ladder help on these records?
+"""The comparison protocol: which branches help on these records, and does the JPEG ladder?
 
 Every arm (the single-branch baseline and each fusion of all branches, or with --branch-sets of
-each set of branches, keyed "<fusion>[<set>]") is trained by one rule: the
-same learning-rate sweep on validation, the same plateau rule, the same schedule and the same seeds.
-Every arm is then scored on the test split, which nothing in training reads, through evaluate's one
-path. OUT/
-  runs/<arm>/sweep/            the arm's learning-rate sweep (shared by its seeds; an arm
-                               "shared[ladder,object]" lives in runs/shared-ladder+object/)
-  runs/<arm>/seed<k>/          one training run per seed (TensorBoard, checkpoints, export)
-  comparison.json              the figures, in the shape other tools read (see `compare`)
-  comparison.md, *.png         the table and plots
+each set of branches, keyed "<fusion>[<set>]") is trained by one rule: the same selection on
+validation (a solved layer's L2 path, or the learning-rate sweep and plateau rule), the same
+schedule and the same seeds. One process does it all: the records of the arms' node are read once
+into memory and every arm and seed trains and is scored from there; an arm whose layer is solved is
+deterministic, so one run stands for every seed. Every arm is scored on the test split, which
+nothing in training reads; the kept runs are exported after all are scored. OUT/
+  runs/<arm>/sweep/            the arm's learning-rate sweep, when it trains by SGD (shared by its
+                               seeds; an arm "shared[ladder,object]" lives in
+                               runs/shared-ladder+object/)
+  runs/<arm>/seed<k>/          one training run per seed (checkpoints, TensorBoard, export)
+  comparison.json              the figures, in the shape other tools read (pipeline.analysis.
+                               comparison)
+  comparison.md, *.png         the table, the ablation and the plot
 A rerun of the same command resumes: finished runs are kept, the one in progress resumes.
 """
 
@@ -21,15 +25,19 @@ import tqdm
 
 from pipeline import branches as branches_lib
 from pipeline import config as config_lib
-from pipeline import plots
+from pipeline.analysis import comparison
+from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
-from pipeline.analysis import statistics
+from pipeline.analysis import run_predictions
+from pipeline.training import features as features_lib
+from pipeline.training import fusion as fusion_lib
+from pipeline.training import prepare as prepare_lib
 from pipeline.training import run_directory
+from pipeline.training import solved
 from pipeline.training import train
-from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 
-BASELINE = "baseline"
+BASELINE = comparison.BASELINE
 
 
 def arm_key(fusion: str, branch_set=None) -> str:
@@ -73,6 +81,7 @@ def arm_training(
         sweep_seed=template.seed,
         # The FBSD head is one stage on its own nodes' maps, whatever the rule's stages.
         stages=None if template.head == "fbsd" else template.stages,
+        export=False,  # the kept runs export once every arm is scored
     )
 
 
@@ -82,59 +91,63 @@ def evaluation_split(manifest: manifest_lib.Manifest) -> str:
     return "test" if manifest.num_records("test") else "validation"
 
 
-def compare(config: config_lib.CompareConfig, stop=None) -> dict:
-    """Trains and scores every arm; writes comparison.json/.md and returns the JSON object.
+def seeds_of(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest, arm: str) -> int:
+    """How many seeded runs an arm takes: one when its layer is solved and nothing else of it is
+    seeded (every seed would give the same model), else the rule's seeds."""
+    training = prepare_lib.resolve_stages(arm_training(config, arm, 0).resolved(), manifest)
+    deterministic = (
+        len(training.stages) == 1
+        and training.fusion not in fusion_lib.COMBINED
+        and train.solves_first_stage(training, manifest)
+    )
+    return 1 if deterministic else config.training.seeds
 
-    {"split": "test", "num_images": N, "recipe": "converged",
-     "arms": {arm: {"top1": [per seed], "top1_mean", "top1_std", "top5": [...], "top5_mean",
-                    "top5_std", "ended_by": [per seed: [per stage]], "capped": bool,
-                    "learning_rate": chosen, "seconds": [per seed], "oracle_gap_closed": share,
-                    "beyond_oracle": points}},
-     "versus_baseline": {fusion: {"difference_mean", "ci95": [lo, hi], "p_value", "wins",
-                                  "losses"}},
-     "oracle_top1": o,
-     "branch_sets": {set: {"branches": [names], "oracle_top1": o}},  (with --branch-sets; each
-                                                         set arm's oracle_gap_closed is its set's)
-     "refit": {"arms": ..., "versus_baseline": ...}}  (with --refit: the models trained again on
-                                                         train + validation, scored the same way)
-    Accuracies are fractions; the difference is the fusion's top-1 minus the baseline's, its
-    interval a bootstrap over images (paired) and over each arm's seeds, so that seed-to-seed spread
-    counts; its p-value an exact McNemar (sign) test over images with the seeds pooled per image,
-    which does not see that spread: the verdict follows the interval. The share of the oracle gap
-    an arm closes is at most 1; an arm above the oracle (which it can be: concat learns from all
-    branches at once) has its excess in beyond_oracle.
-    """
+
+def _features(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
+    """{node: its records in memory}: the first stage's node, when every split of it fits the
+    rule's memory budget (--solver-memory-mb), read once for every arm and seed."""
+    training = prepare_lib.resolve_stages(config.training.resolved(), manifest)
+    if training.head == "fbsd":
+        return {}
+    node = training.stages[0]
+    needed = features_lib.float32_bytes(manifest, node, manifest.splits)
+    if needed > training.solver_memory_mb * solved.MIB:
+        return {}
+    return {node: features_lib.Features.load(manifest, node)}
+
+
+def compare(config: config_lib.CompareConfig, stop=None) -> dict:
+    """Trains and scores every arm; writes comparison.json/.md and returns the JSON object (its
+    shape: pipeline.analysis.comparison)."""
     manifest = manifest_lib.Manifest.read(config.records_dir)
     split = evaluation_split(manifest)
     sets = _branch_sets(config, manifest)
-    selected, refitted = _Scores(), _Scores()
+    store = _features(config, manifest)
+    selected, refitted = comparison.Scores(), comparison.Scores()
     oracle, set_oracles = [], {label: [] for label in sets}
-    runs = [(arm, seed) for arm in arms(config) for seed in range(config.training.seeds)]
+    runs = [(arm, seed) for arm in arms(config) for seed in range(seeds_of(config, manifest, arm))]
+    arm_branches = {}
     with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.training.progress) as bar:
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
-            results = train.train_and_evaluate(training, stop)
-            baseline_logdir = training.logdir if arm == BASELINE else None
-            export_dir = run_directory.RunDirectory(training.logdir).export_dir
-            predictions = evaluate.predictions_from_records(
-                export_dir, manifest, baseline_logdir, split
-            )
+            results = train.train_and_evaluate(training, stop, announce=False, features=store)
+            arm_branches[arm] = (training.fusion, list(results.branches))
+            predictions = _predictions(training, manifest, store, split, results, arm == BASELINE)
             selected.add(arm, predictions, results)
             if results.refit:
-                refit_baseline = results.refit["logdir"] if arm == BASELINE else None
+                refit = dataclasses.replace(training, logdir=results.refit["logdir"])
+                refit_results = run_directory.read(refit.logdir)
                 refitted.add(
                     arm,
-                    evaluate.predictions_from_records(
-                        results.refit["export"], manifest, refit_baseline, split
-                    ),
+                    _predictions(refit, manifest, store, split, refit_results, arm == BASELINE),
                     results,
                 )
             if arm == BASELINE:
                 oracle.append(_oracle(predictions))
                 for label, positions in sets.items():
                     set_oracles[label].append(_oracle(predictions, positions))
-    extra = {"recipe": config.training.resolved().recipe}
+    _export(config, runs, stop, store)
     set_figures = {
         label: {
             "branches": [manifest.branch_names[position] for position in positions],
@@ -142,36 +155,56 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
         }
         for label, positions in sets.items()
     }
-    result = summarise(
-        *selected.figures(), float(np.mean(oracle)), split, extra, set_figures or None
+    extra = {"recipe": config.training.resolved().recipe}
+    if selected.l2:
+        extra["solver"] = solved.METHOD
+    result = comparison.summarise(
+        selected,
+        float(np.mean(oracle)),
+        split,
+        arm_branches,
+        extra,
+        set_figures or None,
+        method=solved.METHOD,
     )
     if refitted.right:
-        refit = summarise(
-            *refitted.figures(), result["oracle_top1"], split, branch_sets=set_figures or None
+        refit = comparison.summarise(
+            refitted,
+            result["oracle_top1"],
+            split,
+            arm_branches,
+            branch_sets=set_figures or None,
+            method=solved.METHOD,
         )
         result["refit"] = {"arms": refit["arms"], "versus_baseline": refit["versus_baseline"]}
-    write(result, config.out_dir)
-    print(verdict(result))
+    comparison_render.write(result, config.out_dir)
+    print(comparison_render.verdict(result))
     return result
 
 
-class _Scores:
-    """Per arm and seed: which test images it got right, its top-5, how its stages ended."""
+def _predictions(training, manifest, store, split, results, each_branch: bool):
+    """A run's predictions on the evaluation split, from its last stage's best checkpoint."""
+    setup = prepare_lib.prepare(_resolved(training, manifest, results), manifest, features=store)
+    checkpoint = results.stages[-1].checkpoint
+    return run_predictions.predictions(setup, checkpoint, split, each_branch=each_branch)
 
-    def __init__(self):
-        self.right, self.top5, self.ended_by, self.rates, self.seconds = {}, {}, {}, {}, {}
 
-    def add(self, arm: str, predictions, results) -> None:
-        order = np.argsort(predictions.image_ids)  # the same image order for every run
-        ranks = evaluate.ranks(predictions.topology[order], predictions.labels[order])
-        self.right.setdefault(arm, []).append(ranks == 1)
-        self.top5.setdefault(arm, []).append(float(np.mean(ranks <= 5)))
-        self.ended_by.setdefault(arm, []).append([stage.ended_by for stage in results.stages])
-        self.seconds.setdefault(arm, []).append(sum(stage.seconds for stage in results.stages))
-        self.rates[arm] = results.learning_rate_sweep.chosen
+def _resolved(training, manifest, results) -> config_lib.TrainConfig:
+    """The run's config as it trained: its recipe and stages resolved, its learning rate chosen."""
+    config = prepare_lib.resolve_stages(training.resolved(), manifest)
+    chosen = results.learning_rate_sweep and results.learning_rate_sweep.chosen
+    return config if chosen is None else dataclasses.replace(config, learning_rate=chosen)
 
-    def figures(self) -> tuple:
-        return self.right, self.top5, self.ended_by, self.rates, self.seconds
+
+def _export(config: config_lib.CompareConfig, runs, stop, store) -> None:
+    """Writes the export of every kept run that has none yet (a finished run only exports)."""
+    if not config.training.export:
+        return
+    for arm, seed in tqdm.tqdm(
+        runs, unit="export", desc="export", disable=not config.training.progress
+    ):
+        training = dataclasses.replace(arm_training(config, arm, seed), export=True)
+        train.train_and_evaluate(training, stop, announce=False, features=store)
 
 
 def _branch_sets(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
@@ -195,221 +228,3 @@ def _oracle(predictions, positions=None) -> float:
         axis=1,
     )
     return float(np.mean((branch_ranks == 1).any(axis=1)))
-
-
-def summarise(
-    right: dict,
-    top5: dict,
-    ended_by: dict,
-    rates: dict,
-    seconds: dict,
-    oracle_top1: float,
-    split: str,
-    extra: dict | None = None,
-    branch_sets: dict | None = None,
-) -> dict:
-    """comparison.json's object from each arm's per-seed correctness [seeds][images] and top-5;
-    branch_sets: {set label: {"branches", "oracle_top1"}}, each set's arms measured against its
-    oracle."""
-
-    def mean_std(values):
-        values = np.asarray(values, np.float64)
-        return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
-
-    arms = {}
-    for arm, per_seed in right.items():
-        top1 = [float(np.mean(seed_right)) for seed_right in per_seed]
-        arms[arm] = {
-            "top1": top1,
-            "top5": top5[arm],
-            "ended_by": ended_by[arm],
-            "capped": any("max_epochs" in stages for stages in ended_by[arm]),
-            "learning_rate": rates[arm],
-            "seconds": seconds[arm],
-        }
-        arms[arm]["top1_mean"], arms[arm]["top1_std"] = mean_std(top1)
-        arms[arm]["top5_mean"], arms[arm]["top5_std"] = mean_std(top5[arm])
-    baseline = arms[BASELINE]["top1_mean"]
-    for arm, entry in arms.items():
-        label = arm[arm.index("[") + 1 : -1] if arm.endswith("]") else None
-        oracle = branch_sets[label]["oracle_top1"] if branch_sets and label else oracle_top1
-        gap = oracle - baseline
-        share = (entry["top1_mean"] - baseline) / gap if gap > 0 else None
-        entry["oracle_gap_closed"] = None if share is None else min(share, 1.0)
-        entry["beyond_oracle"] = max(0.0, entry["top1_mean"] - oracle)
-    versus = {}
-    for arm in right:
-        if arm == BASELINE:
-            continue
-        differences = np.asarray(right[arm], np.float64) - np.asarray(right[BASELINE], np.float64)
-        versus[arm] = {
-            "difference_mean": float(differences.mean()),
-            "ci95": statistics.bootstrap_interval_seeds(right[arm], right[BASELINE]),
-            **statistics.paired_sign_test(differences),
-        }
-    return {
-        "split": split,
-        "num_images": int(np.shape(right[BASELINE])[-1]),
-        "arms": arms,
-        "versus_baseline": versus,
-        "oracle_top1": oracle_top1,
-        **({"branch_sets": branch_sets} if branch_sets else {}),
-        **(extra or {}),
-    }
-
-
-def verdict(result: dict) -> str:
-    """The answer in one sentence."""
-    versus = result["versus_baseline"]
-    if not versus:
-        return "compare: only the baseline was trained."
-    best = max(versus, key=lambda arm: versus[arm]["difference_mean"])
-    low, high = versus[best]["ci95"]
-    difference = 100 * versus[best]["difference_mean"]
-    where = f"on the {result['split']} split ({result['num_images']} images)"
-    if low > 0:
-        answer = f"the ladder helps: {best} beats the baseline by {difference:+.2f} points"
-    elif high < 0:
-        answer = (
-            f"the ladder hurts: even the best fusion, {best}, trails the baseline by "
-            f"{difference:+.2f} points"
-        )
-    else:
-        answer = (
-            f"no clear effect: the best fusion, {best}, differs from the baseline by "
-            f"{difference:+.2f} points"
-        )
-    caveats = ""
-    capped = [arm for arm, entry in result["arms"].items() if entry["capped"]]
-    if capped:
-        caveats += f"; WARNING: {', '.join(capped)} hit the epoch cap while still improving"
-    if result["split"] != "test":
-        caveats += (
-            "; these figures come from the split used for model selection (the records "
-            "have no test split)"
-        )
-    covers = " (includes 0)" if low <= 0 <= high else ""
-    return (
-        f"compare: {answer} {where}, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}]{covers}, "
-        f"McNemar p = {versus[best]['p_value']:.3g}{caveats}."
-    )
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]  # str.capitalize() would lower-case "McNemar"
-
-
-def _percent(value) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _gap(entry: dict) -> str:
-    """The share of the oracle gap an arm closes, as it reads: above the oracle, by how much."""
-    if entry["oracle_gap_closed"] is None:
-        return ""
-    if entry.get("beyond_oracle", 0) > 0:
-        return f"100 % and {_percent(entry['beyond_oracle'])} points beyond the oracle"
-    return f"{100 * entry['oracle_gap_closed']:.0f} %"
-
-
-def _table(arms: dict, versus_baseline: dict) -> list[str]:
-    lines = [
-        "| arm | top-1 % (mean ± sd) | top-5 % | seeds | learning rate | difference vs baseline "
-        "| 95 % interval | p | oracle gap closed | training s per seed | stages ended by |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
-    ]
-    for arm, entry in arms.items():
-        versus = versus_baseline.get(arm)
-        compared = (
-            f"{_percent(versus['difference_mean'])} | [{_percent(versus['ci95'][0])}, "
-            f"{_percent(versus['ci95'][1])}] | {versus['p_value']:.3g}"
-            if versus
-            else " | | "
-        )
-        lines.append(
-            f"| {arm} | {_percent(entry['top1_mean'])} ± {_percent(entry['top1_std'])} | "
-            f"{_percent(entry['top5_mean'])} | {len(entry['top1'])} | {entry['learning_rate']:g} "
-            f"| {compared} | {_gap(entry)} | {np.mean(entry.get('seconds') or [np.nan]):.0f} | "
-            + ("**epoch cap while improving** " if entry["capped"] else "")
-            + "; ".join(",".join(stages) for stages in entry["ended_by"])
-            + " |"
-        )
-    return lines
-
-
-def markdown(result: dict) -> str:
-    recipe = result.get("recipe")
-    lines = [
-        "# Does the JPEG ladder help?",
-        "",
-        _sentence(verdict(result).removeprefix("compare: ")),
-        "",
-        f"Scored on the **{result['split']}** split, {result['num_images']} images; oracle (any "
-        f"branch of the baseline model right) top-1 {_percent(result['oracle_top1'])} %."
-        + "".join(
-            f" Oracle of the set {label} ({', '.join(entry['branches'])}): "
-            f"{_percent(entry['oracle_top1'])} %."
-            for label, entry in (result.get("branch_sets") or {}).items()
-        )
-        + (f" Every arm trained by the **{recipe}** recipe." if recipe else ""),
-        "",
-        *_table(result["arms"], result["versus_baseline"]),
-        "",
-        "Interval: bootstrap over the test images (paired) and over each arm's seeds, so "
-        "seed-to-seed spread counts. p: exact McNemar test over images with the seeds pooled per "
-        "image, which does not see that spread. The verdict follows the interval.",
-    ]
-    if result.get("refit"):
-        lines += [
-            "",
-            "## Refit: each arm trained again on train + validation with its selected schedule",
-            "",
-            "The same arms, the same test images; these models saw the validation images too, so "
-            "nothing was chosen on them.",
-            "",
-            *_table(result["refit"]["arms"], result["refit"]["versus_baseline"]),
-        ]
-    if result["split"] != "test":
-        lines += [
-            "",
-            "**These figures come from the validation split, which also chose the checkpoints and "
-            "the learning rates: they are optimistic. Make records with a test split.**",
-        ]
-    lines += ["", "![top-1 per arm](comparison.png)", ""]
-    return "\n".join(lines)
-
-
-def _plot(result: dict, path: str) -> None:
-    arms = list(result["arms"])
-    figure, axes = plots.figure(figsize=(7, 4))
-    means = [100 * result["arms"][arm]["top1_mean"] for arm in arms]
-    errors = [100 * result["arms"][arm]["top1_std"] for arm in arms]
-    bars = axes.bar(arms, means, yerr=errors, capsize=4, color=["gray"] + ["C0"] * (len(arms) - 1))
-    capped = [bar for bar, arm in zip(bars, arms) if result["arms"][arm]["capped"]]
-    for bar in capped:  # still improving at the cap: not trained to its best
-        bar.set(hatch="//", edgecolor="red")
-    if capped:
-        capped[0].set_label("hit the epoch cap while improving")
-    for arm_index, arm in enumerate(arms):
-        axes.scatter(
-            [arm_index] * len(result["arms"][arm]["top1"]),
-            [100 * value for value in result["arms"][arm]["top1"]],
-            color="black",
-            s=10,
-            zorder=3,
-        )
-    axes.axhline(
-        100 * result["oracle_top1"], linestyle=":", color="green", label="oracle (any branch right)"
-    )
-    axes.set_ylabel(f"{result['split']} top-1 % (bars: mean ± sd; dots: seeds)")
-    low = min(min(100 * value for value in result["arms"][arm]["top1"]) for arm in arms)
-    axes.set_ylim(max(0, low - 10), min(100, 100 * result["oracle_top1"] + 5))
-    axes.legend(fontsize=8)
-    plots.save(figure, path)
-
-
-def write(result: dict, out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    fileio.write_json_atomic(os.path.join(out_dir, "comparison.json"), result)
-    _plot(result, os.path.join(out_dir, "comparison.png"))
-    fileio.write_text_atomic(os.path.join(out_dir, "comparison.md"), markdown(result))

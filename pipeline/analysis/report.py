@@ -92,6 +92,13 @@ def _accuracy_versus_quality(evaluation: dict, directory: str):
     return _save(figure, directory, "accuracy_per_quality.png")
 
 
+def _rate(stage: results_lib.StageResult) -> str:
+    """A stage's learning rate, or a solved stage's L2 strength."""
+    if stage.solver is not None:
+        return f"solved, L2 {stage.solver['l2']:.3g}"
+    return f"{stage.learning_rate:g}"
+
+
 def _ended_by(stage: results_lib.StageResult) -> str:
     if stage.capped:
         return "**epoch cap while still improving: raise --max-epochs-per-stage**"
@@ -208,13 +215,12 @@ def build_report(
     lines += [
         "## Training stages (best validation top-1 per stage)",
         "",
-        "| stage | node | thesis block | learning rate | steps | seconds | best top-1 % | best "
-        "top-5 % "
-        "| ended by |",
+        "| stage | node | thesis block | learning rate or L2 | steps | seconds | best top-1 % | "
+        "best top-5 % | ended by |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {stage.stage} | {stage.node} | {stage.thesis_block} | {stage.learning_rate:g} | "
+        f"| {stage.stage} | {stage.node} | {stage.thesis_block} | {_rate(stage)} | "
         f"{stage.steps} | {stage.seconds:.0f} | {_percent(stage.best_top1)} | "
         f"{_percent(stage.best_top5)} | {_ended_by(stage)} |"
         for stage in results.stages

@@ -10,6 +10,7 @@ import time
 from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline.analysis import compare
+from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
 from pipeline.analysis import report
 from pipeline.demo import synthetic as demo_data
@@ -84,7 +85,7 @@ def run_demo(config: config_lib.DemoConfig) -> dict:
             if config.data_dir is None
             else "\n"
         )
-        + compare.verdict(comparison).removeprefix("compare: ")
+        + comparison_render.verdict(comparison).removeprefix("compare: ")
     )
     return {
         "seconds": seconds,

@@ -7,6 +7,7 @@ import math
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from pipeline.training import features as features_lib
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
@@ -59,12 +60,27 @@ def stage_dataset(
 
     The bottlenecks are the node's, or under fbsd {node: bottlenecks} of the head's nodes
     (Setup.stage_nodes); `nodes` reads other nodes instead. Batches are of the global batch unless
-    `batch_size` is given; `file_shard` as in reader.make_dataset.
+    `batch_size` is given; `file_shard` as in reader.make_dataset. A node whose records the run
+    holds in memory (Setup.features: compare reads each node once for every arm) is read from
+    there.
     """
     config = setup.config
     branches = branches or setup.branches
     nodes = nodes or setup.stage_nodes(node)
     record_splits, fold = records_of(config, split)
+    if len(nodes) == 1 and nodes[0] in setup.features and file_shard is None:
+        dataset = features_lib.dataset(
+            setup.features[nodes[0]].rows(record_splits, fold),
+            batch_size or config.batch_size,
+            branches=branches,
+            shuffle=training,
+            seed=seed,
+            repeat=training,
+            drop_remainder=training,
+            start_batch=start_batch,
+            with_ids=with_ids,
+        )
+        return dataset.map(_labels_in_head_space(setup), num_parallel_calls=tf.data.AUTOTUNE)
     decoded_mb = (
         num_examples(config, setup.manifest, split)
         * len(branches)
@@ -97,6 +113,11 @@ def stage_dataset(
         fold=fold,
         with_ids=with_ids,
     )
+    return dataset.map(_labels_in_head_space(setup), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _labels_in_head_space(setup):
+    """A map over batches: the records' labels as the head's classes (ImageNet's, when they are)."""
     num_classes = setup.num_classes
     label_map = None if setup.label_map is None else tf.constant(setup.label_map)
 
@@ -114,7 +135,7 @@ def stage_dataset(
         with tf.control_dependencies([check]):
             return (bottlenecks, tf.identity(labels), *image_ids)
 
-    return dataset.map(labels_in_head_space, num_parallel_calls=tf.data.AUTOTUNE)
+    return labels_in_head_space
 
 
 @functools.cache  # once per process

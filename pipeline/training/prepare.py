@@ -16,9 +16,11 @@ from pipeline import errors
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fbsd
+from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import heads
 from pipeline.training import input_pipeline
+from pipeline.training import solved
 from pipeline.training import topology
 from tfrecords import manifest as manifest_lib
 
@@ -39,10 +41,39 @@ class Setup:
     label_map: np.ndarray | None  # dataset label -> ImageNet index, when the classes are ImageNet's
     strategy: tf.distribute.Strategy
     num_train: int
+    # Why the first stage trains by SGD although the recipe solves linear heads (None: it is solved,
+    # or the recipe never solves); see pipeline.training.solved.
+    solver_note: str | None = None
+    solved_first: bool = False
+    # Nodes' records already in memory (pipeline.training.features), from the caller (compare) or
+    # loaded once by the first stage that needs them.
+    features: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def schedule(self) -> tuple[config_lib.Stage, ...]:
+        """The stages in order: a solved first stage has no learning rate, and the rate (the first
+        trained stage's) is divided by the divisor at each later stage."""
+        if not self.solved_first:
+            return self.config.schedule
+        rate, divisor = self.config.learning_rate, self.config.learning_rate_divisor
+        return tuple(
+            config_lib.Stage(index, node, None, solved=True)
+            if index == 0
+            else config_lib.Stage(index, node, rate / divisor ** (index - 1))
+            for index, node in enumerate(self.config.stages)
+        )
+
+    def stage_features(self, node: str):
+        """The node's records in memory (every split the records hold but test), read once."""
+        if node not in self.features:
+            self.features[node] = features_lib.Features.load(
+                self.manifest, node, [split for split in self.manifest.splits if split != "test"]
+            )
+        return self.features[node]
 
     @property
     def branch_names(self) -> tuple[str, ...]:
@@ -194,7 +225,9 @@ def resolve_stages(
     return dataclasses.replace(config, stages=_check_stages(config, manifest, backbone))
 
 
-def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> Setup:
+def prepare(
+    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest, features: dict | None = None
+) -> Setup:
     """Checks a resolved run (see resolve_stages; its learning rate a number) against its records
     and builds what all stages share.
 
@@ -264,7 +297,9 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
                 [manifest.branch_names[branch] for branch in branches]
             ),
         )
-    if isinstance(config.learning_rate, str):
+    reason = solved.not_solved_because(config, manifest, config.stages[0], 0, len(branches))
+    solved_first = reason is None
+    if isinstance(config.learning_rate, str) and not (solved_first and len(config.stages) == 1):
         raise ValueError(
             "--learning-rate auto is resolved by the trainer's sweep before the stages are made"
         )
@@ -280,6 +315,9 @@ def prepare(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> 
         label_map,
         strategy,
         input_pipeline.num_examples(config, manifest, "train"),
+        solver_note=reason if config.rule.solves_linear and config.solver != "sgd" else None,
+        solved_first=solved_first,
+        features=dict(features or {}),
     )
 
 

@@ -20,9 +20,10 @@ import numpy as np
 from pipeline import config as config_lib
 
 CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
-# How a stage ended: a plateau of its validation metric, its epoch cap while still improving, or the
-# end of a replayed schedule (--refit, --folds: no validation to end on).
-PLATEAU, MAX_EPOCHS, REPLAY = "plateau", "max_epochs", "replay"
+# How a stage ended: a plateau of its validation metric, its epoch cap while still improving, the
+# end of a replayed schedule (--refit, --folds: no validation to end on), or its layer solved
+# (pipeline.training.solved).
+PLATEAU, MAX_EPOCHS, REPLAY, SOLVED = "plateau", "max_epochs", "replay", "solved"
 # What a stage over several seeds reports as mean, sd and per-seed values.
 SEED_METRICS = ("best_top1", "best_top5", "steps", "seconds")
 
@@ -39,8 +40,8 @@ class StageResult:
     stage: int
     node: str
     thesis_block: str
-    learning_rate: float
-    steps: float
+    learning_rate: float | None  # None for a solved stage
+    steps: float  # training steps, or a solved stage's solver iterations
     best_top1: float | None  # None for a replay, which has no validation images
     best_top5: float | None
     checkpoint: str  # the best checkpoint (of the first seed, over seeds)
@@ -52,6 +53,8 @@ class StageResult:
     # The stretches at each learning rate that led to the best checkpoint: what a replay trains.
     phases: tuple[config_lib.Phase, ...] = ()
     combiner: dict | None = None  # weighted and gated, stacked: how the branch weights were learnt
+    # A solved stage: the method, the chosen L2 strength, the path (pipeline.training.solved).
+    solver: dict | None = None
     # Over --seeds N (the metrics above are then means): each metric's sd and per-seed values.
     std: dict = dataclasses.field(default_factory=dict)
     per_seed: dict = dataclasses.field(default_factory=dict)
@@ -80,6 +83,7 @@ class StageResult:
                 "best_step": self.best_step,
                 "best_loss": self.best_loss,
                 "combiner": self.combiner,
+                "solver": self.solver,
             }
         )
         if self.phases:
@@ -102,8 +106,9 @@ class StageResult:
         }
         return cls(
             phases=tuple(config_lib.Phase(**phase) for phase in entry.get("phases", ())),
-            # A replay's scores are None, which to_json leaves out.
-            **{"best_top1": None, "best_top5": None}
+            # A replay's scores and a solved stage's learning rate are None, which to_json leaves
+            # out.
+            **{"best_top1": None, "best_top5": None, "learning_rate": None}
             | {key: value for key, value in entry.items() if key in names},
             std={
                 key[: -len("_std")]: value for key, value in entry.items() if key.endswith("_std")
@@ -140,8 +145,9 @@ class StageResult:
             checkpoint=first.checkpoint,
             ended_by=MAX_EPOCHS
             if MAX_EPOCHS in ended
-            else (REPLAY if set(ended) == {REPLAY} else PLATEAU),
+            else (ended[0] if len(set(ended)) == 1 else PLATEAU),
             phases=first.phases,
+            solver=first.solver,
             std=spreads,
             per_seed=values,
             ended_by_per_seed=ended,
@@ -172,7 +178,7 @@ class Sweep:
     """The first stage's learning rate: given (no candidates), or chosen on validation among
     candidates."""
 
-    chosen: float
+    chosen: float | None  # None: no stage trains by SGD (every one is solved)
     candidates: tuple[SweepCandidate, ...] = ()
     node: str | None = None
     epochs: float | None = None
@@ -245,6 +251,9 @@ class Results:
     # --refit: the model trained again on train + validation with the selected schedule,
     # {"logdir", "export"}; its own results.json is in its logdir.
     refit: dict | None = None
+    # Why the first stage trained by SGD although the recipe solves linear heads (e.g. its features
+    # exceed --solver-memory-mb); see pipeline.training.solved.
+    solver_note: str | None = None
 
     def stage(self, node: str) -> StageResult | None:
         return next((stage for stage in self.stages if stage.node == node), None)
@@ -298,9 +307,13 @@ class Results:
                 f"top-5 {100 * stage.best_top5:.2f} %"
             )
 
+        def how(stage):
+            if stage.solver is not None:
+                return f"solved, L2 {stage.solver['l2']:.3g}, {stage.steps:.0f} iterations"
+            return f"lr {stage.learning_rate:g}, {stage.steps:.0f} steps"
+
         stages = "; ".join(
-            f"{stage.node} (lr {stage.learning_rate:g}, {stage.steps:.0f} steps, "
-            f"{stage.seconds:.0f} s): {scores(stage)}"
+            f"{stage.node} ({how(stage)}, {stage.seconds:.0f} s): {scores(stage)}"
             + (f" (WARNING: {CAP_WARNING})" if stage.capped else "")
             for stage in self.stages
         )
@@ -317,6 +330,7 @@ class Results:
         recipe = f", recipe {self.recipe}" if self.recipe else ""
         selection = f" {self.selection}." if self.selection else ""
         refit = f" Refit on train + validation: {self.refit['logdir']}." if self.refit else ""
+        refit += f" Trained by SGD, not solved: {self.solver_note}." if self.solver_note else ""
         return (
             f"train_block_by_block: {len(self.stages)} stages on {len(self.branches)} branches "
             f"({', '.join(self.branches)}), fusion {self.fusion}{recipe}. {stages}."

@@ -405,7 +405,7 @@ def start_stage(setup: prepare_lib.Setup, stage: config_lib.Stage) -> None:
                 len(setup.branches),
             )
         return
-    previous = setup.config.schedule[stage.index - 1]
+    previous = setup.schedule[stage.index - 1]
     checkpoints.restore(
         setup.trainable_objects(previous.node),
         run_directory.RunDirectory(setup.config.logdir).best_checkpoint(previous),

@@ -45,6 +45,14 @@ class StageWriters:
     def validation(self, step: int, metrics: dict, learning_rate: float) -> None:
         self._write(self._validation, step, metrics, learning_rate)
 
+    def path(self, path) -> None:
+        """A solved stage's one summary: validation loss along its L2 path (x = the point)."""
+        with self._validation.as_default():
+            for index, point in enumerate(path.to_json()):
+                tf.summary.scalar("l2_path/validation_loss", point["validation_loss"], step=index)
+                tf.summary.scalar("l2_path/l2", point["l2"], step=index)
+        self._validation.flush()
+
     def close(self) -> None:
         self._train.close()
         self._validation.close()
@@ -65,6 +73,30 @@ _HPARAMS = (
     "head",
     "seed",
 )
+
+
+class _Silent:
+    """Stands in for a run's writers when it writes no TensorBoard runs (a selection's
+    candidates): every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *arguments, **options: self
+
+
+def sweep_summary(directory: str, sweep) -> None:
+    """A learning-rate sweep's one TensorBoard summary: each candidate's validation loss and top-1
+    (x = the candidate, in sweep order), and the choice."""
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default():
+        for index, row in enumerate(sweep.candidates):
+            tf.summary.scalar("sweep/validation_loss", row.validation_loss, step=index)
+            tf.summary.scalar("sweep/validation_top1", row.validation_top1, step=index)
+            tf.summary.scalar("sweep/learning_rate", row.learning_rate, step=index)
+        tf.summary.text("sweep/chosen", f"{sweep.chosen:g} ({sweep.chosen_by})", step=0)
+    writer.close()
+
+
+SILENT = _Silent()
 
 
 class RunLogs:
@@ -94,7 +126,9 @@ class RunLogs:
                 {
                     "stage": stage.index,
                     "node": stage.node,
-                    "learning_rate": stage.learning_rate,
+                    "learning_rate": "solved"
+                    if stage.learning_rate is None
+                    else stage.learning_rate,
                     "branches": ",".join(map(str, setup.branches)),
                     "batch_size": config.batch_size,
                     "momentum": config.momentum_value,
@@ -121,7 +155,7 @@ class RunLogs:
             tf.summary.text(
                 "stage",
                 f"stage {stage.index}: node {stage.node} ({outcome.thesis_block}), "
-                f"lr {stage.learning_rate:g}, {outcome.steps} steps, ended by {outcome.ended_by}",
+                f"{_how(stage, outcome)}, ended by {outcome.ended_by}",
             )
         self._stages.flush()
 
@@ -199,6 +233,12 @@ class RunLogs:
                 )
             self._stages.flush()
         return len(drawn)
+
+
+def _how(stage, outcome) -> str:
+    if outcome.solver is not None:
+        return f"solved, L2 {outcome.solver['l2']:.3g}, {outcome.steps} iterations"
+    return f"lr {stage.learning_rate:g}, {outcome.steps} steps"
 
 
 def tcm_sample(manifest: manifest_lib.Manifest) -> dict | None:

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import cut
+from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import interrupt
@@ -30,6 +31,7 @@ from pipeline.training import metrics
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
+from pipeline.training import solved
 from pipeline.training import stage as stage_lib
 from pipeline.training import tensorboard_logs
 from tfrecords import fileio
@@ -54,6 +56,7 @@ NOT_IDENTITY = (
     "collective_timeout",
     "input_sharding",
     "refit",  # a finished run may be refit later
+    "summaries",
 )
 
 
@@ -61,15 +64,17 @@ def train_and_evaluate(
     config: config_lib.TrainConfig,
     stop: interrupt.StopRequests | None = None,
     announce: bool = True,
+    features: dict | None = None,
 ) -> results_lib.Results:
     """Runs (or resumes) every stage and returns the run's results (as written to results.json).
 
     With `stop` (see pipeline.interrupt), a SIGINT/SIGTERM stops training after the step in
     progress, with the stage's resume point saved, and raises interrupt.Interrupted; the same call
-    resumes.
+    resumes. `features`: {node: pipeline.training.features.Features} already in memory, read by
+    every stage of those nodes instead of the records (compare reads them once for every arm).
     """
     if config.strategy != "multiworker":
-        return _train(config, stop, announce)
+        return _train(config, stop, announce, features=features)
     # Before anything else: collective ops can only be set up before TensorFlow has run an op.
     strategy = distribute.make_strategy(
         config.strategy, collective_timeout=config.collective_timeout
@@ -77,7 +82,7 @@ def train_and_evaluate(
     try:
         if distribute.num_workers() > 1:
             config = _choose_input_sharding(config, strategy)
-        return _train(config, stop, announce)
+        return _train(config, stop, announce, features=features)
     except distribute.PEER_ERRORS as error:
         if not distribute.is_peer_failure(error):
             raise
@@ -118,7 +123,8 @@ def prepare(
             raise errors.UserError(
                 f"the run in {config.logdir} has not chosen its learning rate yet: train it first"
             )
-        config = dataclasses.replace(config, learning_rate=results.learning_rate_sweep.chosen)
+        if results.learning_rate_sweep.chosen is not None:  # None: every stage is solved
+            config = dataclasses.replace(config, learning_rate=results.learning_rate_sweep.chosen)
     return prepare_lib.prepare(config, manifest)
 
 
@@ -129,11 +135,13 @@ def _train(
     baseline: bool = True,
     identity: dict | None = None,
     sweep: results_lib.Sweep | None = None,
+    features: dict | None = None,
 ) -> results_lib.Results:
     """One run (or, with --seeds, one per seed). identity: the settings the run's folder must
-    match (default: the config's own); sweep: a learning rate chosen elsewhere (by --folds)."""
+    match (default: the config's own); sweep: a learning rate chosen elsewhere (by --folds);
+    features: as train_and_evaluate's."""
     if config.seeds > 1:
-        return _train_seeds(config, stop)
+        return _train_seeds(config, stop, features)
     identity = identity or _settings(config)
     manifest = manifest_lib.Manifest.read(config.records_dir)
     run = run_directory.RunDirectory(config.logdir)
@@ -141,16 +149,23 @@ def _train(
     # flags fail now, before anything is recorded.
     resolved = prepare_lib.resolve_stages(config.resolved(), manifest)
     if resolved.folds > 1 and resolved.fold is None and resolved.replay is None:
-        return _train_by_folds(resolved, identity, manifest, stop, announce)
-    sweep = sweep or learning_rate_sweep(resolved, stop)
-    setup = prepare_lib.prepare(dataclasses.replace(resolved, learning_rate=sweep.chosen), manifest)
+        return _train_by_folds(resolved, identity, manifest, stop, announce, features)
+    sweep = sweep or learning_rate_sweep(resolved, stop, features)
+    chosen = resolved.learning_rate if sweep.chosen is None else sweep.chosen
+    setup = prepare_lib.prepare(
+        dataclasses.replace(resolved, learning_rate=chosen), manifest, features
+    )
     run.check_settings(identity)
     results = dataclasses.replace(
         run.read_results() or _new_results(setup),
         learning_rate_sweep=sweep,
         selection=_selection(setup, sweep),
     )
-    logs = tensorboard_logs.RunLogs(run.writable(config.logdir))
+    logs = (
+        tensorboard_logs.RunLogs(run.writable(config.logdir))
+        if config.summaries
+        else tensorboard_logs.SILENT
+    )
     plain = resolved.fold is None and resolved.replay is None
     if baseline and plain and results.baseline is None and setup.label_map is not None:
         results = dataclasses.replace(results, baseline=evaluate_baseline(setup))
@@ -158,10 +173,15 @@ def _train(
     logs.sample_ladder(setup.manifest)
     logs.sample_boxes(setup.manifest)
     logs.sample_tcm(setup.manifest)
-    for stage in setup.config.schedule:
+    for stage in setup.schedule:
         if results.stage(stage.node) is not None:
             continue
-        outcome = stage_lib.StageRun(setup, stage, logs, stop).run()
+        if stage.solved:
+            outcome = solved.solve(
+                setup, stage, setup.stage_features(stage.node), logs.stage_writers(stage, setup)
+            )
+        else:
+            outcome = stage_lib.StageRun(setup, stage, logs, stop).run()
         results = results.with_stage(outcome)
         run.write_results(results)
         logs.stage_summary(stage, outcome)
@@ -175,14 +195,19 @@ def _train(
         )
         run.write_results(results)
     elif config.export and not (results.export and os.path.isdir(results.export["path"])):
-        last = setup.config.schedule[-1]
+        last = setup.schedule[-1]
         exported = export.export_model(
             setup, last, results.stage(last.node).checkpoint, run.writable(run.export_dir)
         )
         results = dataclasses.replace(results, export=exported)
         run.write_results(results)
-    if resolved.refit and plain and results.refit is None:
-        results = _refit(setup.config, results, stop)
+    # The refit, or its export when this call exports and the refit was trained without one.
+    if (
+        resolved.refit
+        and plain
+        and (results.refit is None or (config.export and not results.refit.get("export")))
+    ):
+        results = _refit(setup.config, results, stop, features)
         run.write_results(results)
     if announce:
         print(results.summary())
@@ -207,7 +232,7 @@ def _selection(setup: prepare_lib.Setup, sweep: results_lib.Sweep) -> str:
 
 
 def _refit(
-    config: config_lib.TrainConfig, selected: results_lib.Results, stop
+    config: config_lib.TrainConfig, selected: results_lib.Results, stop, features=None
 ) -> results_lib.Results:
     """--refit: the selected schedule (each stage's phases) trained again on train + validation, in
     LOGDIR/refit with its own export; returns the selected run's results naming it."""
@@ -227,6 +252,7 @@ def _refit(
         stop,
         announce=False,
         baseline=False,
+        features=features,
         sweep=results_lib.Sweep(
             chosen=config.learning_rate,
             chosen_by="the selected run's schedule (its phases at each rate), trained again on "
@@ -245,47 +271,58 @@ def _train_by_folds(
     manifest: manifest_lib.Manifest,
     stop,
     announce: bool,
+    features: dict | None = None,
 ) -> results_lib.Results:
-    """--folds K: the learning rate and each stage's phases chosen by K-fold cross-validation over
-    the train and validation images together, then trained on all of them (a replay) in LOGDIR.
+    """--folds K: the learning rate and each stage's phases (a solved stage's L2 strength) chosen by
+    K-fold cross-validation over the train and validation images together, then trained on all of
+    them (a replay) in LOGDIR.
 
-    Every candidate rate trains K fold runs (LOGDIR/folds/lr<rate>/fold<i>); the rate with the best
-    mean validation metric (the recipe's: loss, or top-1) wins, and each phase of its schedule lasts
-    the median of its folds' epochs.
+    Every candidate rate trains K fold runs (LOGDIR/folds/lr<rate>/fold<i>; LOGDIR/folds/solved/
+    when every stage is solved); the rate with the best mean validation metric (the recipe's: loss,
+    or top-1) wins, each phase of its schedule lasts the median of its folds' epochs, and a solved
+    stage is solved at the median of its folds' strengths (on a log scale).
     """
     run = run_directory.RunDirectory(config.logdir)
     count = config.folds
-    rates = config.sweep_rates if isinstance(config.learning_rate, str) else (config.learning_rate,)
+    first = 1 if solves_first_stage(config, manifest) else 0
+    if first == len(config.stages):
+        rates = (None,)
+    else:
+        rates = (
+            config.sweep_rates if isinstance(config.learning_rate, str) else (config.learning_rate,)
+        )
     candidates, fold_runs = [], {}
     for rate in rates:
         runs = [
             _train(
                 dataclasses.replace(
                     config,
-                    logdir=run.path("folds", f"lr{rate:g}", f"fold{index}"),
+                    logdir=run.path("folds", _rate_folder(rate), f"fold{index}"),
                     fold=(count, index),
-                    learning_rate=rate,
+                    learning_rate=config.learning_rate if rate is None else rate,
                     folds=1,
                     refit=False,
                     export=False,
                     sweep_dir=None,
                     sweep_seed=None,
+                    summaries=False,
                 ),
                 stop,
                 announce=False,
                 baseline=False,
+                features=features,
             )
             for index in range(count)
         ]
         fold_runs[rate] = runs
-        candidates.append(_candidate(rate, [fold.stages[0] for fold in runs]))
+        candidates.append(
+            _candidate(rate, [fold.stages[min(first, len(fold.stages) - 1)] for fold in runs])
+        )
     best = _best_candidate(config, candidates)
     chosen = fold_runs[best.learning_rate]
     replay = tuple(
         tuple(
-            config_lib.Phase(
-                phases[0].learning_rate, float(np.median([phase.epochs for phase in phases]))
-            )
+            _median_phase(phases)
             for phases in zip(*(fold.stages[position].phases for fold in chosen))
         )
         for position in range(len(chosen[0].stages))
@@ -293,21 +330,46 @@ def _train_by_folds(
     images = sum(manifest.num_records(split) for split in ("train", "validation"))
     sweep = results_lib.Sweep(
         chosen=best.learning_rate,
-        candidates=tuple(candidates),
-        node=config.stages[0],
+        candidates=tuple(candidates) if best.learning_rate is not None else (),
+        node=config.stages[first] if best.learning_rate is not None else None,
         directory=run.path("folds"),
         chosen_by=f"{count}-fold cross-validation over the {images} train and validation images "
         f"(each choice rests on all of them; one image of a fold is "
         f"{100 * count / images:.2f} points)",
     )
-    print(f"{sweep.chosen_by}: learning rate {best.learning_rate:g}; schedule {replay}")
+    rate_text = "" if best.learning_rate is None else f"learning rate {best.learning_rate:g}; "
+    print(f"{sweep.chosen_by}: {rate_text}schedule {replay}")
     final = dataclasses.replace(
         config,
-        learning_rate=best.learning_rate,
+        learning_rate=config.learning_rate if best.learning_rate is None else best.learning_rate,
         replay=replay,
-        combiner_source=run.path("folds", f"lr{best.learning_rate:g}", "fold0"),
+        combiner_source=run.path("folds", _rate_folder(best.learning_rate), "fold0"),
     )
-    return _train(final, stop, announce=announce, baseline=False, identity=identity, sweep=sweep)
+    return _train(
+        final,
+        stop,
+        announce=announce,
+        baseline=False,
+        identity=identity,
+        sweep=sweep,
+        features=features,
+    )
+
+
+def _rate_folder(rate: float | None) -> str:
+    return "solved" if rate is None else f"lr{rate:g}"
+
+
+def _median_phase(phases) -> config_lib.Phase:
+    """One phase of a replay from the folds' phases: the median of their epochs, or of a solved
+    stage's L2 strengths on a log scale."""
+    if phases[0].l2 is not None:
+        return config_lib.Phase(
+            0.0, 0.0, l2=float(np.exp(np.median(np.log([p.l2 for p in phases]))))
+        )
+    return config_lib.Phase(
+        phases[0].learning_rate, float(np.median([phase.epochs for phase in phases]))
+    )
 
 
 def _candidate(rate: float, stages: list[results_lib.StageResult]) -> results_lib.SweepCandidate:
@@ -364,23 +426,42 @@ def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
         workers=distribute.num_workers(),
         input_sharding=config.input_sharding if distribute.num_workers() > 1 else None,
         recipe=config.recipe,
+        solver_note=setup.solver_note,
     )
 
 
-def learning_rate_sweep(
-    config: config_lib.TrainConfig, stop: interrupt.StopRequests | None = None
-) -> results_lib.Sweep:
-    """The first stage's learning rate: the given one, or with "auto" the best on validation of a
-    sweep.
+def solves_first_stage(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> bool:
+    """Whether a resolved run's first stage is solved (pipeline.training.solved), not trained."""
+    branches = branches_lib.resolve(config.branches, manifest.branch_names)
+    return solved.not_solved_because(config, manifest, config.stages[0], 0, len(branches)) is None
 
-    Each candidate trains the first stage from the same start, at most sweep_epochs, under the
-    run's own rule, once per sweep seed; the recipe's metric decides (see _best_candidate): the
-    converged recipe takes the lowest validation loss averaged over the seeds, so that no one
-    seed's tie picks the rate. Finished candidates are kept, so a rerun resumes the sweep.
+
+def learning_rate_sweep(
+    config: config_lib.TrainConfig,
+    stop: interrupt.StopRequests | None = None,
+    features: dict | None = None,
+) -> results_lib.Sweep:
+    """The learning rate of the first stage trained by SGD: the given one, or with "auto" the best
+    on validation of a sweep (none when every stage is solved).
+
+    Each candidate trains that stage (after a solved first stage: from the solved layer, solved once
+    for all of them) from the same start, at most sweep_epochs, under the run's own rule, once per
+    sweep seed; the recipe's metric decides (see _best_candidate): the converged recipe takes the
+    lowest validation loss averaged over the seeds, so that no one seed's tie picks the rate.
+    Candidates write no export and no TensorBoard runs, only the sweep's summary; finished ones are
+    kept, so a rerun resumes the sweep.
     """
     if not isinstance(config.learning_rate, str):
         return results_lib.Sweep(chosen=float(config.learning_rate))
-    first_node = config.stages[0]
+    manifest = manifest_lib.Manifest.read(config.records_dir)
+    first = 1 if solves_first_stage(config, manifest) else 0
+    if first == len(config.stages):
+        return results_lib.Sweep(
+            chosen=None,
+            chosen_by="no learning rate: the decision layer is solved, its L2 strength chosen on "
+            "validation",
+        )
+    swept_node = config.stages[first]
     directory = config.sweep_dir or run_directory.RunDirectory(config.logdir).sweep_dir
     seed = config.seed if config.sweep_seed is None else config.sweep_seed
     epochs = config.sweep_epochs or config.max_epochs_per_stage
@@ -394,7 +475,7 @@ def learning_rate_sweep(
             trial = dataclasses.replace(
                 config,
                 logdir=os.path.join(directory, name),
-                stages=(first_node,),
+                stages=config.stages[: first + 1],
                 learning_rate=rate,
                 max_epochs_per_stage=epochs,
                 seed=seed + offset,
@@ -402,10 +483,12 @@ def learning_rate_sweep(
                 sweep_seed=None,
                 export=False,
                 refit=False,
+                summaries=False,
             )
             # A candidate is judged by its own validation scores: the stock model's, the same for
             # every candidate, is left to the run itself.
-            stages.append(_train(trial, stop, announce=False, baseline=False).stages[0])
+            run = _train(trial, stop, announce=False, baseline=False, features=features)
+            stages.append(run.stages[first])
         candidates.append(_candidate(rate, stages))
     best = _best_candidate(config, candidates)
     tried = ", ".join(
@@ -419,13 +502,13 @@ def learning_rate_sweep(
     )
     over = f" over {config.sweep_seeds} seeds" if config.sweep_seeds > 1 else ""
     print(
-        f"learning-rate sweep (at most {epochs:g} epochs each at {first_node}{over}; validation "
+        f"learning-rate sweep (at most {epochs:g} epochs each at {swept_node}{over}; validation "
         f"top-1, loss): {tried}; chose {best.learning_rate:g} ({metric})"
     )
     sweep = results_lib.Sweep(
         chosen=best.learning_rate,
         candidates=tuple(candidates),
-        node=first_node,
+        node=swept_node,
         epochs=epochs,
         directory=directory,
         chosen_by=f"the {metric}{over}",
@@ -434,11 +517,12 @@ def learning_rate_sweep(
     fileio.write_json_atomic(
         distribute.writable(os.path.join(directory, "sweep.json")), sweep.to_json()
     )
+    tensorboard_logs.sweep_summary(distribute.writable(directory), sweep)
     return sweep
 
 
 def _train_seeds(
-    config: config_lib.TrainConfig, stop: interrupt.StopRequests | None
+    config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, features=None
 ) -> results_lib.Results:
     """N independent runs (seeded initialisation and shuffling) sharing one sweep; results as mean ±
     sd."""
@@ -453,7 +537,7 @@ def _train_seeds(
             sweep_dir=config.sweep_dir or run.sweep_dir,
             sweep_seed=config.seed if config.sweep_seed is None else config.sweep_seed,
         )
-        runs.append(_train(seeded, stop))
+        runs.append(_train(seeded, stop, features=features))
     stages = tuple(
         results_lib.StageResult.over_seeds([seeded.stages[position] for seeded in runs])
         for position in range(len(runs[0].stages))
@@ -473,7 +557,7 @@ def _train_seeds(
 
 def evaluate_baseline(setup: prepare_lib.Setup) -> results_lib.Baseline:
     """The stock backbone's top-1/top-5 on the original images, from the first stage's records."""
-    node = setup.config.schedule[0].node
+    node = setup.schedule[0].node
     tail = cut.tail(setup.backbone_model, node)
     classifier = cut.classifier_layer(setup.backbone_model)
     totals = np.zeros(3)
