@@ -172,6 +172,7 @@ def test_without_beam_installed_the_runner_names_the_extra(tmp_path, monkeypatch
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
@@ -235,6 +236,7 @@ def _without_data_dir(text: str, config) -> str:
     return text.replace(config.data_dir, "DATA")
 
 
+@pytest.mark.slow
 def test_beam_on_urls_writes_the_local_runners_records_manifest_and_quarantine(on_urls):
     local, remote = on_urls
     files = _shard_files(local.out_dir)
@@ -264,6 +266,7 @@ def test_beam_on_urls_writes_the_local_runners_records_manifest_and_quarantine(o
     )
 
 
+@pytest.mark.slow
 def test_the_verifier_and_the_trainers_reader_read_records_at_urls(on_urls, capsys):
     local, remote = on_urls
     assert verify_tool.main([remote.out_dir]) == 0
@@ -284,6 +287,7 @@ def test_the_verifier_and_the_trainers_reader_read_records_at_urls(on_urls, caps
                 np.testing.assert_array_equal(remote_part.numpy(), local_part.numpy())
 
 
+@pytest.mark.slow
 def test_beam_rerun_on_urls_redoes_only_the_shard_whose_progress_is_gone(on_urls, monkeypatch):
     local, remote = on_urls
     shard = "train-00001-of-00002.tfrecord"

@@ -119,6 +119,7 @@ def test_codec_pixels_are_the_decoded_re_encodings_resized_as_the_ladder_resizes
     assert codecs.coded_pixels(np.zeros((1, 1, 3), np.uint8), ladders, 16).shape == (3, 16, 16, 3)
 
 
+@pytest.mark.slow
 def test_codecs_are_ladders_named_by_codec_and_quality_and_the_same_on_beam(codec_records):
     local, on_beam = codec_records
     manifest = manifest_lib.Manifest.read(local.out_dir)
@@ -146,6 +147,7 @@ def test_codecs_are_ladders_named_by_codec_and_quality_and_the_same_on_beam(code
         ), name
 
 
+@pytest.mark.slow
 def test_the_jpeg_only_job_is_todays_and_other_codecs_are_another_job(codec_records, tmp_path):
     local, _ = codec_records
     plain = config_lib.tiny(str(tmp_path / "plain"), local.data_dir)
@@ -214,6 +216,7 @@ def test_codec_tokens_pick_each_codecs_ladder_and_families_follow_the_set():
         branches.resolve(("png",), names)
 
 
+@pytest.mark.slow
 def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_records, tmp_path):
     local, _ = codec_records
     config = dataclasses.replace(
@@ -262,6 +265,7 @@ def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_reco
     assert os.path.isfile(tmp_path / "report" / "accuracy_per_quality.png")
 
 
+@pytest.mark.slow
 def test_compare_takes_codec_families_as_branch_sets(codec_records, tmp_path):
     local, _ = codec_records
     config = conftest.quick_compare(

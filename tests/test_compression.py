@@ -77,6 +77,7 @@ def test_every_n_epochs_removes_one_unit_each_time_down_to_the_minimum():
     assert sorted(snapshots) == [3, 4, 6]
 
 
+@pytest.mark.slow
 def test_compress_command_reports_and_writes_code_records(records, tmp_path):
     out = tmp_path / "out"
     assert (
@@ -120,6 +121,7 @@ def test_compress_command_reports_and_writes_code_records(records, tmp_path):
     assert (out / "compression.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_trainer_reads_code_records_with_a_head_over_the_dataset_classes(records, tmp_path):
     out = tmp_path / "out"
     assert (

@@ -23,6 +23,7 @@ def _stage_rows(report_text):
     return [(node, float(top1), float(top5)) for _, node, top1, top5 in rows]
 
 
+@pytest.mark.slow
 def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
@@ -78,6 +79,7 @@ def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
     }  # imagenette-mini is saved at quality 75
 
 
+@pytest.mark.slow
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
     training = dataclasses.replace(config_lib.demo_training(), seeds=1, progress=False)
     config = config_lib.DemoConfig(

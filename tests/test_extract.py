@@ -117,6 +117,7 @@ def _tree(out_dir):
     )
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_to_output_identical_to_an_uninterrupted_run(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=12)
@@ -321,6 +322,7 @@ def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
     assert code == 2 and "no such directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(
     tmp_path, tiny_dataset
 ):

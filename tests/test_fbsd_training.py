@@ -69,6 +69,7 @@ def _by_id(dataset) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_several_nodes_are_read_aligned_image_by_image(map_records):
     manifest = manifest_lib.Manifest.read(map_records.out_dir)
     options = dict(with_ids=True, branches=(0, 3))
@@ -93,6 +94,7 @@ def test_several_nodes_are_read_aligned_image_by_image(map_records):
             assert label == alone[image_id][1]
 
 
+@pytest.mark.slow
 def test_records_of_nodes_that_do_not_line_up_are_refused(map_records, tmp_path):
     copy = str(tmp_path / "records")
     shutil.copytree(map_records.out_dir, copy)
@@ -141,6 +143,7 @@ def test_the_loss_is_the_heads_own_on_every_branch_and_their_mean():
     )
 
 
+@pytest.mark.slow
 def test_fbsd_trains_on_the_cached_maps_and_its_export_reads_raw_images_alike(
     map_records, tmp_path
 ):
@@ -160,6 +163,7 @@ def test_fbsd_trains_on_the_cached_maps_and_its_export_reads_raw_images_alike(
     assert np.ptp(from_records.topology, axis=0).max() > 1e-3  # the images are told apart
 
 
+@pytest.mark.slow
 def test_fbsd_learns_family_weights_after_the_head(map_records, tmp_path):
     config = _training(
         map_records.out_dir,
@@ -176,6 +180,7 @@ def test_fbsd_learns_family_weights_after_the_head(map_records, tmp_path):
     assert 0 <= results.stages[0].best_top1 <= 1
 
 
+@pytest.mark.slow
 def test_fbsd_flags_and_their_mistakes_are_one_line(map_records, tmp_path):
     logdir = str(tmp_path / "run")
     parsed = train_block_by_block.parse_flags(
@@ -201,6 +206,7 @@ def test_fbsd_flags_and_their_mistakes_are_one_line(map_records, tmp_path):
             train.prepare(_training(map_records.out_dir, logdir, learning_rate=0.01, **changes))
 
 
+@pytest.mark.slow
 def test_compare_trains_fbsd_arms_on_their_own_nodes(map_records, tmp_path):
     rule = _training("", "", seeds=1)
     rule = dataclasses.replace(rule, stages=("pool",))  # compare's rule names the pool stage

@@ -16,6 +16,7 @@ from tools import make_tfrecords
 from tools import verify as verify_tool
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
     config = dataclasses.replace(

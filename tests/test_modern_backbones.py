@@ -36,7 +36,16 @@ def test_every_variant_the_thesis_proposes_is_registered():
     assert registry.get_backbone("efficientnet_v2_s").default_input_size == 384
 
 
-@pytest.mark.parametrize("name", MODERN)
+# One variant of each family in the default tier; every variant in the slow one.
+CATALOGUE = [
+    name
+    if name in ("efficientnet_b0", "convnext_tiny")
+    else pytest.param(name, marks=pytest.mark.slow)
+    for name in MODERN
+]
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
 def test_catalogue_extracts_in_one_pass_and_the_stages_are_block_boundaries(name):
     backbone = registry.get_backbone(name)
     model = registry.build(backbone, "none", SIZE)
@@ -77,6 +86,7 @@ def test_offline_imagenet_weights_name_the_efficientnet_file(monkeypatch):
     assert "efficientnetb0.h5" in message and "--weights PATH" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_v2_b0", "convnext_tiny"])
 def test_records_train_block_by_block_export_and_predict(name, tmp_path):
     backbone = registry.get_backbone(name)

@@ -195,6 +195,7 @@ def two_workers(one_shard_records, tmp_path_factory):
     return tmp_path / "run", [scratch for _, _, scratch in workers]
 
 
+@pytest.mark.slow
 def test_two_workers_reach_the_weights_of_one_machine_and_only_the_chief_writes(
     one_shard_records, two_workers, tmp_path
 ):
@@ -240,6 +241,7 @@ def test_two_workers_reach_the_weights_of_one_machine_and_only_the_chief_writes(
         assert not glob.glob(os.path.join(scratch, "jpeg-ladder-*")), scratch
 
 
+@pytest.mark.slow
 def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(
     one_shard_records, two_workers, tmp_path
 ):
@@ -314,6 +316,7 @@ def file_sharded_run(three_shard_records, tmp_path_factory):
     return tmp_path / "run", [log for _, log in outcomes]
 
 
+@pytest.mark.slow
 def test_file_sharding_trains_each_worker_on_its_own_shards(
     three_shard_records, file_sharded_run, tmp_path, monkeypatch
 ):
@@ -376,6 +379,7 @@ def test_file_sharding_trains_each_worker_on_its_own_shards(
     )
 
 
+@pytest.mark.slow
 def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(
     three_shard_records, file_sharded_run, tmp_path
 ):
@@ -408,6 +412,7 @@ def test_a_file_sharded_run_killed_on_every_worker_resumes_exactly(
     _assert_rerun_continues(logdir, before, resume_step, file_sharded_run[0])
 
 
+@pytest.mark.slow
 def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
     """The converged recipe across workers: the first stage's layer solved on every worker alike,
     the second trained by SGD from it."""
@@ -454,6 +459,7 @@ def test_two_stages_and_two_seeds_across_workers(three_shard_records, tmp_path):
         assert per_seed["stages"][1]["learning_rate"] == 0.001
 
 
+@pytest.mark.slow
 def test_auto_reads_every_record_on_every_worker_when_shards_are_fewer_than_workers(
     one_shard_records, tmp_path
 ):
@@ -470,6 +476,7 @@ def test_auto_reads_every_record_on_every_worker_when_shards_are_fewer_than_work
     assert json.loads((tmp_path / "run" / "results.json").read_text())["stages"][0]["steps"] == 2
 
 
+@pytest.mark.slow
 def test_file_sharding_with_fewer_shards_than_workers_is_one_line(one_shard_records, tmp_path):
     outcomes = _finish(
         _start_workers(

@@ -322,6 +322,7 @@ def test_config_rejects_a_bad_method():
         config_lib.PruneConfig(out_dir="out", logdir="run", method="random")
 
 
+@pytest.mark.slow
 def test_prune_command_on_a_head_the_trainer_trained(records, tmp_path):
     import dataclasses
 

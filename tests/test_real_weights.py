@@ -20,6 +20,7 @@ from tests import test_train
 from tfrecords import manifest as manifest_lib
 
 
+@pytest.mark.slow
 def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     data = conftest.shared_path("data", "imagenette-mini")
@@ -70,6 +71,7 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
     assert (cached.argmax(axis=1) == imagenet_labels).mean() > 0.7
 
 
+@pytest.mark.slow
 def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_path, monkeypatch):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = tmp_path / "images"

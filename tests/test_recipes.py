@@ -53,6 +53,7 @@ def _converged(records: str, logdir: str, **options) -> config_lib.TrainConfig:
     return config_lib.TrainConfig(**{**settings, **options})
 
 
+@pytest.mark.slow
 def test_converged_stage_trains_while_validation_loss_falls_and_stops_after_the_patience(
     features, tmp_path
 ):
@@ -161,6 +162,7 @@ def _head_weights(checkpoint: str) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_refit_trains_on_train_and_validation_with_the_selected_schedule(features, tmp_path):
     records, values, labels = features
     poisoned_labels = {**labels, "validation": labels["validation"].copy()}
@@ -197,6 +199,7 @@ def test_refit_trains_on_train_and_validation_with_the_selected_schedule(feature
     assert os.path.isdir(os.path.join(clean.refit["logdir"], "checkpoints"))
 
 
+@pytest.mark.slow
 def test_the_stacked_gate_beats_equal_weights_where_one_branch_is_reliable_for_one_class():
     """Branch 0 is right (and sure) on class 0 only, otherwise sure of a wrong class; branch 1 is
     mildly right everywhere. Equal weights let branch 0's confident mistakes through; a gate that
@@ -274,6 +277,7 @@ def test_heads_fit_follows_the_recipe():
     assert dataclasses.asdict(config_lib.RECIPES["thesis"])["optimizer"] == "sgd"
 
 
+@pytest.mark.slow
 def test_folds_choose_on_every_labelled_image_then_train_on_all_of_them(features, tmp_path):
     logdir = tmp_path / "run"
     results = train.train_and_evaluate(

@@ -171,6 +171,7 @@ def _served_scalars(server, run: str, tag: str, expected_steps: list[int]):
     return [(step, value) for _, step, value in rows]
 
 
+@pytest.mark.slow
 def test_every_stage_run_and_the_stages_run_are_listed(server):
     base_url, log_path = server
     expected = {f"{name}/{split}" for name in RUN_NAMES for split in ("train", "validation")} | {
@@ -182,6 +183,7 @@ def test_every_stage_run_and_the_stages_run_are_listed(server):
     assert expected <= set(runs), f"missing {expected - set(runs)}; served {runs}"
 
 
+@pytest.mark.slow
 def test_scalar_tags_of_each_run(server):
     base_url, log_path = server
 
@@ -199,6 +201,7 @@ def test_scalar_tags_of_each_run(server):
     assert set(tags["stages"]) == {"best_top1", "best_top5"}
 
 
+@pytest.mark.slow
 def test_served_scalars_equal_the_event_files_and_results(server, trained_run):
     logdir, results = trained_run
     assert [stage["node"] for stage in results["stages"]] == list(STAGES)
@@ -232,6 +235,7 @@ def test_served_scalars_equal_the_event_files_and_results(server, trained_run):
     ]
 
 
+@pytest.mark.slow
 def test_hparams_are_active_and_the_jpeg_ladder_is_served(server, records, trained_run):
     base_url, log_path = server
     _, results = trained_run

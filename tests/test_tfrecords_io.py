@@ -502,6 +502,7 @@ with writer.OutputLock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_killed_job_leaves_only_a_temporary_file_and_releases_its_lock(tmp_path):
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), TF_CPP_MIN_LOG_LEVEL="3")
     job = subprocess.Popen(

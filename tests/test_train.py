@@ -72,6 +72,7 @@ def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
     np.testing.assert_allclose(model(bottlenecks)["logits"], head(separately), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
     one = train.train_and_evaluate(
         _config(records, tmp_path / "one", devices=("/cpu:0",), export=False)
@@ -92,6 +93,7 @@ def test_one_and_two_replicas_give_the_same_losses(records, tmp_path):
     assert [stage.best_top1 for stage in one.stages] == [stage.best_top1 for stage in two.stages]
 
 
+@pytest.mark.slow
 def test_two_replica_runs_with_different_head_shapes_share_one_process(records, tmp_path):
     # jpeg-ladder-compare trains arms of different widths one after another on the same devices.
     devices = ("/cpu:0", "/cpu:1")
@@ -109,6 +111,7 @@ def test_two_replica_runs_with_different_head_shapes_share_one_process(records, 
         assert results.replicas == 2 and len(results.branch_indices) == (1 if branches else 11)
 
 
+@pytest.mark.slow
 def test_schedule_results_tensorboard_and_export(records, tmp_path):
     results = train.train_and_evaluate(_config(records, tmp_path / "run", momentum=0.9))
     assert [stage.node for stage in results.stages] == list(STAGES)
@@ -188,6 +191,7 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
         assert float(row["confidence"]) == pytest.approx(float(np.max(probabilities)), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_where_it_was(records, tmp_path):
     command = [
         sys.executable,
@@ -294,6 +298,7 @@ def test_clear_errors(records, tmp_path):
         train.train_and_evaluate(_config(records, tmp_path / "d", stages=("pool",), batch_size=2))
 
 
+@pytest.mark.slow
 def test_reading_every_epoch_under_glibc_malloc_suggests_tcmalloc_once(
     records, tmp_path, monkeypatch, capsys
 ):

@@ -53,6 +53,7 @@ def _one_error_line(text: str, program: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_damaged_shard_stops_training_and_evaluation_with_one_line_naming_it(
     records, tmp_path, capsys
 ):
@@ -123,6 +124,7 @@ class _StopAfter:
         return self.checks < 0
 
 
+@pytest.mark.slow
 def test_a_stopped_stage_resumes_to_the_same_result_as_an_unbroken_one(records, tmp_path):
     config = dataclasses.replace(
         config_lib.tiny_training(records, str(tmp_path / "stopped")),
@@ -158,6 +160,7 @@ def test_a_stopped_stage_resumes_to_the_same_result_as_an_unbroken_one(records, 
     )
 
 
+@pytest.mark.slow
 def test_sigint_stops_the_trainer_and_says_how_to_resume(records, tmp_path):
     logdir = str(tmp_path / "run")
     argv = _train_flags(

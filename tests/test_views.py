@@ -69,6 +69,7 @@ def _files(out_dir):
     )
 
 
+@pytest.mark.slow
 def test_views_are_branches_after_the_ladder_with_their_boxes_in_the_manifest(view_records):
     local, _ = view_records
     manifest = manifest_lib.Manifest.read(local.out_dir)
@@ -92,6 +93,7 @@ def test_views_are_branches_after_the_ladder_with_their_boxes_in_the_manifest(vi
     assert job.verify_output(local.out_dir).ok
 
 
+@pytest.mark.slow
 def test_verify_catches_a_changed_views_csv(view_records, tmp_path):
     local, _ = view_records
     copy = str(tmp_path / "copy")
@@ -107,6 +109,7 @@ def test_verify_catches_a_changed_views_csv(view_records, tmp_path):
     assert not report.ok and report.bad[0].path == views.VIEWS_CSV
 
 
+@pytest.mark.slow
 def test_beam_writes_the_same_views_records_and_a_rerun_redoes_a_lost_shard(view_records):
     local, on_beam = view_records
     names = _files(local.out_dir)
@@ -129,6 +132,7 @@ def test_beam_writes_the_same_views_records_and_a_rerun_redoes_a_lost_shard(view
             assert file.read() == before[name], name
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_views_is_refused_and_views_need_a_keras_backbone(view_records):
     local, _ = view_records
     with pytest.raises(ValueError, match="different job.*views"):
@@ -148,6 +152,7 @@ def test_views_flags_parse_and_bad_ones_are_one_line(tmp_path, capsys):
     assert config_lib.qualities_or_none("none") == ()
 
 
+@pytest.mark.slow
 def test_the_original_and_its_object_alone(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
@@ -199,6 +204,7 @@ def test_the_family_fusion_is_the_mean_over_families_of_the_mean_within_each():
     assert combiner.prior.shape == (2,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion_name", config_lib.FUSIONS)
 def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_name):
     local, _ = view_records
@@ -231,6 +237,7 @@ def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_na
         )
 
 
+@pytest.mark.slow
 def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them(
     view_records, tmp_path
 ):
@@ -248,6 +255,7 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
     assert description["record_branches"] == list(NAMES) and description["views"] == list(VIEWS)
 
 
+@pytest.mark.slow
 def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_path):
     local, _ = view_records
     config = conftest.quick_compare(
@@ -267,6 +275,7 @@ def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_
     assert results["branches"] == ["original", "object"] and results["fusion"] == "family"
 
 
+@pytest.mark.slow
 def test_localisation_scores_the_object_boxes_against_ground_truth(view_records, tmp_path):
     local, _ = view_records
     manifest = manifest_lib.Manifest.read(local.out_dir)
