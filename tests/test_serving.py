@@ -1,0 +1,103 @@
+"""Serving: serving_default's encoded images in and named answers out (each row as classify answers
+it, a bad row flagged)."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import config as config_lib
+from pipeline.offline import views
+from pipeline.training import export
+from pipeline.training import run_directory
+from pipeline.training import serving
+from pipeline.training import train
+from tests import conftest
+from tests import test_decode_graph
+from tfrecords import manifest as manifest_lib
+
+DOCS = os.path.join(conftest.PROJECT_ROOT, "docs", "serving.md")
+
+
+def test_the_plan_counts_backbone_passes():
+    spec = views.ViewSpec.parse(("object", "parts:2", "hflip"))
+
+    def passes(names, shared=False):
+        return serving.Plan(tuple(names), spec, 32, shared_maps=shared).passes
+
+    ladder_names = ("original",) + tuple(f"q{quality}" for quality in range(10, 101, 10))
+    assert passes(["original"]) == 1
+    assert passes(ladder_names) == 11
+    # Finding the object is a pass over the original, shared where the backbone is the offline one.
+    assert passes(["original", "object"]) == 3
+    assert passes(["original", "object"], shared=True) == 2
+    assert passes(["object"], shared=True) == 2
+    # The parts are found in the object crop's maps: its own pass, unless the object branch gives
+    # them.
+    assert passes(["original", "object", "part2"], shared=True) == 3
+    assert passes(["original", "part1", "part2"], shared=True) == 4
+    assert passes(["original", "hflip"]) == 2
+
+
+@pytest.fixture(scope="module")
+def serving_inputs(tmp_path_factory):
+    return test_decode_graph.write_serving_inputs(str(tmp_path_factory.mktemp("serving_inputs")))
+
+
+@pytest.fixture(scope="module")
+def trained(records, tmp_path_factory):
+    """The export of a one-stage ladder run on the session's tiny records, their images, and the
+    export loaded."""
+    config = dataclasses.replace(
+        config_lib.tiny_training(records, str(tmp_path_factory.mktemp("serving") / "run")),
+        stages=("pool",),
+    )
+    train.train_and_evaluate(config)
+    data_dir = manifest_lib.Manifest.read(records).config["data_dir"]
+    photos = sorted(
+        os.path.join(root, name) for root, _, names in os.walk(data_dir) for name in names
+    )
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    return export_dir, photos, export.ExportedClassifier(export_dir)
+
+
+def test_serving_default_answers_each_row_as_classify_and_flags_the_bad_ones(
+    trained, serving_inputs
+):
+    _, photos, classifier = trained
+    signature = classifier.signatures["serving_default"]
+    assert signature.structured_input_signature[1] == {
+        "image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")
+    }
+    by_name = {os.path.basename(path): path for path in serving_inputs}
+    good = [photos[0], photos[1], by_name["orientation6.png"], by_name["cmyk.jpg"]]
+    bad = {
+        "zero_bytes.jpg": "empty",
+        "truncated.jpg": "corrupt or truncated JPEG",
+        "text.jpg": "a format serving does not decode",
+    }
+    paths = good[:2] + [by_name[name] for name in bad] + good[2:]
+    answer = classifier.serve([open(path, "rb").read() for path in paths])
+    names = np.asarray(classifier.class_names)
+    assert answer["valid"].tolist() == [True, True, False, False, False, True, True]
+    for row, path in enumerate(paths):
+        if not answer["valid"][row]:
+            fragment = bad[os.path.basename(path)]
+            assert fragment in answer["error"][row].decode()
+            assert not answer["probabilities"][row].any() and not answer["scores"][row].any()
+            assert answer["classes"][row].tolist() == [b""] * 3
+            continue
+        expected = classifier.classify_file(path)
+        np.testing.assert_allclose(answer["probabilities"][row], expected, rtol=1e-4, atol=1e-6)
+        order = np.argsort(-answer["probabilities"][row], kind="stable")
+        assert answer["classes"][row].astype(str).tolist() == names[order].tolist()
+        np.testing.assert_allclose(answer["scores"][row], answer["probabilities"][row][order])
+        assert answer["error"][row] == b""
+    # A good batch is answered alike; an empty one is answered with empty outputs.
+    alone = classifier.serve([open(path, "rb").read() for path in good])
+    assert alone["valid"].all()
+    np.testing.assert_allclose(alone["probabilities"], answer["probabilities"][[0, 1, 5, 6]], 1e-5)
+    assert classifier.serve([])["probabilities"].shape == (0, 3)
+    assert classifier.serving["backbone_passes"] == 11
