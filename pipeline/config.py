@@ -1249,6 +1249,9 @@ class PredictConfig:
         help="image files (any format Pillow reads), or folders: every file directly in them",
     )
     top: int = option(5, help="classes to print per image")
+    batch_size: int = option(
+        32, help="images sent through the export's serving_default in one request"
+    )
     csv: str | None = option(
         None,
         help="write image,label,confidence (the top class and its probability) per image to this "
@@ -1258,6 +1261,8 @@ class PredictConfig:
     def __post_init__(self):
         if self.top < 1:
             raise errors.UserError(f"--top must be at least 1, got {self.top}")
+        if self.batch_size < 1:
+            raise errors.UserError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)

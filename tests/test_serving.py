@@ -1,22 +1,26 @@
 """Serving: serving_default's encoded images in and named answers out (each row as classify answers
-it, a bad row flagged)."""
+it, a bad row flagged), predict through it."""
 
 import dataclasses
 import os
 
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
+from pipeline import errors
 from pipeline.offline import views
 from pipeline.training import export
+from pipeline.training import predict
 from pipeline.training import run_directory
 from pipeline.training import serving
 from pipeline.training import train
 from tests import conftest
 from tests import test_decode_graph
 from tfrecords import manifest as manifest_lib
+from tools import flags as flags_lib
 
 DOCS = os.path.join(conftest.PROJECT_ROOT, "docs", "serving.md")
 
@@ -101,3 +105,31 @@ def test_serving_default_answers_each_row_as_classify_and_flags_the_bad_ones(
     np.testing.assert_allclose(alone["probabilities"], answer["probabilities"][[0, 1, 5, 6]], 1e-5)
     assert classifier.serve([])["probabilities"].shape == (0, 3)
     assert classifier.serving["backbone_passes"] == 11
+
+
+def test_predict_sends_pillow_only_formats_as_png_and_names_what_it_skips(
+    trained, serving_inputs, tmp_path
+):
+    _, photos, classifier = trained
+    by_name = {os.path.basename(path): path for path in serving_inputs}
+    # Pillow reads these, the graph does not: predict sends the PNG of the offline decoding.
+    PIL.Image.open(photos[3]).save(tmp_path / "photo.tiff")
+    PIL.Image.open(photos[4]).convert("P").save(tmp_path / "palette.bmp")
+    paths = [
+        photos[0],
+        by_name["text.jpg"],
+        str(tmp_path / "photo.tiff"),
+        str(tmp_path / "missing.jpg"),
+        str(tmp_path / "palette.bmp"),
+    ]
+    answers = predict.classify_files(classifier, paths)
+    assert answers[1] == "not an image: no known image format in its content"
+    assert answers[3] == "file not found"
+    for index in (0, 2, 4):
+        expected = classifier.classify_file(paths[index])
+        np.testing.assert_allclose(answers[index], expected, rtol=1e-4, atol=1e-6)
+    flags = ["--model", "m", "x.jpg", "--batch-size", "2"]
+    assert flags_lib.parse(config_lib.PredictConfig, flags).batch_size == 2
+    assert flags_lib.parse(config_lib.PredictConfig, flags[:3]).batch_size == 32
+    with pytest.raises(errors.UserError, match="--batch-size"):
+        config_lib.PredictConfig(model="m", images=("x.jpg",), batch_size=0)
