@@ -1220,8 +1220,15 @@ class EvaluateConfig:
         help="with --records made with --views object: ground-truth boxes (CUB's image,x,y,w,h in "
         "pixels) to score the object boxes against (share with IoU >= 0.5)",
     )
+    cost_images: int = option(
+        64,
+        help="images of the evaluated split timed through the export's serving_default at batch "
+        "1 and 32 for the cost entry (backbone passes and ms per image); 0 leaves it out",
+    )
 
     def __post_init__(self):
+        if self.cost_images < 0:
+            raise errors.UserError(f"--cost-images must be 0 or more, got {self.cost_images}")
         if (
             sum(source is not None for source in (self.records_dir, self.data_dir, self.labels_csv))
             != 1

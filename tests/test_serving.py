@@ -1,7 +1,8 @@
 """Serving: serving_default's encoded images in and named answers out (each row as classify answers
-it, a bad row flagged), predict through it."""
+it, a bad row flagged), predict through it, its cost beside the accuracy."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -11,6 +12,8 @@ import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.analysis import evaluate
+from pipeline.analysis import serving_cost
 from pipeline.offline import views
 from pipeline.training import export
 from pipeline.training import predict
@@ -133,3 +136,23 @@ def test_predict_sends_pillow_only_formats_as_png_and_names_what_it_skips(
     assert flags_lib.parse(config_lib.PredictConfig, flags[:3]).batch_size == 32
     with pytest.raises(errors.UserError, match="--batch-size"):
         config_lib.PredictConfig(model="m", images=("x.jpg",), batch_size=0)
+
+
+def test_evaluate_times_serving_default_beside_the_accuracy(
+    trained, records, tmp_path, monkeypatch
+):
+    export_dir, _, _ = trained
+    out_dir = tmp_path / "evaluation"
+    monkeypatch.setattr(serving_cost, "BATCH_SIZES", (1, 4))  # 1 and 32 outside tests
+    evaluate.run(
+        config_lib.EvaluateConfig(
+            model=export_dir, out_dir=str(out_dir), records_dir=records, cost_images=4
+        )
+    )
+    cost = json.loads((out_dir / "evaluation.json").read_text())["cost"]
+    assert cost["backbone_passes"] == 11 and cost["timed_images"] == {"1": 4, "4": 4}
+    assert cost["images"] == min(4, conftest.num_records(records, "test"))  # the test split's
+    assert all(ms > 0 for ms in cost["ms_per_image"].values())
+    assert cost["images_per_second"]["4"] == pytest.approx(1000 / cost["ms_per_image"]["4"])
+    text = (out_dir / "evaluation.md").read_text()
+    assert "## Serving cost" in text and "11 backbone passes per image" in text

@@ -23,6 +23,7 @@ from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import localisation
+from pipeline.analysis import serving_cost
 from pipeline.analysis import statistics
 from pipeline.offline import images
 from pipeline.offline import ladder
@@ -424,6 +425,19 @@ def markdown(result: dict, title: str) -> str:
             f"{percent(found['iou_at_least_0.5'])} % of the object boxes reach IoU >= 0.5, mean "
             f"IoU {found['mean_iou']:.3f} ({found['without_ground_truth']} images without one).",
         ]
+    cost = result.get("cost", {})
+    if "ms_per_image" in cost:
+        timings = ", ".join(
+            f"{ms:.1f} ms at batch {size} ({cost['images_per_second'][size]:.1f} images/s)"
+            for size, ms in cost["ms_per_image"].items()
+        )
+        lines += [
+            "",
+            "## Serving cost",
+            "",
+            f"{cost['backbone_passes']} backbone passes per image; through serving_default, "
+            f"{timings} per image on {cost['device']}.",
+        ]
     for image_id, table in result.get("images", {}).items():
         lines += [
             "",
@@ -454,6 +468,29 @@ def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     fileio.write_text_atomic(os.path.join(out_dir, "evaluation.md"), markdown(result, title))
 
 
+def _source_index(manifest: manifest_lib.Manifest) -> images.ImageIndex | None:
+    """The records' images, where their source is still there to read (for the serving cost)."""
+    source = manifest.config
+    percents = (source.get("validation_percent", 10.0), source.get("test_percent", 0.0))
+    try:
+        if source.get("data_dir"):
+            return images.index_directory(source["data_dir"], *percents)
+        if source.get("labels_csv"):
+            return images.index_csv(source["labels_csv"], *percents)
+    except (OSError, errors.UserError):
+        pass
+    return None
+
+
+def _cost(config: config_lib.EvaluateConfig, index, split: str) -> dict:
+    """The export's serving cost on the evaluated split's images (serving_cost.cost)."""
+    if index is None:
+        return {"note": "the records' images are not there to time serving_default on"}
+    items = index.items if split == "all" else index.split(split)
+    paths = [item.path for item in items]
+    return serving_cost.cost(config.model, paths, timed_images=config.cost_images)
+
+
 def run(config: config_lib.EvaluateConfig) -> dict:
     """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes
     OUT/evaluation.*."""
@@ -462,6 +499,7 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         manifest = manifest_lib.Manifest.read(config.records_dir)
         split = records_split(manifest, split)
         predictions = predictions_from_records(config.model, manifest, config.baseline, split)
+        index = _source_index(manifest)
     else:
         description = export.ExportedClassifier(config.model).description
         percents = (description["validation_percent"], description.get("test_percent", 0.0))
@@ -480,8 +518,16 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         result["localisation"] = localisation.localisation(
             manifest, config.boxes_csv, predictions.image_ids
         )
+    if config.cost_images:
+        result["cost"] = _cost(config, index, split)
     title = f"Evaluation of {config.model}"
     write(result, config.out_dir, title)
     print(markdown(result, title).split("\n## ")[0])
+    if "ms_per_image" in result.get("cost", {}):
+        cost = result["cost"]
+        timings = ", ".join(
+            f"{ms:.1f} at batch {size}" for size, ms in cost["ms_per_image"].items()
+        )
+        print(f"serving cost: {cost['backbone_passes']} backbone passes, ms per image {timings}")
     print(f"evaluate: wrote {config.out_dir}/evaluation.json and evaluation.md")
     return result
