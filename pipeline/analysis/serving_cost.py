@@ -45,34 +45,43 @@ def cost(export_dir: str, paths, batch_sizes=None, timed_images: int = TIMED_IMA
     coded branches' pixels (WebP, ...), a client's work, are made before the clock starts.
     """
     classifier = export.ExportedClassifier(export_dir)
-    images, coded = _images(classifier, paths, timed_images)
+    images, coded = served_images(classifier, paths, timed_images)
     batch_sizes = BATCH_SIZES if batch_sizes is None else batch_sizes
-    timings, counts = {}, {}
-    for batch_size in batch_sizes:
-        batches = max(1, math.ceil(timed_images / batch_size))
-        rows = [
-            [(batch * batch_size + row) % len(images) for row in range(batch_size)]
-            for batch in range(batches)
-        ]
-        _call(classifier, images, coded, rows[0])  # prepares the graph for this batch size
-        started = time.perf_counter()
-        for batch in rows:
-            _call(classifier, images, coded, batch)
-        elapsed = time.perf_counter() - started
-        timings[str(batch_size)] = 1000.0 * elapsed / (batches * batch_size)
-        counts[str(batch_size)] = batches * batch_size
+    timings = {
+        str(size): 1000.0 * seconds_per_image(classifier, images, coded, size, timed_images)
+        for size in batch_sizes
+    }
     return {
         "backbone_passes": classifier.serving["backbone_passes"],
         "ms_per_image": timings,
         "images_per_second": {size: 1000.0 / ms for size, ms in timings.items()},
-        "timed_images": counts,
+        "timed_images": {str(size): _batches(timed_images, size) * size for size in batch_sizes},
         "images": len(images),
         "device": device(),
     }
 
 
-def _images(classifier: export.ExportedClassifier, paths, count: int):
-    """(bytes, coded pixels or None) of the first count files the export classifies."""
+def _batches(count: int, batch_size: int) -> int:
+    return max(1, math.ceil(count / batch_size))
+
+
+def seconds_per_image(classifier, images, coded, batch_size: int, count: int) -> float:
+    """Wall seconds per image of serving_default over batches of batch_size, count images at least
+    (images cycled), after one untimed request of that size, which prepares the graph."""
+    rows = [
+        [(batch * batch_size + row) % len(images) for row in range(batch_size)]
+        for batch in range(_batches(count, batch_size))
+    ]
+    _call(classifier, images, coded, rows[0])
+    started = time.perf_counter()
+    for batch in rows:
+        _call(classifier, images, coded, batch)
+    return (time.perf_counter() - started) / (len(rows) * batch_size)
+
+
+def served_images(classifier: export.ExportedClassifier, paths, count: int):
+    """(bytes, coded pixels or None) of the first count files the export classifies: what a client
+    sends it (the coded branches' pixels made from the offline stage's decoding)."""
     images, coded = [], []
     for path in paths:
         if len(images) >= count:
