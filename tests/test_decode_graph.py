@@ -80,6 +80,16 @@ def write_serving_inputs(directory: str) -> list[str]:
     save("rgba.bmp", rgba)
     save("lossy.webp", rgb, quality=80)
     save("alpha.webp", rgba, quality=80)
+    # An animation whose frames have colour tables of their own, the first a transparent colour.
+    frames = [rgb.convert("P", palette=PIL.Image.Palette.ADAPTIVE, colors=8) for _ in range(3)]
+    frames[1] = frames[1].transpose(PIL.Image.Transpose.ROTATE_180)
+    frames[0].save(
+        os.path.join(directory, "animated_transparent.gif"),
+        save_all=True,
+        append_images=frames[1:],
+        transparency=2,
+        disposal=2,
+    )
     frames = [PIL.Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)) for _ in "ab"]
     frames[0].save(
         os.path.join(directory, "animated.webp"), save_all=True, append_images=frames[1:]

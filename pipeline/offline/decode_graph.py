@@ -109,12 +109,16 @@ def orient(image, orientation) -> tf.Tensor:
 
 @traced.graph_function(BYTES, FORMAT)
 def prepared(data, format_code) -> tf.Tensor:
-    """The bytes the format's decoder gets (never raises): a GIF with its first frame's
-    transparent colour made opaque white, since Pillow composites transparent pixels over white
-    and TensorFlow's GIF decoder makes them black; any other image as it is."""
+    """The bytes the format's decoder gets (never raises): an animated GIF or WebP cut after its
+    first frame, the one Pillow reads (a GIF's transparent colour made opaque white, as Pillow
+    composites it); any other image as it is."""
     data = tf.convert_to_tensor(data, tf.string)
-    is_gif = tf.equal(format_code, headers.GIF)
-    return tf.cond(is_gif, lambda: headers.gif_opaque(data), lambda: data)
+    cut = {
+        headers.GIF: lambda: headers.gif_first_frame(data),
+        headers.WEBP: lambda: headers.webp_first_frame(data),
+    }
+    codes = range(len(headers.FORMAT_NAMES))
+    return tf.switch_case(format_code, [cut.get(code, lambda: data) for code in codes])
 
 
 def failure(format_code) -> tf.Tensor:

@@ -295,15 +295,18 @@ def bmp_layout(data) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return _number(data, 28, 2, True), _number(data, 30, 4, True), _number(data, 14, 4, True)
 
 
-def gif_opaque(data) -> tf.Tensor:
-    """The GIF with its first frame's transparent colour made opaque white (in the colour table and
-    the graphic control extension before that frame), the bytes otherwise the same."""
+def gif_first_frame(data) -> tf.Tensor:
+    """The GIF cut after its first frame, that frame's transparent colour made opaque white (in
+    its colour table and the graphic control extension before it). Pillow reads the first frame
+    alone and composites its transparent pixels over white; TensorFlow's GIF decoder would decode
+    every frame (a long animation is a lot of memory) and make transparent pixels black."""
     length = _int(tf.strings.length(data))
     flags = _read(data, 10, 1)[0]
     table_size = tf.where(flags >= 128, 3 * 2 ** (1 + flags % 8), 0)
     none = tf.constant(-1, tf.int64)
 
-    def skip_blocks(position):
+    def past_blocks(position):
+        """Where the data sub-blocks starting at position end (after their empty block)."""
         return (
             _walk(
                 lambda at: (at < length) & (_read(data, at, 1)[0] > 0),
@@ -313,24 +316,25 @@ def gif_opaque(data) -> tf.Tensor:
             + 1
         )
 
-    def body(position, control, table, done):
+    def body(position, control, table, image_at, done):
         introducer, label = tf.unstack(_read(data, position, 2))
         extension = tf.equal(introducer, 0x21)
         image = tf.equal(introducer, 0x2C)
-        graphic = extension & tf.equal(label, 0xF9)
-        control = tf.where(graphic, position + 3, control)
+        control = tf.where(extension & tf.equal(label, 0xF9), position + 3, control)
         local = _read(data, position + 9, 1)[0]
         table = tf.where(image & (local >= 128), position + 10, table)
-        following = tf.cond(extension, lambda: skip_blocks(position + 2), lambda: position + 1)
-        return following, control, table, done | image | ~extension
+        image_at = tf.where(image, position, image_at)
+        following = tf.cond(extension, lambda: past_blocks(position + 2), lambda: position + 1)
+        return following, control, table, image_at, done | image | ~extension
 
-    _, control, table, _ = _walk(
+    _, control, table, image_at, _ = _walk(
         lambda position, *rest: (position < length) & ~rest[-1],
         body,
         (
             13 + table_size,
             none,
             tf.where(table_size > 0, tf.constant(13, tf.int64), none),
+            none,
             tf.constant(False),
         ),
     )
@@ -347,7 +351,44 @@ def gif_opaque(data) -> tf.Tensor:
         return _replace(opaque, entry, b"\xff\xff\xff")
 
     usable = transparent & (table >= 0) & (entry + 3 <= length)
-    return tf.cond(usable, patched, lambda: data)
+    opaque = tf.cond(usable, patched, lambda: data)
+
+    def cut():
+        local = _read(data, image_at + 9, 1)[0]
+        local_size = tf.where(local >= 128, 3 * 2 ** (1 + local % 8), 0)
+        # the descriptor, its colour table, the LZW code size, then the frame's data sub-blocks
+        end = past_blocks(image_at + 10 + local_size + 1)
+        return tf.strings.join([_piece(opaque, 0, end), b"\x3b"])  # then the trailer
+
+    return tf.cond(image_at >= 0, cut, lambda: opaque)
+
+
+def webp_first_frame(data) -> tf.Tensor:
+    """The WebP cut after its first animation frame (its RIFF size mended): Pillow reads the
+    first frame alone; TensorFlow's WebP decoder would decode every frame. A still image is
+    returned as it is."""
+    length = _int(tf.strings.length(data))
+    none = tf.constant(-1, tf.int64)
+
+    def body(position, end):
+        size = _number(data, position + 4, 4, True)
+        following = position + 8 + size + size % 2
+        end = tf.where(tf.equal(_piece(data, position, 4), b"ANMF"), following, end)
+        return following, end
+
+    _, end = _walk(
+        lambda position, end: (position + 8 <= length) & (end < 0),
+        body,
+        (tf.constant(12, tf.int64), none),
+    )
+
+    def cut():
+        kept = tf.minimum(end, length)
+        size = [(kept - 8) // 256**index % 256 for index in range(4)]  # little-endian
+        riff_size = tf.strings.reduce_join(tf.gather(tf.constant(_ONE_BYTE), tf.stack(size)))
+        return tf.strings.join([b"RIFF", riff_size, _piece(data, 8, kept - 8)])
+
+    return tf.cond(end >= 0, cut, lambda: data)
 
 
 def _replace(data, position, text: bytes) -> tf.Tensor:
