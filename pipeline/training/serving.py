@@ -104,10 +104,6 @@ class Plan:
         """Backbone passes per image: one per branch read, and those that find the crops."""
         return len(self.names) + int(self.box_pass) + int(self.parts_pass)
 
-    @property
-    def top_k(self) -> int:
-        return TOP_K
-
 
 def same_maps(model: keras.Model, fresh: keras.Model) -> bool:
     """Whether two extractors of the view nodes hold the same weights: then the model's own
@@ -169,6 +165,8 @@ class Server:
         self.class_names = tf.constant(list(class_names))
         self.view_maps = view_maps
         self.view_nodes = tuple(view_nodes)
+        # One photo's pixels: traced once, however often the endpoint is.
+        self._photo = traced.graph_function(decode_graph.BYTES, decode_graph.FORMAT)(self._pixels)
 
     @property
     def input_signature(self) -> list[tf.TensorSpec]:
@@ -244,21 +242,22 @@ class Server:
         """(the first-pass pixels made here [rows, made, S, S, 3], the originals' pixels that find
         the object [rows, S, S, 3] where that takes a pass of its own) of rows that decode."""
         plan, size = self.plan, self.size
-
-        @traced.graph_function(decode_graph.BYTES, decode_graph.FORMAT)
-        def make(data, format_code):
-            photo = decode_graph.decode(data, format_code)
-            original = tf.zeros([0, 0, 0])
-            if plan.box_pass:
-                original = ladder.resize_for_backbone(photo[None], size, plan.central_crop)[0]
-            return self._made(photo), original
-
         original_spec = tf.TensorSpec([size, size, 3] if plan.box_pass else [0, 0, 0])
         return tf.map_fn(
-            lambda row: make(*row),
+            lambda row: self._photo(*row),
             (prepared, formats),
             fn_output_signature=(tf.TensorSpec([len(plan.made), size, size, 3]), original_spec),
         )
+
+    def _pixels(self, data, format_code):
+        """(the first-pass pixels made from one photo's prepared bytes [made, S, S, 3], its
+        original's pixels [S, S, 3] where finding the object takes a pass of its own)."""
+        plan = self.plan
+        photo = decode_graph.decode(data, format_code)
+        original = tf.zeros([0, 0, 0])
+        if plan.box_pass:
+            original = ladder.resize_for_backbone(photo[None], self.size, plan.central_crop)[0]
+        return self._made(photo), original
 
     def _made(self, photo) -> tf.Tensor:
         """One photo's branches made in graph, float32 [made, S, S, 3], with the offline stage's
