@@ -1,5 +1,6 @@
 """Serving: serving_default's encoded images in and named answers out (each row as classify answers
-it, a bad row flagged), predict through it, its cost beside the accuracy."""
+it, a bad row flagged), predict through it, its cost beside the accuracy, and real photos with real
+weights."""
 
 import dataclasses
 import json
@@ -14,6 +15,7 @@ from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import evaluate
 from pipeline.analysis import serving_cost
+from pipeline.offline import job
 from pipeline.offline import views
 from pipeline.training import export
 from pipeline.training import predict
@@ -156,3 +158,34 @@ def test_evaluate_times_serving_default_beside_the_accuracy(
     assert cost["images_per_second"]["4"] == pytest.approx(1000 / cost["ms_per_image"]["4"])
     text = (out_dir / "evaluation.md").read_text()
     assert "## Serving cost" in text and "11 backbone passes per image" in text
+
+
+@pytest.mark.slow
+def test_real_photos_through_serving_default_with_the_object_view(tmp_path):
+    weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
+    subset = conftest.imagenette_subset(tmp_path / "images", {"train": 4, "val": 2})
+    records = config_lib.ExtractConfig(
+        out_dir=str(tmp_path / "records"),
+        data_dir=subset,
+        backbone="mobilenet_v2",
+        weights=weights,
+        nodes=("pool",),
+        qualities=(50,),
+        views=("object",),
+        batch_size=16,
+        progress=False,
+    )
+    job.make_tfrecords(records)
+    config = dataclasses.replace(
+        config_lib.tiny_training(records.out_dir, str(tmp_path / "run")),
+        stages=("pool",),
+        branches=("original", "object"),
+    )
+    train.train_and_evaluate(config)
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    paths = [item.path for item in job.index_images(records).split("test")]
+    classifier = conftest.assert_serving_answers_as_classify(export_dir, paths)
+    # The frozen backbone's pass over the original finds the object: two passes, not three.
+    assert classifier.serving["backbone_passes"] == 2
+    cost = serving_cost.cost(export_dir, paths, batch_sizes=(1, 8), timed_images=8)
+    assert cost["backbone_passes"] == 2 and cost["ms_per_image"]["8"] > 0
