@@ -1,10 +1,12 @@
 """Serving: serving_default's encoded images in and named answers out (each row as classify answers
-it, a bad row flagged), predict through it, its cost beside the accuracy, and real photos with real
-weights."""
+it, a bad row flagged), the documented REST request, predict through it, its cost beside the
+accuracy, and real photos with real weights."""
 
+import base64
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import PIL.Image
@@ -110,6 +112,36 @@ def test_serving_default_answers_each_row_as_classify_and_flags_the_bad_ones(
     np.testing.assert_allclose(alone["probabilities"], answer["probabilities"][[0, 1, 5, 6]], 1e-5)
     assert classifier.serve([])["probabilities"].shape == (0, 3)
     assert classifier.serving["backbone_passes"] == 11
+
+
+def test_the_documented_rest_request_is_answered_as_the_signature_answers(trained):
+    _, photos, classifier = trained
+    text = open(DOCS, encoding="utf-8").read()
+    # The body the docs build with printf, for one image, then for two as their Python builds it.
+    template = re.search(r"printf '([^']*)' \"\$\(base64 -w0 ", text).group(1)
+    encoded = [base64.b64encode(open(path, "rb").read()).decode() for path in photos[:2]]
+    body = json.loads(template.replace("%s", encoded[0]))
+    assert body == {"signature_name": "serving_default", "instances": [{"b64": encoded[0]}]}
+    body["instances"].append({"b64": encoded[1]})
+    # Decoded as TensorFlow Serving's REST API decodes a request: each {"b64": ...} is bytes, the
+    # instances are the batch of the signature's one input.
+    request = json.loads(json.dumps(body))
+    batch = tf.constant([base64.b64decode(instance["b64"]) for instance in request["instances"]])
+    outputs = classifier.signatures[request["signature_name"]](image_bytes=batch)
+    # The answer as the server writes it: one prediction per instance, strings as text.
+    columns = {name: _json_values(value.numpy()) for name, value in outputs.items()}
+    predictions = [{name: values[row] for name, values in columns.items()} for row in range(2)]
+    for row, path in enumerate(photos[:2]):
+        expected = classifier.classify_file(path)
+        np.testing.assert_allclose(predictions[row]["probabilities"], expected, atol=1e-6)
+        assert predictions[row]["classes"][0] == classifier.class_names[expected.argmax()]
+        assert predictions[row]["valid"] is True
+
+
+def _json_values(array: np.ndarray) -> list:
+    if array.dtype == object:
+        return np.char.decode(array.astype(bytes)).tolist()
+    return array.tolist()
 
 
 def test_predict_sends_pillow_only_formats_as_png_and_names_what_it_skips(
