@@ -111,6 +111,8 @@ def test_serving_default_answers_each_row_as_classify_and_flags_the_bad_ones(
     assert alone["valid"].all()
     np.testing.assert_allclose(alone["probabilities"], answer["probabilities"][[0, 1, 5, 6]], 1e-5)
     assert classifier.serve([])["probabilities"].shape == (0, 3)
+    refused = classifier.serve([b"", b"not an image"])
+    assert not refused["valid"].any() and refused["probabilities"].shape == (2, 3)
     assert classifier.serving["backbone_passes"] == 11
 
 

@@ -162,7 +162,7 @@ class Server:
         self.front = front
         self.nodes = tuple(nodes)
         self.classify = classify
-        self.class_names = tf.constant(list(class_names))
+        self.class_names = tuple(class_names)
         self.view_maps = view_maps
         self.view_nodes = tuple(view_nodes)
         # One photo's pixels: traced once, however often the endpoint is.
@@ -210,7 +210,14 @@ class Server:
         bottlenecks = {
             node: tf.stack([features[name][node] for name in plan.names], 1) for node in self.nodes
         }
-        return self._answer(image_bytes, rows, self.classify(bottlenecks), formats, reasons)
+        # No row decoded: the head is not run, since a backbone's tail fails on an empty batch
+        # (oneDNN's batch norm), and a request of bad rows only must still be answered.
+        probabilities = tf.cond(
+            count > 0,
+            lambda: self.classify(bottlenecks)["probabilities"],
+            lambda: tf.zeros([0, len(self.class_names)]),
+        )
+        return self._answer(image_bytes, rows, probabilities, formats, reasons)
 
     def _flat(self, pixels) -> tf.Tensor:
         return tf.reshape(pixels, [-1, self.size, self.size, 3])
@@ -330,17 +337,16 @@ class Server:
             }
         return features
 
-    def _answer(self, image_bytes, rows, answered, formats, reasons) -> dict:
+    def _answer(self, image_bytes, rows, probabilities, formats, reasons) -> dict:
         """The decoded rows' probabilities spread over every row, with the top classes and the
         bad rows' reasons."""
         count = tf.size(image_bytes, out_type=tf.int64)
-        probabilities = answered["probabilities"]
-        num_classes = int(self.class_names.shape[0])
+        num_classes = len(self.class_names)
         indices = rows[:, tf.newaxis]
         valid = tf.scatter_nd(indices, tf.ones_like(rows, tf.int32), [count]) > 0
         probabilities = tf.scatter_nd(indices, probabilities, tf.stack([count, num_classes]))
         scores, top = tf.math.top_k(probabilities, min(TOP_K, num_classes))
-        classes = tf.where(valid[:, tf.newaxis], tf.gather(self.class_names, top), "")
+        classes = tf.where(valid[:, tf.newaxis], tf.gather(tf.constant(self.class_names), top), "")
         failed = decode_graph.failure(formats)
         error = tf.where(valid, "", tf.where(tf.equal(reasons, ""), failed, reasons))
         return {
