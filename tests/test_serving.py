@@ -59,8 +59,8 @@ def serving_inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(records, tmp_path_factory):
-    """The export of a one-stage ladder run on the session's tiny records, their images, and the
-    export loaded."""
+    """The export of a one-stage ladder run on the tiny records the tests share, their images,
+    and the export loaded."""
     config = dataclasses.replace(
         config_lib.tiny_training(records, str(tmp_path_factory.mktemp("serving") / "run")),
         stages=("pool",),

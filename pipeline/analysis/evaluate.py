@@ -468,29 +468,6 @@ def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     fileio.write_text_atomic(os.path.join(out_dir, "evaluation.md"), markdown(result, title))
 
 
-def _source_index(manifest: manifest_lib.Manifest) -> images.ImageIndex | None:
-    """The records' images, where their source is still there to read (for the serving cost)."""
-    source = manifest.config
-    percents = (source.get("validation_percent", 10.0), source.get("test_percent", 0.0))
-    try:
-        if source.get("data_dir"):
-            return images.index_directory(source["data_dir"], *percents)
-        if source.get("labels_csv"):
-            return images.index_csv(source["labels_csv"], *percents)
-    except (OSError, errors.UserError):
-        pass
-    return None
-
-
-def _cost(config: config_lib.EvaluateConfig, index, split: str) -> dict:
-    """The export's serving cost on the evaluated split's images (serving_cost.cost)."""
-    if index is None:
-        return {"note": "the records' images are not there to time serving_default on"}
-    items = index.items if split == "all" else index.split(split)
-    paths = [item.path for item in items]
-    return serving_cost.cost(config.model, paths, timed_images=config.cost_images)
-
-
 def run(config: config_lib.EvaluateConfig) -> dict:
     """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes
     OUT/evaluation.*."""
@@ -499,7 +476,7 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         manifest = manifest_lib.Manifest.read(config.records_dir)
         split = records_split(manifest, split)
         predictions = predictions_from_records(config.model, manifest, config.baseline, split)
-        index = _source_index(manifest)
+        index = serving_cost.source_index(manifest)
     else:
         description = export.ExportedClassifier(config.model).description
         percents = (description["validation_percent"], description.get("test_percent", 0.0))
@@ -519,7 +496,7 @@ def run(config: config_lib.EvaluateConfig) -> dict:
             manifest, config.boxes_csv, predictions.image_ids
         )
     if config.cost_images:
-        result["cost"] = _cost(config, index, split)
+        result["cost"] = serving_cost.split_cost(config.model, index, split, config.cost_images)
     title = f"Evaluation of {config.model}"
     write(result, config.out_dir, title)
     print(markdown(result, title).split("\n## ")[0])

@@ -9,9 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import errors
+from pipeline.offline import images
 from pipeline.offline import ladder
 from pipeline.training import export
 from tfrecords import fileio
+from tfrecords import manifest as manifest_lib
 
 BATCH_SIZES = (1, 32)
 TIMED_IMAGES = 64  # images timed at each batch size (at least one batch)
@@ -59,6 +61,29 @@ def cost(export_dir: str, paths, batch_sizes=None, timed_images: int = TIMED_IMA
         "images": len(images),
         "device": device(),
     }
+
+
+def source_index(manifest: manifest_lib.Manifest) -> images.ImageIndex | None:
+    """The records' images, where their source is still there to read."""
+    source = manifest.config
+    percents = (source.get("validation_percent", 10.0), source.get("test_percent", 0.0))
+    try:
+        if source.get("data_dir"):
+            return images.index_directory(source["data_dir"], *percents)
+        if source.get("labels_csv"):
+            return images.index_csv(source["labels_csv"], *percents)
+    except (OSError, errors.UserError):
+        pass
+    return None
+
+
+def split_cost(export_dir: str, index, split: str, timed_images: int = TIMED_IMAGES) -> dict:
+    """cost() on the images of one split of index ("all": every image): an evaluation's cost
+    entry; a note where the images are not there (index None)."""
+    if index is None:
+        return {"note": "the records' images are not there to time serving_default on"}
+    items = index.items if split == "all" else index.split(split)
+    return cost(export_dir, [item.path for item in items], timed_images=timed_images)
 
 
 def _batches(count: int, batch_size: int) -> int:
