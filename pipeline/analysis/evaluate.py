@@ -435,7 +435,7 @@ def markdown(result: dict, title: str) -> str:
             "",
             "## Serving cost",
             "",
-            f"{cost['backbone_passes']} backbone passes per image; through serving_default, "
+            f"{_passes(cost['backbone_passes'])} per image; through serving_default, "
             f"{timings} per image on {cost['device']}.",
         ]
     for image_id, table in result.get("images", {}).items():
@@ -460,6 +460,10 @@ def markdown(result: dict, title: str) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def _passes(count: int) -> str:
+    return f"{count} backbone pass{'' if count == 1 else 'es'}"
 
 
 def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
@@ -505,6 +509,6 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         timings = ", ".join(
             f"{ms:.1f} at batch {size}" for size, ms in cost["ms_per_image"].items()
         )
-        print(f"serving cost: {cost['backbone_passes']} backbone passes, ms per image {timings}")
+        print(f"serving cost: {_passes(cost['backbone_passes'])}, ms per image {timings}")
     print(f"evaluate: wrote {config.out_dir}/evaluation.json and evaluation.md")
     return result
