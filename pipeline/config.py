@@ -1249,8 +1249,15 @@ class EvaluateConfig:
         help="with --records made with --views object: ground-truth boxes (CUB's image,x,y,w,h in "
         "pixels) to score the object boxes against (share with IoU >= 0.5)",
     )
+    cost_images: int = option(
+        64,
+        help="images of the evaluated split timed through the export's serving_default at batch "
+        "1 and 32 for the cost entry (backbone passes and ms per image); 0 leaves it out",
+    )
 
     def __post_init__(self):
+        if self.cost_images < 0:
+            raise errors.UserError(f"--cost-images must be 0 or more, got {self.cost_images}")
         if (
             sum(source is not None for source in (self.records_dir, self.data_dir, self.labels_csv))
             != 1
@@ -1278,6 +1285,9 @@ class PredictConfig:
         help="image files (any format Pillow reads), or folders: every file directly in them",
     )
     top: int = option(5, help="classes to print per image")
+    batch_size: int = option(
+        32, help="images sent through the export's serving_default in one request"
+    )
     csv: str | None = option(
         None,
         help="write image,label,confidence (the top class and its probability) per image to this "
@@ -1287,6 +1297,8 @@ class PredictConfig:
     def __post_init__(self):
         if self.top < 1:
             raise errors.UserError(f"--top must be at least 1, got {self.top}")
+        if self.batch_size < 1:
+            raise errors.UserError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -380,3 +380,17 @@ def assert_export_reads_images_as_records(export_dir: str, records_config, atol:
         atol=atol,
     )
     return from_records
+
+
+def assert_serving_answers_as_classify(export_dir: str, paths, atol: float = 2e-4):
+    """serving_default, sent the files' bytes as predict sends them (with the coded branches'
+    pixels where the export reads any), answers each file as classify does; returns the export."""
+    from pipeline.training import export
+    from pipeline.training import predict
+
+    classifier = export.ExportedClassifier(export_dir)
+    answers = predict.classify_files(classifier, list(paths))
+    for path, answer in zip(paths, answers):
+        assert not isinstance(answer, str), f"{path}: {answer}"
+        np.testing.assert_allclose(answer, classifier.classify_file(path), atol=atol, err_msg=path)
+    return classifier

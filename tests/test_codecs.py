@@ -266,6 +266,24 @@ def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_reco
 
 
 @pytest.mark.slow
+def test_serving_default_takes_the_coded_branches_beside_the_bytes(codec_records, tmp_path):
+    local, _ = codec_records
+    config = dataclasses.replace(
+        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        stages=("pool",),
+        branches=("jpeg", "webp", "avif", "hflip"),
+        fusion="family",
+    )
+    train.train_and_evaluate(config)
+    paths = [item.path for item in job.index_images(local).items[:6]]
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    classifier = conftest.assert_serving_answers_as_classify(export_dir, paths)
+    assert classifier.serving["inputs"] == ["image_bytes", "coded_pixels"]
+    assert classifier.serving["coded_branches"] == ["webp20", "webp80", "avif40"]
+    assert classifier.serving["backbone_passes"] == 6
+
+
+@pytest.mark.slow
 def test_compare_takes_codec_families_as_branch_sets(codec_records, tmp_path):
     local, _ = codec_records
     config = conftest.quick_compare(

@@ -17,7 +17,7 @@ from bottlenecks import registry
 from pipeline import config as config_lib
 from pipeline.offline import job
 from pipeline.offline import views
-from pipeline.training import export
+from pipeline.training import predict
 from pipeline.training import run_directory
 from pipeline.training import train
 
@@ -111,7 +111,7 @@ def test_records_train_block_by_block_export_and_predict(name, tmp_path):
     export_dir = run_directory.RunDirectory(training.logdir).export_dir
     predictions = str(tmp_path / "predictions.csv")
     files = sorted(glob.glob(f"{data}/*/*.jpg"))
-    skipped = export.predict_files(
+    skipped = predict.predict_files(
         config_lib.PredictConfig(model=export_dir, images=tuple(files), csv=predictions)
     )
     with open(predictions) as file:

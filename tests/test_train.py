@@ -166,8 +166,9 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
         )
     assert classifier.class_names == ["cat", "dog", "fox"]
 
-    # jpeg-ladder-predict over a flat unlabelled folder: one CSV row per readable image, with the
-    # top class and its probability; an unreadable file is named and skipped (exit status 1).
+    # jpeg-ladder-predict over a flat unlabelled folder, two images a request through
+    # serving_default: one CSV row per readable image, with the top class and its probability; an
+    # unreadable file is named and skipped (exit status 1).
     flat = tmp_path / "unlabelled"
     flat.mkdir()
     for image_id in cached:
@@ -176,7 +177,15 @@ def test_schedule_results_tensorboard_and_export(records, tmp_path):
     table = tmp_path / "predictions.csv"
     assert (
         predict_tool.main(
-            ["--model", str(tmp_path / "run" / "export"), str(flat), "--csv", str(table)]
+            [
+                "--model",
+                str(tmp_path / "run" / "export"),
+                str(flat),
+                "--csv",
+                str(table),
+                "--batch-size",
+                "2",
+            ]
         )
         == 1
     )

@@ -25,6 +25,7 @@ from pipeline.offline import views
 from pipeline.training import export
 from pipeline.training import fusion
 from pipeline.training import run_directory
+from pipeline.training import serving
 from pipeline.training import tensorboard_logs
 from pipeline.training import train
 from tests import conftest
@@ -256,6 +257,31 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
 
 
 @pytest.mark.slow
+def test_serving_default_makes_the_views_from_bytes_as_classify_does(
+    view_records, tmp_path, monkeypatch
+):
+    local, _ = view_records
+    config = dataclasses.replace(
+        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        stages=("pool",),
+        branches=("original", "object", "part2", "hflip", "tcm"),
+        fusion="family",
+    )
+    train.train_and_evaluate(config)
+    paths = [item.path for item in job.index_images(local).items[:6]]
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    classifier = conftest.assert_serving_answers_as_classify(export_dir, paths)
+    # The backbone is frozen: the original's own pass finds the object, the object's its parts.
+    assert classifier.serving["backbone_passes"] == 5
+    # Where the model's backbone is not the offline stage's, each search takes a pass of its own.
+    monkeypatch.setattr(serving, "same_maps", lambda model, fresh: False)
+    config = dataclasses.replace(config, logdir=str(tmp_path / "apart"))
+    train.train_and_evaluate(config)
+    export_dir = run_directory.RunDirectory(config.logdir).export_dir
+    classifier = conftest.assert_serving_answers_as_classify(export_dir, paths)
+    assert classifier.serving["backbone_passes"] == 7
+
+
 def test_compare_over_branch_sets_keys_arms_by_fusion_and_set(view_records, tmp_path):
     local, _ = view_records
     config = conftest.quick_compare(

@@ -10,11 +10,11 @@ from tools import flags
 
 def main(argv=None) -> int:
     config = flags.parse(config_lib.PredictConfig, argv, description=__doc__)
-    from pipeline.training import export  # after flag parsing, so --help is instant
+    from pipeline.training import predict  # after flag parsing, so --help is instant
 
     # Exit status 1 when some image could not be read (each is named), as before any other error.
     return tools.run(
-        "predict", export.predict_files, config, status=lambda skipped: 1 if skipped else 0
+        "predict", predict.predict_files, config, status=lambda skipped: 1 if skipped else 0
     )
 
 

@@ -23,6 +23,7 @@ from pipeline import branches as branches_lib
 from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import localisation
+from pipeline.analysis import serving_cost
 from pipeline.analysis import statistics
 from pipeline.offline import images
 from pipeline.offline import ladder
@@ -424,6 +425,19 @@ def markdown(result: dict, title: str) -> str:
             f"{percent(found['iou_at_least_0.5'])} % of the object boxes reach IoU >= 0.5, mean "
             f"IoU {found['mean_iou']:.3f} ({found['without_ground_truth']} images without one).",
         ]
+    cost = result.get("cost", {})
+    if "ms_per_image" in cost:
+        timings = ", ".join(
+            f"{ms:.1f} ms at batch {size} ({cost['images_per_second'][size]:.1f} images/s)"
+            for size, ms in cost["ms_per_image"].items()
+        )
+        lines += [
+            "",
+            "## Serving cost",
+            "",
+            f"{_passes(cost['backbone_passes'])} per image; through serving_default, "
+            f"{timings} per image on {cost['device']}.",
+        ]
     for image_id, table in result.get("images", {}).items():
         lines += [
             "",
@@ -448,6 +462,10 @@ def markdown(result: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _passes(count: int) -> str:
+    return f"{count} backbone pass{'' if count == 1 else 'es'}"
+
+
 def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     os.makedirs(out_dir, exist_ok=True)
     fileio.write_json_atomic(os.path.join(out_dir, "evaluation.json"), result)
@@ -462,6 +480,7 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         manifest = manifest_lib.Manifest.read(config.records_dir)
         split = records_split(manifest, split)
         predictions = predictions_from_records(config.model, manifest, config.baseline, split)
+        index = serving_cost.source_index(manifest)
     else:
         description = export.ExportedClassifier(config.model).description
         percents = (description["validation_percent"], description.get("test_percent", 0.0))
@@ -480,8 +499,16 @@ def run(config: config_lib.EvaluateConfig) -> dict:
         result["localisation"] = localisation.localisation(
             manifest, config.boxes_csv, predictions.image_ids
         )
+    if config.cost_images:
+        result["cost"] = serving_cost.split_cost(config.model, index, split, config.cost_images)
     title = f"Evaluation of {config.model}"
     write(result, config.out_dir, title)
     print(markdown(result, title).split("\n## ")[0])
+    if "ms_per_image" in result.get("cost", {}):
+        cost = result["cost"]
+        timings = ", ".join(
+            f"{ms:.1f} at batch {size}" for size, ms in cost["ms_per_image"].items()
+        )
+        print(f"serving cost: {_passes(cost['backbone_passes'])}, ms per image {timings}")
     print(f"evaluate: wrote {config.out_dir}/evaluation.json and evaluation.md")
     return result
