@@ -1001,10 +1001,18 @@ class CompareConfig:
         compare_training,
         exclude=("records_dir", "logdir", "branches", "fusion", "export"),
     )
+    cost_images: int = option(
+        32,
+        help="test images timed through each arm's export (serving_default at batch 1 and 32) "
+        "for its serving cost beside its accuracy: backbone passes and ms per image; 0 leaves "
+        "it out",
+    )
 
     def __post_init__(self):
         check_local_output("--out-dir", self.out_dir)
         _distinct("--fusions", self.fusions, FUSIONS)
+        if self.cost_images < 0:
+            raise errors.UserError(f"--cost-images must be 0 or more, got {self.cost_images}")
 
 
 # ------------------------------------------------------------------------------------------

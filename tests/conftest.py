@@ -359,6 +359,7 @@ def quick_compare(records_dir: str, out_dir: str, branch_sets, fusions=("family"
         fusions=tuple(fusions),
         branch_sets=tuple(tuple(tokens) for tokens in branch_sets),
         training=rule,
+        cost_images=0,
     )
 
 

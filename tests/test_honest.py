@@ -199,10 +199,19 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
     the figures agree with jpeg-ladder-evaluate on each export, and a rerun trains nothing."""
     rule = dataclasses.replace(config_lib.compare_training(), progress=False)
     config = config_lib.CompareConfig(
-        records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
+        records_dir=records,
+        out_dir=str(tmp_path / "out"),
+        fusions=("shared",),
+        training=rule,
+        cost_images=2,
     )
     result = compare.compare(config)
     assert result["recipe"] == "converged" and result["solver"] == solved.METHOD
+    # Accuracy beside cost: the baseline reads the original (one backbone pass), shared every
+    # branch (eleven), each timed through its export's serving_default.
+    assert result["arms"]["baseline"]["cost"]["backbone_passes"] == 1
+    assert result["arms"]["shared"]["cost"]["backbone_passes"] == 11
+    assert set(result["arms"]["shared"]["cost"]["ms_per_image"]) == {"1", "32"}
     assert result == train.fileio.read_json(str(tmp_path / "out" / "comparison.json"))
     assert result["split"] == "test" and result["num_images"] == conftest.num_records(
         records, "test"
@@ -234,6 +243,7 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
         assert versus["ci95"][0] <= versus["difference_mean"] <= versus["ci95"][1]
     text = (tmp_path / "out" / "comparison.md").read_text()
     assert "**converged** recipe" in text and "solved, L2" in text
+    assert "## Accuracy and serving cost" in text
     assert os.path.isfile(tmp_path / "out" / "comparison.png")
     # A rerun resumes: every run is finished, so nothing trains again and the figures are the same.
     assert compare.compare(config) == result

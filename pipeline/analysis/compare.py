@@ -12,7 +12,7 @@ nothing in training reads; the kept runs are exported after all are scored. OUT/
                                runs/shared-ladder+object/)
   runs/<arm>/seed<k>/          one training run per seed (checkpoints, TensorBoard, export)
   comparison.json              the figures, in the shape other tools read (pipeline.analysis.
-                               comparison)
+                               comparison), each arm's serving cost beside its accuracy
   comparison.md, *.png         the table, the ablation and the plot
 A rerun of the same command resumes: finished runs are kept, the one in progress resumes.
 """
@@ -29,15 +29,18 @@ from pipeline.analysis import comparison
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
 from pipeline.analysis import run_predictions
+from pipeline.analysis import serving_cost
 from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import run_directory
 from pipeline.training import solved
 from pipeline.training import train
+from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 
 BASELINE = comparison.BASELINE
+COST_NAME = "serving_cost.json"  # beside a run: its export's serving cost, measured once
 
 
 def arm_key(fusion: str, branch_set=None) -> str:
@@ -148,6 +151,7 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
                 for label, positions in sets.items():
                     set_oracles[label].append(_oracle(predictions, positions))
     _export(config, runs, stop, store)
+    costs = _costs(config, manifest, split, runs)
     set_figures = {
         label: {
             "branches": [manifest.branch_names[position] for position in positions],
@@ -166,6 +170,7 @@ def compare(config: config_lib.CompareConfig, stop=None) -> dict:
         extra,
         set_figures or None,
         method=solved.METHOD,
+        costs=costs,
     )
     if refitted.right:
         refit = comparison.summarise(
@@ -205,6 +210,26 @@ def _export(config: config_lib.CompareConfig, runs, stop, store) -> None:
     ):
         training = dataclasses.replace(arm_training(config, arm, seed), export=True)
         train.train_and_evaluate(training, stop, announce=False, features=store)
+
+
+def _costs(config: config_lib.CompareConfig, manifest, split: str, runs) -> dict:
+    """{arm: its first run's export's serving cost on the evaluation split's images}
+    (serving_cost.cost: backbone passes, ms per image at batch 1 and 32), when exported; measured
+    once and kept beside the run (COST_NAME), so that a rerun reports the same figures."""
+    if not (config.cost_images and config.training.export):
+        return {}
+    index = serving_cost.source_index(manifest)
+    costs = {}
+    for arm, seed in runs:
+        if seed:
+            continue
+        run = run_directory.RunDirectory(arm_training(config, arm, 0).logdir)
+        kept = fileio.read_json(run.path(COST_NAME))
+        if kept is None or kept.get("timed_images", {}).get("1") != config.cost_images:
+            kept = serving_cost.split_cost(run.export_dir, index, split, config.cost_images)
+            fileio.write_json_atomic(run.path(COST_NAME), kept)
+        costs[arm] = kept
+    return costs
 
 
 def _branch_sets(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:

@@ -6,7 +6,9 @@ baseline, the winner, and with nested branch sets what each added family gives.
                     "top5_std", "ended_by": [per seed: [per stage]], "capped": bool,
                     "learning_rate": chosen or None, "solver": {"method", "l2": [per seed]} or
                     None, "seconds": [per seed], "branches": [names], "fusion",
-                    "oracle_gap_closed": share, "beyond_oracle": points}},
+                    "oracle_gap_closed": share, "beyond_oracle": points,
+                    "cost": {"backbone_passes", "ms_per_image": {"1", "32"}, ...}}},
+                    (cost: its export's serving_default, pipeline.analysis.serving_cost)
      "versus_baseline": {arm: {"difference_mean", "ci95": [lo, hi], "p_value", "wins", "losses"}},
      "winner": {"arm", "branches", "families", "difference_mean", "ci95", "p_value"} or None,
      "ablation": [{"added": family, "to": set, "arm", "over", "difference_mean", "ci95",
@@ -87,10 +89,12 @@ def summarise(
     extra: dict | None = None,
     branch_sets: dict | None = None,
     method: str | None = None,
+    costs: dict | None = None,
 ) -> dict:
     """comparison.json's object (see the module docstring). arm_branches: {arm: (fusion, [branch
     names])}; branch_sets: {set label: {"branches", "oracle_top1"}}, each set's arms measured
-    against its oracle; method: how the solved arms' layers were solved."""
+    against its oracle; method: how the solved arms' layers were solved; costs: {arm: its serving
+    cost}."""
     arm_branches = arm_branches or {}
     arms = {}
     for arm, per_seed in scores.right.items():
@@ -105,6 +109,7 @@ def summarise(
             "solver": {"method": method, "l2": scores.l2[arm]} if arm in scores.l2 else None,
             "seconds": scores.seconds[arm],
             **({"fusion": fusion, "branches": list(names)} if names else {}),
+            **({"cost": costs[arm]} if costs and arm in costs else {}),
         }
         arms[arm]["top1_mean"], arms[arm]["top1_std"] = _mean_std(top1)
         arms[arm]["top5_mean"], arms[arm]["top5_std"] = _mean_std(scores.top5[arm])

@@ -142,6 +142,36 @@ def _table(arms: dict, versus_baseline: dict) -> list[str]:
     return lines
 
 
+def _costs(arms: dict) -> list[str]:
+    """Each arm's accuracy beside what its export costs to serve."""
+    timed = {
+        arm: entry["cost"] for arm, entry in arms.items() if "ms_per_image" in entry.get("cost", {})
+    }
+    if not timed:
+        return []
+    sizes = list(next(iter(timed.values()))["ms_per_image"])
+    device = next(iter(timed.values())).get("device", "")
+    lines = [
+        "",
+        "## Accuracy and serving cost",
+        "",
+        f"Each arm's export through its serving_default on {device}: encoded images in, as a "
+        "client sends them (pipeline.analysis.serving_cost).",
+        "",
+        "| arm | top-1 % | backbone passes per image | "
+        + " | ".join(f"ms per image at batch {size}" for size in sizes)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(sizes),
+    ]
+    lines += [
+        f"| {arm} | {_percent(arms[arm]['top1_mean'])} | {cost['backbone_passes']} | "
+        + " | ".join(f"{cost['ms_per_image'][size]:.1f}" for size in sizes)
+        + " |"
+        for arm, cost in timed.items()
+    ]
+    return lines
+
+
 def _ablation(rows: list[dict]) -> list[str]:
     if not rows:
         return []
@@ -181,6 +211,7 @@ def markdown(result: dict) -> str:
         "",
         *_table(result["arms"], result["versus_baseline"]),
         *_ablation(result.get("ablation") or []),
+        *_costs(result["arms"]),
         "",
         "Interval: bootstrap over the test images (paired) and over each arm's seeds, so "
         "seed-to-seed spread counts. p: exact McNemar test over images with the seeds pooled per "
