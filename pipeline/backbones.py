@@ -14,22 +14,22 @@ import keras
 import tensorflow as tf
 
 from bottlenecks import registry
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import seeding
+from pipeline.config import offline as offline_config
 from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import writer
 
 
-def spec(config: config_lib.ExtractConfig) -> registry.Backbone:
+def spec(config: offline_config.ExtractConfig) -> registry.Backbone:
     """The job's backbone: a keras.applications one, or a hub: or savedmodel: model with its input
     range."""
     return registry.get_backbone(config.backbone, config.input_range)
 
 
 def for_job(
-    config: config_lib.ExtractConfig, backbone: registry.Backbone, input_size: int
+    config: offline_config.ExtractConfig, backbone: registry.Backbone, input_size: int
 ) -> keras.Model:
     """The backbone with the job's weights; random ones come from config.seed, the same on every run
     and worker."""
@@ -42,7 +42,7 @@ def for_job(
     return registry.build(backbone, config.weights, input_size, local_weights(config.weights))
 
 
-def check_weights_file(config: config_lib.ExtractConfig, backbone: registry.Backbone) -> None:
+def check_weights_file(config: offline_config.ExtractConfig, backbone: registry.Backbone) -> None:
     """A --weights file that is not there is one line here, before anything reads it."""
     if (
         backbone.source == registry.KERAS
@@ -52,7 +52,7 @@ def check_weights_file(config: config_lib.ExtractConfig, backbone: registry.Back
         raise registry.missing_weights_file(config.weights, backbone)
 
 
-def identity(config: config_lib.ExtractConfig, backbone: registry.Backbone) -> dict:
+def identity(config: offline_config.ExtractConfig, backbone: registry.Backbone) -> dict:
     """What the manifest records of the weights: their kind and, for files, where they are and their
     sha256."""
     if backbone.source == registry.KERAS:

@@ -85,14 +85,14 @@ def records(tmp_path_factory):
     images."""
     import dataclasses
 
-    from pipeline import config as config_lib
+    from pipeline.config import offline as offline_config
     from pipeline.offline import job
 
     root = tmp_path_factory.mktemp("train")
     data = str(root / "images")
     write_random_images(data, per_class=6)
     config = dataclasses.replace(
-        config_lib.tiny(str(root / "records"), data),
+        offline_config.tiny(str(root / "records"), data),
         backbone="resnet50_v2",
         nodes=TRAIN_STAGES,
         validation_percent=30,
@@ -341,10 +341,10 @@ def quick_compare(records_dir: str, out_dir: str, branch_sets, fusions=("family"
     epoch a stage."""
     import dataclasses
 
-    from pipeline import config as config_lib
+    from pipeline.config import analysis as analysis_config
 
     rule = dataclasses.replace(
-        config_lib.compare_training(),
+        analysis_config.compare_training(),
         recipe="thesis",
         seeds=1,
         learning_rate=0.01,
@@ -353,7 +353,7 @@ def quick_compare(records_dir: str, out_dir: str, branch_sets, fusions=("family"
         max_epochs_per_stage=1.0,
         progress=False,
     )
-    return config_lib.CompareConfig(
+    return analysis_config.CompareConfig(
         records_dir=records_dir,
         out_dir=out_dir,
         fusions=tuple(fusions),

@@ -11,7 +11,7 @@ from bottlenecks import cut
 from bottlenecks import errors
 from bottlenecks import registry
 from pipeline import backbones
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from tfrecords import writer
 
 # The thesis's backbones, checked against the papers' figures (EfficientNet and ConvNeXt:
@@ -160,7 +160,7 @@ def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path
         tf.io.gfile.makedirs(os.path.dirname(url))
         tf.io.gfile.copy(local, url)
         config = dataclasses.replace(
-            config_lib.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url
+            offline_config.tiny(str(tmp_path / "out"), str(tmp_path)), weights=url
         )
         backbone = backbones.spec(config)
         model = backbones.for_job(config, backbone, 32)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline import interrupt
+from pipeline.config import offline as offline_config
 from pipeline.offline import beam
 from pipeline.offline import job
 from pipeline.offline import progress as progress_lib
@@ -43,7 +43,7 @@ def both_runners(tmp_path_factory):
         file.write(b"\xff\xd8\xff\xe0 a JPEG header and nothing else")
     # batch_size 2 over 5 images per shard: full and partial batches, one with the bad image in it.
     local = dataclasses.replace(
-        config_lib.tiny(str(root / "local"), data),
+        offline_config.tiny(str(root / "local"), data),
         batch_size=2,
         validation_percent=30,
         test_percent=0,
@@ -164,7 +164,7 @@ def test_runner_flags_reach_the_config_and_beam_options_need_the_beam_runner(tmp
 
 def test_without_beam_installed_the_runner_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(beam, "apache_beam", None)
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir=str(tmp_path / "out"), data_dir=str(tmp_path), runner="beam"
     )
     with pytest.raises(ValueError, match=r'pip install -e "\.\[beam\]"'):
@@ -177,7 +177,7 @@ def test_beam_writes_the_local_runners_records_in_a_reduced_storage_dtype(tmp_pa
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
     local = dataclasses.replace(
-        config_lib.tiny(str(tmp_path / "local"), data),
+        offline_config.tiny(str(tmp_path / "local"), data),
         storage_dtype="float16",
         validation_percent=0,
         test_percent=0,

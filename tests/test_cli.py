@@ -11,8 +11,12 @@ import pytest
 import tensorflow as tf
 
 import tools
-from pipeline import config as config_lib
 from pipeline import interrupt
+from pipeline.config import analysis as analysis_config
+from pipeline.config import demo as demo_config
+from pipeline.config import offline as offline_config
+from pipeline.config import options
+from pipeline.config import training as training_config
 from tools import compare
 from tools import demo
 from tools import evaluate
@@ -85,7 +89,7 @@ def test_make_tfrecords_flags(tmp_path):
         make_tfrecords.parse_flags(base + ["--input-size", "0"]).input_size is None
     )  # the backbone's own
     assert make_tfrecords.parse_flags(base + ["--input-size", "96"]).input_size == 96
-    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == config_lib.VerifyConfig(
+    assert make_tfrecords.parse_flags(["--verify", str(tmp_path)]) == offline_config.VerifyConfig(
         str(tmp_path)
     )
     assert make_tfrecords.parse_flags(base).storage_dtype == "float32"
@@ -245,16 +249,16 @@ def test_no_tool_writes_a_flag_by_hand():
 @pytest.mark.parametrize(
     "config_class",
     [
-        config_lib.ExtractConfig,
-        config_lib.TrainConfig,
-        config_lib.CompareConfig,
-        config_lib.PruneConfig,
-        config_lib.CompressConfig,
-        config_lib.DemoConfig,
-        config_lib.EvaluateConfig,
-        config_lib.PredictConfig,
-        config_lib.ReportConfig,
-        config_lib.HistogramConfig,
+        offline_config.ExtractConfig,
+        training_config.TrainConfig,
+        analysis_config.CompareConfig,
+        analysis_config.PruneConfig,
+        analysis_config.CompressConfig,
+        demo_config.DemoConfig,
+        analysis_config.EvaluateConfig,
+        analysis_config.PredictConfig,
+        analysis_config.ReportConfig,
+        analysis_config.HistogramConfig,
     ],
 )
 def test_every_option_of_a_config_is_a_flag_with_its_help(config_class):
@@ -294,7 +298,7 @@ def test_a_template_s_flags_set_the_runs_that_a_config_derives():
         7.0,
     )
     defaults = compare.parse_flags(["--records", "r", "--out-dir", "o"])
-    assert defaults.training == config_lib.compare_training()
+    assert defaults.training == analysis_config.compare_training()
     with pytest.raises(SystemExit):  # the protocol sets each arm's fusion: not a flag of compare
         compare.parse_flags(["--records", "r", "--out-dir", "o", "--fusion", "shared"])
 
@@ -304,10 +308,10 @@ def test_adding_an_option_is_one_edit():
 
     @dataclasses.dataclass(frozen=True)
     class Example:
-        out_dir: str = config_lib.option(help="where")
-        rate: float = config_lib.option(0.5, help="how fast")
-        names: tuple[str, ...] | None = config_lib.option(None, help="which")
-        quiet: bool = config_lib.option(False, help="say less")
+        out_dir: str = options.option(help="where")
+        rate: float = options.option(0.5, help="how fast")
+        names: tuple[str, ...] | None = options.option(None, help="which")
+        quiet: bool = options.option(False, help="say less")
         internal: int = 3
 
     config = flags.parse(Example, ["--out-dir", "o", "--rate", "2", "--names", "a,b", "--quiet"])

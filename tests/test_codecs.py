@@ -15,11 +15,13 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from pipeline import backbones
 from pipeline import branches
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import compare
 from pipeline.analysis import evaluate
 from pipeline.analysis import report
+from pipeline.config import analysis as analysis_config
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import codecs
 from pipeline.offline import job
 from pipeline.offline import ladder
@@ -44,7 +46,7 @@ def codec_records(tmp_path_factory):
     data = str(root / "images")
     conftest.write_random_images(data, per_class=6)
     local = dataclasses.replace(
-        config_lib.tiny(str(root / "local"), data),
+        offline_config.tiny(str(root / "local"), data),
         nodes=("pool",),
         codecs=CODECS,
         qualities=QUALITIES,
@@ -150,23 +152,23 @@ def test_codecs_are_ladders_named_by_codec_and_quality_and_the_same_on_beam(code
 @pytest.mark.slow
 def test_the_jpeg_only_job_is_todays_and_other_codecs_are_another_job(codec_records, tmp_path):
     local, _ = codec_records
-    plain = config_lib.tiny(str(tmp_path / "plain"), local.data_dir)
-    assert plain.ladders == {"jpeg": config_lib.QUALITIES} and plain.other_codecs == ()
+    plain = offline_config.tiny(str(tmp_path / "plain"), local.data_dir)
+    assert plain.ladders == {"jpeg": offline_config.QUALITIES} and plain.other_codecs == ()
     backbone = backbones.spec(plain)
     identity = job.identity(plain, backbone, plain.nodes, 32, job.index_images(plain))
-    assert "codecs" not in identity and identity["qualities"] == list(config_lib.QUALITIES)
+    assert "codecs" not in identity and identity["qualities"] == list(offline_config.QUALITIES)
     with pytest.raises(ValueError, match="different job.*codecs"):
         job.make_tfrecords(dataclasses.replace(local, qualities=(("webp", (20,)),)))
 
 
 def test_codec_flags_parse_and_every_mistake_is_one_line(tmp_path, capsys):
-    parse = config_lib.quality_lists
+    parse = offline_config.quality_lists
     assert parse("10,30") == (10, 30) and parse("none") == ()
     assert parse("webp:10,30; jpeg2000:20") == (("webp", (10, 30)), ("jpeg2000", (20,)))
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir="o", data_dir="d", codecs=("jpeg", "webp"), qualities=(("webp", (10, 30)),)
     )
-    assert config.ladders == {"jpeg": config_lib.QUALITIES, "webp": (10, 30)}
+    assert config.ladders == {"jpeg": offline_config.QUALITIES, "webp": (10, 30)}
     one_list = dataclasses.replace(config, qualities=(20, 40))
     assert one_list.ladders == {"jpeg": (20, 40), "webp": (20, 40)}
     webp_alone = dataclasses.replace(config, codecs=("webp",), qualities=(20,))
@@ -220,7 +222,7 @@ def test_codec_tokens_pick_each_codecs_ladder_and_families_follow_the_set():
 def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_records, tmp_path):
     local, _ = codec_records
     config = dataclasses.replace(
-        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("jpeg", "webp", "avif", "hflip"),
         fusion="family",
@@ -269,7 +271,7 @@ def test_the_export_makes_the_codec_branches_as_the_records_hold_them(codec_reco
 def test_serving_default_takes_the_coded_branches_beside_the_bytes(codec_records, tmp_path):
     local, _ = codec_records
     config = dataclasses.replace(
-        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("jpeg", "webp", "avif", "hflip"),
         fusion="family",
@@ -287,7 +289,7 @@ def test_serving_default_takes_the_coded_branches_beside_the_bytes(codec_records
 def test_compare_takes_codec_families_as_branch_sets(codec_records, tmp_path):
     local, _ = codec_records
     config = conftest.quick_compare(
-        local.out_dir, str(tmp_path / "out"), config_lib.branch_sets("webp;jpeg,webp")
+        local.out_dir, str(tmp_path / "out"), analysis_config.branch_sets("webp;jpeg,webp")
     )
     result = compare.compare(config)
     assert set(result["arms"]) == {"baseline", "family[webp]", "family[jpeg,webp]"}

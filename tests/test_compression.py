@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import config as config_lib
 from pipeline.analysis import compression
+from pipeline.config import analysis as analysis_config
+from pipeline.config import training as training_config
 from pipeline.training import train
 from tests import conftest
 from tfrecords import manifest as manifest_lib
@@ -33,7 +34,7 @@ def _config(**overrides):
         min_code_size=2,
         progress=False,
     )
-    return config_lib.CompressConfig(**{**settings, **overrides})
+    return analysis_config.CompressConfig(**{**settings, **overrides})
 
 
 def _trained(config):
@@ -148,7 +149,7 @@ def test_the_trainer_reads_code_records_with_a_head_over_the_dataset_classes(rec
     codes = str(out / "records")
     assert manifest_lib.Manifest.read(codes).codes and not manifest_lib.Manifest.read(records).codes
     config = dataclasses.replace(
-        config_lib.tiny_training(codes, str(tmp_path / "run")),
+        training_config.tiny_training(codes, str(tmp_path / "run")),
         stages=("pool",),
         max_epochs_per_stage=3.0,
     )
@@ -187,7 +188,7 @@ def _labels(records_dir: str, split: str) -> dict:
 
 def test_label_space_imagenet_is_refused_for_classes_that_are_not_imagenets(records, tmp_path):
     config = dataclasses.replace(
-        config_lib.tiny_training(records, str(tmp_path / "run")),
+        training_config.tiny_training(records, str(tmp_path / "run")),
         stages=("pool",),
         label_space="imagenet",
     )

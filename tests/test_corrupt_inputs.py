@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.lib.io import file_io
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import images
 from pipeline.offline import job
 from pipeline.offline import ladder
@@ -75,7 +75,7 @@ def test_the_job_converts_quarantines_or_skips_each_and_finishes(
     with pytest.warns(UserWarning, match="loop: it links to a folder already listed"):
         summary = job.make_tfrecords(
             dataclasses.replace(
-                config_lib.tiny(str(tmp_path / "out"), tiny_dataset), qualities=(50,)
+                offline_config.tiny(str(tmp_path / "out"), tiny_dataset), qualities=(50,)
             )
         )
     with open(tmp_path / "out" / "quarantine.csv") as file:

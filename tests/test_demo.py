@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipeline import config as config_lib
 from pipeline.analysis import comparison_render
+from pipeline.config import demo as demo_config
 from pipeline.demo import run as demo
 from tests import conftest
 
@@ -29,15 +29,15 @@ def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
     subset = tmp_path / "images"  # a tiny budget: 8 training and 6 validation photos per class
     conftest.imagenette_subset(subset, {"train": 8, "val": 6})
     training = dataclasses.replace(
-        config_lib.demo_training(), max_epochs_per_stage=6.0, seeds=1, progress=False
+        demo_config.demo_training(), max_epochs_per_stage=6.0, seeds=1, progress=False
     )
     outcome = demo.run_demo(
-        config_lib.DemoConfig(
+        demo_config.DemoConfig(
             out_dir=str(tmp_path / "demo"),
             data_dir=str(subset),
-            backbone="mobilenet_v2",
-            weights=weights,
-            input_size=96,
+            extract=dataclasses.replace(
+                demo_config.demo_extract(), backbone="mobilenet_v2", weights=weights, input_size=96
+            ),
             training=training,
             fusions=("concat",),
         )
@@ -81,8 +81,8 @@ def test_demo_on_real_photos_with_real_weights_tells_one_story(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_demo_learns_and_states_the_comparisons_verdict(tmp_path, capsys):
-    training = dataclasses.replace(config_lib.demo_training(), seeds=1, progress=False)
-    config = config_lib.DemoConfig(
+    training = dataclasses.replace(demo_config.demo_training(), seeds=1, progress=False)
+    config = demo_config.DemoConfig(
         out_dir=str(tmp_path / "demo"),
         images_per_class=24,
         training=training,

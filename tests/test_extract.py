@@ -18,8 +18,8 @@ import pytest
 
 from bottlenecks import cut
 from bottlenecks import registry
-from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.config import offline as offline_config
 from pipeline.offline import images
 from pipeline.offline import job
 from pipeline.offline import ladder
@@ -54,7 +54,9 @@ def _read_all(out_dir, node, split):
 
 def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_dataset, monkeypatch):
     config = dataclasses.replace(
-        config_lib.tiny(str(tmp_path / "out"), tiny_dataset), validation_percent=30, test_percent=0
+        offline_config.tiny(str(tmp_path / "out"), tiny_dataset),
+        validation_percent=30,
+        test_percent=0,
     )
     # Random weights give about half zeros, which the default policy keeps dense: ask for sparse
     # wherever it saves bytes, so that both encodings are written and read back.
@@ -95,7 +97,7 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
 def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
     expected = conftest.write_odd_inputs(os.path.join(tiny_dataset, "dog"))
     os.remove(os.path.join(tiny_dataset, "dog", "good.jpg"))  # keep the listing simple below
-    summary = job.make_tfrecords(config_lib.tiny(str(tmp_path / "out"), tiny_dataset))
+    summary = job.make_tfrecords(offline_config.tiny(str(tmp_path / "out"), tiny_dataset))
     with open(tmp_path / "out" / "quarantine.csv") as file:
         rows = list(csv.DictReader(file))
     bad = {name: reason for name, reason in expected.items() if reason is not None}
@@ -207,11 +209,11 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path, tiny_dataset):
     os.makedirs(out_dir)
     with writer.OutputLock(out_dir):
         with pytest.raises(writer.JobAlreadyRunning, match="another job"):
-            job.make_tfrecords(config_lib.tiny(out_dir, tiny_dataset))
+            job.make_tfrecords(offline_config.tiny(out_dir, tiny_dataset))
 
 
 def test_rerun_is_a_no_op_and_other_settings_are_refused(tmp_path, tiny_dataset):
-    config = config_lib.tiny(str(tmp_path / "out"), tiny_dataset)
+    config = offline_config.tiny(str(tmp_path / "out"), tiny_dataset)
     job.make_tfrecords(config)
     before = os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord")
     assert job.make_tfrecords(config)["shards_redone"] == 0
@@ -230,7 +232,7 @@ def test_labels_csv_with_splits_and_integer_labels(tmp_path, tiny_dataset):
     with open(csv_path, "w") as file:
         file.write("file,label,split\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     config = dataclasses.replace(
-        config_lib.tiny(str(tmp_path / "out"), tiny_dataset),
+        offline_config.tiny(str(tmp_path / "out"), tiny_dataset),
         data_dir=None,
         labels_csv=csv_path,
         qualities=(30, 60),
@@ -279,7 +281,7 @@ def test_presplit_directory_holds_out_its_val_folder_as_test_and_carves_validati
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=4, split_dirs=("train", "val"))
     job.make_tfrecords(
-        dataclasses.replace(config_lib.tiny(str(tmp_path / "out"), data), validation_percent=40)
+        dataclasses.replace(offline_config.tiny(str(tmp_path / "out"), data), validation_percent=40)
     )
     held_out = _read_all(str(tmp_path / "out"), "pool", "test")
     assert sorted(held_out) == sorted(
@@ -326,7 +328,7 @@ def test_command_line_errors_are_one_clear_line(tmp_path, tiny_dataset, capsys):
 def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another_is_refused(
     tmp_path, tiny_dataset
 ):
-    lossless = config_lib.tiny(str(tmp_path / "float32"), tiny_dataset)
+    lossless = offline_config.tiny(str(tmp_path / "float32"), tiny_dataset)
     halved = dataclasses.replace(
         lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16"
     )

@@ -13,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 from bottlenecks import errors as backbone_errors
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import compare
+from pipeline.config import analysis as analysis_config
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.training import export
 from pipeline.training import fbsd
@@ -40,7 +42,7 @@ def map_records(tmp_path_factory):
     data = str(root / "images")
     conftest.write_random_images(data, per_class=6)
     config = dataclasses.replace(
-        config_lib.tiny(str(root / "records"), data),
+        offline_config.tiny(str(root / "records"), data),
         backbone="resnet50_v2",
         nodes=ORDERED + ("pool",),
         input_size=64,
@@ -53,9 +55,9 @@ def map_records(tmp_path_factory):
     return config
 
 
-def _training(records_dir: str, logdir: str, **changes) -> config_lib.TrainConfig:
+def _training(records_dir: str, logdir: str, **changes) -> training_config.TrainConfig:
     settings = {"head": "fbsd", "head_nodes": HEAD_NODES, "hidden_units": 8, **changes}
-    return dataclasses.replace(config_lib.tiny_training(records_dir, logdir), **settings)
+    return dataclasses.replace(training_config.tiny_training(records_dir, logdir), **settings)
 
 
 def _by_id(dataset) -> dict:
@@ -210,7 +212,7 @@ def test_fbsd_flags_and_their_mistakes_are_one_line(map_records, tmp_path):
 def test_compare_trains_fbsd_arms_on_their_own_nodes(map_records, tmp_path):
     rule = _training("", "", seeds=1)
     rule = dataclasses.replace(rule, stages=("pool",))  # compare's rule names the pool stage
-    config = config_lib.CompareConfig(
+    config = analysis_config.CompareConfig(
         records_dir=map_records.out_dir, out_dir=str(tmp_path), training=rule
     )
     for arm in compare.arms(config):

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline.analysis import compare
 from pipeline.analysis import evaluate
 from pipeline.analysis import report
 from pipeline.analysis import statistics
+from pipeline.config import analysis as analysis_config
+from pipeline.config import training as training_config
 from pipeline.training import export
 from pipeline.training import fusion
 from pipeline.training import results as results_lib
@@ -30,7 +31,7 @@ from tfrecords import manifest as manifest_lib
 
 def _config(records, logdir, **changes):
     base = dataclasses.replace(
-        config_lib.tiny_training(records, str(logdir)),
+        training_config.tiny_training(records, str(logdir)),
         stages=("pool",),
         max_epochs_per_stage=2.0,
         plateau_epochs=100.0,
@@ -197,8 +198,8 @@ def test_seeds_are_independent_runs_reported_as_mean_and_sd(records, tmp_path):
 def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
     """Two tiny arms, solved: the baseline and shared, scored on test from the records in memory;
     the figures agree with jpeg-ladder-evaluate on each export, and a rerun trains nothing."""
-    rule = dataclasses.replace(config_lib.compare_training(), progress=False)
-    config = config_lib.CompareConfig(
+    rule = dataclasses.replace(analysis_config.compare_training(), progress=False)
+    config = analysis_config.CompareConfig(
         records_dir=records,
         out_dir=str(tmp_path / "out"),
         fusions=("shared",),
@@ -252,7 +253,7 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
 @pytest.mark.slow
 def test_compare_by_sgd_trains_every_seed_by_one_rule_and_scores_its_refit(records, tmp_path):
     rule = dataclasses.replace(
-        config_lib.compare_training(),
+        analysis_config.compare_training(),
         solver="sgd",
         refit=True,
         seeds=2,
@@ -265,7 +266,7 @@ def test_compare_by_sgd_trains_every_seed_by_one_rule_and_scores_its_refit(recor
         export=False,
         progress=False,
     )
-    config = config_lib.CompareConfig(
+    config = analysis_config.CompareConfig(
         records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
     )
     result = compare.compare(config)

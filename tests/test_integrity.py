@@ -7,7 +7,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import job
 from tests import conftest
 from tfrecords import reader
@@ -20,7 +20,7 @@ from tools import verify as verify_tool
 def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_dataset, capsys):
     out_dir = str(tmp_path / "out")
     config = dataclasses.replace(
-        config_lib.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,)
+        offline_config.tiny(out_dir, tiny_dataset), validation_percent=0, qualities=(50,)
     )
     job.make_tfrecords(config)
     assert verify.verify_records(out_dir).ok and verify_tool.main([out_dir]) == 0

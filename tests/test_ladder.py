@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import ladder
 from tests import conftest
 
@@ -51,7 +51,7 @@ def test_ladder_branch_zero_is_the_original_and_quality_orders_the_error():
     rng = np.random.default_rng(0)
     image = tf.constant(rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8))
     branches = ladder.jpeg_ladder(image).numpy()
-    assert branches.shape == (1 + len(config_lib.QUALITIES), 37, 53, 3)
+    assert branches.shape == (1 + len(offline_config.QUALITIES), 37, 53, 3)
     assert np.array_equal(branches[0], image.numpy())
     errors = [np.abs(branch.astype(float) - image.numpy()).mean() for branch in branches[1:]]
     assert (

@@ -14,7 +14,9 @@ import pytest
 from bottlenecks import cut
 from bottlenecks import errors
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.offline import views
 from pipeline.training import predict
@@ -93,7 +95,7 @@ def test_records_train_block_by_block_export_and_predict(name, tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
     records = dataclasses.replace(
-        config_lib.tiny(str(tmp_path / "records"), data),
+        offline_config.tiny(str(tmp_path / "records"), data),
         backbone=name,
         nodes=(backbone.default_stages[1], registry.POOL),
         input_size=SIZE,
@@ -103,7 +105,7 @@ def test_records_train_block_by_block_export_and_predict(name, tmp_path):
     )
     job.make_tfrecords(records)
     training = dataclasses.replace(
-        config_lib.tiny_training(records.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(records.out_dir, str(tmp_path / "run")),
         stages=(registry.POOL, backbone.default_stages[1]),  # the head, then one more block
     )
     results = train.train_and_evaluate(training)
@@ -112,7 +114,7 @@ def test_records_train_block_by_block_export_and_predict(name, tmp_path):
     predictions = str(tmp_path / "predictions.csv")
     files = sorted(glob.glob(f"{data}/*/*.jpg"))
     skipped = predict.predict_files(
-        config_lib.PredictConfig(model=export_dir, images=tuple(files), csv=predictions)
+        analysis_config.PredictConfig(model=export_dir, images=tuple(files), csv=predictions)
     )
     with open(predictions) as file:
         rows = list(csv.DictReader(file))

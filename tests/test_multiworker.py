@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import job
 from pipeline.training import distribute
 from pipeline.training import input_pipeline
@@ -57,7 +57,7 @@ def one_shard_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("multiworker_records")
     conftest.write_random_images(str(root / "images"), per_class=6)
     config = dataclasses.replace(
-        config_lib.tiny(str(root / "records"), str(root / "images")),
+        offline_config.tiny(str(root / "records"), str(root / "images")),
         backbone="resnet50_v2",
         nodes=("pool",),
         num_shards=1,
@@ -286,7 +286,7 @@ def three_shard_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("file_sharding_records")
     conftest.write_random_images(str(root / "images"), per_class=6)
     config = dataclasses.replace(
-        config_lib.tiny(str(root / "records"), str(root / "images")),
+        offline_config.tiny(str(root / "records"), str(root / "images")),
         backbone="resnet50_v2",
         nodes=conftest.TRAIN_STAGES,
         num_shards=3,

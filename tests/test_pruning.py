@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline.analysis import pruning
+from pipeline.config import analysis as analysis_config
+from pipeline.config import training as training_config
 from pipeline.training import heads
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
@@ -319,7 +320,7 @@ def test_prune_command_refuses_a_linear_head_in_one_line(records, tmp_path, caps
 
 def test_config_rejects_a_bad_method():
     with pytest.raises(ValueError, match="--method"):
-        config_lib.PruneConfig(out_dir="out", logdir="run", method="random")
+        analysis_config.PruneConfig(out_dir="out", logdir="run", method="random")
 
 
 @pytest.mark.slow
@@ -330,7 +331,7 @@ def test_prune_command_on_a_head_the_trainer_trained(records, tmp_path):
 
     logdir = str(tmp_path / "run")
     config = dataclasses.replace(
-        config_lib.tiny_training(records, logdir),
+        training_config.tiny_training(records, logdir),
         stages=("pool",),
         head="mlp",
         hidden_units=6,

@@ -11,7 +11,8 @@ import pytest
 
 from bottlenecks import cut
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.training import results as results_lib
 from pipeline.training import train
@@ -33,7 +34,7 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
             f"{os.path.join(data, row['file'])},{row['imagenet_class_index']},val\n" for row in rows
         )
     # One re-encoding keeps the test short; branch 0 is what this test is about.
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir=str(tmp_path / "out"),
         labels_csv=labels_csv,
         backbone="mobilenet_v2",
@@ -78,7 +79,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     conftest.imagenette_subset(subset, {"train": 6, "val": 1})
     records = str(tmp_path / "records")
     job.make_tfrecords(
-        config_lib.ExtractConfig(
+        offline_config.ExtractConfig(
             out_dir=records,
             data_dir=str(subset),
             backbone="mobilenet_v2",
@@ -92,7 +93,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
     )
     logdir = tmp_path / "run"
     results = train.train_and_evaluate(
-        config_lib.TrainConfig(
+        training_config.TrainConfig(
             recipe="thesis",
             records_dir=records,
             logdir=str(logdir),
@@ -126,7 +127,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
 
     # The same wnid records with --label-space dataset: a head over the dataset's own classes, no
     # baseline.
-    config = config_lib.TrainConfig(
+    config = training_config.TrainConfig(
         recipe="thesis",
         records_dir=records,
         logdir=str(tmp_path / "dataset"),

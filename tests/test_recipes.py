@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 import test_train
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
+from pipeline.config import recipes
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import heads
@@ -34,7 +36,7 @@ def features(tmp_path_factory):
     return conftest.write_feature_records(directory, values, labels), values, labels
 
 
-def _converged(records: str, logdir: str, **options) -> config_lib.TrainConfig:
+def _converged(records: str, logdir: str, **options) -> training_config.TrainConfig:
     """The converged recipe's SGD rule (a linear head on pool would be solved otherwise)."""
     settings = dict(
         records_dir=records,
@@ -50,7 +52,7 @@ def _converged(records: str, logdir: str, **options) -> config_lib.TrainConfig:
         export=False,
         progress=False,
     )
-    return config_lib.TrainConfig(**{**settings, **options})
+    return training_config.TrainConfig(**{**settings, **options})
 
 
 @pytest.mark.slow
@@ -78,7 +80,7 @@ def test_converged_stage_trains_while_validation_loss_falls_and_stops_after_the_
     assert learning.best_loss == pytest.approx(by_step[learning.best_step], rel=1e-5)
     # No later evaluation lowered the loss by what counts as an improvement (stage.lower_loss).
     assert not any(
-        stage_lib.lower_loss(loss, learning.best_loss, config_lib.LOSS_MIN_DELTA)
+        stage_lib.lower_loss(loss, learning.best_loss, recipes.LOSS_MIN_DELTA)
         for step, loss in losses
         if step > learning.best_step
     )
@@ -107,7 +109,7 @@ def test_thesis_recipe_reproduces_the_results_from_before_recipes(tmp_path):
     subset = conftest.imagenette_subset(tmp_path / "images", {"train": 8, "val": 2})
     records = str(tmp_path / "records")
     job.make_tfrecords(
-        config_lib.ExtractConfig(
+        offline_config.ExtractConfig(
             out_dir=records,
             data_dir=subset,
             backbone="mobilenet_v2",
@@ -122,7 +124,7 @@ def test_thesis_recipe_reproduces_the_results_from_before_recipes(tmp_path):
         )
     )
     results = train.train_and_evaluate(
-        config_lib.TrainConfig(
+        training_config.TrainConfig(
             records_dir=records,
             logdir=str(tmp_path / "run"),
             recipe="thesis",
@@ -242,10 +244,10 @@ def test_the_stacked_gate_beats_equal_weights_where_one_branch_is_reliable_for_o
 
 
 def test_recipes_fill_what_the_flags_leave_open():
-    thesis = config_lib.TrainConfig(records_dir="r", logdir="l", recipe="thesis").resolved()
+    thesis = training_config.TrainConfig(records_dir="r", logdir="l", recipe="thesis").resolved()
     assert (thesis.optimizer, thesis.learning_rate, thesis.plateau_epochs) == ("sgd", 0.01, 1.0)
     assert (thesis.max_epochs_per_stage, thesis.lr_reductions, thesis.sweep_seeds) == (20.0, 0, 1)
-    converged = config_lib.TrainConfig(records_dir="r", logdir="l", optimizer="sgd").resolved()
+    converged = training_config.TrainConfig(records_dir="r", logdir="l", optimizer="sgd").resolved()
     assert (converged.recipe, converged.optimizer, converged.learning_rate) == (
         "converged",
         "sgd",
@@ -255,9 +257,9 @@ def test_recipes_fill_what_the_flags_leave_open():
     # The patience suits the data's size: 500 steps in whole epochs, between 2 and 20 epochs.
     assert [converged.patience_epochs(steps) for steps in (5, 40, 12800)] == [20.0, 13.0, 2.0]
     with pytest.raises(ValueError, match="--recipe"):
-        config_lib.TrainConfig(records_dir="r", logdir="l", recipe="fast")
+        training_config.TrainConfig(records_dir="r", logdir="l", recipe="fast")
     with pytest.raises(ValueError, match="--refit"):
-        config_lib.TrainConfig(records_dir="r", logdir="l", folds=5, refit=True)
+        training_config.TrainConfig(records_dir="r", logdir="l", folds=5, refit=True)
 
 
 def test_heads_fit_follows_the_recipe():
@@ -265,7 +267,7 @@ def test_heads_fit_follows_the_recipe():
     train_data = (values["train"][:, 0], labels["train"])
     validation = (values["validation"][:, 0], labels["validation"])
     outcomes = {}
-    for recipe in config_lib.RECIPE_NAMES:
+    for recipe in recipes.RECIPE_NAMES:
         head = heads.build_head("linear", 3, seed=0)
         outcomes[recipe] = heads.fit(
             head, train_data, validation, recipe=recipe, batch_size=30, max_epochs=60, patience=5
@@ -274,7 +276,7 @@ def test_heads_fit_follows_the_recipe():
     assert (
         outcomes["converged"]["best_validation_loss"] < outcomes["thesis"]["best_validation_loss"]
     )
-    assert dataclasses.asdict(config_lib.RECIPES["thesis"])["optimizer"] == "sgd"
+    assert dataclasses.asdict(recipes.RECIPES["thesis"])["optimizer"] == "sgd"
 
 
 @pytest.mark.slow

@@ -22,8 +22,9 @@ import tensorflow as tf
 
 from bottlenecks import registry
 from pipeline import backbones
-from pipeline import config as config_lib
 from pipeline.analysis import evaluate
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.offline import ladder
 from pipeline.training import export
@@ -93,7 +94,7 @@ def fake_hub(monkeypatch):
 
 def _config(out_dir, data_dir, backbone, **changes):
     return dataclasses.replace(
-        config_lib.tiny(str(out_dir), data_dir),
+        offline_config.tiny(str(out_dir), data_dir),
         backbone=backbone,
         weights=None,
         nodes=None,
@@ -173,7 +174,7 @@ def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(
         _config(records, tiny_dataset, f"savedmodel:{copy}", input_range=(-1.0, 1.0))
     )
     config = dataclasses.replace(
-        config_lib.tiny_training(records, str(tmp_path / "run")), max_epochs_per_stage=2.0
+        training_config.tiny_training(records, str(tmp_path / "run")), max_epochs_per_stage=2.0
     )
     for refused in ({"head_init": "baseline"}, {"imagenet_labels": True}):
         with pytest.raises(ValueError, match="image feature vector model without one"):
@@ -237,7 +238,7 @@ def test_backbone_names_input_size_and_range():
         registry.get_backbone("hub:h", (-1, 1)).preprocess(np.array([0.0, 127.5, 255.0])),
         [-1.0, 0.0, 1.0],
     )
-    assert config_lib.FEATURE_VECTOR_PREFIXES == registry.FEATURE_VECTOR_PREFIXES
+    assert offline_config.FEATURE_VECTOR_PREFIXES == registry.FEATURE_VECTOR_PREFIXES
     with pytest.raises(ValueError, match="LOW < HIGH"):
         registry.get_backbone("hub:h", (1, 0))
     with pytest.raises(ValueError, match="two numbers"):
@@ -248,10 +249,10 @@ def test_backbone_names_input_size_and_range():
         registry.check_nodes(backbone, ["block_1"])
     with pytest.raises(ValueError, match="--input-range is for hub: and savedmodel:"):
         registry.get_backbone("mobilenet_v2", (0, 1))
-    assert config_lib.ExtractConfig(out_dir="o", data_dir="d").weights == "imagenet"
-    assert config_lib.ExtractConfig(out_dir="o", data_dir="d", backbone="hub:h").weights is None
+    assert offline_config.ExtractConfig(out_dir="o", data_dir="d").weights == "imagenet"
+    assert offline_config.ExtractConfig(out_dir="o", data_dir="d", backbone="hub:h").weights is None
     with pytest.raises(ValueError, match="--weights does not apply"):
-        config_lib.ExtractConfig(
+        offline_config.ExtractConfig(
             out_dir="o", data_dir="d", backbone="savedmodel:m", weights="imagenet"
         )
 

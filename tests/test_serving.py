@@ -13,10 +13,12 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import evaluate
 from pipeline.analysis import serving_cost
+from pipeline.config import analysis as analysis_config
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.offline import views
 from pipeline.training import export
@@ -62,7 +64,7 @@ def trained(records, tmp_path_factory):
     """The export of a one-stage ladder run on the tiny records the tests share, their images,
     and the export loaded."""
     config = dataclasses.replace(
-        config_lib.tiny_training(records, str(tmp_path_factory.mktemp("serving") / "run")),
+        training_config.tiny_training(records, str(tmp_path_factory.mktemp("serving") / "run")),
         stages=("pool",),
     )
     train.train_and_evaluate(config)
@@ -168,10 +170,10 @@ def test_predict_sends_pillow_only_formats_as_png_and_names_what_it_skips(
         expected = classifier.classify_file(paths[index])
         np.testing.assert_allclose(answers[index], expected, rtol=1e-4, atol=1e-6)
     flags = ["--model", "m", "x.jpg", "--batch-size", "2"]
-    assert flags_lib.parse(config_lib.PredictConfig, flags).batch_size == 2
-    assert flags_lib.parse(config_lib.PredictConfig, flags[:3]).batch_size == 32
+    assert flags_lib.parse(analysis_config.PredictConfig, flags).batch_size == 2
+    assert flags_lib.parse(analysis_config.PredictConfig, flags[:3]).batch_size == 32
     with pytest.raises(errors.UserError, match="--batch-size"):
-        config_lib.PredictConfig(model="m", images=("x.jpg",), batch_size=0)
+        analysis_config.PredictConfig(model="m", images=("x.jpg",), batch_size=0)
 
 
 def test_evaluate_times_serving_default_beside_the_accuracy(
@@ -181,7 +183,7 @@ def test_evaluate_times_serving_default_beside_the_accuracy(
     out_dir = tmp_path / "evaluation"
     monkeypatch.setattr(serving_cost, "BATCH_SIZES", (1, 4))  # 1 and 32 outside tests
     evaluate.run(
-        config_lib.EvaluateConfig(
+        analysis_config.EvaluateConfig(
             model=export_dir, out_dir=str(out_dir), records_dir=records, cost_images=4
         )
     )
@@ -198,7 +200,7 @@ def test_evaluate_times_serving_default_beside_the_accuracy(
 def test_real_photos_through_serving_default_with_the_object_view(tmp_path):
     weights = conftest.shared_path("weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
     subset = conftest.imagenette_subset(tmp_path / "images", {"train": 4, "val": 2})
-    records = config_lib.ExtractConfig(
+    records = offline_config.ExtractConfig(
         out_dir=str(tmp_path / "records"),
         data_dir=subset,
         backbone="mobilenet_v2",
@@ -211,7 +213,7 @@ def test_real_photos_through_serving_default_with_the_object_view(tmp_path):
     )
     job.make_tfrecords(records)
     config = dataclasses.replace(
-        config_lib.tiny_training(records.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(records.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("original", "object"),
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 from pipeline.training import run_directory
 from pipeline.training import solver
 from pipeline.training import train
@@ -89,7 +89,7 @@ def test_the_path_chooses_a_stronger_l2_when_validation_punishes_a_weak_one():
 def test_a_run_whose_features_exceed_the_memory_budget_trains_by_sgd(tmp_path):
     values, labels = conftest.separable_features({"train": 30, "validation": 15}, num_branches=2)
     records = conftest.write_feature_records(str(tmp_path / "records"), values, labels)
-    base = config_lib.TrainConfig(
+    base = training_config.TrainConfig(
         records_dir=records,
         logdir=str(tmp_path / "solved"),
         stages=("pool",),
@@ -125,11 +125,11 @@ def two_branch_records(tmp_path_factory):
     return conftest.write_feature_records(directory, values, labels), values, labels
 
 
-def _solved(records, logdir, **options) -> config_lib.TrainConfig:
+def _solved(records, logdir, **options) -> training_config.TrainConfig:
     settings = dict(
         records_dir=records, logdir=str(logdir), stages=("pool",), export=False, progress=False
     )
-    return config_lib.TrainConfig(**{**settings, **options})
+    return training_config.TrainConfig(**{**settings, **options})
 
 
 def _head(checkpoint: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import scipy.fft
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import tcm
 from pipeline.offline import views
 
@@ -114,13 +114,13 @@ def test_traced_with_unknown_sizes_it_gives_the_eager_pixels():
 
 
 def test_the_view_is_spelt_out_and_its_settings_are_checked():
-    assert config_lib.view_list("hflip,tcm") == ("hflip", "tcm:10:90:8")
-    assert config_lib.view_list("tcm:20:80:4.5") == ("tcm:20:80:4.5",)
+    assert offline_config.view_list("hflip,tcm") == ("hflip", "tcm:10:90:8")
+    assert offline_config.view_list("tcm:20:80:4.5") == ("tcm:20:80:4.5",)
     spec = views.ViewSpec.parse(("tcm:20:80:4.5",))
     assert spec.tcm == (20, 80, 4.5) and spec.names == ("tcm",) and spec.first_pass == 1
     for wrong in ("tcm:20", "tcm:0:80:4", "tcm:20:80:-1", "tcm:a:b:c"):
         with pytest.raises(ValueError):
-            config_lib.view_list(wrong)
+            offline_config.view_list(wrong)
 
 
 def test_the_mask_picture_tints_the_blocks_compressed_at_the_low_quality():

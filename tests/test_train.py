@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 from pipeline.training import export
 from pipeline.training import heads
 from pipeline.training import results as results_lib
@@ -31,7 +31,7 @@ STAGES = conftest.TRAIN_STAGES
 
 def _config(records, logdir, **changes):
     base = dataclasses.replace(
-        config_lib.tiny_training(records, str(logdir)),
+        training_config.tiny_training(records, str(logdir)),
         stages=STAGES,
         max_epochs_per_stage=3.0,
         plateau_epochs=100.0,

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import config as config_lib
 from pipeline import interrupt
+from pipeline.config import training as training_config
 from pipeline.training import run_directory
 from pipeline.training import train
 from tests import conftest
@@ -127,7 +127,7 @@ class _StopAfter:
 @pytest.mark.slow
 def test_a_stopped_stage_resumes_to_the_same_result_as_an_unbroken_one(records, tmp_path):
     config = dataclasses.replace(
-        config_lib.tiny_training(records, str(tmp_path / "stopped")),
+        training_config.tiny_training(records, str(tmp_path / "stopped")),
         stages=("pool",),
         eval_every_steps=3,
         max_epochs_per_stage=2.0,

@@ -14,11 +14,12 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from pipeline import branches
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import compare
 from pipeline.analysis import localisation
 from pipeline.analysis import report
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.offline import progress as progress_lib
 from pipeline.offline import views
@@ -44,7 +45,7 @@ def view_records(tmp_path_factory):
     data = str(root / "images")
     conftest.write_random_images(data, per_class=6)
     local = dataclasses.replace(
-        config_lib.tiny(str(root / "local"), data),
+        offline_config.tiny(str(root / "local"), data),
         nodes=("pool",),
         input_size=64,
         qualities=(30, 70),
@@ -149,8 +150,8 @@ def test_views_flags_parse_and_bad_ones_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         make_tfrecords.main(argv + ["--views", "object,parts"])
     assert "--views" in capsys.readouterr().err
-    assert config_lib.view_list("object,parts:3,hflip") == ("object", "parts:3", "hflip")
-    assert config_lib.qualities_or_none("none") == ()
+    assert offline_config.view_list("object,parts:3,hflip") == ("object", "parts:3", "hflip")
+    assert offline_config.qualities_or_none("none") == ()
 
 
 @pytest.mark.slow
@@ -158,7 +159,7 @@ def test_the_original_and_its_object_alone(tmp_path):
     data = str(tmp_path / "images")
     conftest.write_random_images(data, per_class=2)
     config = dataclasses.replace(
-        config_lib.tiny(str(tmp_path / "records"), data),
+        offline_config.tiny(str(tmp_path / "records"), data),
         nodes=("pool",),
         input_size=64,
         qualities=(),
@@ -206,11 +207,11 @@ def test_the_family_fusion_is_the_mean_over_families_of_the_mean_within_each():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion_name", config_lib.FUSIONS)
+@pytest.mark.parametrize("fusion_name", training_config.FUSIONS)
 def test_view_records_train_under_every_fusion(view_records, tmp_path, fusion_name):
     local, _ = view_records
     config = dataclasses.replace(
-        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("ladder", "object"),
         fusion=fusion_name,
@@ -244,7 +245,7 @@ def test_the_export_computes_the_views_from_a_raw_image_as_the_records_hold_them
 ):
     local, _ = view_records
     config = dataclasses.replace(
-        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("original", "object", "part2", "hflip", "tcm"),
         fusion="family",
@@ -262,7 +263,7 @@ def test_serving_default_makes_the_views_from_bytes_as_classify_does(
 ):
     local, _ = view_records
     config = dataclasses.replace(
-        config_lib.tiny_training(local.out_dir, str(tmp_path / "run")),
+        training_config.tiny_training(local.out_dir, str(tmp_path / "run")),
         stages=("pool",),
         branches=("original", "object", "part2", "hflip", "tcm"),
         fusion="family",

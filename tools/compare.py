@@ -11,12 +11,14 @@ OUT/runs/<arm>/seed<k>. Linear layers are solved (--solver sgd trains them); eve
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
-def parse_flags(argv=None) -> config_lib.CompareConfig:
-    return flags.parse(config_lib.CompareConfig, argv, description=__doc__, raw_description=True)
+def parse_flags(argv=None) -> analysis_config.CompareConfig:
+    return flags.parse(
+        analysis_config.CompareConfig, argv, description=__doc__, raw_description=True
+    )
 
 
 def main(argv=None) -> int:

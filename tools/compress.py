@@ -4,13 +4,13 @@ pipeline.analysis.compression.compress."""
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
-def parse_flags(argv=None) -> config_lib.CompressConfig:
+def parse_flags(argv=None) -> analysis_config.CompressConfig:
     return flags.parse(
-        config_lib.CompressConfig,
+        analysis_config.CompressConfig,
         argv,
         description="Train an autoencoder on cached pooled "
         "features, prune its code layer by distinctiveness, and report a classifier's accuracy on "

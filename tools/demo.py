@@ -8,12 +8,12 @@ jpeg-ladder-demo --data-dir DIR --backbone inception_v3 --weights imagenet --out
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import demo as demo_config
 from tools import flags
 
 
 def main(argv=None) -> int:
-    config = flags.parse(config_lib.DemoConfig, argv, description=__doc__, raw_description=True)
+    config = flags.parse(demo_config.DemoConfig, argv, description=__doc__, raw_description=True)
     from pipeline.demo import run as demo  # after flag parsing, so --help is instant
 
     return tools.run("demo", demo.run_demo, config, argv=argv)

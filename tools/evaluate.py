@@ -9,12 +9,14 @@ writes OUT/evaluation.json and OUT/evaluation.md.
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
 def main(argv=None) -> int:
-    config = flags.parse(config_lib.EvaluateConfig, argv, description=__doc__, raw_description=True)
+    config = flags.parse(
+        analysis_config.EvaluateConfig, argv, description=__doc__, raw_description=True
+    )
     from pipeline.analysis import evaluate  # after flag parsing, so --help is instant
 
     return tools.run("evaluate", evaluate.run, config)

@@ -1,7 +1,7 @@
 """A tool's flags, generated from its config dataclass: the field's name, type, default, help and
 choices.
 
-    config = flags.parse(config_lib.TrainConfig, argv, description="...")
+    config = flags.parse(training_config.TrainConfig, argv, description="...")
 
 Every field made with pipeline.config.option is a flag (or a positional argument); a nested config
 (a run's template) contributes its own fields' flags, and the parsed values replace the template's.
@@ -13,14 +13,9 @@ import dataclasses
 import types
 import typing
 
+from pipeline.config import options
 
-def flag_name(field: dataclasses.Field, default) -> str:
-    """The flag of a field: its metadata's, else --field-name (--no-field-name for a bool that
-    defaults to True)."""
-    if field.metadata.get("flag"):
-        return field.metadata["flag"]
-    name = field.name.replace("_", "-")
-    return f"--no-{name}" if default is True else f"--{name}"
+flag_name = options.flag_name
 
 
 def _base_type(annotation):
@@ -79,6 +74,7 @@ def _default(template, field: dataclasses.Field):
 class _Flag:
     path: tuple[str, ...]  # field names from the top config down, e.g. ("training", "optimizer")
     field: dataclasses.Field
+    renamed: str | None = None  # the flag, where the config names it otherwise than the field
 
     @property
     def dest(self) -> str:
@@ -130,23 +126,26 @@ class Flags:
                     field.type,
                     prefix + (field.name,),
                     default,
-                    {},
+                    metadata.get("flags", {}),
                     None,
-                    lambda name: name not in exclude and (include is None or name in include),
+                    lambda name, exclude=exclude, include=include: (
+                        name not in exclude and (include is None or name in include)
+                    ),
                 )
             elif "help" in metadata:  # else internal: set by code, not a flag
-                flag = _Flag(prefix + (field.name,), field)
-                self._add_argument(
-                    flag, default, renames.get(field.name), group or metadata["group"]
-                )
+                flag = _Flag(prefix + (field.name,), field, renames.get(field.name))
+                # A template's own value is its tool's default, worth saying even where the
+                # field's usual default goes unsaid.
+                told = prefix and default != _default(config_class, field)
+                self._add_argument(flag, default, group or metadata["group"], told)
                 added.append(flag)
         return added
 
-    def _add_argument(self, flag: _Flag, default, renamed: str | None, group: str | None) -> None:
-        field, metadata = flag.field, flag.field.metadata
+    def _add_argument(self, flag: _Flag, default, group: str | None, told: bool = False) -> None:
+        field, metadata, renamed = flag.field, flag.field.metadata, flag.renamed
         help_text = metadata["help"]
         if (
-            metadata["show_default"]
+            (metadata["show_default"] or told)
             and default not in (None, "", (), dataclasses.MISSING)
             and not isinstance(default, bool)
         ):
@@ -216,7 +215,7 @@ class Flags:
         field = flag.field
         if field.metadata["positional"]:
             return field.metadata["metavar"] or field.name.upper()
-        return flag_name(field, field.default)
+        return flag.renamed or flag_name(field, field.default)
 
 
 def _instantiate(config_class, values: dict, prefix: tuple, template=None):

@@ -4,28 +4,28 @@ pipeline.offline.job.make_tfrecords."""
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from tools import flags
 
 
-def parse_flags(argv=None) -> config_lib.ExtractConfig | config_lib.VerifyConfig:
+def parse_flags(argv=None) -> offline_config.ExtractConfig | offline_config.VerifyConfig:
     """The job's config, or with --verify the check of a finished job's output."""
     parser = flags.Flags(
         "Cache the bottlenecks of every image and its JPEG re-encodings in sharded TFRecords."
     )
-    parser.add(config_lib.ExtractConfig)
+    parser.add(offline_config.ExtractConfig)
     # --verify OUT instead of a job: jpeg-ladder-verify's one option, in the group of the job's
     # sources.
-    parser.add(config_lib.VerifyConfig, flags={"records_dir": "--verify"}, group="source")
+    parser.add(offline_config.VerifyConfig, flags={"records_dir": "--verify"}, group="source")
     namespace = parser.parse(argv)
-    if parser.given(namespace, config_lib.VerifyConfig):
-        return parser.build(config_lib.VerifyConfig, namespace)
-    return parser.build(config_lib.ExtractConfig, namespace)
+    if parser.given(namespace, offline_config.VerifyConfig):
+        return parser.build(offline_config.VerifyConfig, namespace)
+    return parser.build(offline_config.ExtractConfig, namespace)
 
 
 def main(argv=None) -> int:
     config = parse_flags(argv)
-    if isinstance(config, config_lib.VerifyConfig):
+    if isinstance(config, offline_config.VerifyConfig):
         return verify(config)
     from pipeline.offline import job  # after flag parsing, so --help is instant
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     )
 
 
-def verify(config: config_lib.VerifyConfig, program: str = "make_tfrecords") -> int:
+def verify(config: offline_config.VerifyConfig, program: str = "make_tfrecords") -> int:
     """0 when every shard matches the manifest, 1 when some do not (each is named), 2 for a user
     error."""
     from pipeline.offline import job

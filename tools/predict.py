@@ -4,12 +4,12 @@ probabilities."""
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
 def main(argv=None) -> int:
-    config = flags.parse(config_lib.PredictConfig, argv, description=__doc__)
+    config = flags.parse(analysis_config.PredictConfig, argv, description=__doc__)
     from pipeline.training import predict  # after flag parsing, so --help is instant
 
     # Exit status 1 when some image could not be read (each is named), as before any other error.

@@ -3,13 +3,13 @@
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
-def parse_flags(argv=None) -> config_lib.PruneConfig:
+def parse_flags(argv=None) -> analysis_config.PruneConfig:
     return flags.parse(
-        config_lib.PruneConfig,
+        analysis_config.PruneConfig,
         argv,
         description="Prune an MLP head's hidden neurons by "
         "distinctiveness: prune, fine-tune with early stopping, repeat; writes pruning.json, "

@@ -3,12 +3,12 @@
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from tools import flags
 
 
 def main(argv=None) -> int:
-    config = flags.parse(config_lib.HistogramConfig, argv, description=__doc__)
+    config = flags.parse(analysis_config.HistogramConfig, argv, description=__doc__)
     from pipeline.offline import jpeg_quality  # after flag parsing, so --help is instant
 
     return tools.run("qf_histogram", jpeg_quality.run, config, argv=argv)

@@ -4,13 +4,13 @@ pipeline.training.train.train_and_evaluate."""
 import sys
 
 import tools
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 from tools import flags
 
 
-def parse_flags(argv=None) -> config_lib.TrainConfig:
+def parse_flags(argv=None) -> training_config.TrainConfig:
     return flags.parse(
-        config_lib.TrainConfig,
+        training_config.TrainConfig,
         argv,
         description="Train the multi-quality topology block by block "
         "on cached bottlenecks; rerun the same command to resume.",

@@ -3,14 +3,14 @@ sha256."""
 
 import sys
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from tools import flags
 from tools import make_tfrecords
 
 
 def main(argv=None) -> int:
     config = flags.parse(
-        config_lib.VerifyConfig,
+        offline_config.VerifyConfig,
         argv,
         description=__doc__ + " Exit status 0: all good; 1: bad "
         "shards (each named; rerun make-tfrecords with the command that wrote RECORDS to rewrite "

@@ -24,12 +24,13 @@ import numpy as np
 import tqdm
 
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline.analysis import comparison
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
 from pipeline.analysis import run_predictions
 from pipeline.analysis import serving_cost
+from pipeline.config import analysis as analysis_config
+from pipeline.config import training as training_config
 from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import prepare as prepare_lib
@@ -55,7 +56,7 @@ def arm_directory(arm: str) -> str:
     return arm.replace("[", "-").replace("]", "").replace(",", "+")
 
 
-def arms(config: config_lib.CompareConfig) -> dict:
+def arms(config: analysis_config.CompareConfig) -> dict:
     """{arm: (fusion, branch tokens or None for every branch)}: the baseline (the original alone),
     then every fusion on every branch set."""
     found = {BASELINE: ("concat", (0,))}
@@ -66,8 +67,8 @@ def arms(config: config_lib.CompareConfig) -> dict:
 
 
 def arm_training(
-    config: config_lib.CompareConfig, arm: str, seed_index: int
-) -> config_lib.TrainConfig:
+    config: analysis_config.CompareConfig, arm: str, seed_index: int
+) -> training_config.TrainConfig:
     """The one training rule (config.training), instantiated for an arm and a seed."""
     runs = os.path.join(config.out_dir, "runs", arm_directory(arm))
     template = config.training
@@ -94,7 +95,9 @@ def evaluation_split(manifest: manifest_lib.Manifest) -> str:
     return "test" if manifest.num_records("test") else "validation"
 
 
-def seeds_of(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest, arm: str) -> int:
+def seeds_of(
+    config: analysis_config.CompareConfig, manifest: manifest_lib.Manifest, arm: str
+) -> int:
     """How many seeded runs an arm takes: one when its layer is solved and nothing else of it is
     seeded (every seed would give the same model), else the rule's seeds."""
     training = prepare_lib.resolve_stages(arm_training(config, arm, 0).resolved(), manifest)
@@ -106,7 +109,7 @@ def seeds_of(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest, 
     return 1 if deterministic else config.training.seeds
 
 
-def _features(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
+def _features(config: analysis_config.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
     """{node: its records in memory}: the first stage's node, when every split of it fits the
     rule's memory budget (--solver-memory-mb), read once for every arm and seed."""
     training = prepare_lib.resolve_stages(config.training.resolved(), manifest)
@@ -119,7 +122,7 @@ def _features(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest)
     return {node: features_lib.Features.load(manifest, node)}
 
 
-def compare(config: config_lib.CompareConfig, stop=None) -> dict:
+def compare(config: analysis_config.CompareConfig, stop=None) -> dict:
     """Trains and scores every arm; writes comparison.json/.md and returns the JSON object (its
     shape: pipeline.analysis.comparison)."""
     manifest = manifest_lib.Manifest.read(config.records_dir)
@@ -194,14 +197,14 @@ def _predictions(training, manifest, store, split, results, each_branch: bool):
     return run_predictions.predictions(setup, checkpoint, split, each_branch=each_branch)
 
 
-def _resolved(training, manifest, results) -> config_lib.TrainConfig:
+def _resolved(training, manifest, results) -> training_config.TrainConfig:
     """The run's config as it trained: its recipe and stages resolved, its learning rate chosen."""
     config = prepare_lib.resolve_stages(training.resolved(), manifest)
     chosen = results.learning_rate_sweep and results.learning_rate_sweep.chosen
     return config if chosen is None else dataclasses.replace(config, learning_rate=chosen)
 
 
-def _export(config: config_lib.CompareConfig, runs, stop, store) -> None:
+def _export(config: analysis_config.CompareConfig, runs, stop, store) -> None:
     """Writes the export of every kept run that has none yet (a finished run only exports)."""
     if not config.training.export:
         return
@@ -212,7 +215,7 @@ def _export(config: config_lib.CompareConfig, runs, stop, store) -> None:
         train.train_and_evaluate(training, stop, announce=False, features=store)
 
 
-def _costs(config: config_lib.CompareConfig, manifest, split: str, runs) -> dict:
+def _costs(config: analysis_config.CompareConfig, manifest, split: str, runs) -> dict:
     """{arm: its first run's export's serving cost on the evaluation split's images}
     (serving_cost.cost: backbone passes, ms per image at batch 1 and 32), when exported; measured
     once and kept beside the run (COST_NAME), so that a rerun reports the same figures."""
@@ -232,7 +235,7 @@ def _costs(config: config_lib.CompareConfig, manifest, split: str, runs) -> dict
     return costs
 
 
-def _branch_sets(config: config_lib.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
+def _branch_sets(config: analysis_config.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
     """{set label: the records' branch positions it picks}, checked before anything trains."""
     return {
         branches_lib.set_label(tokens): branches_lib.resolve(tokens, manifest.branch_names)

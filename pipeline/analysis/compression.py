@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import seeding
 from pipeline.analysis import pruning
+from pipeline.config import analysis as analysis_config
 from pipeline.training import heads
 from pipeline.training import metrics
 from tfrecords import example
@@ -76,7 +76,10 @@ def reconstruction_loss(model: keras.Sequential, features: np.ndarray) -> float:
 
 
 def train(
-    model: keras.Sequential, features: np.ndarray, epochs: int, config: config_lib.CompressConfig
+    model: keras.Sequential,
+    features: np.ndarray,
+    epochs: int,
+    config: analysis_config.CompressConfig,
 ) -> None:
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     model.fit(
@@ -108,7 +111,7 @@ def prune_codes(
     model: keras.Sequential,
     train_features: np.ndarray,
     validation_features: np.ndarray,
-    config: config_lib.CompressConfig,
+    config: analysis_config.CompressConfig,
 ) -> tuple[keras.Sequential, list[dict], dict]:
     """Removes code units per the config; returns the final model, the size/loss history and
     snapshots by size."""
@@ -145,21 +148,26 @@ def prune_codes(
 
 
 def _classify(
-    codes: dict, labels: dict, num_classes: int, test_split: str, config: config_lib.CompressConfig
+    codes: dict,
+    labels: dict,
+    num_classes: int,
+    test_split: str,
+    config: analysis_config.CompressConfig,
 ) -> dict:
+    fit = config.classifier_fit
     classifier = heads.build_head(
-        config.head, num_classes, hidden_units=config.hidden_units, seed=config.seed
+        fit.head, num_classes, hidden_units=fit.hidden_units, seed=fit.seed
     )
     heads.fit(
         classifier,
         (codes["train"], labels["train"]),
         (codes["validation"], labels["validation"]),
-        recipe=config.recipe,
-        momentum=0.9,
-        batch_size=config.batch_size,
-        max_epochs=config.classifier_epochs,
-        patience=config.patience,
-        seed=config.seed,
+        recipe=fit.recipe,
+        momentum=fit.momentum,
+        batch_size=fit.batch_size,
+        max_epochs=fit.max_epochs,
+        patience=fit.patience,
+        seed=fit.seed,
     )
     result = {}
     for name, split in (("validation", "validation"), ("test", test_split)):
@@ -169,7 +177,7 @@ def _classify(
     return result
 
 
-def compress(config: config_lib.CompressConfig) -> dict:
+def compress(config: analysis_config.CompressConfig) -> dict:
     """Trains, prunes and evaluates; writes compression.json, compression.md, compression.png (and
     records)."""
     manifest = manifest_lib.Manifest.read(config.records_dir)
@@ -213,7 +221,7 @@ def compress(config: config_lib.CompressConfig) -> dict:
         "branches": list(branches_lib.resolve(config.branches, manifest.branch_names)),
         "loss_threshold": config.loss_threshold,
         "prune_every_epochs": config.prune_every_epochs,
-        "recipe": config.recipe,
+        "recipe": config.fit.recipe,
         "test_split": features.test_split,
         "pruning": history,
         "results": rows,
@@ -234,7 +242,7 @@ def compress(config: config_lib.CompressConfig) -> dict:
     print(
         f"jpeg-ladder-compress: {result['input_size']} features -> code size {final['code_size']} "
         f"(validation MSE {final['reconstruction_loss']:.6f}); test top-1 (classifier trained by "
-        f"the {config.recipe} recipe) "
+        f"the {config.fit.recipe} recipe) "
         f"{100 * final['test_top1']:.2f} % "
         f"against {100 * rows[0]['test_top1']:.2f} % uncompressed"
         + (

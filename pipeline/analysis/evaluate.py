@@ -20,11 +20,11 @@ from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.analysis import localisation
 from pipeline.analysis import serving_cost
 from pipeline.analysis import statistics
+from pipeline.config import analysis as analysis_config
 from pipeline.offline import images
 from pipeline.offline import ladder
 from pipeline.training import export
@@ -472,7 +472,7 @@ def write(result: dict, out_dir: str, title: str = "Evaluation") -> None:
     fileio.write_text_atomic(os.path.join(out_dir, "evaluation.md"), markdown(result, title))
 
 
-def run(config: config_lib.EvaluateConfig) -> dict:
+def run(config: analysis_config.EvaluateConfig) -> dict:
     """jpeg-ladder-evaluate: scores the model on the records' split or on raw images; writes
     OUT/evaluation.*."""
     split = config.split

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from bottlenecks import registry
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.config import analysis as analysis_config
 from pipeline.training import heads
 from pipeline.training import metrics
 from pipeline.training import run_directory
@@ -107,9 +107,9 @@ def select(
 ) -> list[Removal]:
     """The removals one cycle of `method` makes; disjoint, and [] when the method finds nothing to
     do."""
-    if method not in config_lib.PRUNE_METHODS:
+    if method not in analysis_config.PRUNE_METHODS:
         raise errors.UserError(
-            f"unknown method {method!r}: use one of {', '.join(config_lib.PRUNE_METHODS)}"
+            f"unknown method {method!r}: use one of {', '.join(analysis_config.PRUNE_METHODS)}"
         )
     pairs = sorted(
         _pairs(angle_matrix)
@@ -217,7 +217,9 @@ def merge(
     ), keep
 
 
-def prune_step(weights: heads.MlpWeights, activations: np.ndarray, config: config_lib.PruneConfig):
+def prune_step(
+    weights: heads.MlpWeights, activations: np.ndarray, config: analysis_config.PruneConfig
+):
     """One selection: constant neurons folded away, then the method's removals. None when nothing is
     left to do."""
     removals = []
@@ -434,23 +436,23 @@ def load_run(logdir: str):
     )
 
 
-def _fit(head, features: Features, config: config_lib.PruneConfig) -> dict:
+def _fit(head, features: Features, config: analysis_config.PruneConfig) -> dict:
     return heads.fit(
         head,
         features.samples("train"),
         features.samples("validation"),
-        recipe=config.recipe,
-        learning_rate=config.learning_rate,
+        recipe=config.fit.recipe,
+        learning_rate=config.fit.learning_rate,
         eager=True,  # flat memory over hundreds of cycles (see heads.fit)
-        momentum=config.momentum,
-        batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
-        patience=config.patience,
-        seed=config.seed,
+        momentum=config.fit.momentum,
+        batch_size=config.fit.batch_size,
+        max_epochs=config.fit.max_epochs,
+        patience=config.fit.patience,
+        seed=config.fit.seed,
     )
 
 
-def starting_head(config: config_lib.PruneConfig):
+def starting_head(config: analysis_config.PruneConfig):
     """The head to prune: the run's, or (with --records) one trained here on the branches'
     concatenation by the recipe (heads.fit: converged trains it until validation loss stops
     falling)."""
@@ -459,10 +461,12 @@ def starting_head(config: config_lib.PruneConfig):
     manifest = manifest_lib.Manifest.read(config.records_dir)
     features = load_features(manifest, "pool", config.branches, "concat")
     head = heads.from_description(
-        heads.description("mlp", config.hidden_units, config.activation, config.dropout),
+        heads.description(
+            "mlp", config.fit.hidden_units, config.fit.activation, config.fit.dropout
+        ),
         len(manifest.class_names),
         features.splits["train"][0].shape[1],
-        seed=config.seed,
+        seed=config.fit.seed,
     )
     training = _fit(head, features, config)
     return (
@@ -490,7 +494,7 @@ def _cycle_record(weights: heads.MlpWeights, head, features: Features) -> dict:
     return record
 
 
-def prune(config: config_lib.PruneConfig) -> dict:
+def prune(config: analysis_config.PruneConfig) -> dict:
     """Runs the prune -> fine-tune -> repeat loop; writes pruning.json, pruning.md, pruning.png,
     TensorBoard scalars and the head at the inflection (a tf.train.Checkpoint(head=...)) under
     out_dir."""
@@ -500,7 +504,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
     writer = tf.summary.create_file_writer(
         os.path.join(config.out_dir, "tensorboard", config.method)
     )
-    reference = RECIPE_REFERENCE[config.recipe]
+    reference = RECIPE_REFERENCE[config.fit.recipe]
     state = {"weights": heads.get_mlp_weights(head), "head": head}
     initial = state["weights"]
     curve = []  # validation top-1 per cycle
@@ -552,7 +556,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
         # Every cycle builds a new head: Keras's global state (layer names) would otherwise grow.
         keras.backend.clear_session()
         pruned = heads.mlp_from_weights(
-            weights, activation=activation, dropout=dropout, seed=config.seed + cycle
+            weights, activation=activation, dropout=dropout, seed=config.fit.seed + cycle
         )
         merged_top1 = score(pruned, features, "validation")["top1"]
         training = _fit(pruned, features, config)
@@ -590,7 +594,7 @@ def prune(config: config_lib.PruneConfig) -> dict:
         "num_classes": initial.num_classes,
         "cycles": cycles,
         "inflection_cycle": inflection_cycle,
-        "recipe": config.recipe,
+        "recipe": config.fit.recipe,
         "inflection_reference": reference,
         "peak_memory_mib": memory_mib()[1],
     }
@@ -626,7 +630,7 @@ def summary_text(result: dict) -> str:
     )
 
 
-def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
+def markdown(result: dict, source: dict, config: analysis_config.PruneConfig) -> str:
     first = result["cycles"][0]
     test_name = (
         "test" if first["test_split"] == "test" else "validation (the records have no test split)"
@@ -639,7 +643,7 @@ def markdown(result: dict, source: dict, config: config_lib.PruneConfig) -> str:
         f"`{config.merge}`, "
         f"{config.steps_per_cycle} selection(s) per cycle, fine-tuning with early stopping on "
         "validation "
-        f"(patience {config.patience}).",
+        f"(patience {config.fit.patience}).",
         "",
         "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the "
         "two layers' "

@@ -12,9 +12,9 @@ import os
 import PIL.Image
 
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import plots
 from pipeline.analysis import evaluate
+from pipeline.config import analysis as analysis_config
 from pipeline.offline import jpeg_quality
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
@@ -318,7 +318,7 @@ def build_report(
     return numbers
 
 
-def run(config: config_lib.ReportConfig) -> dict:
+def run(config: analysis_config.ReportConfig) -> dict:
     """jpeg-ladder-report: the report of a training run (and its evaluation)."""
     numbers = build_report(
         config.logdir, config.evaluation, config.out_dir, config.data_dir, config.bench

@@ -8,18 +8,19 @@ import os
 import time
 
 from bottlenecks import registry
-from pipeline import config as config_lib
 from pipeline.analysis import compare
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
 from pipeline.analysis import report
+from pipeline.config import analysis as analysis_config
+from pipeline.config import demo as demo_config
 from pipeline.demo import synthetic as demo_data
 from pipeline.offline import job
 from pipeline.training import run_directory
 from tfrecords import manifest as manifest_lib
 
 
-def run_demo(config: config_lib.DemoConfig) -> dict:
+def run_demo(config: demo_config.DemoConfig) -> dict:
     started = time.perf_counter()
     data_dir = config.data_dir
     if data_dir is None:
@@ -29,28 +30,17 @@ def run_demo(config: config_lib.DemoConfig) -> dict:
             f"{data_dir}"
         )
         demo_data.write_shapes_dataset(data_dir, per_class=config.images_per_class)
-    backbone = registry.get_backbone(config.backbone)
+    backbone = registry.get_backbone(config.extract.backbone)
     stages = backbone.default_stages[: config.num_stages]
     records = os.path.join(config.out_dir, "records")
     progress = config.training.progress
     job.make_tfrecords(
-        config_lib.ExtractConfig(
-            out_dir=records,
-            data_dir=data_dir,
-            backbone=config.backbone,
-            weights=None
-            if config.backbone.startswith(registry.FEATURE_VECTOR_PREFIXES)
-            else config.weights,
-            nodes=stages,
-            input_size=config.input_size,
-            num_shards=2,
-            validation_percent=config.validation_percent,
-            test_percent=config.test_percent,
-            progress=progress,
+        dataclasses.replace(
+            config.extract, out_dir=records, data_dir=data_dir, nodes=stages, progress=progress
         )
     )
     # Does the ladder help? Every arm trained block by block by one rule, scored on the test split.
-    comparison_config = config_lib.CompareConfig(
+    comparison_config = analysis_config.CompareConfig(
         records_dir=records,
         out_dir=os.path.join(config.out_dir, "compare"),
         fusions=config.fusions,

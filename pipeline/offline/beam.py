@@ -37,9 +37,9 @@ import sys
 import time
 
 from pipeline import backbones
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import interrupt
+from pipeline.config import offline as offline_config
 from pipeline.offline import ladder
 from pipeline.offline import progress as progress_lib
 from pipeline.offline import shard_work
@@ -58,7 +58,7 @@ QUARANTINE_TAG = "quarantine"
 _DoFn = apache_beam.DoFn if apache_beam is not None else object
 
 
-def check_available(config: config_lib.ExtractConfig) -> None:
+def check_available(config: offline_config.ExtractConfig) -> None:
     """Beam is installed and --beam-options parse: checked before the backbone is built."""
     if apache_beam is None:
         raise errors.UserError(
@@ -67,7 +67,7 @@ def check_available(config: config_lib.ExtractConfig) -> None:
     pipeline_options(config)
 
 
-def pipeline_options(config: config_lib.ExtractConfig):
+def pipeline_options(config: offline_config.ExtractConfig):
     """config.beam_options as Beam PipelineOptions; with none, Beam's default DirectRunner on this
     machine."""
     try:

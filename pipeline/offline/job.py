@@ -30,7 +30,7 @@ import time
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import backbones
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import codecs
 from pipeline.offline import images
 from pipeline.offline import local
@@ -48,7 +48,7 @@ QUARANTINE_NAME = "quarantine.csv"
 TIMINGS_NAME = "timings.json"
 
 
-def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
+def index_images(config: offline_config.ExtractConfig) -> images.ImageIndex:
     if config.data_dir is not None:
         return images.index_directory(
             config.data_dir, config.validation_percent, config.test_percent
@@ -58,7 +58,7 @@ def index_images(config: config_lib.ExtractConfig) -> images.ImageIndex:
 
 def plan(
     index: images.ImageIndex,
-    config: config_lib.ExtractConfig,
+    config: offline_config.ExtractConfig,
     example_shapes: dict[str, tuple[int, ...]],
 ) -> list[shard_work.ShardTask]:
     """Deterministic shard assignment of every image, per split."""
@@ -82,7 +82,7 @@ def plan(
 
 
 def identity(
-    config: config_lib.ExtractConfig,
+    config: offline_config.ExtractConfig,
     backbone: registry.Backbone,
     nodes,
     input_size: int,
@@ -146,7 +146,7 @@ def output_lock(out_dir: str):
     return contextlib.nullcontext()
 
 
-def runner_for(config: config_lib.ExtractConfig):
+def runner_for(config: offline_config.ExtractConfig):
     """The module whose run_shards(extraction, backbone, model, pending, progress) extracts the
     pending shards."""
     if config.runner == "beam":
@@ -157,7 +157,7 @@ def runner_for(config: config_lib.ExtractConfig):
     return local
 
 
-def make_tfrecords(config: config_lib.ExtractConfig) -> dict:
+def make_tfrecords(config: offline_config.ExtractConfig) -> dict:
     """Runs (or resumes) the offline stage on config.runner and returns its summary; see the module
     docstring."""
     started = time.perf_counter()

@@ -11,7 +11,7 @@ import PIL.Image
 import PIL.ImageOps
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from tfrecords import fileio
 
 MAX_SIDE = 65535  # JPEG's limit: the ladder could not re-encode a larger image
@@ -72,7 +72,7 @@ def _to_rgb(image: PIL.Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def jpeg_ladder(image: tf.Tensor, qualities=config_lib.QUALITIES) -> tf.Tensor:
+def jpeg_ladder(image: tf.Tensor, qualities=offline_config.QUALITIES) -> tf.Tensor:
     """uint8 [H, W, 3] -> uint8 [1 + len(qualities), H, W, 3]: the original, then its re-encodings.
 
     Re-encoding happens at the image's own resolution, before any resizing.
@@ -98,7 +98,7 @@ def resize_for_backbone(images: tf.Tensor, input_size: int, central_crop: float 
 
 
 def branch_images(
-    image: tf.Tensor, input_size: int, qualities=config_lib.QUALITIES, central_crop: float = 1.0
+    image: tf.Tensor, input_size: int, qualities=offline_config.QUALITIES, central_crop: float = 1.0
 ) -> tf.Tensor:
     """One decoded image -> the CNN inputs of all its branches, float32 [1 + len(qualities), S, S,
     3].
@@ -120,7 +120,7 @@ def _reencode(image: tf.Tensor, quality: int) -> tf.Tensor:
 
 
 def file_branch_pixels(
-    path: str, input_size: int, qualities=config_lib.QUALITIES, central_crop: float = 1.0
+    path: str, input_size: int, qualities=offline_config.QUALITIES, central_crop: float = 1.0
 ) -> np.ndarray:
     """An image file -> its branches' CNN inputs, float32 [1 + len(qualities), S, S, 3], as the
     offline stage makes them (raises BadImage for a file the offline stage would quarantine)."""

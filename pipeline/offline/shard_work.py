@@ -16,7 +16,7 @@ from bottlenecks import cut
 from bottlenecks import registry
 from bottlenecks import sparsity
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import codecs
 from pipeline.offline import images
 from pipeline.offline import ladder
@@ -46,7 +46,7 @@ class Extraction:
     """What every shard of a job is made with: the job's config, its nodes and the CNN's input
     size."""
 
-    config: config_lib.ExtractConfig
+    config: offline_config.ExtractConfig
     nodes: tuple[str, ...]
     input_size: int
     view_nodes: tuple[str, ...] = ()  # with views: the two nodes whose maps find the object
@@ -76,7 +76,7 @@ class Extraction:
         return len(self.ladder_names) + self.spec.first_pass
 
 
-def check_paths(config: config_lib.ExtractConfig) -> None:
+def check_paths(config: offline_config.ExtractConfig) -> None:
     """Fails in one line on a URL whose file system TensorFlow lacks; each Beam worker calls it too,
     since it also loads tensorflow-io's file systems (s3://, hdfs://) into the process."""
     saved_model = config.backbone.startswith(

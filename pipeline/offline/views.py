@@ -25,7 +25,7 @@ import tensorflow as tf
 from bottlenecks import errors as backbone_errors
 from bottlenecks import registry
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import ladder
 from pipeline.offline import tcm as tcm_lib
 from pipeline.offline import view_ops
@@ -56,7 +56,7 @@ class ViewSpec:
         """From --views (config.view_list's tuple: object, parts:K, hflip, tcm:LOW:HIGH:STD) or a
         manifest's spec."""
         spec = {"object": False, "parts": 0, "hflip": False, "tcm": None}
-        for view in config_lib.view_list(",".join(views or ())):
+        for view in offline_config.view_list(",".join(views or ())):
             kind, _, count = view.partition(":")
             if kind == branches_lib.TCM:
                 low, high, std = count.split(":")

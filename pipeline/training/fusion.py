@@ -31,11 +31,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.config import training as training_config
 from pipeline.training import fbsd
 
-FUSIONS = config_lib.FUSIONS
+FUSIONS = training_config.FUSIONS
 COMBINED = ("weighted", "gated")  # the fusions that learn branch weights
 GATE_HIDDEN_UNITS = 64
 

@@ -14,12 +14,13 @@ import dataclasses
 import keras
 import numpy as np
 
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import seeding
+from pipeline.config import recipes
+from pipeline.config import training as training_config
 
-HEADS = config_lib.POOLED_HEADS
-ACTIVATIONS = config_lib.ACTIVATIONS
+HEADS = training_config.POOLED_HEADS
+ACTIVATIONS = training_config.ACTIVATIONS
 HIDDEN_NAME = "hidden"
 LOGITS_NAME = "logits"
 # heads.fit's learning rates when none is given: the papers' SGD rate and Adam's usual one.
@@ -236,7 +237,7 @@ def fit(
     flat, about a quarter slower).
     """
     with seeding.seeded(seed):
-        rule = config_lib.RECIPES[recipe]
+        rule = recipes.RECIPES[recipe]
         inputs = keras.Input(shape=(np.shape(train[0])[1],))
         model = keras.Model(inputs, head(inputs))
         if rule.optimizer == "adam":
@@ -259,7 +260,7 @@ def fit(
                 mode=mode,
                 patience=patience,
                 restore_best_weights=True,
-                min_delta=config_lib.LOSS_MIN_DELTA if mode == "min" else 0,
+                min_delta=recipes.LOSS_MIN_DELTA if mode == "min" else 0,
             )
         ]
         if rule.lr_reductions:
@@ -267,10 +268,10 @@ def fit(
                 keras.callbacks.ReduceLROnPlateau(
                     monitor=monitor,
                     mode=mode,
-                    factor=1 / config_lib.REDUCTION_FACTOR,
+                    factor=1 / recipes.REDUCTION_FACTOR,
                     patience=max(1, patience // 2),
-                    min_delta=config_lib.LOSS_MIN_DELTA,
-                    min_lr=rate / config_lib.REDUCTION_FACTOR**rule.lr_reductions,
+                    min_delta=recipes.LOSS_MIN_DELTA,
+                    min_lr=rate / recipes.REDUCTION_FACTOR**rule.lr_reductions,
                 )
             )
         history = model.fit(

@@ -6,13 +6,15 @@ import math
 
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 from pipeline.training import features as features_lib
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
 
-def records_of(config: config_lib.TrainConfig, split: str) -> tuple[tuple[str, ...], tuple | None]:
+def records_of(
+    config: training_config.TrainConfig, split: str
+) -> tuple[tuple[str, ...], tuple | None]:
     """The records a run reads as its train or validation split: (the record splits, a fold filter).
 
     A plain run reads them as they are. A fold run (config.fold = (K, i)) pools train and validation
@@ -30,7 +32,7 @@ def records_of(config: config_lib.TrainConfig, split: str) -> tuple[tuple[str, .
 
 
 def num_examples(
-    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest, split: str
+    config: training_config.TrainConfig, manifest: manifest_lib.Manifest, split: str
 ) -> int:
     """How many images a run's train or validation split holds (a fold's, about its share)."""
     splits, fold = records_of(config, split)

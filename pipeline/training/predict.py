@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from pipeline import config as config_lib
+from pipeline.config import analysis as analysis_config
 from pipeline.offline import decode_graph
 from pipeline.offline import ladder
 from pipeline.training import export
@@ -85,7 +85,7 @@ def _request(classifier: export.ExportedClassifier, paths, requests, results) ->
     return refused
 
 
-def predict_files(config: config_lib.PredictConfig) -> int:
+def predict_files(config: analysis_config.PredictConfig) -> int:
     """Sends the images through serving_default, --batch-size at a time, and prints each image's
     top classes, or writes the top class per image to --csv (image,label,confidence); returns how
     many images could not be read."""

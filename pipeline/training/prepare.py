@@ -11,8 +11,8 @@ import tensorflow as tf
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.config import training as training_config
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fbsd
@@ -30,7 +30,7 @@ class Setup:
     """What every stage shares: the resolved config (its schedule), the records, the label space,
     the backbone and the head."""
 
-    config: config_lib.TrainConfig
+    config: training_config.TrainConfig
     manifest: manifest_lib.Manifest
     backbone: registry.Backbone
     backbone_model: keras.Model
@@ -54,16 +54,16 @@ class Setup:
         return len(self.class_names)
 
     @property
-    def schedule(self) -> tuple[config_lib.Stage, ...]:
+    def schedule(self) -> tuple[training_config.Stage, ...]:
         """The stages in order: a solved first stage has no learning rate, and the rate (the first
         trained stage's) is divided by the divisor at each later stage."""
         if not self.solved_first:
             return self.config.schedule
         rate, divisor = self.config.learning_rate, self.config.learning_rate_divisor
         return tuple(
-            config_lib.Stage(index, node, None, solved=True)
+            training_config.Stage(index, node, None, solved=True)
             if index == 0
-            else config_lib.Stage(index, node, rate / divisor ** (index - 1))
+            else training_config.Stage(index, node, rate / divisor ** (index - 1))
             for index, node in enumerate(self.config.stages)
         )
 
@@ -138,7 +138,7 @@ def node_shapes(manifest: manifest_lib.Manifest, nodes) -> dict[str, tuple[int, 
     return {node: tuple(manifest.node(node).shape[1:]) for node in nodes}
 
 
-def _check_classifier_use(config: config_lib.TrainConfig, backbone: registry.Backbone) -> None:
+def _check_classifier_use(config: training_config.TrainConfig, backbone: registry.Backbone) -> None:
     """Refuses the flags that need the backbone's ImageNet classifier when it has none."""
     wanted = [
         flag
@@ -212,8 +212,8 @@ def _check_stages(config, manifest, backbone) -> tuple[str, ...]:
 
 
 def resolve_stages(
-    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest
-) -> config_lib.TrainConfig:
+    config: training_config.TrainConfig, manifest: manifest_lib.Manifest
+) -> training_config.TrainConfig:
     """The config with its stages named (the backbone's default schedule unless given) and
     checked."""
     backbone = registry.get_backbone(manifest.backbone, manifest.input_range)
@@ -226,7 +226,9 @@ def resolve_stages(
 
 
 def prepare(
-    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest, features: dict | None = None
+    config: training_config.TrainConfig,
+    manifest: manifest_lib.Manifest,
+    features: dict | None = None,
 ) -> Setup:
     """Checks a resolved run (see resolve_stages; its learning rate a number) against its records
     and builds what all stages share.
@@ -322,7 +324,7 @@ def prepare(
 
 
 def _imagenet_indices(
-    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest
+    config: training_config.TrainConfig, manifest: manifest_lib.Manifest
 ) -> list[int] | None:
     """Each class's index among the backbone's 1000 when the head is to predict those, else None."""
     if config.label_space == "dataset" or manifest.codes:
@@ -346,14 +348,14 @@ def _imagenet_indices(
 
 
 def make_optimizer(
-    config: config_lib.TrainConfig, learning_rate: float
+    config: training_config.TrainConfig, learning_rate: float
 ) -> keras.optimizers.Optimizer:
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum_value)
 
 
-def stage_model(setup: Setup, stage: config_lib.Stage):
+def stage_model(setup: Setup, stage: training_config.Stage):
     """The stage's model, with the layers after its node unfrozen, and a fresh optimizer.
 
     A stacked combiner (see pipeline.training.fusion) is frozen while the stage trains its head.

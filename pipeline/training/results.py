@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 
 CAP_WARNING = "hit the epoch cap while still improving: raise --max-epochs-per-stage"
 # How a stage ended: a plateau of its validation metric, its epoch cap while still improving, the
@@ -51,7 +51,7 @@ class StageResult:
     best_step: int | None = None
     best_loss: float | None = None
     # The stretches at each learning rate that led to the best checkpoint: what a replay trains.
-    phases: tuple[config_lib.Phase, ...] = ()
+    phases: tuple[training_config.Phase, ...] = ()
     combiner: dict | None = None  # weighted and gated, stacked: how the branch weights were learnt
     # A solved stage: the method, the chosen L2 strength, the path (pipeline.training.solved).
     solver: dict | None = None
@@ -105,7 +105,7 @@ class StageResult:
             "phases",
         }
         return cls(
-            phases=tuple(config_lib.Phase(**phase) for phase in entry.get("phases", ())),
+            phases=tuple(training_config.Phase(**phase) for phase in entry.get("phases", ())),
             # A replay's scores and a solved stage's learning rate are None, which to_json leaves
             # out.
             **{"best_top1": None, "best_top5": None, "learning_rate": None}

@@ -20,8 +20,8 @@ pipeline.training.distribute): every write goes through `writable`.
 
 import os
 
-from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.config import training as training_config
 from pipeline.training import distribute
 from pipeline.training import results as results_lib
 from tfrecords import fileio
@@ -56,14 +56,14 @@ class RunDirectory:
     def seed_logdir(self, index: int) -> str:
         return self.path(f"seed{index}")
 
-    def stage_logs(self, stage: config_lib.Stage) -> str:
+    def stage_logs(self, stage: training_config.Stage) -> str:
         """The stage's TensorBoard folder."""
         return self.path(stage.name)
 
-    def best_checkpoint(self, stage: config_lib.Stage) -> str:
+    def best_checkpoint(self, stage: training_config.Stage) -> str:
         return self.path("checkpoints", stage.name, "best", "ckpt")
 
-    def latest_checkpoints(self, stage: config_lib.Stage) -> str:
+    def latest_checkpoints(self, stage: training_config.Stage) -> str:
         """The folder of the stage's resume point."""
         return self.path("checkpoints", stage.name, "latest")
 

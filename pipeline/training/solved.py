@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import training as training_config
 from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import input_pipeline
@@ -42,7 +42,7 @@ MIB = 2**20
 
 
 def not_solved_because(
-    config: config_lib.TrainConfig,
+    config: training_config.TrainConfig,
     manifest: manifest_lib.Manifest,
     node: str,
     index: int,
@@ -153,7 +153,7 @@ def _key(setup, store, fusion: LinearFusion, split: str) -> tuple:
     )
 
 
-def solve(setup, stage: config_lib.Stage, store, writers):
+def solve(setup, stage: training_config.Stage, store, writers):
     """Solves the stage's layer (and stacks weighted's or gated's combiner), writes it as the
     stage's best checkpoint and returns the stage's result."""
     config, started = setup.config, time.perf_counter()
@@ -204,7 +204,7 @@ def solve(setup, stage: config_lib.Stage, store, writers):
         checkpoint=best_path,
         seconds=time.perf_counter() - started,
         ended_by=results_lib.SOLVED if path is not None else results_lib.REPLAY,
-        phases=(config_lib.Phase(0.0, 0.0, l2=fitted.l2),),
+        phases=(training_config.Phase(0.0, 0.0, l2=fitted.l2),),
         combiner=combiner,
         solver=_description(problem, fitted, path, len(pool)),
     )

@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import interrupt
+from pipeline.config import recipes
+from pipeline.config import training as training_config
 from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fusion as fusion_lib
@@ -62,7 +63,7 @@ class StageRun:
     def __init__(
         self,
         setup: prepare_lib.Setup,
-        stage: config_lib.Stage,
+        stage: training_config.Stage,
         logs,
         stop: interrupt.StopRequests | None = None,
     ):
@@ -232,7 +233,7 @@ class StageRun:
             combiner=combiner,
         )
 
-    def _phases(self, step: int) -> list[config_lib.Phase]:
+    def _phases(self, step: int) -> list[training_config.Phase]:
         """The stretches of the stage at each rate that led to its best checkpoint, which a replay
         trains again: each from where the previous one's best was restored to its own best."""
         state = self.state
@@ -245,7 +246,7 @@ class StageRun:
         )
         first = self.stage.learning_rate
         return [
-            config_lib.Phase(first / config_lib.REDUCTION_FACTOR**index, float(value))
+            training_config.Phase(first / recipes.REDUCTION_FACTOR**index, float(value))
             for index, value in enumerate(epochs)
         ]
 
@@ -273,7 +274,7 @@ class StageRun:
         state["reductions"].assign(reductions + 1)
         with self.setup.strategy.scope():
             self.best.read(self.best_path).assert_existing_objects_matched()
-        self._set_learning_rate(self.learning_rate / config_lib.REDUCTION_FACTOR)
+        self._set_learning_rate(self.learning_rate / recipes.REDUCTION_FACTOR)
         state["steps_since_best"].assign(0)
         state["phase_start"].assign(step)
         state["step"].assign(step)
@@ -342,7 +343,7 @@ class StageRun:
         best_top1, best_loss = float(state["best_top1"].numpy()), float(state["best_loss"].numpy())
         if self.config.rule.plateau_metric == "loss":
             better = best_top1 < 0 or lower_loss(
-                metrics_now["loss"], best_loss, min_delta=config_lib.LOSS_MIN_DELTA
+                metrics_now["loss"], best_loss, min_delta=recipes.LOSS_MIN_DELTA
             )
             restarts, replaces = better, better
         else:
@@ -389,7 +390,7 @@ def improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
     return lower_loss(metrics_now["loss"], best_loss)
 
 
-def start_stage(setup: prepare_lib.Setup, stage: config_lib.Stage) -> None:
+def start_stage(setup: prepare_lib.Setup, stage: training_config.Stage) -> None:
     """Stage 0 initialises the head; every later stage starts from the previous stage's best."""
     if stage.index == 0:
         if setup.config.head_init == "baseline":

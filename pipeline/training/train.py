@@ -20,9 +20,9 @@ import tensorflow as tf
 
 from bottlenecks import cut
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import interrupt
+from pipeline.config import training as training_config
 from pipeline.training import distribute
 from pipeline.training import export
 from pipeline.training import heads
@@ -61,7 +61,7 @@ NOT_IDENTITY = (
 
 
 def train_and_evaluate(
-    config: config_lib.TrainConfig,
+    config: training_config.TrainConfig,
     stop: interrupt.StopRequests | None = None,
     announce: bool = True,
     features: dict | None = None,
@@ -94,8 +94,8 @@ def train_and_evaluate(
 
 
 def _choose_input_sharding(
-    config: config_lib.TrainConfig, strategy: tf.distribute.Strategy
-) -> config_lib.TrainConfig:
+    config: training_config.TrainConfig, strategy: tf.distribute.Strategy
+) -> training_config.TrainConfig:
     """The config with its input sharding resolved to data or file for this cluster, said in one
     line."""
     num_shards = manifest_lib.Manifest.read(config.records_dir).split("train").num_shards
@@ -111,7 +111,7 @@ def _choose_input_sharding(
 
 
 def prepare(
-    config: config_lib.TrainConfig, manifest: manifest_lib.Manifest | None = None
+    config: training_config.TrainConfig, manifest: manifest_lib.Manifest | None = None
 ) -> prepare_lib.Setup:
     """What the stages of a run share: the recipe's values and the stages resolved from the
     records, and with --learning-rate auto the rate its finished sweep chose."""
@@ -129,7 +129,7 @@ def prepare(
 
 
 def _train(
-    config: config_lib.TrainConfig,
+    config: training_config.TrainConfig,
     stop: interrupt.StopRequests | None,
     announce: bool = True,
     baseline: bool = True,
@@ -232,7 +232,7 @@ def _selection(setup: prepare_lib.Setup, sweep: results_lib.Sweep) -> str:
 
 
 def _refit(
-    config: config_lib.TrainConfig, selected: results_lib.Results, stop, features=None
+    config: training_config.TrainConfig, selected: results_lib.Results, stop, features=None
 ) -> results_lib.Results:
     """--refit: the selected schedule (each stage's phases) trained again on train + validation, in
     LOGDIR/refit with its own export; returns the selected run's results naming it."""
@@ -266,7 +266,7 @@ def _refit(
 
 
 def _train_by_folds(
-    config: config_lib.TrainConfig,
+    config: training_config.TrainConfig,
     identity: dict,
     manifest: manifest_lib.Manifest,
     stop,
@@ -360,14 +360,14 @@ def _rate_folder(rate: float | None) -> str:
     return "solved" if rate is None else f"lr{rate:g}"
 
 
-def _median_phase(phases) -> config_lib.Phase:
+def _median_phase(phases) -> training_config.Phase:
     """One phase of a replay from the folds' phases: the median of their epochs, or of a solved
     stage's L2 strengths on a log scale."""
     if phases[0].l2 is not None:
-        return config_lib.Phase(
+        return training_config.Phase(
             0.0, 0.0, l2=float(np.exp(np.median(np.log([p.l2 for p in phases]))))
         )
-    return config_lib.Phase(
+    return training_config.Phase(
         phases[0].learning_rate, float(np.median([phase.epochs for phase in phases]))
     )
 
@@ -384,7 +384,7 @@ def _candidate(rate: float, stages: list[results_lib.StageResult]) -> results_li
 
 
 def _best_candidate(
-    config: config_lib.TrainConfig, candidates: list[results_lib.SweepCandidate]
+    config: training_config.TrainConfig, candidates: list[results_lib.SweepCandidate]
 ) -> results_lib.SweepCandidate:
     """The recipe's choice: the lowest mean validation loss (converged), or the highest validation
     top-1 with ties going to the lower loss (thesis)."""
@@ -393,7 +393,7 @@ def _best_candidate(
     return max(candidates, key=lambda row: (row.validation_top1, -row.validation_loss))
 
 
-def _settings(config: config_lib.TrainConfig) -> dict:
+def _settings(config: training_config.TrainConfig) -> dict:
     """The run's identity as given (before its stages and learning rate are resolved):
     config.json."""
     settings = {
@@ -430,14 +430,16 @@ def _new_results(setup: prepare_lib.Setup) -> results_lib.Results:
     )
 
 
-def solves_first_stage(config: config_lib.TrainConfig, manifest: manifest_lib.Manifest) -> bool:
+def solves_first_stage(
+    config: training_config.TrainConfig, manifest: manifest_lib.Manifest
+) -> bool:
     """Whether a resolved run's first stage is solved (pipeline.training.solved), not trained."""
     branches = branches_lib.resolve(config.branches, manifest.branch_names)
     return solved.not_solved_because(config, manifest, config.stages[0], 0, len(branches)) is None
 
 
 def learning_rate_sweep(
-    config: config_lib.TrainConfig,
+    config: training_config.TrainConfig,
     stop: interrupt.StopRequests | None = None,
     features: dict | None = None,
 ) -> results_lib.Sweep:
@@ -522,7 +524,7 @@ def learning_rate_sweep(
 
 
 def _train_seeds(
-    config: config_lib.TrainConfig, stop: interrupt.StopRequests | None, features=None
+    config: training_config.TrainConfig, stop: interrupt.StopRequests | None, features=None
 ) -> results_lib.Results:
     """N independent runs (seeded initialisation and shuffling) sharing one sweep; results as mean ±
     sd."""

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import job
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     shutil.rmtree(flags.out, ignore_errors=True)
     images = os.path.join(flags.out, "images")
     _link_images(flags.data_dir, images, flags.num_images)
-    local = config_lib.ExtractConfig(
+    local = offline_config.ExtractConfig(
         out_dir=os.path.join(flags.out, "local"),
         data_dir=images,
         backbone="mobilenet_v2",

@@ -28,8 +28,9 @@ import numpy as np
 import scipy.optimize
 
 from pipeline import branches as branches_lib
-from pipeline import config as config_lib
 from pipeline.analysis import compare
+from pipeline.config import analysis as analysis_config
+from pipeline.config import training as training_config
 from pipeline.training import features as features_lib
 from tfrecords import manifest as manifest_lib
 
@@ -123,14 +124,14 @@ def run_compare(
     """{arm: mean test top-1 over its runs} of jpeg-ladder-compare, and its wall time."""
     shutil.rmtree(out_dir, ignore_errors=True)
     rule = dataclasses.replace(
-        config_lib.compare_training(),
+        analysis_config.compare_training(),
         seeds=seeds,
         solver=solver,
         label_space="dataset",
         export=False,
         progress=False,
     )
-    config = config_lib.CompareConfig(
+    config = analysis_config.CompareConfig(
         records_dir=records,
         out_dir=out_dir,
         fusions=FUSIONS,
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-sgd", action="store_true", help="leave out the SGD compare")
     parser.add_argument("--json", default=None, help="write every number here")
     arguments = parser.parse_args(argv)
-    branches = config_lib.branch_tokens(arguments.branches) if arguments.branches else None
+    branches = training_config.branch_tokens(arguments.branches) if arguments.branches else None
     runs = {}
     runs["solver"] = run_compare(
         arguments.records,

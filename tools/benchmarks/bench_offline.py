@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from bottlenecks import cut
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import job
 from pipeline.offline import ladder
 from tfrecords import fileio
@@ -262,7 +262,7 @@ def run_job(
     labels_csv: str, out_dir: str, weights: str, nodes, batch_size: int
 ) -> tuple[dict, float]:
     """make_tfrecords as users run it, timed around the whole call (model building included)."""
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir=out_dir,
         labels_csv=labels_csv,
         backbone=BACKBONE,
@@ -629,7 +629,7 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     json_path = flags.json or os.path.join(out, "bench_offline.json")
     backbone = registry.get_backbone(BACKBONE)
-    qualities = config_lib.QUALITIES
+    qualities = offline_config.QUALITIES
     num_branches = 1 + len(qualities)
     dense_nodes = tuple(node.strip() for node in flags.dense_nodes.split(",") if node.strip())
     images = select_images(flags.data_dir, max(flags.num_images, 4 * flags.memory_images))

@@ -37,7 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import registry
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
+from pipeline.config import training as training_config
 from pipeline.offline import job
 from tfrecords import example
 from tfrecords import reader
@@ -49,7 +50,7 @@ TARGETS = {"uncached": 0.95, "cached": 0.9}
 
 def make_records(data_dir: str, weights: str, out_dir: str, nodes) -> str:
 
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir=out_dir,
         data_dir=data_dir,
         backbone="mobilenet_v2",
@@ -75,7 +76,7 @@ def _timed_steps(steps, iterator, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / count
 
 
-def _stage(config: config_lib.TrainConfig, node: str):
+def _stage(config: training_config.TrainConfig, node: str):
     """The set-up and distributed steps of a one-stage run reading `node`."""
     from pipeline.training import prepare
     from pipeline.training import steps as steps_lib
@@ -87,7 +88,7 @@ def _stage(config: config_lib.TrainConfig, node: str):
 
 
 def measure_input_pipeline(
-    config: config_lib.TrainConfig, node: str, rounds: int, seconds_per_round: float
+    config: training_config.TrainConfig, node: str, rounds: int, seconds_per_round: float
 ) -> dict:
     """Steps/s of one stage model fed from the records and from tensors already in memory, in
     alternating rounds.
@@ -162,7 +163,7 @@ def _milliseconds(function, count: int) -> tuple[float, float]:
     return 1000 * (time.perf_counter() - wall) / count, 1000 * (time.process_time() - cpu) / count
 
 
-def where_the_time_goes(config: config_lib.TrainConfig, node: str, count: int) -> dict:
+def where_the_time_goes(config: training_config.TrainConfig, node: str, count: int) -> dict:
     """Wall and CPU milliseconds per batch of each part alone: the step, the uncached input
     pipeline, parsing.
 
@@ -277,7 +278,7 @@ def main(argv=None) -> int:
     os.makedirs(flags.out, exist_ok=True)
     logdir = os.path.join(flags.out, "run")
     shutil.rmtree(logdir, ignore_errors=True)
-    config = config_lib.TrainConfig(
+    config = training_config.TrainConfig(
         records_dir=records,
         logdir=logdir,
         stages=stages,

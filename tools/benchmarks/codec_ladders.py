@@ -24,7 +24,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import codecs
 from pipeline.offline import ladder
 from tools.benchmarks import tcm_share
@@ -82,13 +82,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("folder")
     parser.add_argument("--codecs", default="jpeg,jpeg2000,webp,avif")
-    parser.add_argument("--qualities", default=",".join(map(str, config_lib.QUALITIES)))
+    parser.add_argument("--qualities", default=",".join(map(str, offline_config.QUALITIES)))
     parser.add_argument("--limit", type=int, default=0, help="the first N images only")
     parser.add_argument("--json", help="write every number here")
     args = parser.parse_args(argv)
-    names = config_lib.codec_list(args.codecs)
+    names = offline_config.codec_list(args.codecs)
     codecs.check_available(names)
-    qualities = config_lib.qualities_or_none(args.qualities)
+    qualities = offline_config.qualities_or_none(args.qualities)
     files = tcm_share.image_files(args.folder)[: args.limit or None]
     result = measure(files, names, qualities)
     print(f"{len(files)} images of {args.folder}; mean bits per pixel and PSNR per re-encoding")

@@ -49,7 +49,7 @@ import tools
 from bottlenecks import cut
 from bottlenecks import registry
 from pipeline import backbones
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import images as images_lib
 from pipeline.offline import job
 from pipeline.offline import ladder
@@ -285,7 +285,7 @@ def cache_nodes(
     fractions."""
     out_dir = os.path.join(work_dir, f"{backbone_name}_records")
     labels_csv = write_labels_csv(items, os.path.join(work_dir, f"{backbone_name}_images.csv"))
-    config = config_lib.ExtractConfig(
+    config = offline_config.ExtractConfig(
         out_dir=out_dir,
         labels_csv=labels_csv,
         backbone=backbone_name,
@@ -652,7 +652,7 @@ def measure(flags) -> dict:
     os.makedirs(flags.out)
     items = select_images(flags.data_dir, flags.num_images)
     results = [
-        measure_backbone(name, flags, items, config_lib.QUALITIES) for name in flags.backbones
+        measure_backbone(name, flags, items, offline_config.QUALITIES) for name in flags.backbones
     ]
     return {
         "data_dir": os.path.abspath(flags.data_dir),
@@ -662,7 +662,7 @@ def measure(flags) -> dict:
         "threads": 1,
         "tensorflow": tf.__version__,
         "imagenet_images": IMAGENET_IMAGES,
-        "branches": 1 + len(config_lib.QUALITIES),
+        "branches": 1 + len(offline_config.QUALITIES),
         "results": results,
         "wall_seconds": time.perf_counter() - started_wall,
         "cpu_seconds": time.process_time() - started_cpu,

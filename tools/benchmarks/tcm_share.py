@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pipeline import config as config_lib
+from pipeline.config import offline as offline_config
 from pipeline.offline import ladder
 from pipeline.offline import tcm
 
@@ -43,7 +43,7 @@ def shares(files, std: float) -> np.ndarray:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("folders", nargs="+")
-    parser.add_argument("--std", type=float, default=config_lib.TCM_DEFAULTS[2])
+    parser.add_argument("--std", type=float, default=offline_config.TCM_DEFAULTS[2])
     args = parser.parse_args(argv)
     for folder in args.folders:
         files = image_files(folder)
