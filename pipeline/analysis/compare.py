@@ -35,6 +35,7 @@ from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import run_directory
+from pipeline.training import selection
 from pipeline.training import solved
 from pipeline.training import train
 from tfrecords import fileio
@@ -79,14 +80,19 @@ def arm_training(
         logdir=os.path.join(runs, f"seed{seed_index}"),
         branches=branch_set,
         fusion=fusion,
-        sweep_dir=os.path.join(runs, "sweep"),
         seeds=1,
         seed=template.seed + seed_index,
-        sweep_seed=template.seed,
         # The FBSD head is one stage on its own nodes' maps, whatever the rule's stages.
         stages=None if template.head == "fbsd" else template.stages,
         export=False,  # the kept runs export once every arm is scored
     )
+
+
+def arm_role(config: analysis_config.CompareConfig, arm: str) -> selection.Role:
+    """An arm's seeds share one learning-rate sweep (when it trains by SGD), run with the rule's
+    first seed."""
+    runs = os.path.join(config.out_dir, "runs", arm_directory(arm))
+    return selection.Role(sweep_dir=os.path.join(runs, "sweep"), sweep_seed=config.training.seed)
 
 
 def evaluation_split(manifest: manifest_lib.Manifest) -> str:
@@ -137,7 +143,9 @@ def compare(config: analysis_config.CompareConfig, stop=None) -> dict:
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
-            results = train.train_and_evaluate(training, stop, announce=False, features=store)
+            results = train.train_and_evaluate(
+                training, stop, announce=False, features=store, role=arm_role(config, arm)
+            )
             arm_branches[arm] = (training.fusion, list(results.branches))
             predictions = _predictions(training, manifest, store, split, results, arm == BASELINE)
             selected.add(arm, predictions, results)
@@ -212,7 +220,9 @@ def _export(config: analysis_config.CompareConfig, runs, stop, store) -> None:
         runs, unit="export", desc="export", disable=not config.training.progress
     ):
         training = dataclasses.replace(arm_training(config, arm, seed), export=True)
-        train.train_and_evaluate(training, stop, announce=False, features=store)
+        train.train_and_evaluate(
+            training, stop, announce=False, features=store, role=arm_role(config, arm)
+        )
 
 
 def _costs(config: analysis_config.CompareConfig, manifest, split: str, runs) -> dict:

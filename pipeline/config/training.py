@@ -147,8 +147,6 @@ class TrainConfig:
         "the recipe's: 2 converged, 1 thesis)",
         show_default=False,
     )
-    sweep_dir: str | None = None  # None: LOGDIR/sweep; runs with the same rule may share one
-    sweep_seed: int | None = None  # None: seed; runs that share a sweep share its seed
     learning_rate_divisor: float = option(
         10.0, positive=True, help="the learning rate is divided by this at each later stage"
     )
@@ -270,17 +268,6 @@ class TrainConfig:
         True, help="write no raw-image model into LOGDIR/export (sweeps, seeds, tests)"
     )
     progress: bool = option(True, help="no progress bar")
-    # Set by the trainer for the runs it derives: (K, i) trains on the train and validation images
-    # outside fold i of K and chooses on fold i; a replay trains on the train and validation images
-    # with a fixed schedule (per stage, its phases) and chooses nothing.
-    fold: tuple[int, int] | None = None
-    replay: tuple[tuple[Phase, ...], ...] | None = None
-    # A replay's weighted or gated combiner comes from this run's best checkpoints (a replay has no
-    # held-out images to learn one from).
-    combiner_source: str | None = None
-    # False for the runs a selection tries and throws away (sweep candidates, folds): no TensorBoard
-    # runs of their own, only the selection's summary.
-    summaries: bool = True
 
     def __post_init__(self):
         options.check_local_output("--logdir", self.logdir)

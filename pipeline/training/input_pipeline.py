@@ -6,36 +6,32 @@ import math
 
 import tensorflow as tf
 
-from pipeline.config import training as training_config
 from pipeline.training import features as features_lib
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
 
-def records_of(
-    config: training_config.TrainConfig, split: str
-) -> tuple[tuple[str, ...], tuple | None]:
-    """The records a run reads as its train or validation split: (the record splits, a fold filter).
+def records_of(role, split: str) -> tuple[tuple[str, ...], tuple | None]:
+    """The records a run of this role (pipeline.training.selection.Role) reads as its train or
+    validation split: (the record splits, a fold filter).
 
-    A plain run reads them as they are. A fold run (config.fold = (K, i)) pools train and validation
+    A plain run reads them as they are. A fold run (role.fold = (K, i)) pools train and validation
     and holds fold i out to choose on; a replay (--refit, --folds) trains on the pool and chooses
     nothing. Only evaluation ever reads test.
     """
-    if config.fold is not None:
-        count, index = config.fold
+    if role.fold is not None:
+        count, index = role.fold
         return ("train", "validation"), (count, index, split == "validation")
-    if config.replay is not None:
+    if role.replay is not None:
         if split == "validation":
             raise ValueError("a replay trains on train and validation: there is no validation")
         return ("train", "validation"), None
     return (split,), None
 
 
-def num_examples(
-    config: training_config.TrainConfig, manifest: manifest_lib.Manifest, split: str
-) -> int:
+def num_examples(role, manifest: manifest_lib.Manifest, split: str) -> int:
     """How many images a run's train or validation split holds (a fold's, about its share)."""
-    splits, fold = records_of(config, split)
+    splits, fold = records_of(role, split)
     total = sum(manifest.num_records(name) for name in splits)
     if fold is None:
         return total
@@ -69,7 +65,7 @@ def stage_dataset(
     config = setup.config
     branches = branches or setup.branches
     nodes = nodes or setup.stage_nodes(node)
-    record_splits, fold = records_of(config, split)
+    record_splits, fold = records_of(setup.role, split)
     if len(nodes) == 1 and nodes[0] in setup.features and file_shard is None:
         dataset = features_lib.dataset(
             setup.features[nodes[0]].rows(record_splits, fold),
@@ -84,7 +80,7 @@ def stage_dataset(
         )
         return dataset.map(_labels_in_head_space(setup), num_parallel_calls=tf.data.AUTOTUNE)
     decoded_mb = (
-        num_examples(config, setup.manifest, split)
+        num_examples(setup.role, setup.manifest, split)
         * len(branches)
         * sum(math.prod(setup.manifest.node(one).shape[1:]) for one in nodes)
         * 4

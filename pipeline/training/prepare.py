@@ -20,6 +20,7 @@ from pipeline.training import features as features_lib
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import heads
 from pipeline.training import input_pipeline
+from pipeline.training import selection
 from pipeline.training import solved
 from pipeline.training import topology
 from tfrecords import manifest as manifest_lib
@@ -48,6 +49,8 @@ class Setup:
     # Nodes' records already in memory (pipeline.training.features), from the caller (compare) or
     # loaded once by the first stage that needs them.
     features: dict = dataclasses.field(default_factory=dict)
+    # What the run is to the selection that made it: a fold, a replay, or (the default) its own.
+    role: selection.Role = dataclasses.field(default_factory=selection.Role)
 
     @property
     def num_classes(self) -> int:
@@ -229,9 +232,10 @@ def prepare(
     config: training_config.TrainConfig,
     manifest: manifest_lib.Manifest,
     features: dict | None = None,
+    role: selection.Role | None = None,
 ) -> Setup:
     """Checks a resolved run (see resolve_stages; its learning rate a number) against its records
-    and builds what all stages share.
+    and builds what all stages share; features and role as Setup holds them.
 
     Training reads only the train and validation splits: the test split is left to the evaluation.
     """
@@ -316,10 +320,11 @@ def prepare(
         class_names,
         label_map,
         strategy,
-        input_pipeline.num_examples(config, manifest, "train"),
+        input_pipeline.num_examples(role or selection.Role(), manifest, "train"),
         solver_note=reason if config.rule.solves_linear and config.solver != "sgd" else None,
         solved_first=solved_first,
         features=dict(features or {}),
+        role=role or selection.Role(),
     )
 
 

@@ -128,7 +128,7 @@ def _cached(key):
 def _rows(setup, store: features_lib.Features, split: str) -> features_lib.Split:
     """The run's train or validation images (input_pipeline.records_of), its branches, labels in the
     head's class space."""
-    record_splits, fold = input_pipeline.records_of(setup.config, split)
+    record_splits, fold = input_pipeline.records_of(setup.role, split)
     rows = store.rows(record_splits, fold)
     labels = rows.labels if setup.label_map is None else setup.label_map[rows.labels]
     if len(labels) and labels.max() >= setup.num_classes:
@@ -140,7 +140,7 @@ def _rows(setup, store: features_lib.Features, split: str) -> features_lib.Split
 
 
 def _key(setup, store, fusion: LinearFusion, split: str) -> tuple:
-    record_splits, fold = input_pipeline.records_of(setup.config, split)
+    record_splits, fold = input_pipeline.records_of(setup.role, split)
     return (
         store.directory,
         store.node,
@@ -161,12 +161,12 @@ def solve(setup, stage: training_config.Stage, store, writers):
         model = setup.build_model(stage.node)
     fusion = LinearFusion(config.fusion, setup.family_ids, len(setup.branches))
     train = _rows(setup, store, "train")
-    pool = train if config.replay is not None else _pool(setup, store, train)
+    pool = train if setup.role.replay is not None else _pool(setup, store, train)
     basis = solver.Basis.of(fusion.rows(pool.features))
     problem = fusion.problem(train, setup.num_classes, basis)
     solve_one = _cached(_key(setup, store, fusion, "train") + (basis_key(basis),))
-    if config.replay is not None:  # --refit, --folds: nothing to choose on
-        chosen_l2 = config.replay[stage.index][0].l2
+    if setup.role.replay is not None:  # --refit, --folds: nothing to choose on
+        chosen_l2 = setup.role.replay[stage.index][0].l2
         fitted, path, validation = solve_one(problem, chosen_l2, None), None, None
     else:
         validation = _rows(setup, store, "validation")

@@ -56,7 +56,7 @@ class StageRun:
     """One stage: train from its starting point, evaluate every so often, keep the best, end on a
     plateau (after the recipe's reductions of the learning rate) or at the epoch cap.
 
-    A replay (config.replay: --refit, --folds) trains the stage's phases again, each at its rate for
+    A replay (its role's: --refit, --folds) trains the stage's phases again, each at its rate for
     its epochs, on the train and validation images, and keeps where it ends: nothing is chosen.
     """
 
@@ -70,7 +70,8 @@ class StageRun:
         self.setup, self.stage, self.config, self.stop = setup, stage, setup.config, stop
         run = run_directory.RunDirectory(self.config.logdir)
         self.model, self.optimizer = prepare_lib.stage_model(setup, stage)
-        self.replay = None if self.config.replay is None else self.config.replay[stage.index]
+        self.role = setup.role
+        self.replay = None if self.role.replay is None else self.role.replay[stage.index]
         phases = len(self.replay) if self.replay is not None else self.config.lr_reductions + 1
         with setup.strategy.scope():
             self.state = _stage_state(stage.learning_rate, phases)
@@ -292,10 +293,10 @@ class StageRun:
 
     def _copy_combiner(self) -> dict:
         """A replay's combiner: the one its source run learnt for this stage."""
-        source = run_directory.RunDirectory(self.config.combiner_source).best_checkpoint(self.stage)
+        source = run_directory.RunDirectory(self.role.combiner_source).best_checkpoint(self.stage)
         with self.setup.strategy.scope():
             tf.train.Checkpoint(fusion=self.setup.combiner).read(source).expect_partial()
-        return {"kept": f"the combiner learnt by {self.config.combiner_source}"}
+        return {"kept": f"the combiner learnt by {self.role.combiner_source}"}
 
     def _training_stream(
         self, batch_size: int, start_batch: int, file_shard: tuple[int, int] | None
