@@ -20,9 +20,9 @@ from pipeline.config import analysis as analysis_config
 from pipeline.config import training as training_config
 from pipeline.training import export
 from pipeline.training import fusion
+from pipeline.training import plateau
 from pipeline.training import results as results_lib
 from pipeline.training import solved
-from pipeline.training import stage
 from pipeline.training import topology
 from pipeline.training import train
 from tests import conftest
@@ -339,10 +339,10 @@ def test_head_init_baseline_fails_clearly_for_an_mlp_head():
 
 
 def test_a_top1_tie_improves_only_at_a_clearly_lower_loss():
-    assert stage.improves({"top1": 0.5, "loss": 9.0}, -1.0, 0.0)  # the first evaluation
-    assert stage.improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
-    assert not stage.improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
-    assert stage.improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
-    assert not stage.improves(
+    assert plateau.improves({"top1": 0.5, "loss": 9.0}, -1.0, 0.0)  # the first evaluation
+    assert plateau.improves({"top1": 0.6, "loss": 9.0}, 0.5, 1.0)
+    assert not plateau.improves({"top1": 0.4, "loss": 0.1}, 0.5, 1.0)
+    assert plateau.improves({"top1": 0.5, "loss": 0.9}, 0.5, 1.0)
+    assert not plateau.improves(
         {"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0
     )  # float noise is no improvement

@@ -17,9 +17,9 @@ from pipeline.config import training as training_config
 from pipeline.offline import job
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import heads
+from pipeline.training import plateau
 from pipeline.training import run_directory
 from pipeline.training import stacking
-from pipeline.training import stage as stage_lib
 from pipeline.training import train
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "thesis_results.json")
@@ -78,9 +78,9 @@ def test_converged_stage_trains_while_validation_loss_falls_and_stops_after_the_
     assert [step for step, _ in losses] == list(range(learning.steps + 1))
     by_step = dict(losses)
     assert learning.best_loss == pytest.approx(by_step[learning.best_step], rel=1e-5)
-    # No later evaluation lowered the loss by what counts as an improvement (stage.lower_loss).
+    # No later evaluation lowered the loss by what counts as an improvement (plateau.lower_loss).
     assert not any(
-        stage_lib.lower_loss(loss, learning.best_loss, recipes.LOSS_MIN_DELTA)
+        plateau.lower_loss(loss, learning.best_loss, recipes.LOSS_MIN_DELTA)
         for step, loss in losses
         if step > learning.best_step
     )

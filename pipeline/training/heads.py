@@ -18,6 +18,7 @@ from pipeline import errors
 from pipeline import seeding
 from pipeline.config import recipes
 from pipeline.config import training as training_config
+from pipeline.training import plateau
 
 HEADS = training_config.POOLED_HEADS
 ACTIVATIONS = training_config.ACTIVATIONS
@@ -228,11 +229,11 @@ def fit(
 
     thesis: the related papers' rule, SGD (learning rate 0.01, the given momentum), stopping when
     validation top-1 has not risen for `patience` epochs. converged: Adam (learning rate 0.001),
-    stopping when validation loss has not fallen for `patience` epochs, the rate divided by 10
-    after each half-patience without progress (Keras's ReduceLROnPlateau, at most the recipe's
-    number of times). Both run at most `max_epochs`. Returns epochs run, the best epoch and its
-    validation scores. `eager` runs the steps without tracing them into graphs: for a caller that
-    fits hundreds of heads of changing shapes in one process, since every traced graph stays in
+    the rate divided by 10 from the best weights after half the patience without a lower
+    validation loss, stopping after the other half. Both are the stages' plateau rule
+    (pipeline.training.plateau) and run at most `max_epochs`. Returns epochs run, the best epoch
+    and its validation scores. `eager` runs the steps without tracing them into graphs: for a caller
+    that fits hundreds of heads of changing shapes in one process, since every traced graph stays in
     memory (measured: 12 MiB more per fit, with keras.backend.clear_session or without; eager:
     flat, about a quarter slower).
     """
@@ -252,28 +253,17 @@ def fit(
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
             run_eagerly=eager,
         )
-        by_loss = rule.plateau_metric == "loss"
-        monitor, mode = ("val_loss", "min") if by_loss else ("val_top1", "max")
-        callbacks = [
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                mode=mode,
-                patience=patience,
-                restore_best_weights=True,
-                min_delta=recipes.LOSS_MIN_DELTA if mode == "min" else 0,
+        # The stages' plateau rule (pipeline.training.plateau) on epochs. Under converged a plateau
+        # is half the patience: the first divides the rate by 10, the second ends the fit, so that
+        # the fit ends `patience` epochs after its last new best, as the papers' rule does.
+        reduce = bool(rule.lr_reductions)
+        stopper = plateau.KerasPlateau(
+            plateau.Rule(
+                rule.plateau_metric,
+                max(1, patience // 2) if reduce else patience,
+                1 if reduce else 0,
             )
-        ]
-        if rule.lr_reductions:
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor=monitor,
-                    mode=mode,
-                    factor=1 / recipes.REDUCTION_FACTOR,
-                    patience=max(1, patience // 2),
-                    min_delta=recipes.LOSS_MIN_DELTA,
-                    min_lr=rate / recipes.REDUCTION_FACTOR**rule.lr_reductions,
-                )
-            )
+        )
         history = model.fit(
             np.asarray(train[0], np.float32),
             np.asarray(train[1], np.int32),
@@ -283,16 +273,14 @@ def fit(
                 np.asarray(validation[0], np.float32),
                 np.asarray(validation[1], np.int32),
             ),
-            callbacks=callbacks,
+            callbacks=[stopper],
             shuffle=True,
             verbose=verbose,
         )
-        scores = np.asarray(history.history[monitor])
-        best = int(np.argmin(scores) if mode == "min" else np.argmax(scores))
         return {
-            "epochs": len(scores),
-            "best_epoch": best + 1,
-            "best_validation_top1": float(history.history["val_top1"][best]),
-            "best_validation_loss": float(history.history["val_loss"][best]),
+            "epochs": len(history.history["val_loss"]),
+            "best_epoch": stopper.best_epoch,
+            "best_validation_top1": stopper.best["top1"],
+            "best_validation_loss": stopper.best["loss"],
             "recipe": recipe,
         }

@@ -21,6 +21,7 @@ from pipeline.training import checkpoints
 from pipeline.training import distribute
 from pipeline.training import fusion as fusion_lib
 from pipeline.training import input_pipeline
+from pipeline.training import plateau as plateau_lib
 from pipeline.training import prepare as prepare_lib
 from pipeline.training import results as results_lib
 from pipeline.training import run_directory
@@ -28,8 +29,6 @@ from pipeline.training import stacking
 from pipeline.training import steps as steps_lib
 from pipeline.training import topology
 from tfrecords import reader
-
-LOSS_MARGIN = 1e-3  # a validation-loss tie-break must lower the loss by this fraction of it
 
 
 def _stage_state(learning_rate: float, phases: int) -> dict:
@@ -126,9 +125,9 @@ class StageRun:
         eval_every = min(config.eval_every_steps, steps_per_epoch)
         if self.replay is not None:
             boundaries = np.cumsum([round(phase.epochs * steps_per_epoch) for phase in self.replay])
-            max_steps, plateau_steps = int(boundaries[-1]), None
+            max_steps, rule = int(boundaries[-1]), None
         else:
-            plateau_steps = max(1, round(config.patience_epochs(steps_per_epoch) * steps_per_epoch))
+            rule = self.plateau_rule
             max_steps = max(1, round(config.max_epochs_per_stage * steps_per_epoch))
         step = int(state["step"].numpy())
         if self.replay is None and step == 0 and state["best_top1"].numpy() < 0:
@@ -157,10 +156,11 @@ class StageRun:
             ),
         ):
             while step < max_steps:
-                if plateau_steps is not None and self._steps_since_best() >= plateau_steps:
-                    if int(state["reductions"].numpy()) < config.lr_reductions:
-                        self._reduce(step)
-                        continue
+                decision = self._decision(rule)
+                if decision == plateau_lib.REDUCE:
+                    self._reduce(step)
+                    continue
+                if decision == plateau_lib.STOP:
                     plateau = True
                     break
                 if self.replay is not None:
@@ -191,9 +191,7 @@ class StageRun:
                         top1=f"{top1:.4f}",
                         best=f"{float(state['best_top1'].numpy()):.4f}",
                     )
-        plateau = plateau or (
-            plateau_steps is not None and self._steps_since_best() >= plateau_steps
-        )
+        plateau = plateau or self._decision(rule) != plateau_lib.CONTINUE
         combiner = None
         if self.replay is not None:
             if config.rule.stacked_combiner and config.fusion in fusion_lib.COMBINED:
@@ -251,8 +249,23 @@ class StageRun:
             for index, value in enumerate(epochs)
         ]
 
-    def _steps_since_best(self) -> int:
-        return int(self.state["steps_since_best"].numpy())
+    @property
+    def plateau_rule(self) -> plateau_lib.Rule:
+        """The recipe's plateau rule, its patience in steps: the config's epochs, or the data
+        size's."""
+        steps_per_epoch = self.setup.steps_per_epoch
+        return plateau_lib.Rule(
+            self.config.rule.plateau_metric,
+            max(1, round(self.config.patience_epochs(steps_per_epoch) * steps_per_epoch)),
+            self.config.lr_reductions,
+        )
+
+    def _decision(self, rule: plateau_lib.Rule | None) -> str:
+        """Where the stage stands on its plateau rule (a replay has none: it continues)."""
+        if rule is None:
+            return plateau_lib.CONTINUE
+        state = self.state
+        return rule.decide(int(state["steps_since_best"].numpy()), int(state["reductions"].numpy()))
 
     def _set_learning_rate(self, value: float) -> None:
         self.state["learning_rate"].assign(value)
@@ -342,21 +355,12 @@ class StageRun:
         steps_since_last = step - int(state["last_eval_step"].numpy())
         state["last_eval_step"].assign(step)
         best_top1, best_loss = float(state["best_top1"].numpy()), float(state["best_loss"].numpy())
-        if self.config.rule.plateau_metric == "loss":
-            better = best_top1 < 0 or lower_loss(
-                metrics_now["loss"], best_loss, min_delta=recipes.LOSS_MIN_DELTA
-            )
-            restarts, replaces = better, better
-        else:
-            # The plateau counts from the last higher top-1; a tie at a lower loss only replaces
-            # the best checkpoint.
-            restarts = metrics_now["top1"] > best_top1
-            replaces = improves(metrics_now, best_top1, best_loss)
-        if restarts:
+        judgement = self.plateau_rule.judge(metrics_now, best_top1, best_loss)
+        if judgement.restarts:
             state["steps_since_best"].assign(0)
         else:
             state["steps_since_best"].assign_add(steps_since_last)
-        if replaces:
+        if judgement.replaces:
             state["best_top1"].assign(metrics_now["top1"])
             state["best_top5"].assign(metrics_now["top5"])
             state["best_loss"].assign(metrics_now["loss"])
@@ -369,26 +373,6 @@ class StageRun:
         )
         self._save_resume_point(step)
         return metrics_now["top1"]
-
-
-def lower_loss(loss: float, best_loss: float, min_delta: float = 0.0) -> bool:
-    """A validation loss clearly below the best: by more than LOSS_MARGIN of it and than min_delta
-    (float noise and a loss drifting by a hair do not count)."""
-    return loss < best_loss - max(LOSS_MARGIN * abs(best_loss), min_delta)
-
-
-def improves(metrics_now: dict, best_top1: float, best_loss: float) -> bool:
-    """Whether a checkpoint beats the best: a higher validation top-1, or the same top-1 at a
-    clearly lower loss.
-
-    On a small or saturated validation split top-1 ties are common (59 images: 1.7 points each);
-    breaking them by loss, as the learning-rate sweep does, keeps the better-fitting checkpoint. The
-    relative margin keeps float noise from counting. Only a higher top-1 restarts the plateau count:
-    the loss of a saturated split keeps falling long after accuracy stopped changing.
-    """
-    if metrics_now["top1"] != best_top1:
-        return metrics_now["top1"] > best_top1
-    return lower_loss(metrics_now["loss"], best_loss)
 
 
 def start_stage(setup: prepare_lib.Setup, stage: training_config.Stage) -> None:
