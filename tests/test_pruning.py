@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.analysis import pruning
+from pipeline.analysis import distinctiveness
 from pipeline.config import analysis as analysis_config
 from pipeline.config import training as training_config
 from pipeline.training import heads
@@ -17,7 +17,7 @@ from pipeline.training import run_directory
 from tfrecords import manifest as manifest_lib
 from tools import prune as prune_tool
 
-Removal = pruning.Removal
+Removal = distinctiveness.Removal
 
 
 def _orthonormal_zero_mean(rows: int, columns: int, seed: int = 0) -> np.ndarray:
@@ -44,7 +44,7 @@ def _hand_made(extra_at_12_degrees: bool = False) -> np.ndarray:
 
 
 def test_angles_of_hand_made_activations():
-    angles = pruning.angles(_hand_made())
+    angles = distinctiveness.angles(_hand_made())
     assert angles[0, 1] == pytest.approx(10, abs=1e-6)
     assert angles[2, 3] == pytest.approx(170, abs=1e-6)
     assert angles[4, 5] == pytest.approx(90, abs=1e-6)
@@ -70,21 +70,23 @@ def test_angles_of_hand_made_activations():
 )
 def test_each_method_selects_exactly_the_expected_pairs(method, complementary, expected):
     assert (
-        pruning.select(pruning.angles(_hand_made()), method, complementary=complementary)
+        distinctiveness.select(
+            distinctiveness.angles(_hand_made()), method, complementary=complementary
+        )
         == expected
     )
 
 
 def test_batch_removes_two_of_the_three_most_similar_into_the_survivor():
-    angles = pruning.angles(_hand_made(extra_at_12_degrees=True))
-    assert pruning.select(angles, "batch") == [Removal((1, 6), 0, "similar")]
+    angles = distinctiveness.angles(_hand_made(extra_at_12_degrees=True))
+    assert distinctiveness.select(angles, "batch") == [Removal((1, 6), 0, "similar")]
     # The threshold method still takes one pair only: 1-6 is just over 15 degrees and 0 is taken.
-    assert pruning.select(angles, "threshold")[0] == Removal((1,), 0, "similar")
+    assert distinctiveness.select(angles, "threshold")[0] == Removal((1,), 0, "similar")
 
 
 def test_threshold_finds_nothing_between_the_bounds():
     basis = _orthonormal_zero_mean(20, 3)
-    assert pruning.select(pruning.angles(basis), "threshold") == []
+    assert distinctiveness.select(distinctiveness.angles(basis), "threshold") == []
 
 
 def _head(activation: str, seed: int = 0):
@@ -94,7 +96,7 @@ def _head(activation: str, seed: int = 0):
 def _merged_outputs(head, removals, mode, features):
     weights = heads.get_mlp_weights(head)
     activations = heads.hidden_activations(head, features)
-    merged, keep = pruning.merge(weights, activations, removals, mode)
+    merged, keep = distinctiveness.merge(weights, activations, removals, mode)
     assert merged.hidden_units == weights.hidden_units - sum(
         len(removal.removed) for removal in removals
     )
@@ -145,11 +147,11 @@ def test_complementary_pair_removed_together_with_its_constant_in_the_bias():
     weights.output_kernel[3] = weights.output_kernel[2]
     heads.set_mlp_weights(head, weights)
     features = np.random.default_rng(2).normal(size=(50, 6)).astype(np.float32)
-    angles = pruning.angles(heads.hidden_activations(head, features))
+    angles = distinctiveness.angles(heads.hidden_activations(head, features))
     assert angles[2, 3] == pytest.approx(180, abs=1e-3)
     removals = [
         removal
-        for removal in pruning.select(angles, "threshold")
+        for removal in distinctiveness.select(angles, "threshold")
         if removal.kind == "complementary"
     ]
     assert removals == [Removal((2, 3), None, "complementary")]
@@ -159,13 +161,14 @@ def test_complementary_pair_removed_together_with_its_constant_in_the_bias():
 
 
 def test_flops_follow_the_papers_count():
-    assert pruning.flops(2048, 1, 11)["flops"] == 2061
-    assert pruning.flops(2048, 500, 11)["flops"] == 1030500
+    assert distinctiveness.flops(2048, 1, 11)["flops"] == 2061
+    assert distinctiveness.flops(2048, 500, 11)["flops"] == 1030500
     assert (
-        pruning.flops(2048, 500, 11)["flops"] - pruning.flops(2048, 500 - 224, 11)["flops"]
+        distinctiveness.flops(2048, 500, 11)["flops"]
+        - distinctiveness.flops(2048, 500 - 224, 11)["flops"]
         == 461664
     )
-    assert pruning.flops(2048, 500, 11)["multiply_adds"] == 500 * (2048 + 11)
+    assert distinctiveness.flops(2048, 500, 11)["multiply_adds"] == 500 * (2048 + 11)
 
 
 def test_loop_stops_at_the_inflection_of_a_constructed_curve():
@@ -176,18 +179,20 @@ def test_loop_stops_at_the_inflection_of_a_constructed_curve():
         asked.append(cycle)
         return {"validation_top1": curve[cycle]}
 
-    cycles, inflection = pruning.run_cycles(
+    cycles, inflection = distinctiveness.run_cycles(
         {"validation_top1": curve[0]}, next_cycle, tolerance=0.02
     )
     assert inflection == 3 and asked == [1, 2, 3, 4] and len(cycles) == 5
     assert (
-        pruning.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3
+        distinctiveness.inflection([0.9, 0.9, 0.85, 0.9, 0.86, 0.85, 0.8], 0.02, patience=2) == 3
     )  # one dip ignored
-    assert pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2) is None  # may still recover
     assert (
-        pruning.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2, complete=True) == 2
+        distinctiveness.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2) is None
+    )  # may still recover
+    assert (
+        distinctiveness.inflection([0.9, 0.9, 0.9, 0.3], 0.02, patience=2, complete=True) == 2
     )  # the curve ended
-    flat, end = pruning.run_cycles(
+    flat, end = distinctiveness.run_cycles(
         {"validation_top1": 0.9},
         lambda cycle: {"validation_top1": 0.9} if cycle < 4 else None,
         tolerance=0.02,
@@ -205,9 +210,11 @@ def test_inflection_is_measured_against_the_best_reached_so_far():
         asked.append(cycle)
         return {"validation_top1": curve[cycle]} if cycle < len(curve) else None
 
-    cycles, found = pruning.run_cycles({"validation_top1": curve[0]}, next_cycle, tolerance=0.02)
+    cycles, found = distinctiveness.run_cycles(
+        {"validation_top1": curve[0]}, next_cycle, tolerance=0.02
+    )
     assert found == 4 and asked == [1, 2, 3, 4, 5] and len(cycles) == 6
-    _, from_start = pruning.run_cycles(
+    _, from_start = distinctiveness.run_cycles(
         {"validation_top1": curve[0]},
         lambda cycle: next_cycle(cycle),
         tolerance=0.02,
@@ -215,7 +222,7 @@ def test_inflection_is_measured_against_the_best_reached_so_far():
     )
     assert from_start == 10  # the thesis rule: 0.57 is the first more than 2 points below 0.60
     with pytest.raises(ValueError, match="reference"):
-        pruning.inflection(curve, 0.02, reference="cycle0")
+        distinctiveness.inflection(curve, 0.02, reference="cycle0")
 
 
 def _write_run(logdir, records, kind="mlp"):

@@ -1,15 +1,15 @@
 """Feature compression: an autoencoder on cached pooled features, its sigmoid code layer pruned by
 distinctiveness.
 
-    features [N, D] (min-max scaled on train) -> Dense(code, sigmoid) -> Dense(D) -> reconstruction
-    (MSE)
+    features [N, D] (min-max scaled on train) -> Dense(code, sigmoid) -> Dense(D)
+        -> reconstruction (MSE)
 
 Pruning removes one code unit at a time: of the pair at the smallest angle, one chosen at random,
-its outgoing weights merged into the other's (pruning.merge). Under the threshold rule each removal
-is followed by a short fine-tuning and kept only while the validation reconstruction MSE stays under
-the threshold; under the every-N-epochs rule one unit goes every N epochs down to the minimum size.
-A classifier is then trained on the codes at several code sizes, and its top-1/5/10 reported against
-the code size.
+its outgoing weights merged into the other's (distinctiveness.merge). Under the threshold rule each
+removal is followed by a short fine-tuning and kept only while the validation reconstruction MSE
+stays under the threshold; under the every-N-epochs rule one unit goes every N epochs down to the
+minimum size. A classifier is then trained on the codes at several code sizes, and its top-1/5/10
+reported against the code size.
 """
 
 import os
@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline import branches as branches_lib
 from pipeline import seeding
+from pipeline.analysis import distinctiveness
 from pipeline.analysis import pruning
 from pipeline.config import analysis as analysis_config
 from pipeline.training import heads
@@ -93,17 +94,17 @@ def remove_one(
     """The autoencoder without one unit of the minimum-angle pair (chosen at random), merged into
     the other."""
     codes = encode(model, features)
-    angles = pruning.angles(codes)
-    constant = pruning.constant_neurons(codes)
+    angles = distinctiveness.angles(codes)
+    constant = distinctiveness.constant_neurons(codes)
     if constant:
-        removal = pruning.Removal((constant[0],), None, "constant")
+        removal = distinctiveness.Removal((constant[0],), None, "constant")
     else:
-        [pair] = pruning.select(angles, "most-similar")
+        [pair] = distinctiveness.select(angles, "most-similar")
         first, second = pair.survivor, pair.removed[0]
         if rng.random() < 0.5:
             first, second = second, first
-        removal = pruning.Removal((second,), first, "similar")
-    weights, _ = pruning.merge(get_weights(model), codes, [removal], "scaled")
+        removal = distinctiveness.Removal((second,), first, "similar")
+    weights, _ = distinctiveness.merge(get_weights(model), codes, [removal], "scaled")
     return from_weights(weights)
 
 
@@ -172,7 +173,7 @@ def _classify(
     result = {}
     for name, split in (("validation", "validation"), ("test", test_split)):
         logits = np.asarray(classifier(codes[split]))
-        scores = metrics.top_k_accuracy(logits, labels[split], pruning.TOP_KS)
+        scores = metrics.top_k_accuracy(logits, labels[split], metrics.TOP_KS)
         result.update({f"{name}_{key}": value for key, value in scores.items()})
     return result
 
@@ -331,7 +332,7 @@ def markdown(result: dict) -> str:
             + " | ".join(
                 f"{100 * row[f'{split}_top{k}']:.2f}"
                 for split in ("validation", "test")
-                for k in pruning.TOP_KS
+                for k in metrics.TOP_KS
             )
             + " |"
         )
@@ -343,7 +344,7 @@ def plot(result: dict, path: str) -> None:
 
     rows = [row for row in result["results"] if not row["uncompressed"]]
     figure, axes = plots.figure(1, 2, figsize=(10, 4))
-    for k in pruning.TOP_KS:
+    for k in metrics.TOP_KS:
         axes[0].plot(
             [row["code_size"] for row in rows],
             [100 * row[f"test_top{k}"] for row in rows],

@@ -34,8 +34,6 @@ from tfrecords import fileio
 from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
-TOP_K = (1, 5, 10)
-
 
 @dataclasses.dataclass
 class Predictions:
@@ -274,7 +272,7 @@ def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray) -> dict:
-    return metrics.top_k_accuracy(scores, labels, TOP_K)
+    return metrics.top_k_accuracy(scores, labels, metrics.TOP_KS)
 
 
 def compare(
@@ -321,7 +319,9 @@ def evaluate(predictions: Predictions, image_ids=(), split: str | None = None) -
     branch_ranks = np.stack(
         [ranks(branches[:, index], labels) for index in range(branches.shape[1])], 1
     )
-    result["oracle"] = {f"top{k}": float(np.mean((branch_ranks <= k).any(axis=1))) for k in TOP_K}
+    result["oracle"] = {
+        f"top{k}": float(np.mean((branch_ranks <= k).any(axis=1))) for k in metrics.TOP_KS
+    }
     result["ensemble"] = _top_k(branches.mean(axis=1), labels)
     topology_right = predictions.topology.argmax(1) == labels
     baseline_right = branches[:, 0].argmax(1) == labels

@@ -1,21 +1,10 @@
-"""Pruning an MLP head's hidden neurons by distinctiveness (Gedeon and Harris): prune, fine-tune,
-repeat.
+"""jpeg-ladder-prune: prune an MLP head's hidden neurons by distinctiveness
+(pipeline.analysis.distinctiveness), fine-tune, repeat, and record every cycle.
 
-A hidden neuron's activation vector over the training set, mean-centred, says what it does; the
-angle between two neurons' vectors says how alike they are (0 degrees: the same up to scale and
-offset; 180: one is the other's complement). Methods, each applied once per cycle before
-fine-tuning:
-    threshold               every disjoint pair under `similar_degrees` merges (one removed), every
-                            pair over
-                            `complementary_degrees` is removed (both, or one); stops when no pair
-                            qualifies
-    most-similar            the pair of smallest angle merges
-    similar-complementary   the pair of smallest angle merges and the pair of largest angle is
-                            removed
-    batch                   of the three most similar neurons, two are removed into the survivor (3
-                            -> 2)
-A neuron whose activation is constant over the training set has no angle; it is removed exactly, its
-constant output folded into the next layer's bias.
+The head comes from a training run (--logdir) or is trained here on the records (--records); each
+cycle prunes, fine-tunes by the recipe and scores validation and test; the inflection decides
+where the curve ends. pruning.json holds the figures (pipeline.analysis.pruning_render renders
+them as pruning.md and the plot).
 """
 
 import dataclasses
@@ -29,6 +18,8 @@ import tensorflow as tf
 from bottlenecks import registry
 from pipeline import branches as branches_lib
 from pipeline import errors
+from pipeline.analysis import distinctiveness
+from pipeline.analysis import pruning_render
 from pipeline.config import analysis as analysis_config
 from pipeline.training import heads
 from pipeline.training import metrics
@@ -38,289 +29,6 @@ from tfrecords import manifest as manifest_lib
 from tfrecords import reader
 
 RESULTS_NAME = "pruning.json"
-TOP_KS = (1, 5, 10)
-CONSTANT_STD = 1e-6  # relative to the largest activation: below it a neuron counts as constant
-# What the inflection is measured against, per recipe (see inflection).
-INFLECTION_REFERENCES = ("best", "start")
-RECIPE_REFERENCE = {"converged": "best", "thesis": "start"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Removal:
-    """Neurons to remove; their outgoing weights merge into `survivor`, or with None fold into the
-    bias."""
-
-    removed: tuple[int, ...]
-    survivor: int | None
-    kind: str  # "similar", "complementary" or "constant"
-
-
-# ------------------------------------------------------------------------------------------
-# Distinctiveness and selection
-
-
-def constant_neurons(activations: np.ndarray) -> list[int]:
-    activations = np.asarray(activations, np.float64)
-    scale = max(float(np.abs(activations).max(initial=0.0)), 1.0)
-    return [int(index) for index in np.flatnonzero(activations.std(axis=0) <= CONSTANT_STD * scale)]
-
-
-def angles(activations: np.ndarray) -> np.ndarray:
-    """Degrees between every two neurons' mean-centred activation vectors [H, H]; NaN on the
-    diagonal and for constant neurons."""
-    centred = np.asarray(activations, np.float64)
-    centred = centred - centred.mean(axis=0)
-    norms = np.linalg.norm(centred, axis=0)
-    constant = np.zeros(len(norms), bool)
-    constant[constant_neurons(activations)] = True
-    unit = centred / np.where(constant, 1.0, norms)
-    result = np.degrees(np.arccos(np.clip(unit.T @ unit, -1.0, 1.0)))
-    result[constant, :] = np.nan
-    result[:, constant] = np.nan
-    np.fill_diagonal(result, np.nan)
-    return result
-
-
-def _pairs(angle_matrix: np.ndarray) -> list[tuple[float, int, int]]:
-    rows, columns = np.triu_indices(len(angle_matrix), k=1)
-    values = angle_matrix[rows, columns]
-    finite = np.isfinite(values)
-    return [
-        (float(value), int(row), int(column))
-        for value, row, column in zip(values[finite], rows[finite], columns[finite])
-    ]
-
-
-def _complementary_removal(first: int, second: int, complementary: str) -> Removal:
-    if complementary == "both":
-        return Removal((first, second), None, "complementary")
-    return Removal((second,), first, "complementary")
-
-
-def select(
-    angle_matrix: np.ndarray,
-    method: str,
-    *,
-    similar_degrees: float = 15.0,
-    complementary_degrees: float = 165.0,
-    complementary: str = "both",
-) -> list[Removal]:
-    """The removals one cycle of `method` makes; disjoint, and [] when the method finds nothing to
-    do."""
-    if method not in analysis_config.PRUNE_METHODS:
-        raise errors.UserError(
-            f"unknown method {method!r}: use one of {', '.join(analysis_config.PRUNE_METHODS)}"
-        )
-    pairs = sorted(
-        _pairs(angle_matrix)
-    )  # by angle, then by index: ties resolve the same way every time
-    if not pairs:
-        return []
-    if method == "threshold":
-        used, removals = set(), []
-        for angle, first, second in pairs:
-            if angle < similar_degrees and not {first, second} & used:
-                removals.append(Removal((second,), first, "similar"))
-                used |= {first, second}
-        for angle, first, second in sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2])):
-            if angle > complementary_degrees and not {first, second} & used:
-                removals.append(_complementary_removal(first, second, complementary))
-                used |= {first, second}
-        return removals
-    _, first, second = pairs[0]
-    if method == "most-similar":
-        return [Removal((second,), first, "similar")]
-    if method == "similar-complementary":
-        removals = [Removal((second,), first, "similar")]
-        others = [pair for pair in pairs if not {pair[1], pair[2]} & {first, second}]
-        if others:
-            _, widest_first, widest_second = max(
-                others, key=lambda pair: (pair[0], -pair[1], -pair[2])
-            )
-            removals.append(_complementary_removal(widest_first, widest_second, complementary))
-        return removals
-    # batch: the third neuron is the one whose larger angle to the pair is smallest.
-    candidates = [
-        (max(angle_matrix[first, other], angle_matrix[second, other]), other)
-        for other in range(len(angle_matrix))
-        if other not in (first, second) and np.isfinite(angle_matrix[first, other])
-    ]
-    if not candidates:
-        return [Removal((second,), first, "similar")]
-    _, third = min(candidates)
-    return [Removal((second, third), first, "similar")]
-
-
-# ------------------------------------------------------------------------------------------
-# Merging
-
-
-def _scale_and_offset(
-    survivor: np.ndarray, removed: np.ndarray, kind: str, merge: str
-) -> tuple[float, float]:
-    """removed ~= scale * survivor + offset over the training set.
-
-    `add` is the papers' rule (scale +1 for a similar pair, -1 and the mean sum for a complementary
-    one); `scaled` fits both by least squares, which is exact whenever the two vectors are at 0 or
-    180 degrees.
-    """
-    survivor, removed = np.asarray(survivor, np.float64), np.asarray(removed, np.float64)
-    if merge == "add":
-        if kind == "complementary":
-            return -1.0, float(np.mean(survivor + removed))
-        return 1.0, 0.0
-    variance = float(np.var(survivor))
-    scale = (
-        float(np.mean((survivor - survivor.mean()) * (removed - removed.mean())) / variance)
-        if variance
-        else 0.0
-    )
-    return scale, float(removed.mean() - scale * survivor.mean())
-
-
-def merge(
-    weights: heads.MlpWeights,
-    activations: np.ndarray,
-    removals: list[Removal],
-    mode: str = "scaled",
-) -> tuple[heads.MlpWeights, np.ndarray]:
-    """The head without the removed neurons, and the kept neurons' indices.
-
-    A removed neuron's outgoing weights are added to its survivor's (times the fitted scale, the
-    offset going to the next layer's bias); removed without a survivor, its mean output goes to the
-    bias.
-    """
-    output_kernel = weights.output_kernel.astype(np.float64)
-    output_bias = weights.output_bias.astype(np.float64)
-    gone = set()
-    for removal in removals:
-        for neuron in removal.removed:
-            outgoing = output_kernel[neuron].copy()
-            if removal.survivor is None:
-                output_bias += float(np.mean(activations[:, neuron])) * outgoing
-            else:
-                scale, offset = _scale_and_offset(
-                    activations[:, removal.survivor], activations[:, neuron], removal.kind, mode
-                )
-                output_kernel[removal.survivor] += scale * outgoing
-                output_bias += offset * outgoing
-            output_kernel[neuron] = 0.0
-            gone.add(neuron)
-    keep = np.array(
-        [neuron for neuron in range(weights.hidden_units) if neuron not in gone], np.int64
-    )
-    return heads.MlpWeights(
-        weights.hidden_kernel[:, keep],
-        weights.hidden_bias[keep],
-        output_kernel[keep].astype(np.float32),
-        output_bias.astype(np.float32),
-    ), keep
-
-
-def prune_step(
-    weights: heads.MlpWeights, activations: np.ndarray, config: analysis_config.PruneConfig
-):
-    """One selection: constant neurons folded away, then the method's removals. None when nothing is
-    left to do."""
-    removals = []
-    constant = constant_neurons(activations)
-    if constant:
-        removals.append(Removal(tuple(constant), None, "constant"))
-    remaining = weights.hidden_units - len(constant)
-    angle_matrix = angles(activations)
-    for removal in select(
-        angle_matrix,
-        config.method,
-        similar_degrees=config.similar_degrees,
-        complementary_degrees=config.complementary_degrees,
-        complementary=config.complementary,
-    ):
-        if remaining - len(removal.removed) < config.min_neurons:
-            break
-        removals.append(removal)
-        remaining -= len(removal.removed)
-    if not removals or remaining < config.min_neurons:
-        return None
-    new_weights, keep = merge(weights, activations, removals, config.merge)
-    return new_weights, activations[:, keep], removals
-
-
-# ------------------------------------------------------------------------------------------
-# Cost, the inflection and the loop
-
-
-def flops(input_size: int, hidden_units: int, num_classes: int) -> dict:
-    """The papers' count, fan-in + fan-out + 2 per hidden neuron (2048-500-11: 2,061 each, 1,030,500
-    in all), beside the plain multiply-add count of the two layers."""
-    return {
-        "flops": hidden_units * (input_size + num_classes + 2),
-        "multiply_adds": hidden_units * (input_size + num_classes),
-    }
-
-
-def inflection(
-    validation_top1: list[float],
-    tolerance: float,
-    patience: int = 1,
-    complete: bool = False,
-    reference: str = "best",
-) -> int | None:
-    """The inflection point of the pruning curve: the last cycle before the first run of `patience`
-    consecutive cycles whose validation top-1 is more than `tolerance` (a fraction) below the
-    reference; None while there is none.
-
-    The reference of cycle c is the best validation top-1 of the cycles before it ("best": a head
-    that fine-tuning keeps improving is judged against what it reached, not against its weaker
-    start) or cycle 0's ("start": the thesis recipe's rule). Pruning up to and including the
-    inflection costs at most `tolerance` of validation top-1; the next cycle is where the curve
-    turns down for good (`patience` > 1 ignores a single dip, e.g. two images of a small validation
-    set). With `complete` (the curve has ended) a shorter run that reaches its end counts too. Only
-    validation decides: test figures never move it.
-    """
-    if reference not in INFLECTION_REFERENCES:
-        raise ValueError(f"reference must be one of {INFLECTION_REFERENCES}, got {reference!r}")
-    best_before = np.maximum.accumulate(validation_top1)
-    below = [False] + [
-        top1 < (best_before[cycle - 1] if reference == "best" else validation_top1[0]) - tolerance
-        for cycle, top1 in enumerate(validation_top1)
-        if cycle
-    ]
-    for cycle in range(1, len(below)):
-        run = below[cycle : cycle + patience]
-        if all(run) and (len(run) == patience or complete):
-            return cycle - 1
-    return None
-
-
-def run_cycles(
-    cycle_zero: dict,
-    next_cycle,
-    *,
-    tolerance: float,
-    patience: int = 1,
-    max_cycles: int | None = None,
-    stop_at_inflection: bool = True,
-    reference: str = "best",
-) -> tuple[list[dict], int]:
-    """Cycles [cycle_zero, next_cycle(1), next_cycle(2), ...] until next_cycle returns None,
-    `max_cycles`, or (with `stop_at_inflection`) the first cycle past the inflection. Returns them
-    and the inflection cycle (the last cycle when the curve never dropped)."""
-    cycles = [cycle_zero]
-    while max_cycles is None or len(cycles) <= max_cycles:
-        record = next_cycle(len(cycles))
-        if record is None:
-            break
-        cycles.append(record)
-        curve = [cycle["validation_top1"] for cycle in cycles]
-        if (
-            stop_at_inflection
-            and inflection(curve, tolerance, patience, False, reference) is not None
-        ):
-            break
-    found = inflection(
-        [cycle["validation_top1"] for cycle in cycles], tolerance, patience, True, reference
-    )
-    return cycles, len(cycles) - 1 if found is None else found
 
 
 def memory_mib() -> tuple[float, float]:
@@ -402,7 +110,7 @@ def score(head, features: Features, split: str) -> dict:
     probabilities = (
         tf.nn.softmax(logits).numpy().reshape(len(labels), features.per_branch, -1).mean(axis=1)
     )
-    return metrics.top_k_accuracy(probabilities, labels, TOP_KS)
+    return metrics.top_k_accuracy(probabilities, labels, metrics.TOP_KS)
 
 
 def load_run(logdir: str):
@@ -484,7 +192,7 @@ def starting_head(config: analysis_config.PruneConfig):
 def _cycle_record(weights: heads.MlpWeights, head, features: Features) -> dict:
     record = {
         "neurons": weights.hidden_units,
-        **flops(weights.input_size, weights.hidden_units, weights.num_classes),
+        **distinctiveness.flops(weights.input_size, weights.hidden_units, weights.num_classes),
     }
     for name, split in (("validation", "validation"), ("test", features.test_split)):
         record.update(
@@ -504,7 +212,7 @@ def prune(config: analysis_config.PruneConfig) -> dict:
     writer = tf.summary.create_file_writer(
         os.path.join(config.out_dir, "tensorboard", config.method)
     )
-    reference = RECIPE_REFERENCE[config.fit.recipe]
+    reference = distinctiveness.RECIPE_REFERENCE[config.fit.recipe]
     state = {"weights": heads.get_mlp_weights(head), "head": head}
     initial = state["weights"]
     curve = []  # validation top-1 per cycle
@@ -515,7 +223,9 @@ def prune(config: analysis_config.PruneConfig) -> dict:
 
     def keep(cycle: int, weights: heads.MlpWeights) -> None:
         kept[cycle] = weights
-        found = inflection(curve, config.tolerance, config.inflection_patience, False, reference)
+        found = distinctiveness.inflection(
+            curve, config.tolerance, config.inflection_patience, False, reference
+        )
         for old in list(kept):
             if old != found and old < cycle - config.inflection_patience:
                 del kept[old]
@@ -545,7 +255,7 @@ def prune(config: analysis_config.PruneConfig) -> dict:
         activations = heads.hidden_activations(state["head"], features.samples("train")[0])
         removed = {"similar": 0, "complementary": 0, "constant": 0}
         for _ in range(config.steps_per_cycle):
-            step = prune_step(weights, activations, config)
+            step = distinctiveness.prune_step(weights, activations, config)
             if step is None:
                 break
             weights, activations, removals = step
@@ -578,7 +288,7 @@ def prune(config: analysis_config.PruneConfig) -> dict:
     keep(0, initial)
     first["memory_mib"] = memory_mib()[0]
     log(first)
-    cycles, inflection_cycle = run_cycles(
+    cycles, inflection_cycle = distinctiveness.run_cycles(
         first,
         next_cycle,
         tolerance=config.tolerance,
@@ -602,117 +312,8 @@ def prune(config: analysis_config.PruneConfig) -> dict:
     best = heads.mlp_from_weights(kept[inflection_cycle], activation=activation, dropout=dropout)
     tf.train.Checkpoint(head=best).write(os.path.join(config.out_dir, "inflection_head", "ckpt"))
     fileio.write_text_atomic(
-        os.path.join(config.out_dir, "pruning.md"), markdown(result, source, config)
+        os.path.join(config.out_dir, "pruning.md"), pruning_render.markdown(result, source, config)
     )
-    plot(result, os.path.join(config.out_dir, "pruning.png"))
-    print(summary_text(result))
+    pruning_render.plot(result, os.path.join(config.out_dir, "pruning.png"))
+    print(pruning_render.summary_text(result))
     return result
-
-
-def summary_text(result: dict) -> str:
-    cycle = result["cycles"][result["inflection_cycle"]]
-    first = result["cycles"][0]
-    return (
-        f"jpeg-ladder-prune ({result['method']}): {first['neurons']} -> {cycle['neurons']} "
-        "neurons at the "
-        f"inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of "
-        f"{first['flops']:,} FLOPs left; "
-        f"validation top-1 {100 * first['validation_top1']:.2f} -> "
-        f"{100 * cycle['validation_top1']:.2f} %, "
-        f"test top-1 {100 * first['test_top1']:.2f} -> {100 * cycle['test_top1']:.2f} %; "
-        f"{len(result['cycles']) - 1} cycles ({result.get('recipe', 'thesis')} recipe), peak "
-        f"memory {result.get('peak_memory_mib', float('nan')):.0f} MiB"
-        + (
-            ""
-            if cycle["test_split"] == "test"
-            else " (no test split: test figures are validation's)"
-        )
-    )
-
-
-def markdown(result: dict, source: dict, config: analysis_config.PruneConfig) -> str:
-    first = result["cycles"][0]
-    test_name = (
-        "test" if first["test_split"] == "test" else "validation (the records have no test split)"
-    )
-    lines = [
-        f"# Pruning by distinctiveness: {result['method']}",
-        "",
-        f"Head {result['input_size']}-{first['neurons']}-{result['num_classes']} from "
-        f"{source.get('run') or source['records']} (fusion {source['fusion']}); merge rule "
-        f"`{config.merge}`, "
-        f"{config.steps_per_cycle} selection(s) per cycle, fine-tuning with early stopping on "
-        "validation "
-        f"(patience {config.fit.patience}).",
-        "",
-        "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the "
-        "two layers' "
-        "products only.",
-        f'The "test" columns are measured on {test_name}.',
-        "",
-        *(
-            [
-                f"Fusion {source['fusion']}: scores here are the plain mean of the branches' "
-                "probabilities (the "
-                "run's learned branch weights are not applied).",
-                "",
-            ]
-            if source["fusion"] in ("weighted", "gated")
-            else []
-        ),
-        f"Inflection: cycle {result['inflection_cycle']}, the last before validation top-1 falls "
-        f"more than {100 * config.tolerance:g} points below "
-        + (
-            "the best of the cycles before"
-            if result["inflection_reference"] == "best"
-            else "cycle 0"
-        )
-        + f" ({config.inflection_patience} cycle(s) in a row); fine-tuning by the "
-        f"{result['recipe']} recipe. Peak memory {result['peak_memory_mib']:.0f} MiB.",
-        "",
-        "| cycle | neurons | FLOPs | multiply-adds | validation top-1 | top-5 | top-10 "
-        "| test top-1 | top-5 | top-10 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for index, cycle in enumerate(result["cycles"]):
-        marker = " (inflection)" if index == result["inflection_cycle"] else ""
-        lines.append(
-            f"| {index}{marker} | {cycle['neurons']} | {cycle['flops']:,} | "
-            f"{cycle['multiply_adds']:,} | "
-            + " | ".join(
-                f"{100 * cycle[f'{split}_top{k}']:.2f}"
-                for split in ("validation", "test")
-                for k in TOP_KS
-            )
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(result: dict, path: str) -> None:
-    """Top-1 against neurons removed and against FLOPs removed, the inflection marked."""
-    from pipeline import plots  # matplotlib only when a plot is drawn
-
-    cycles = result["cycles"]
-    removed = np.array([cycles[0]["neurons"] - cycle["neurons"] for cycle in cycles])
-    flops_removed = np.array([cycles[0]["flops"] - cycle["flops"] for cycle in cycles])
-    figure, axes = plots.figure(1, 2, figsize=(10, 4), sharey=True)
-    for axis, x_values, label in (
-        (axes[0], removed, "hidden neurons removed"),
-        (axes[1], flops_removed, "FLOPs removed (fan-in + fan-out + 2 per neuron)"),
-    ):
-        for key, name in (
-            ("validation_top1", "validation"),
-            ("test_top1", cycles[0]["test_split"]),
-        ):
-            axis.plot(
-                x_values, [100 * cycle[key] for cycle in cycles], marker=".", label=f"{name} top-1"
-            )
-        axis.axvline(
-            x_values[result["inflection_cycle"]], color="grey", linestyle="--", label="inflection"
-        )
-        axis.set_xlabel(label)
-    axes[0].set_ylabel("top-1 (%)")
-    axes[0].legend()
-    figure.suptitle(f"Pruning by distinctiveness ({result['method']})")
-    plots.save(figure, path)

@@ -4,6 +4,8 @@ first)."""
 import numpy as np
 import tensorflow as tf
 
+TOP_KS = (1, 5, 10)  # what every evaluation reports
+
 
 def ranks(scores, labels) -> tf.Tensor:
     """1-based rank of each label among its row's scores [N, classes]; a tie goes to the lower class
@@ -21,7 +23,7 @@ def correct_in_top_k(scores, labels, k: int) -> tf.Tensor:
     return tf.reduce_sum(tf.cast(ranks(scores, labels) <= k, tf.float32))
 
 
-def top_k_accuracy(scores, labels, ks=(1, 5, 10)) -> dict:
+def top_k_accuracy(scores, labels, ks=TOP_KS) -> dict:
     """{"top1": fraction, "top5": ..., ...}: how often the label ranks within the top k of its row's
     scores."""
     label_ranks = ranks(scores, labels).numpy()
