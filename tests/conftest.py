@@ -366,14 +366,14 @@ def quick_compare(records_dir: str, out_dir: str, branch_sets, fusions=("family"
 def assert_export_reads_images_as_records(export_dir: str, records_config, atol: float = 2e-4):
     """The export's predictions on the test images, from their raw files and from the records, are
     the same; returns those from the records."""
-    from pipeline.analysis import evaluate
+    from pipeline.analysis import predictions as predictions_lib
     from pipeline.offline import job
     from tfrecords import manifest as manifest_lib
 
     manifest = manifest_lib.Manifest.read(records_config.out_dir)
-    from_records = evaluate.predictions_from_records(export_dir, manifest, None, "test")
+    from_records = predictions_lib.from_records(export_dir, manifest, None, "test")
     index = job.index_images(records_config)
-    from_images = evaluate.predictions_from_images(export_dir, index, None, "test")
+    from_images = predictions_lib.from_images(export_dir, index, None, "test")
     assert sorted(from_images.image_ids) == sorted(from_records.image_ids)
     np.testing.assert_allclose(
         from_images.topology[np.argsort(from_images.image_ids)],

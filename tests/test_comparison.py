@@ -18,7 +18,7 @@ class _Results:
 
 
 class _Predictions:
-    """What Scores.add reads from evaluate.Predictions: right (label 1) or wrong (label 0)."""
+    """What Scores.add reads of a Predictions: right (label 1) or wrong (label 0)."""
 
     def __init__(self, right):
         self.image_ids = [f"image{index:03d}" for index in range(len(right))]

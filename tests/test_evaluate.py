@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import evaluate
+from pipeline.analysis import evaluate_render
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.offline import images
 from pipeline.training import metrics
 from pipeline.training import train
@@ -31,7 +33,7 @@ def trained(records, tmp_path_factory):
 def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path):
     topology_dir, baseline_dir = trained
     model = os.path.join(topology_dir, "export")
-    from_records = evaluate.predictions_from_records(
+    from_records = predictions_lib.from_records(
         model, manifest_lib.Manifest.read(records), baseline_dir
     )
     manifest = json.load(open(os.path.join(records, "manifest.json")))
@@ -40,7 +42,7 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
         manifest["config"]["validation_percent"],
         manifest["config"]["test_percent"],
     )
-    from_images = evaluate.predictions_from_images(model, index, baseline_dir)
+    from_images = predictions_lib.from_images(model, index, baseline_dir)
     order = [from_images.image_ids.index(image_id) for image_id in from_records.image_ids]
     assert sorted(from_records.image_ids) == sorted(from_images.image_ids)
     np.testing.assert_array_equal(from_records.labels, from_images.labels[order])
@@ -69,7 +71,7 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
         np.sum(original[:label] == original[label])
     )
     assert table["original"]["true_confidence"] == pytest.approx(float(original[label]))
-    evaluate.write(result_records, str(tmp_path / "out"))
+    evaluate_render.write(result_records, str(tmp_path / "out"))
     text = (tmp_path / "out" / "evaluation.md").read_text()
     assert "exact McNemar" in text and image_id in text
     assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["num_images"] == len(
@@ -78,7 +80,7 @@ def test_records_and_raw_images_give_the_same_numbers(records, trained, tmp_path
 
 
 def test_without_a_baseline_only_the_topology_is_scored(records, trained):
-    predictions = evaluate.predictions_from_records(
+    predictions = predictions_lib.from_records(
         os.path.join(trained[0], "export"), manifest_lib.Manifest.read(records)
     )
     result = evaluate.evaluate(predictions)

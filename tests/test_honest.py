@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pipeline.analysis import compare
 from pipeline.analysis import evaluate
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.analysis import report
 from pipeline.analysis import statistics
 from pipeline.config import analysis as analysis_config
@@ -230,9 +231,7 @@ def test_compare_end_to_end_writes_self_consistent_figures(records, tmp_path):
         # Scored from memory, the numbers are jpeg-ladder-evaluate's on the arm's export.
         baseline_logdir = str(logdir) if arm == "baseline" else None
         evaluated = evaluate.evaluate(
-            evaluate.predictions_from_records(
-                str(logdir / "export"), manifest, baseline_logdir, "test"
-            )
+            predictions_lib.from_records(str(logdir / "export"), manifest, baseline_logdir, "test")
         )
         assert entry["top1"][0] == pytest.approx(evaluated["topology"]["top1"], abs=1e-12)
         assert entry["top5"][0] == pytest.approx(evaluated["topology"]["top5"], abs=1e-12)

@@ -23,6 +23,7 @@ import tensorflow as tf
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline.analysis import evaluate
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.config import offline as offline_config
 from pipeline.config import training as training_config
 from pipeline.offline import job
@@ -200,7 +201,7 @@ def test_training_and_export_need_nothing_of_the_savedmodel_afterwards(
             rtol=1e-4,
             atol=1e-6,
         )
-    predictions = evaluate.predictions_from_records(
+    predictions = predictions_lib.from_records(
         results.export["path"], setup.manifest, split="validation"
     )
     result = evaluate.evaluate(predictions)

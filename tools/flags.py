@@ -10,6 +10,7 @@ A flag given on the command line overrides the field's default; nothing is writt
 
 import argparse
 import dataclasses
+import inspect
 import types
 import typing
 
@@ -218,24 +219,38 @@ class Flags:
         return flag.renamed or flag_name(field, field.default)
 
 
-def _instantiate(config_class, values: dict, prefix: tuple, template=None):
+def _instantiate(config_class, values: dict, prefix: tuple, template=None, factory=None):
     """config_class from values keyed by field path; a nested template is replaced where its flags
-    were given."""
+    were given, or made by its factory from them where the factory takes them (a template that
+    depends on them: the demo's weights on its backbone)."""
     own = {}
     for field in dataclasses.fields(config_class):
         path = prefix + (field.name,)
         if field.metadata.get("nested"):
             if any(key[: len(path)] == path for key in values):
-                base = (
-                    getattr(template, field.name)
-                    if template is not None
-                    else _default(config_class, field)
-                )
-                own[field.name] = _instantiate(field.type, values, path, base)
+                if template is not None:
+                    own[field.name] = _instantiate(
+                        field.type, values, path, getattr(template, field.name)
+                    )
+                else:
+                    own[field.name] = _instantiate(
+                        field.type, values, path, factory=field.default_factory
+                    )
         elif path in values:
             value = values[path]
             own[field.name] = tuple(value) if isinstance(value, list) else value
+    if factory is not None and _takes_values(factory):
+        return factory(**own)
+    if factory is not None:
+        template = factory()
     return dataclasses.replace(template, **own) if template is not None else config_class(**own)
+
+
+def _takes_values(factory) -> bool:
+    return any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        for parameter in inspect.signature(factory).parameters.values()
+    )
 
 
 def parse(

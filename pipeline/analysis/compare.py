@@ -27,7 +27,7 @@ from pipeline import branches as branches_lib
 from pipeline.analysis import comparison
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
-from pipeline.analysis import run_predictions
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.analysis import serving_cost
 from pipeline.config import analysis as analysis_config
 from pipeline.config import training as training_config
@@ -202,7 +202,7 @@ def _predictions(training, manifest, store, split, results, each_branch: bool):
     """A run's predictions on the evaluation split, from its last stage's best checkpoint."""
     setup = prepare_lib.prepare(_resolved(training, manifest, results), manifest, features=store)
     checkpoint = results.stages[-1].checkpoint
-    return run_predictions.predictions(setup, checkpoint, split, each_branch=each_branch)
+    return predictions_lib.from_run(setup, checkpoint, split, each_branch=each_branch)
 
 
 def _resolved(training, manifest, results) -> training_config.TrainConfig:

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline import branches as branches_lib
 from pipeline.analysis import evaluate
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.analysis import statistics
 
 BASELINE = "baseline"
@@ -49,7 +50,7 @@ class Scores:
     l2: dict = dataclasses.field(default_factory=dict)
     seconds: dict = dataclasses.field(default_factory=dict)
 
-    def add(self, arm: str, predictions: evaluate.Predictions, results) -> None:
+    def add(self, arm: str, predictions: predictions_lib.Predictions, results) -> None:
         order = np.argsort(predictions.image_ids)  # the same image order for every run
         ranks = evaluate.ranks(predictions.topology[order], predictions.labels[order])
         self.right.setdefault(arm, []).append(ranks == 1)

@@ -13,7 +13,7 @@ import PIL.Image
 
 from pipeline import branches as branches_lib
 from pipeline import plots
-from pipeline.analysis import evaluate
+from pipeline.analysis import evaluate_render
 from pipeline.config import analysis as analysis_config
 from pipeline.offline import jpeg_quality
 from pipeline.training import results as results_lib
@@ -244,7 +244,7 @@ def build_report(
         lines += [
             "## Evaluation",
             "",
-            evaluate.markdown(evaluation, "Evaluation").split("\n", 2)[2],
+            evaluate_render.markdown(evaluation, "Evaluation").split("\n", 2)[2],
         ]
         numbers["accuracy_per_codec"] = accuracy_per_codec(evaluation)
         plot = _accuracy_versus_quality(evaluation, out_dir)

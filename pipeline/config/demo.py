@@ -9,11 +9,12 @@ from pipeline.config import training as training_config
 from pipeline.config.options import option
 
 
-def demo_extract() -> offline_config.ExtractConfig:
+def demo_extract(**changes) -> offline_config.ExtractConfig:
     """The demo's records: random ResNet-50 V2 weights at 64 px, two shards, a fifth of the training
     images for validation and, since a flat synthetic tree has no held-out folder, 30 % of them as
-    the test split the verdict needs. Its source and output are the demo's."""
-    return offline_config.ExtractConfig(
+    the test split the verdict needs. Its source and output are the demo's. An image feature vector
+    model (hub:, savedmodel:) carries its own weights: there the random ones are left out."""
+    settings = dict(
         out_dir="",
         data_dir="",
         backbone="resnet50_v2",
@@ -23,6 +24,12 @@ def demo_extract() -> offline_config.ExtractConfig:
         validation_percent=20.0,
         test_percent=30.0,
     )
+    settings.update(changes)
+    if settings["backbone"].startswith(offline_config.FEATURE_VECTOR_PREFIXES) and (
+        "weights" not in changes
+    ):
+        settings["weights"] = None
+    return offline_config.ExtractConfig(**settings)
 
 
 def demo_training() -> training_config.TrainConfig:

@@ -211,13 +211,11 @@ class ExtractConfig:
         if (self.data_dir is None) == (self.labels_csv is None):
             raise errors.UserError("give exactly one of --data-dir or --labels-csv")
         if self.backbone.startswith(FEATURE_VECTOR_PREFIXES):
-            # "none" (a template's random weights: the demo's) asks for no weights file either.
-            if self.weights not in (None, "none"):
+            if self.weights is not None:
                 raise errors.UserError(
                     f"--weights does not apply to --backbone {self.backbone}: the SavedModel "
                     "carries its own weights; leave --weights out"
                 )
-            object.__setattr__(self, "weights", None)
         elif self.input_range is not None:
             raise errors.UserError(
                 f"--input-range is for hub: and savedmodel: backbones; {self.backbone} brings its "

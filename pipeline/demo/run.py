@@ -11,6 +11,8 @@ from bottlenecks import registry
 from pipeline.analysis import compare
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
+from pipeline.analysis import evaluate_render
+from pipeline.analysis import predictions as predictions_lib
 from pipeline.analysis import report
 from pipeline.config import analysis as analysis_config
 from pipeline.config import demo as demo_config
@@ -56,8 +58,10 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
     manifest = manifest_lib.Manifest.read(records)
     split = evaluate.records_split(manifest, "test")
     export_dir = run_directory.RunDirectory(topology_logdir).export_dir
-    predictions = evaluate.predictions_from_records(export_dir, manifest, baseline_logdir, split)
-    evaluate.write(evaluate.evaluate(predictions, predictions.image_ids[:1], split), evaluation_dir)
+    predictions = predictions_lib.from_records(export_dir, manifest, baseline_logdir, split)
+    evaluate_render.write(
+        evaluate.evaluate(predictions, predictions.image_ids[:1], split), evaluation_dir
+    )
     report_dir = os.path.join(config.out_dir, "report")
     report.build_report(topology_logdir, evaluation_dir, report_dir)
     seconds = time.perf_counter() - started
