@@ -9,7 +9,6 @@ feature vector models: their one node is `pool`, and they have no ImageNet class
 import collections.abc
 import dataclasses
 import functools
-import importlib.resources
 import os
 import re
 from typing import Callable
@@ -17,7 +16,6 @@ from typing import Callable
 import keras
 
 from bottlenecks import errors
-from bottlenecks import savedmodel
 
 POOL = "pool"  # the pooled feature vector that feeds the classifier, in every backbone
 KERAS, SAVEDMODEL, HUB = "keras", "savedmodel", "hub"  # where a backbone comes from
@@ -283,9 +281,8 @@ def _feature_vector_backbone(source: str, location: str, input_range) -> Backbon
         raise errors.BackboneError(
             f"--backbone {source}: needs a {'handle' if source == HUB else 'path'} after the colon"
         )
-    if source == SAVEDMODEL and not _is_url(
-        location
-    ):  # recorded in the manifest: the trainer finds it from anywhere
+    # Recorded in the manifest: the trainer finds a local SavedModel from anywhere (a URL stays).
+    if source == SAVEDMODEL and "://" not in location:
         location = os.path.abspath(os.path.expanduser(location))
     low, high = check_input_range(input_range)
     return Backbone(
@@ -339,137 +336,3 @@ def check_input_size(backbone: Backbone, input_size: int | None) -> int:
             f"it needs at least {backbone.min_input_size} px"
         )
     return size
-
-
-def build(
-    backbone: Backbone,
-    weights: str | None,
-    input_size: int | None = None,
-    weights_file: str | None = None,
-) -> keras.Model:
-    """Builds the full backbone (classifier included) with `weights` = imagenet | PATH | none.
-
-    A hub: or savedmodel: backbone carries its own weights (weights None) and ends at pool. Keras
-    loads only local files: for weights given as a URL, weights_file is the local copy to load.
-    """
-    size = check_input_size(backbone, input_size)
-    if backbone.source != KERAS:
-        if weights is not None:
-            raise errors.BackboneError(
-                f"--weights does not apply to {backbone.name}: the SavedModel carries its own; "
-                f"leave --weights out"
-            )
-        model = savedmodel.feature_vector_model(
-            model_path(backbone), backbone.name, size, name=POOL
-        )
-        model.trainable = False
-        return model
-    weights_kind = weights_identity(weights)["kind"]
-    if weights_kind == "imagenet" and size != backbone.default_input_size:
-        # Keras refuses a non-default input size with its ImageNet top; the weights fit any size.
-        model = _build_imagenet_any_size(backbone, size)
-    elif weights_kind == "imagenet":
-        model = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
-    else:
-        model = backbone.builder(weights=None, input_shape=(size, size, 3))
-        if weights_kind == "file":
-            _load_weights_file(model, weights, weights_file or weights, backbone)
-    model.trainable = False
-    return model
-
-
-def _build_imagenet_any_size(backbone: Backbone, size: int) -> keras.Model:
-    reference = _download_guard(backbone, lambda: backbone.builder(weights="imagenet"))
-    model = backbone.builder(weights=None, input_shape=(size, size, 3))
-    model.set_weights(reference.get_weights())
-    return model
-
-
-def _download_guard(backbone: Backbone, build_call):
-    try:
-        return build_call()
-    except Exception as error:  # Keras wraps URL and socket errors in a bare Exception
-        cache = os.path.join(os.path.expanduser("~"), ".keras", "models", backbone.imagenet_file)
-        raise errors.BackboneError(
-            f"could not obtain the ImageNet weights of {backbone.name} ({error}). "
-            f"Without internet, download {backbone.imagenet_url} elsewhere and place it at "
-            f"{cache}, "
-            f"or pass --weights PATH to a weights file for keras.applications "
-            f"(or --weights none for random weights)."
-        ) from None
-
-
-def missing_weights_file(path: str, backbone: Backbone) -> errors.BackboneError:
-    """The one-line error for a --weights file that is not there."""
-    return errors.BackboneError(
-        f"--weights {path}: no such file; pass imagenet, none or the path "
-        f"of a {backbone.name} weights file"
-    )
-
-
-def _load_weights_file(model: keras.Model, path: str, local_path: str, backbone: Backbone) -> None:
-    if not os.path.isfile(local_path):
-        raise missing_weights_file(path, backbone)
-    try:
-        model.load_weights(local_path)
-    except Exception as error:
-        raise errors.BackboneError(
-            f"--weights {path} does not fit {backbone.name} with the classifier "
-            f"({type(error).__name__}: {error})"
-        ) from None
-
-
-def model_path(backbone: Backbone) -> str:
-    """The local SavedModel folder of a savedmodel: or hub: backbone (a hub model is downloaded
-    once, then cached)."""
-    if backbone.source == HUB:
-        return savedmodel.resolve_hub(backbone.location)
-    return savedmodel.check_directory(backbone.location)
-
-
-def model_identity(backbone: Backbone) -> dict:
-    """What the manifest records of a savedmodel: or hub: model in place of weights (the caller adds
-    a checksum of model_path's files). A hub model is its handle: where the cache keeps it may
-    change."""
-    if backbone.source == HUB:
-        return {"kind": HUB, "handle": backbone.location}
-    return {"kind": SAVEDMODEL, "path": backbone.location}
-
-
-def weights_identity(weights: str) -> dict:
-    """What the manifest records of the weights: their kind, and the file's path and checksum."""
-    if weights in (None, "none", "None"):
-        return {"kind": "none"}
-    if weights == "imagenet":
-        return {"kind": "imagenet"}
-    return {"kind": "file", "path": weights if _is_url(weights) else os.path.abspath(weights)}
-
-
-def _is_url(path: str) -> bool:
-    """gs://, s3://, ...: kept as given, where a local path is made absolute."""
-    return "://" in path
-
-
-@functools.cache
-def imagenet_classes() -> tuple[tuple[str, str], ...]:
-    """The 1000 ILSVRC-2012 classes as (wnid, name), in the index order of the Keras classifiers."""
-    text = importlib.resources.files("bottlenecks").joinpath("imagenet_classes.txt").read_text()
-    return tuple(tuple(line.split(" ", 1)) for line in text.splitlines() if line.strip())
-
-
-def imagenet_indices(class_names, integers_are_indices: bool = False) -> list[int] | None:
-    """Each class's ImageNet index when every class is one of ImageNet's, else None.
-
-    Classes match by wnid (n01440764); integer class names count as ImageNet indices only when the
-    caller says so, since most integer-labelled datasets have nothing to do with ImageNet.
-    """
-    by_wnid = {wnid: index for index, (wnid, _) in enumerate(imagenet_classes())}
-    indices = []
-    for name in class_names:
-        if name in by_wnid:
-            indices.append(by_wnid[name])
-        elif integers_are_indices and name.isdigit() and int(name) < len(by_wnid):
-            indices.append(int(name))
-        else:
-            return None
-    return indices

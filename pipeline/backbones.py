@@ -13,6 +13,7 @@ import os
 import keras
 import tensorflow as tf
 
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline import errors
 from pipeline import seeding
@@ -35,33 +36,33 @@ def for_job(
     and worker."""
     if (
         backbone.source == registry.KERAS
-        and registry.weights_identity(config.weights)["kind"] == "none"
+        and loading.weights_identity(config.weights)["kind"] == "none"
     ):
         with seeding.seeded(config.seed):
-            return registry.build(backbone, config.weights, input_size)
-    return registry.build(backbone, config.weights, input_size, local_weights(config.weights))
+            return loading.build(backbone, config.weights, input_size)
+    return loading.build(backbone, config.weights, input_size, local_weights(config.weights))
 
 
 def check_weights_file(config: offline_config.ExtractConfig, backbone: registry.Backbone) -> None:
     """A --weights file that is not there is one line here, before anything reads it."""
     if (
         backbone.source == registry.KERAS
-        and registry.weights_identity(config.weights)["kind"] == "file"
+        and loading.weights_identity(config.weights)["kind"] == "file"
         and not fileio.isfile(config.weights)
     ):
-        raise registry.missing_weights_file(config.weights, backbone)
+        raise loading.missing_weights_file(config.weights, backbone)
 
 
 def identity(config: offline_config.ExtractConfig, backbone: registry.Backbone) -> dict:
     """What the manifest records of the weights: their kind and, for files, where they are and their
     sha256."""
     if backbone.source == registry.KERAS:
-        weights = registry.weights_identity(config.weights)
+        weights = loading.weights_identity(config.weights)
         if weights["kind"] == "file":
             weights["sha256"] = writer.file_sha256(config.weights)
         return weights
-    weights = registry.model_identity(backbone)  # the SavedModel's files are its weights
-    weights["sha256"] = directory_sha256(registry.model_path(backbone))
+    weights = loading.model_identity(backbone)  # the SavedModel's files are its weights
+    weights["sha256"] = directory_sha256(loading.model_path(backbone))
     return weights
 
 
@@ -108,10 +109,10 @@ def from_identity(
             f"put it back (the sha256 of its files is {weights.get('sha256')})"
         )
     if backbone.source != registry.KERAS:
-        return registry.build(backbone, None, input_size)
+        return loading.build(backbone, None, input_size)
     if weights["kind"] == "none":
         with seeding.seeded(seed):
-            return registry.build(backbone, "none", input_size)
+            return loading.build(backbone, "none", input_size)
     if weights["kind"] == "file":
         source = weights["path"]
         if not os.path.isfile(local_weights(weights) or source):
@@ -121,7 +122,7 @@ def from_identity(
             )
     else:
         source = "imagenet"
-    return registry.build(backbone, source, input_size, local_weights(weights))
+    return loading.build(backbone, source, input_size, local_weights(weights))
 
 
 def local_weights(weights: str | dict | None) -> str | None:

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from bottlenecks import cut
 from bottlenecks import errors
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline.config import offline as offline_config
@@ -66,7 +67,7 @@ DEFAULT_SPATIAL = {
 @pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_every_catalogued_node_is_extracted_in_one_pass_with_its_shape(name):
     backbone = registry.get_backbone(name)
-    model = registry.build(backbone, "none", SMALL_INPUT[name])
+    model = loading.build(backbone, "none", SMALL_INPUT[name])
     extractor = cut.extractor(model, backbone, backbone.nodes)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, SMALL_INPUT[name], SMALL_INPUT[name], 3))
     outputs = extractor(pixels.astype(np.float32))
@@ -87,7 +88,7 @@ def test_every_catalogued_node_is_extracted_in_one_pass_with_its_shape(name):
 @pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_spatial_sizes_at_the_default_input_size(name):
     backbone = registry.get_backbone(name)
-    shapes = cut.node_shapes(registry.build(backbone, "none"), backbone.nodes)
+    shapes = cut.node_shapes(loading.build(backbone, "none"), backbone.nodes)
     for node, size in DEFAULT_SPATIAL[name].items():
         assert shapes[node][:2] == (size, size), node
 
@@ -95,7 +96,7 @@ def test_spatial_sizes_at_the_default_input_size(name):
 @pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_default_stages_are_block_boundaries_whose_tails_share_the_backbone_layers(name):
     backbone = registry.get_backbone(name)
-    model = registry.build(backbone, "none", SMALL_INPUT[name])
+    model = loading.build(backbone, "none", SMALL_INPUT[name])
     pixels = np.random.default_rng(1).uniform(0, 255, (1, SMALL_INPUT[name], SMALL_INPUT[name], 3))
     outputs = cut.extractor(model, backbone, backbone.nodes)(pixels.astype(np.float32))
     for stage in backbone.default_stages:
@@ -107,7 +108,7 @@ def test_default_stages_are_block_boundaries_whose_tails_share_the_backbone_laye
 
 def test_a_node_inside_a_residual_block_is_not_a_stage():
     backbone = registry.get_backbone("mobilenet_v2")
-    model = registry.build(backbone, "none", 32)
+    model = loading.build(backbone, "none", 32)
     with pytest.raises(ValueError, match="not a block boundary"):
         cut.tail(model, "block_14_expand_relu")
 
@@ -122,7 +123,7 @@ def test_unknown_backbone_and_too_small_input():
     with pytest.raises(ValueError, match="inception_v3, resnet50_v2, mobilenet_v2"):
         registry.get_backbone("vgg16")
     with pytest.raises(ValueError, match="at least 75 px"):
-        registry.build(registry.get_backbone("inception_v3"), "none", 64)
+        loading.build(registry.get_backbone("inception_v3"), "none", 64)
 
 
 def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatch):
@@ -135,7 +136,7 @@ def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatc
 
     backbone = dataclasses.replace(registry.get_backbone("resnet50_v2"), builder=offline_builder)
     with pytest.raises(errors.BackboneError) as error:
-        registry.build(backbone, "imagenet")
+        loading.build(backbone, "imagenet")
     message = str(error.value)
     assert "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5" in message
     assert ".keras/models" in message and "--weights PATH" in message
@@ -144,17 +145,17 @@ def test_offline_imagenet_download_names_the_file_and_the_alternative(monkeypatc
 def test_missing_or_mismatched_weights_file(tmp_path):
     backbone = registry.get_backbone("mobilenet_v2")
     with pytest.raises(errors.BackboneError, match="no such file"):
-        registry.build(backbone, str(tmp_path / "missing.h5"), 32)
-    resnet = registry.build(registry.get_backbone("resnet50_v2"), "none", 32)
+        loading.build(backbone, str(tmp_path / "missing.h5"), 32)
+    resnet = loading.build(registry.get_backbone("resnet50_v2"), "none", 32)
     path = str(tmp_path / "resnet.weights.h5")
     resnet.save_weights(path)
     with pytest.raises(ValueError, match="does not fit mobilenet_v2"):
-        registry.build(backbone, path, 32)
+        loading.build(backbone, path, 32)
 
 
 def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path):
     local = str(tmp_path / "mobilenet.weights.h5")
-    registry.build(registry.get_backbone("mobilenet_v2"), "none", 32).save_weights(local)
+    loading.build(registry.get_backbone("mobilenet_v2"), "none", 32).save_weights(local)
     url = "ram://test_backbones/weights/mobilenet.weights.h5"
     try:
         tf.io.gfile.makedirs(os.path.dirname(url))
@@ -169,10 +170,10 @@ def test_a_weights_file_at_a_url_is_copied_once_and_recorded_by_its_url(tmp_path
             backbones.local_weights(url) == copy
             and os.path.basename(copy) == "mobilenet.weights.h5"
         )
-        expected = registry.build(backbone, local, 32)
+        expected = loading.build(backbone, local, 32)
         for weights, wanted in zip(model.get_weights(), expected.get_weights()):
             np.testing.assert_array_equal(weights, wanted)
-        identity = {**registry.weights_identity(url), "sha256": writer.file_sha256(url)}
+        identity = {**loading.weights_identity(url), "sha256": writer.file_sha256(url)}
         assert identity == {"kind": "file", "path": url, "sha256": writer.file_sha256(local)}
         rebuilt = backbones.from_identity("mobilenet_v2", identity, 32)
         np.testing.assert_array_equal(rebuilt.get_weights()[0], expected.get_weights()[0])

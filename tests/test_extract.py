@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bottlenecks import cut
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline import errors
 from pipeline.config import offline as offline_config
@@ -33,7 +34,7 @@ def _expected_activations(config, paths):
     """What the backbone computes for each image's branches, one image at a time."""
     keras.utils.set_random_seed(config.seed)
     backbone = registry.get_backbone(config.backbone)
-    model = registry.build(backbone, config.weights, config.input_size)
+    model = loading.build(backbone, config.weights, config.input_size)
     extractor = cut.extractor(model, backbone, config.nodes)
     expected = {}
     for path in paths:

@@ -13,6 +13,7 @@ import pytest
 
 from bottlenecks import cut
 from bottlenecks import errors
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline.config import analysis as analysis_config
 from pipeline.config import offline as offline_config
@@ -50,7 +51,7 @@ CATALOGUE = [
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_catalogue_extracts_in_one_pass_and_the_stages_are_block_boundaries(name):
     backbone = registry.get_backbone(name)
-    model = registry.build(backbone, "none", SIZE)
+    model = loading.build(backbone, "none", SIZE)
     assert backbone.nodes[-1] == registry.POOL and len(set(backbone.nodes)) == len(backbone.nodes)
     layer_names = {layer.name for layer in model.layers}
     assert set(backbone.nodes[:-1]) <= layer_names  # Keras's own names
@@ -83,7 +84,7 @@ def test_offline_imagenet_weights_name_the_efficientnet_file(monkeypatch):
 
     backbone = dataclasses.replace(registry.get_backbone("efficientnet_b0"), builder=offline)
     with pytest.raises(errors.BackboneError) as error:
-        registry.build(backbone, "imagenet")
+        loading.build(backbone, "imagenet")
     message = str(error.value)
     assert "efficientnetb0.h5" in message and "--weights PATH" in message
 

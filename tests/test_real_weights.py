@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from bottlenecks import cut
+from bottlenecks import imagenet
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline.config import offline as offline_config
 from pipeline.config import training as training_config
@@ -48,7 +50,7 @@ def test_branch_zero_at_pool_through_the_classifier_reproduces_the_stock_model(t
 
     backbone = registry.get_backbone("mobilenet_v2")
     stock = keras.applications.MobileNetV2(weights=weights)
-    classifier = cut.classifier_layer(registry.build(backbone, weights))
+    classifier = cut.classifier_layer(loading.build(backbone, weights))
     cached, labels, image_ids = [], [], []
     for bottleneck, label, image_id in conftest.records_dataset(
         config.out_dir, "pool", "test", 50, with_ids=True
@@ -113,7 +115,7 @@ def test_baseline_head_init_starts_stage_zero_exactly_at_the_stock_model(tmp_pat
 
     # The baseline is the stock Keras model on the original images, over all 1000 classes.
     stock = keras.applications.MobileNetV2(weights=weights)
-    classes = [wnid for wnid, _ in registry.imagenet_classes()]
+    classes = [wnid for wnid, _ in imagenet.imagenet_classes()]
     batches = conftest.records_dataset(records, "pool", "validation", 50, with_ids=True)
     validation_ids = [image_id.decode() for _, _, ids in batches for image_id in ids.numpy()]
     paths = sorted(str(subset / image_id) for image_id in validation_ids)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline.analysis import evaluate
@@ -219,7 +220,7 @@ def test_a_savedmodel_at_a_url_loads_from_there(feature_model):
         assert backbone.name == f"savedmodel:{url}"  # a URL is not made into a local absolute path
         pixels = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
         np.testing.assert_allclose(
-            registry.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6
+            loading.build(backbone, None, SIZE)(pixels), model(pixels), rtol=1e-5, atol=1e-6
         )
         assert backbones.directory_sha256(url) == backbones.directory_sha256(paths["hub_style"])
     finally:
@@ -328,4 +329,4 @@ def test_a_model_that_is_no_feature_vector_model_is_refused(tmp_path):
     )
     refusal = r"not an image feature vector model: its output has shape \(None, 30, 30, 4\)"
     with pytest.raises(ValueError, match=refusal):
-        registry.build(registry.get_backbone(f"savedmodel:{tmp_path / 'maps'}"), None, SIZE)
+        loading.build(registry.get_backbone(f"savedmodel:{tmp_path / 'maps'}"), None, SIZE)

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline.config import training as training_config
 from pipeline.training import export
@@ -49,7 +50,7 @@ def _scalars(run_directory, tag):
 
 
 def test_branches_share_one_tail_and_the_batched_call_equals_per_branch_calls():
-    backbone_model = registry.build(registry.get_backbone("resnet50_v2"), "none", 32)
+    backbone_model = loading.build(registry.get_backbone("resnet50_v2"), "none", 32)
     models = {}
     for num_branches in (3, 11):
         head = heads.build_head("linear", 5)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import cut
+from bottlenecks import imagenet
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline import branches as branches_lib
@@ -124,7 +125,7 @@ class _LabelMapper(dict):
 
     def __missing__(self, name: str) -> int:
         if self.imagenet:  # wnids, or integer ImageNet indices as in ILSVRC validation label files
-            indices = registry.imagenet_indices([name], integers_are_indices=True)
+            indices = imagenet.imagenet_indices([name], integers_are_indices=True)
             if indices is not None:
                 self[name] = indices[0]
                 return indices[0]

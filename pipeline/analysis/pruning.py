@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bottlenecks import registry
+from bottlenecks import imagenet
 from pipeline import branches as branches_lib
 from pipeline import errors
 from pipeline.analysis import distinctiveness
@@ -130,7 +130,7 @@ def load_run(logdir: str):
     manifest = manifest_lib.Manifest.read(results.records)
     label_map = None
     if results.label_space == "imagenet":
-        label_map = registry.imagenet_indices(manifest.class_names, True)
+        label_map = imagenet.imagenet_indices(manifest.class_names, True)
     num_classes = 1000 if label_map is not None else len(manifest.class_names)
     features = load_features(manifest, "pool", results.branch_indices, results.fusion, label_map)
     head = heads.from_description(results.head, num_classes, features.splits["train"][0].shape[1])

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bottlenecks import imagenet
 from bottlenecks import registry
 from pipeline import backbones
 from pipeline import branches as branches_lib
@@ -261,7 +262,7 @@ def prepare(
         # classes.
         indices = _imagenet_indices(config, manifest) if backbone.has_classifier else None
         if indices is not None:  # the backbone's own classes: train and evaluate over all 1000
-            class_names = tuple(name for _, name in registry.imagenet_classes())
+            class_names = tuple(name for _, name in imagenet.imagenet_classes())
             label_map = np.asarray(indices, np.int32)
         else:
             if config.head_init == "baseline":
@@ -339,7 +340,7 @@ def _imagenet_indices(
                 f"backbone's own classifier cannot read; use --label-space dataset"
             )
         return None
-    indices = registry.imagenet_indices(manifest.class_names, config.imagenet_labels)
+    indices = imagenet.imagenet_indices(manifest.class_names, config.imagenet_labels)
     if indices is None and config.label_space == "imagenet":
         raise errors.UserError(
             "--label-space imagenet needs classes that are ImageNet's (folders named by wnid "

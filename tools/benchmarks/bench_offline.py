@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from bottlenecks import cut
+from bottlenecks import loading
 from bottlenecks import registry
 from pipeline.config import offline as offline_config
 from pipeline.offline import job
@@ -643,7 +644,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     pixels = prepare_branches(speed_images, qualities)
-    model = registry.build(backbone, flags.weights, INPUT_SIZE)
+    model = loading.build(backbone, flags.weights, INPUT_SIZE)
 
     survey = survey_zero_fractions(
         model, backbone, pixels[: flags.survey_images * num_branches], num_branches
