@@ -56,7 +56,12 @@ def both_runners(tmp_path_factory):
         # every node that sparse storage shrinks at all as sparse, so that both encodings are
         # compared.
         patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-        return local, on_beam, job.make_tfrecords(local), job.make_tfrecords(on_beam)
+        return (
+            local,
+            on_beam,
+            job.make_tfrecords(local).summary,
+            job.make_tfrecords(on_beam).summary,
+        )
 
 
 def _shard_files(out_dir):
@@ -128,7 +133,7 @@ def test_beam_rerun_redoes_only_the_deleted_shard(both_runners):
     deleted = os.path.join(on_beam.out_dir, "pool", "train-00001-of-00002.tfrecord")
     kept = {name: os.stat(os.path.join(on_beam.out_dir, name)).st_mtime_ns for name in files}
     os.remove(deleted)
-    summary = job.make_tfrecords(on_beam)
+    summary = job.make_tfrecords(on_beam).summary
     assert summary["shards_redone"] == 1
     redone = _read_json(
         os.path.join(
@@ -299,7 +304,7 @@ def test_beam_rerun_on_urls_redoes_only_the_shard_whose_progress_is_gone(on_urls
         "open_record_writer",
         lambda path, compression: opened.append(path) or open_record_writer(path, compression),
     )
-    summary = job.make_tfrecords(remote)
+    summary = job.make_tfrecords(remote).summary
     assert summary["shards_redone"] == 1
     assert sorted(opened) == sorted(
         fileio.temporary_path(fileio.join(remote.out_dir, node, shard)) for node in remote.nodes
@@ -324,7 +329,7 @@ def test_the_local_runner_reads_and_writes_urls_too(both_runners):
         remote = dataclasses.replace(local, data_dir=f"{url}/images", out_dir=f"{url}/records")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-            summary = job.make_tfrecords(remote)
+            summary = job.make_tfrecords(remote).summary
         assert (summary["images_written"], summary["images_skipped"]) == (9, 1)
         for name in _shard_files(local.out_dir):
             assert writer.file_sha256(fileio.join(remote.out_dir, name)) == writer.file_sha256(

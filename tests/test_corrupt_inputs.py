@@ -77,7 +77,7 @@ def test_the_job_converts_quarantines_or_skips_each_and_finishes(
             dataclasses.replace(
                 offline_config.tiny(str(tmp_path / "out"), tiny_dataset), qualities=(50,)
             )
-        )
+        ).summary
     with open(tmp_path / "out" / "quarantine.csv") as file:
         reasons = {
             os.path.relpath(row["path"], tiny_dataset): row["reason"]

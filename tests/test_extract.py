@@ -27,6 +27,7 @@ from pipeline.offline import ladder
 from pipeline.offline import progress as progress_lib
 from tests import conftest
 from tfrecords import codec
+from tfrecords import manifest as manifest_lib
 from tfrecords import writer
 
 
@@ -62,9 +63,15 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
     # Random weights give about half zeros, which the default policy keeps dense: ask for sparse
     # wherever it saves bytes, so that both encodings are written and read back.
     monkeypatch.setattr(codec, "SPARSE_AT_MOST", 1.0)
-    summary = job.make_tfrecords(config)
+    outcome = job.make_tfrecords(config)
+    summary = outcome.summary
     with open(tmp_path / "out" / "manifest.json") as file:
         manifest = json.load(file)
+    # The manifest the job returns is the one it wrote, its shard paths resolving as a read one's.
+    assert outcome.manifest == manifest_lib.Manifest.read(str(tmp_path / "out"))
+    assert outcome.manifest.shard_paths("pool", "train") == manifest_lib.Manifest.read(
+        str(tmp_path / "out")
+    ).shard_paths("pool", "train")
     assert manifest["nodes"]["pool"]["encoding"] == codec.SPARSE
     assert manifest["nodes"]["block_16_project_BN"]["encoding"] == codec.DENSE
     assert manifest["class_names"] == ["cat", "dog", "fox"]
@@ -98,7 +105,7 @@ def test_records_hold_the_models_activations_of_every_branch(tmp_path, tiny_data
 def test_bad_files_are_quarantined_and_the_job_goes_on(tmp_path, tiny_dataset):
     expected = conftest.write_odd_inputs(os.path.join(tiny_dataset, "dog"))
     os.remove(os.path.join(tiny_dataset, "dog", "good.jpg"))  # keep the listing simple below
-    summary = job.make_tfrecords(offline_config.tiny(str(tmp_path / "out"), tiny_dataset))
+    summary = job.make_tfrecords(offline_config.tiny(str(tmp_path / "out"), tiny_dataset)).summary
     with open(tmp_path / "out" / "quarantine.csv") as file:
         rows = list(csv.DictReader(file))
     bad = {name: reason for name, reason in expected.items() if reason is not None}
@@ -217,7 +224,7 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(tmp_path, tiny_dataset)
     config = offline_config.tiny(str(tmp_path / "out"), tiny_dataset)
     job.make_tfrecords(config)
     before = os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord")
-    assert job.make_tfrecords(config)["shards_redone"] == 0
+    assert job.make_tfrecords(config).summary["shards_redone"] == 0
     assert os.path.getmtime(tmp_path / "out" / "pool" / "train-00000-of-00002.tfrecord") == before
     with pytest.raises(ValueError, match="different job.*qualities"):
         job.make_tfrecords(dataclasses.replace(config, qualities=(50, 90)))
@@ -334,7 +341,7 @@ def test_storage_dtype_is_recorded_read_back_as_float32_and_a_rerun_with_another
         lossless, out_dir=str(tmp_path / "bfloat16"), storage_dtype="bfloat16"
     )
     job.make_tfrecords(lossless)
-    summary = job.make_tfrecords(halved)
+    summary = job.make_tfrecords(halved).summary
     with open(tmp_path / "bfloat16" / "manifest.json") as file:
         manifest = json.load(file)
     assert manifest["format_version"] == 2 and manifest["config"]["storage_dtype"] == "bfloat16"

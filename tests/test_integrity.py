@@ -47,7 +47,7 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
     assert "\n" not in message and damaged in message
     assert f"jpeg-ladder-verify {out_dir}" in message and "rerun make-tfrecords" in message
 
-    summary = job.make_tfrecords(config)  # the original command
+    summary = job.make_tfrecords(config).summary  # the original command
     assert summary["shards_redone"] == 1
     assert os.path.getmtime(kept) == kept_mtime
     assert verify.verify_records(out_dir).ok and make_tfrecords.main(["--verify", out_dir]) == 0
@@ -60,7 +60,7 @@ def test_a_flipped_byte_is_found_explained_and_rewritten_alone(tmp_path, tiny_da
         "pool/train-00001-of-00002.tfrecord": reasons["pool/train-00001-of-00002.tfrecord"],
     }
     assert reasons["pool/train-00001-of-00002.tfrecord"].startswith("100 bytes, the manifest says")
-    assert job.make_tfrecords(config)["shards_redone"] == 2
+    assert job.make_tfrecords(config).summary["shards_redone"] == 2
 
 
 def test_verify_without_a_manifest_is_a_user_error(tmp_path, capsys):

@@ -216,3 +216,45 @@ def test_forward_imports_pass():
         )
         == []
     )
+
+
+MAX_MODULE_LINES = 400
+LIBRARY_PACKAGES = ("pipeline", "bottlenecks", "tfrecords")
+
+
+def test_every_library_module_is_under_400_lines():
+    too_long = []
+    for path, module in _modules(LIBRARY_PACKAGES):
+        with open(path, encoding="utf-8") as file:
+            lines = sum(1 for _ in file)
+        if lines >= MAX_MODULE_LINES:
+            too_long.append(f"{module}: {lines} lines (split it by job)")
+    assert not too_long, "\n".join(too_long)
+
+
+def manifest_reads(source: str) -> list[int]:
+    """The lines of every call of `<something>.Manifest.read(...)` or `Manifest.read(...)`."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "read"
+        and (_dotted(node.func.value) or "").split(".")[-1] == "Manifest"
+    ]
+
+
+def test_a_manifest_read_is_found():
+    source = "from tfrecords import manifest\nm = manifest.Manifest.read(p)\nx = open(p).read()\n"
+    assert manifest_reads(source) == [2]
+
+
+def test_the_manifest_is_read_at_eight_places_at_most():
+    """Each job reads its records' manifest once and passes it down."""
+    sites = []
+    for path, module in _modules(LIBRARY_PACKAGES + ("tools",)):
+        if module.startswith("tools.benchmarks"):
+            continue
+        with open(path, encoding="utf-8") as file:
+            sites.extend(f"{module}:{line}" for line in manifest_reads(file.read()))
+    assert len(sites) <= 8, "\n".join(sites)

@@ -128,7 +128,7 @@ def test_pool_bottlenecks_are_the_models_outputs_on_the_ladder_images(
     fake_hub[HANDLE] = paths[kind]
     backbone = f"savedmodel:{paths[kind]}" if source == "savedmodel" else f"hub:{HANDLE}"
     config = _config(tmp_path / "records", tiny_dataset, backbone, input_range=input_range)
-    summary = job.make_tfrecords(config)
+    summary = job.make_tfrecords(config).summary
     assert summary["images_written"] == 12
     with open(tmp_path / "records" / "manifest.json") as file:
         manifest = json.load(file)

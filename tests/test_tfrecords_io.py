@@ -571,3 +571,11 @@ def test_mirrored_strategy_distributes_the_dataset(tmp_path):
         local = [tf.concat(strategy.experimental_local_results(part), axis=0) for part in batch]
         seen += _check_batches([local], "mixed7")
     assert sorted(seen) == sorted(IMAGES)
+
+
+def test_make_dataset_given_a_folder_says_in_one_line_to_pass_its_manifest(tmp_path):
+    with pytest.raises(TypeError) as raised:
+        reader.make_dataset(str(tmp_path), "pool", "train", 4)
+    message = str(raised.value)
+    assert message.count("\n") == 0
+    assert f"Manifest.read('{tmp_path}')" in message

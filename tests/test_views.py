@@ -127,7 +127,7 @@ def test_beam_writes_the_same_views_records_and_a_rerun_redoes_a_lost_shard(view
     os.remove(os.path.join(progress, lost))
     shard = next(name for name in names if os.path.basename(name).startswith(lost[: -len(".json")]))
     os.remove(os.path.join(local.out_dir, shard))
-    summary = job.make_tfrecords(local)
+    summary = job.make_tfrecords(local).summary
     assert summary["shards_redone"] == 1
     for name in names:
         with open(os.path.join(local.out_dir, name), "rb") as file:

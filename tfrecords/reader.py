@@ -125,6 +125,13 @@ def make_dataset(
     `split` may name several splits, read as one (e.g. train and validation for a refit); `fold`
     keeps the images of one fold of them, or all but one (see in_fold).
     """
+    if not isinstance(manifest, manifest_lib.Manifest):
+        # A job reads manifest.json once and passes the Manifest down; a folder here would be read
+        # again for every dataset made.
+        raise TypeError(
+            f"make_dataset takes the records' Manifest, not {manifest!r}: pass "
+            f"tfrecords.manifest.Manifest.read({str(manifest)!r})"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}: pass at least 1")
     nodes = _nodes(node)

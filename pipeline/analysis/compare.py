@@ -128,10 +128,15 @@ def _features(config: analysis_config.CompareConfig, manifest: manifest_lib.Mani
     return {node: features_lib.Features.load(manifest, node)}
 
 
-def compare(config: analysis_config.CompareConfig, stop=None) -> dict:
+def compare(
+    config: analysis_config.CompareConfig,
+    stop=None,
+    manifest: manifest_lib.Manifest | None = None,
+) -> dict:
     """Trains and scores every arm; writes comparison.json/.md and returns the JSON object (its
-    shape: pipeline.analysis.comparison)."""
-    manifest = manifest_lib.Manifest.read(config.records_dir)
+    shape: pipeline.analysis.comparison). manifest: the records' manifest, when the caller has read
+    it (the demo's job made it)."""
+    manifest = manifest or manifest_lib.Manifest.read(config.records_dir)
     split = evaluation_split(manifest)
     sets = _branch_sets(config, manifest)
     store = _features(config, manifest)
@@ -144,7 +149,12 @@ def compare(config: analysis_config.CompareConfig, stop=None) -> dict:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
             results = train.train_and_evaluate(
-                training, stop, announce=False, features=store, role=arm_role(config, arm)
+                training,
+                stop,
+                announce=False,
+                features=store,
+                role=arm_role(config, arm),
+                manifest=manifest,
             )
             arm_branches[arm] = (training.fusion, list(results.branches))
             predictions = _predictions(training, manifest, store, split, results, arm == BASELINE)
@@ -161,7 +171,7 @@ def compare(config: analysis_config.CompareConfig, stop=None) -> dict:
                 oracle.append(_oracle(predictions))
                 for label, positions in sets.items():
                     set_oracles[label].append(_oracle(predictions, positions))
-    _export(config, runs, stop, store)
+    _export(config, runs, stop, store, manifest)
     costs = _costs(config, manifest, split, runs)
     set_figures = {
         label: {
@@ -212,7 +222,7 @@ def _resolved(training, manifest, results) -> training_config.TrainConfig:
     return config if chosen is None else dataclasses.replace(config, learning_rate=chosen)
 
 
-def _export(config: analysis_config.CompareConfig, runs, stop, store) -> None:
+def _export(config: analysis_config.CompareConfig, runs, stop, store, manifest) -> None:
     """Writes the export of every kept run that has none yet (a finished run only exports)."""
     if not config.training.export:
         return
@@ -221,7 +231,12 @@ def _export(config: analysis_config.CompareConfig, runs, stop, store) -> None:
     ):
         training = dataclasses.replace(arm_training(config, arm, seed), export=True)
         train.train_and_evaluate(
-            training, stop, announce=False, features=store, role=arm_role(config, arm)
+            training,
+            stop,
+            announce=False,
+            features=store,
+            role=arm_role(config, arm),
+            manifest=manifest,
         )
 
 

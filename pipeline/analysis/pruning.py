@@ -74,8 +74,7 @@ def load_features(
         if split not in available:
             raise errors.UserError(
                 f"the records in {manifest.directory} have no {split} images; rerun "
-                "make_tfrecords with "
-                "--validation-percent above 0 or a train/val folder layout"
+                "make_tfrecords with --validation-percent above 0 or a train/val folder layout"
             )
     for split in available:
         features, labels, ids = [], [], []
@@ -113,10 +112,9 @@ def score(head, features: Features, split: str) -> dict:
     return metrics.top_k_accuracy(probabilities, labels, metrics.TOP_KS)
 
 
-def load_run(logdir: str):
+def load_run(logdir: str, results, manifest: manifest_lib.Manifest):
     """The MLP head of a run's first stage (it must read `pool`), restored from that stage's best
-    checkpoint, and the run's features."""
-    results = run_directory.read(logdir)
+    checkpoint, and the run's features (results and manifest: the run's, as the job read them)."""
     if results.head.get("kind") != "mlp":
         raise errors.UserError(
             f"the run in {logdir} has a {results.head.get('kind')} head: pruning needs a run "
@@ -127,7 +125,6 @@ def load_run(logdir: str):
             f"the run in {logdir} has no finished first stage reading pool: train one with "
             "--stages pool first"
         )
-    manifest = manifest_lib.Manifest.read(results.records)
     label_map = None
     if results.label_space == "imagenet":
         label_map = imagenet.imagenet_indices(manifest.class_names, True)
@@ -164,9 +161,11 @@ def starting_head(config: analysis_config.PruneConfig):
     """The head to prune: the run's, or (with --records) one trained here on the branches'
     concatenation by the recipe (heads.fit: converged trains it until validation loss stops
     falling)."""
-    if config.logdir is not None:
-        return load_run(config.logdir)
-    manifest = manifest_lib.Manifest.read(config.records_dir)
+    run = run_directory.read(config.logdir) if config.logdir is not None else None
+    # The job's one read of the records' manifest: the run's records, or --records.
+    manifest = manifest_lib.Manifest.read(run.records if run is not None else config.records_dir)
+    if run is not None:
+        return load_run(config.logdir, run, manifest)
     features = load_features(manifest, "pool", config.branches, "concat")
     head = heads.from_description(
         heads.description(

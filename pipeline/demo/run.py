@@ -19,7 +19,6 @@ from pipeline.config import demo as demo_config
 from pipeline.demo import synthetic as demo_data
 from pipeline.offline import job
 from pipeline.training import run_directory
-from tfrecords import manifest as manifest_lib
 
 
 def run_demo(config: demo_config.DemoConfig) -> dict:
@@ -36,11 +35,11 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
     stages = backbone.default_stages[: config.num_stages]
     records = os.path.join(config.out_dir, "records")
     progress = config.training.progress
-    job.make_tfrecords(
+    manifest = job.make_tfrecords(
         dataclasses.replace(
             config.extract, out_dir=records, data_dir=data_dir, nodes=stages, progress=progress
         )
-    )
+    ).manifest
     # Does the ladder help? Every arm trained block by block by one rule, scored on the test split.
     comparison_config = analysis_config.CompareConfig(
         records_dir=records,
@@ -48,14 +47,13 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
         fusions=config.fusions,
         training=dataclasses.replace(config.training, stages=stages),
     )
-    comparison = compare.compare(comparison_config)
+    comparison = compare.compare(comparison_config, manifest=manifest)
     # The report: the topology run the comparison trained (concat, the thesis's, when compared; its
     # first seed) against the comparison's own baseline run, on the same test images.
     topology = "concat" if "concat" in config.fusions else config.fusions[0]
     topology_logdir = compare.arm_training(comparison_config, topology, 0).logdir
     baseline_logdir = compare.arm_training(comparison_config, compare.BASELINE, 0).logdir
     evaluation_dir = os.path.join(config.out_dir, "evaluation")
-    manifest = manifest_lib.Manifest.read(records)
     split = evaluate.records_split(manifest, "test")
     export_dir = run_directory.RunDirectory(topology_logdir).export_dir
     predictions = predictions_lib.from_records(export_dir, manifest, baseline_logdir, split)

@@ -139,8 +139,8 @@ def output_lock(out_dir: str):
         return writer.OutputLock(out_dir)
     print(
         f"make_tfrecords: {out_dir} is not locked (object stores have no lock): starting two jobs "
-        "on the same "
-        f"output directory is up to you; every shard is still written whole or not at all",
+        "on the same output directory is up to you; every shard is still written whole or not at "
+        "all",
         file=sys.stderr,
     )
     return contextlib.nullcontext()
@@ -157,9 +157,19 @@ def runner_for(config: offline_config.ExtractConfig):
     return local
 
 
-def make_tfrecords(config: offline_config.ExtractConfig) -> dict:
-    """Runs (or resumes) the offline stage on config.runner and returns its summary; see the module
-    docstring."""
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a job made: the manifest it wrote, for whatever goes on with the records (the demo's
+    comparison), and the run's summary (timings.json: images written, skipped, processed, shards
+    redone, seconds, its one paragraph as "text")."""
+
+    manifest: manifest_lib.Manifest
+    summary: dict
+
+
+def make_tfrecords(config: offline_config.ExtractConfig) -> Outcome:
+    """Runs (or resumes) the offline stage on config.runner and returns its manifest and summary;
+    see the module docstring."""
     started = time.perf_counter()
     runner = runner_for(config)
     shard_work.check_paths(config)
@@ -197,7 +207,10 @@ def make_tfrecords(config: offline_config.ExtractConfig) -> dict:
             config, job_identity, index, example_shapes, progress.encodings(), results
         )
         manifest = dataclasses.replace(
-            manifest, branches=extraction.branch_names, views=views_block
+            manifest,
+            branches=extraction.branch_names,
+            views=views_block,
+            directory=config.out_dir,  # as Manifest.read would return it: its shard paths resolve
         )
         manifest.write(config.out_dir)
         _write_quarantine(config.out_dir, results)
@@ -206,7 +219,7 @@ def make_tfrecords(config: offline_config.ExtractConfig) -> dict:
         )
         fileio.write_json_atomic(fileio.join(config.out_dir, TIMINGS_NAME), summary)
     print(summary["text"])
-    return summary
+    return Outcome(manifest, summary)
 
 
 def verify_output(out_dir: str) -> verify.Report:
@@ -342,8 +355,7 @@ def _summary(
     this_run = (
         f"this run processed {processed} images in {seconds:.1f} s wall time "
         f"({_rate(processed, extracting_seconds):.2f} images/s while extracting; {len(pending)} "
-        "shards "
-        f"redone)"
+        "shards redone)"
         if pending
         else "every shard was already complete, so this run changed nothing"
     )

@@ -14,6 +14,7 @@ to resume.
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -67,6 +68,7 @@ def train_and_evaluate(
     announce: bool = True,
     features: dict | None = None,
     role: selection.Role | None = None,
+    manifest: manifest_lib.Manifest | None = None,
 ) -> results_lib.Results:
     """Runs (or resumes) every stage and returns the run's results (as written to results.json).
 
@@ -74,19 +76,22 @@ def train_and_evaluate(
     progress, with the stage's resume point saved, and raises interrupt.Interrupted; the same call
     resumes. `features`: {node: pipeline.training.features.Features} already in memory, read by
     every stage of those nodes instead of the records (compare reads them once for every arm);
-    `role`: what the run is to a selection that made it (compare's arms share a sweep by it).
+    `role`: what the run is to a selection that made it (compare's arms share a sweep by it);
+    `manifest`: the records' manifest when the caller has read it (a job reads it once).
     """
     role = role or selection.Role()
+    if config.strategy == "multiworker":
+        # Before anything else: collective ops can only be set up before TensorFlow has run an op.
+        strategy = distribute.make_strategy(
+            config.strategy, collective_timeout=config.collective_timeout
+        )
+    manifest = manifest or manifest_lib.Manifest.read(config.records_dir)
     if config.strategy != "multiworker":
-        return _train(config, role, stop, announce, features=features)
-    # Before anything else: collective ops can only be set up before TensorFlow has run an op.
-    strategy = distribute.make_strategy(
-        config.strategy, collective_timeout=config.collective_timeout
-    )
+        return _train(config, role, stop, announce, features=features, manifest=manifest)
     try:
         if distribute.num_workers() > 1:
-            config = _choose_input_sharding(config, strategy)
-        return _train(config, role, stop, announce, features=features)
+            config = _choose_input_sharding(config, strategy, manifest)
+        return _train(config, role, stop, announce, features=features, manifest=manifest)
     except distribute.PEER_ERRORS as error:
         if not distribute.is_peer_failure(error):
             raise
@@ -98,11 +103,13 @@ def train_and_evaluate(
 
 
 def _choose_input_sharding(
-    config: training_config.TrainConfig, strategy: tf.distribute.Strategy
+    config: training_config.TrainConfig,
+    strategy: tf.distribute.Strategy,
+    manifest: manifest_lib.Manifest,
 ) -> training_config.TrainConfig:
     """The config with its input sharding resolved to data or file for this cluster, said in one
     line."""
-    num_shards = manifest_lib.Manifest.read(config.records_dir).split("train").num_shards
+    num_shards = manifest.split("train").num_shards
     sharding, reason = distribute.choose_input_sharding(
         config.input_sharding,
         num_shards,
@@ -141,14 +148,15 @@ def _train(
     identity: dict | None = None,
     sweep: results_lib.Sweep | None = None,
     features: dict | None = None,
+    manifest: manifest_lib.Manifest | None = None,
 ) -> results_lib.Results:
     """One run (or the selection it asks for: seeds, folds). identity: the settings the run's folder
     must match (default: its config's and role's); sweep: a learning rate chosen elsewhere (by
-    --folds, a refit); features: as train_and_evaluate's."""
+    --folds, a refit); features, manifest: as train_and_evaluate's."""
+    train = functools.partial(_train, manifest=manifest)  # how a selection trains its runs
     if config.seeds > 1:
-        return selection.seeds(config, role, stop, features, _train)
+        return selection.seeds(config, role, stop, features, train)
     identity = identity or _settings(config, role)
-    manifest = manifest_lib.Manifest.read(config.records_dir)
     run = run_directory.RunDirectory(config.logdir)
     # The recipe's values and the stages, then the learning rate: each resolved once, here. Bad
     # flags fail now, before anything is recorded.
@@ -156,10 +164,10 @@ def _train(
     solves_first = solves_first_stage(resolved, manifest)
     if resolved.folds > 1 and role.plain:
         return selection.by_folds(
-            resolved, identity, manifest, solves_first, stop, announce, features, _train
+            resolved, identity, manifest, solves_first, stop, announce, features, train
         )
     sweep = sweep or selection.learning_rate_sweep(
-        resolved, role, solves_first, stop, features, _train
+        resolved, role, solves_first, stop, features, train
     )
     chosen = resolved.learning_rate if sweep.chosen is None else sweep.chosen
     setup = prepare_lib.prepare(
@@ -201,7 +209,7 @@ def _train(
         and role.plain
         and (results.refit is None or (config.export and not results.refit.get("export")))
     ):
-        results = selection.refit(setup.config, results, stop, features, _train)
+        results = selection.refit(setup.config, results, stop, features, train)
         run.write_results(results)
     if announce:
         print(results.summary())

@@ -23,7 +23,8 @@ import tempfile
 from pipeline.config import offline as offline_config
 from pipeline.offline import job
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tools/benchmarks/<this file> -> the project root
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
 DEFAULT_DATA_DIR = os.path.join(SHARED, "data", "imagenette-mini")
 DEFAULT_WEIGHTS = os.path.join(SHARED, "weights", "mobilenet_v2_1.0_224_imagenet.weights.h5")
@@ -135,7 +136,10 @@ def main(argv=None) -> int:
         runner="beam",
         beam_options=flags.beam_options,
     )
-    summaries = {"local": job.make_tfrecords(local), "beam": job.make_tfrecords(on_beam)}
+    summaries = {
+        "local": job.make_tfrecords(local).summary,
+        "beam": job.make_tfrecords(on_beam).summary,
+    }
     figures = {
         "num_images": flags.num_images,
         "beam_options": flags.beam_options,
