@@ -63,8 +63,7 @@ def _download_guard(backbone: registry.Backbone, build_call):
         raise errors.BackboneError(
             f"could not obtain the ImageNet weights of {backbone.name} ({error}). "
             f"Without internet, download {backbone.imagenet_url} elsewhere and place it at "
-            f"{cache}, "
-            f"or pass --weights PATH to a weights file for keras.applications "
+            f"{cache}, or pass --weights PATH to a weights file for keras.applications "
             f"(or --weights none for random weights)."
         ) from None
 

@@ -42,8 +42,7 @@ def check_directory(path: str) -> str:
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise errors.BackboneError(
             f"--backbone savedmodel:{path} is not a SavedModel (it has no saved_model.pb); pass "
-            "the "
-            f"folder that holds saved_model.pb"
+            "the folder that holds saved_model.pb"
         )
     return path
 
@@ -63,8 +62,7 @@ def resolve_hub(handle: str) -> str:
     if missing:
         raise errors.BackboneError(
             f"--backbone hub:{handle} needs {' and '.join(missing)}: {HUB_INSTALL}; or download "
-            "the "
-            f"model elsewhere, unpack it and pass --backbone savedmodel:DIR"
+            "the model elsewhere, unpack it and pass --backbone savedmodel:DIR"
         )
     try:
         import tensorflow_hub
@@ -77,9 +75,8 @@ def resolve_hub(handle: str) -> str:
     except Exception as error:  # URL, socket and file errors alike: all mean the model is not here
         raise errors.BackboneError(
             f"could not fetch hub:{handle} ({type(error).__name__}: {_first_line(error)}). "
-            "Without internet, "
-            f"download {handle}?tf-hub-format=compressed elsewhere, unpack the .tar.gz and pass "
-            "--backbone "
+            f"Without internet, download {handle}?tf-hub-format=compressed elsewhere, unpack the "
+            ".tar.gz and pass --backbone "
             f"savedmodel:DIR, or set TFHUB_CACHE_DIR to a TF-Hub cache that holds the model "
             f"(the cache now is {hub_cache_dir()})"
         ) from None
@@ -109,8 +106,7 @@ class FeatureVector(keras.layers.Layer):
             if len(outputs) != 1:
                 raise errors.BackboneError(
                     f"{self.label} returns {len(outputs)} outputs ({', '.join(sorted(outputs))}); "
-                    "an "
-                    f"image feature vector model returns one"
+                    "an image feature vector model returns one"
                 )
             outputs = next(iter(outputs.values()))
         return outputs

@@ -258,9 +258,8 @@ def test_a_lost_worker_stops_the_run_with_a_clear_message_and_a_rerun_resumes(
     assert chief_returncode == 2, chief_log[-3000:]
     assert re.fullmatch(
         r"train_block_by_block: error: lost worker 1 at localhost:\d+ \(\w+Error at a collective "
-        r"op on worker 0 at "
-        r"localhost:\d+, the chief\); the 2 workers cannot go on without each other: start every "
-        r"worker again with "
+        r"op on worker 0 at localhost:\d+, the chief\); the 2 workers cannot go on without each "
+        r"other: start every worker again with "
         r"the same command and TF_CONFIG, and the run resumes from the last checkpoint in "
         + re.escape(str(logdir)),
         last_line,
@@ -470,8 +469,7 @@ def test_auto_reads_every_record_on_every_worker_when_shards_are_fewer_than_work
         assert returncode == 0, log[-3000:]
         assert (
             "input sharding: data (1 train shard for 2 workers: every worker reads every record; "
-            "make-tfrecords "
-            "--num-shards >= 2 lets each read only its own)"
+            "make-tfrecords --num-shards >= 2 lets each read only its own)"
         ) in log.splitlines(), log[-3000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["stages"][0]["steps"] == 2
 
@@ -487,9 +485,8 @@ def test_file_sharding_with_fewer_shards_than_workers_is_one_line(one_shard_reco
         last_line = log.strip().splitlines()[-1]
         assert returncode == 2 and last_line == (
             "train_block_by_block: error: --input-sharding file gives each worker its own shards, "
-            "and the records "
-            "hold 1 train shard for 2 workers: rerun make-tfrecords with --num-shards 2 or more, "
-            "or use "
+            "and the records hold 1 train shard for 2 workers: rerun make-tfrecords with "
+            "--num-shards 2 or more, or use "
             "--input-sharding data"
         ), log[-3000:]
     assert not (tmp_path / "run" / "results.json").exists()
@@ -520,8 +517,7 @@ def test_file_sharding_with_fewer_shards_than_workers_is_one_line(one_shard_reco
             (
                 "data",
                 "input sharding: data (1 train shard for 2 workers: every worker reads every "
-                "record; "
-                "make-tfrecords --num-shards >= 2 lets each read only its own)",
+                "record; make-tfrecords --num-shards >= 2 lets each read only its own)",
             ),
         ),
         (
@@ -570,8 +566,8 @@ def test_explicit_file_sharding_that_cannot_be_names_the_fix(capsys):
         (
             None,
             "--strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
-            "which is not set; "
-            "set it on every worker as in the README's multi-worker section",
+            "which is not set; set it on every worker as docs/training.md (multi-worker training) "
+            "shows",
         ),
         ("{not json", "TF_CONFIG must be JSON with a cluster and a task"),
         (

@@ -55,8 +55,7 @@ class Report:
         else:
             lines.append(
                 f"verify: {len(self.bad)} of {self.num_checked} shard files in {self.records_dir} "
-                "are bad; "
-                f"{rerun_advice(self.records_dir)}"
+                f"are bad; {rerun_advice(self.records_dir)}"
             )
         return "\n".join(lines)
 

@@ -158,8 +158,8 @@ class ShardWriter:
             if num_read != self._num_written:
                 raise errors.RecordsError(
                     f"shard {self.final_path} failed verification: wrote {self._num_written} "
-                    "records, "
-                    f"read back {num_read}; check free disk space and rerun to redo this shard"
+                    f"records, read back {num_read}; check free disk space and rerun to redo this "
+                    "shard"
                 )
             info = ShardInfo(
                 self.final_path,

@@ -313,8 +313,7 @@ def markdown(result: dict) -> str:
     )
     lines = [
         f"# Feature compression: {result['input_size']} features of node {result['node']}, "
-        "branches "
-        f"{', '.join(map(str, result['branches']))}",
+        f"branches {', '.join(map(str, result['branches']))}",
         "",
         f"Sigmoid autoencoder, {rule}; a classifier trained on the codes by the "
         f'{result.get("recipe", "thesis")} recipe. "Test" is {test_name}.',

@@ -78,10 +78,8 @@ def evaluate(
     if predictions.branches is None:
         result["note"] = (
             "no baseline: no stock classifier applies (the classes are not ImageNet's, or the "
-            "backbone "
-            "is a hub: or savedmodel: model without one), so pass --baseline LOGDIR of a "
-            "single-branch "
-            "training (train-block-by-block --branches 0)"
+            "backbone is a hub: or savedmodel: model without one), so pass --baseline LOGDIR of a "
+            "single-branch training (train-block-by-block --branches 0)"
         )
         return result
     branches = predictions.branches

@@ -56,8 +56,7 @@ def markdown(result: dict, title: str) -> str:
             f"- Type B (baseline right, topology wrong): {versus['type_b']}",
             f"- exact McNemar p-value: {versus['mcnemar_exact_p']:.4g}",
             f"- top-1 difference: {percent(versus['top1_difference'])} points, bootstrap 95 % "
-            "interval "
-            f"[{percent(low)}, {percent(high)}]",
+            f"interval [{percent(low)}, {percent(high)}]",
         ]
     else:
         lines += ["", f"Note: {result['note']}"]

@@ -12,8 +12,7 @@ def summary_text(result: dict) -> str:
     first = result["cycles"][0]
     return (
         f"jpeg-ladder-prune ({result['method']}): {first['neurons']} -> {cycle['neurons']} "
-        "neurons at the "
-        f"inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of "
+        f"neurons at the inflection (cycle {result['inflection_cycle']}), {cycle['flops']:,} of "
         f"{first['flops']:,} FLOPs left; "
         f"validation top-1 {100 * first['validation_top1']:.2f} -> "
         f"{100 * cycle['validation_top1']:.2f} %, "
@@ -38,21 +37,18 @@ def markdown(result: dict, source: dict, config: analysis_config.PruneConfig) ->
         "",
         f"Head {result['input_size']}-{first['neurons']}-{result['num_classes']} from "
         f"{source.get('run') or source['records']} (fusion {source['fusion']}); merge rule "
-        f"`{config.merge}`, "
-        f"{config.steps_per_cycle} selection(s) per cycle, fine-tuning with early stopping on "
-        "validation "
+        f"`{config.merge}`, {config.steps_per_cycle} selection(s) per cycle, fine-tuning with "
+        "early stopping on validation "
         f"(patience {config.fit.patience}).",
         "",
         "FLOPs follow the papers: fan-in + fan-out + 2 per hidden neuron; multiply-adds count the "
-        "two layers' "
-        "products only.",
+        "two layers' products only.",
         f'The "test" columns are measured on {test_name}.',
         "",
         *(
             [
                 f"Fusion {source['fusion']}: scores here are the plain mean of the branches' "
-                "probabilities (the "
-                "run's learned branch weights are not applied).",
+                "probabilities (the run's learned branch weights are not applied).",
                 "",
             ]
             if source["fusion"] in ("weighted", "gated")

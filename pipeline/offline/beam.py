@@ -147,8 +147,7 @@ def _cancel(result) -> None:
     ) as error:  # the interruption is what gets reported; a failed cancel only needs saying
         print(
             f"make_tfrecords: could not cancel the Beam job ({type(error).__name__}: {error}); "
-            "cancel it with "
-            f"the runner's own tools before rerunning",
+            "cancel it with the runner's own tools before rerunning",
             file=sys.stderr,
         )
         return

@@ -216,8 +216,7 @@ class Histogram:
         lines = [
             f"{self.total} files: {sum(self.standard.values())} JPEG with IJG tables, "
             f"{sum(self.non_standard.values())} JPEG with non-standard tables (nearest IJG "
-            "quality), "
-            f"{self.not_jpeg} images in other formats, {self.not_image} not images, "
+            f"quality), {self.not_jpeg} images in other formats, {self.not_image} not images, "
             f"{self.unreadable} unreadable"
         ]
         for label, counts in (

@@ -43,8 +43,8 @@ class Progress:
             )
             raise errors.UserError(
                 f"{self.out_dir} holds the output of a different job (it differs in: "
-                f"{', '.join(changed)}). "
-                f"Rerun with the original settings to resume it, or choose another --out-dir."
+                f"{', '.join(changed)}). Rerun with the original settings to resume it, or choose "
+                "another --out-dir."
             )
 
     def encodings(self) -> dict | None:

@@ -75,7 +75,7 @@ def _start_multiworker(collective_timeout: float | None) -> tf.distribute.Strate
 def read_tf_config() -> dict:
     """TF_CONFIG's cluster and task, checked: chief and worker tasks only, the task one of them."""
     text = os.environ.get("TF_CONFIG")
-    fix = "set it on every worker as in the README's multi-worker section"
+    fix = "set it on every worker as docs/training.md (multi-worker training) shows"
     if not text:
         raise errors.UserError(
             f"--strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
@@ -93,8 +93,7 @@ def read_tf_config() -> dict:
     if set(jobs) - {"chief", "worker"} or not jobs.get("worker", []) + jobs.get("chief", []):
         raise errors.UserError(
             f"TF_CONFIG's cluster holds jobs {sorted(jobs)}: --strategy multiworker takes chief "
-            "and "
-            f"worker tasks only; {fix}"
+            f"and worker tasks only; {fix}"
         )
     if task_type not in jobs or not 0 <= task_index < len(jobs[task_type]):
         raise errors.UserError(f"TF_CONFIG's task {task} is not in its cluster ({jobs}); {fix}")
@@ -169,13 +168,11 @@ def choose_input_sharding(
             raise errors.UserError(
                 f"--input-sharding file gives each worker its own shards, and the records hold "
                 f"{shards} for {workers} workers: rerun make-tfrecords with --num-shards "
-                f"{workers} or "
-                f"more, or use --input-sharding data"
+                f"{workers} or more, or use --input-sharding data"
             )
         return "data", (
             f"input sharding: data ({shards} for {workers} workers: every worker reads every "
-            "record; "
-            f"make-tfrecords --num-shards >= {workers} lets each read only its own)"
+            f"record; make-tfrecords --num-shards >= {workers} lets each read only its own)"
         )
     if global_batch % replicas:
         if requested == "file":
@@ -186,8 +183,7 @@ def choose_input_sharding(
             )
         return "data", (
             f"input sharding: data (--batch-size {global_batch} does not split evenly over "
-            f"{replicas} "
-            f"replicas: every worker reads every record)"
+            f"{replicas} replicas: every worker reads every record)"
         )
     fewest, most = num_shards // workers, -(-num_shards // workers)
     own = f"{fewest}" if fewest == most else f"{fewest} or {most}"
@@ -289,9 +285,8 @@ def peer_failure_message(
         what = f"lost {lost}" if lost else "lost contact with another worker"
     return (
         f"{what} ({type(error).__name__} at a collective op on {_worker_name(own)}); the "
-        f"{len(order)} workers "
-        "cannot go on without each other: start every worker again with the same command and "
-        "TF_CONFIG, and "
+        f"{len(order)} workers cannot go on without each other: start every worker again with the "
+        "same command and TF_CONFIG, and "
         f"the run resumes from the last checkpoint in {logdir}"
     )
 

@@ -140,8 +140,7 @@ def _labels_in_head_space(setup):
 def suggest_allocator() -> None:
     print(
         "the training split is read from the records every epoch (it exceeds --cache-mb): running "
-        "with "
-        "LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4) takes "
-        "about 40 % "
-        "off the CPU time of reading it, see the README's input pipeline notes"
+        "with LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4) "
+        "takes about 40 % off the CPU time of reading it, see docs/training.md (The input "
+        "pipeline)"
     )

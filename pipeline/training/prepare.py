@@ -157,9 +157,8 @@ def _check_classifier_use(config: training_config.TrainConfig, backbone: registr
         need, them = ("needs", "it") if len(wanted) == 1 else ("need", "them")
         raise errors.UserError(
             f"{' and '.join(wanted)} {need} the backbone's ImageNet classifier, and "
-            f"{backbone.name} is an "
-            f"image feature vector model without one: leave {them} out (the decision layer learns "
-            "the "
+            f"{backbone.name} is an image feature vector model without one: leave {them} out (the "
+            "decision layer learns the "
             f"records' own classes, and --branches 0 trains the single-branch baseline)"
         )
 
@@ -344,9 +343,8 @@ def _imagenet_indices(
     if indices is None and config.label_space == "imagenet":
         raise errors.UserError(
             "--label-space imagenet needs classes that are ImageNet's (folders named by wnid "
-            "such as "
-            f"n01440764, or integer labels with --imagenet-labels); the records' classes are "
-            f"{', '.join(manifest.class_names[:5])}"
+            "such as n01440764, or integer labels with --imagenet-labels); the records' classes "
+            f"are {', '.join(manifest.class_names[:5])}"
             f"{', ...' if len(manifest.class_names) > 5 else ''}; "
             f"use --label-space dataset"
         )
