@@ -43,7 +43,8 @@ from pipeline.offline import job
 from tfrecords import example
 from tfrecords import reader
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tools/benchmarks/<this file> -> the project root
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
 TARGETS = {"uncached": 0.95, "cached": 0.9}
 
@@ -340,8 +341,7 @@ def main(argv=None) -> int:
             f"input pipeline {row['input_ms']:6.1f} / {row['input_cpu_ms']:6.1f}  "
             f"parse {row['parse_ms']:6.1f} / {row['parse_cpu_ms']:6.1f}  "
             f"({row['record_bytes'] / 1024:.1f} KiB/record, {row['decoded_bytes'] / 1024:.1f} KiB "
-            "decoded)  "
-            f"input alone {row['step_ms'] / row['input_ms']:.1f}x the step's rate"
+            f"decoded)  input alone {row['step_ms'] / row['input_ms']:.1f}x the step's rate"
         )
     if not flags.no_schedule:
         print("(b) the default schedule on the validation split")
