@@ -148,14 +148,7 @@ def compare(
         for arm, seed in bar:
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
-            results = train.train_and_evaluate(
-                training,
-                stop,
-                announce=False,
-                features=store,
-                role=arm_role(config, arm),
-                manifest=manifest,
-            )
+            results = _train(config, training, arm, stop, store, manifest)
             arm_branches[arm] = (training.fusion, list(results.branches))
             predictions = _predictions(training, manifest, store, split, results, arm == BASELINE)
             selected.add(arm, predictions, results)
@@ -222,6 +215,18 @@ def _resolved(training, manifest, results) -> training_config.TrainConfig:
     return config if chosen is None else dataclasses.replace(config, learning_rate=chosen)
 
 
+def _train(config: analysis_config.CompareConfig, training, arm: str, stop, store, manifest):
+    """One arm's run (or its seeds'), from the features and manifest the comparison read once."""
+    return train.train_and_evaluate(
+        training,
+        stop,
+        announce=False,
+        features=store,
+        role=arm_role(config, arm),
+        manifest=manifest,
+    )
+
+
 def _export(config: analysis_config.CompareConfig, runs, stop, store, manifest) -> None:
     """Writes the export of every kept run that has none yet (a finished run only exports)."""
     if not config.training.export:
@@ -230,14 +235,7 @@ def _export(config: analysis_config.CompareConfig, runs, stop, store, manifest) 
         runs, unit="export", desc="export", disable=not config.training.progress
     ):
         training = dataclasses.replace(arm_training(config, arm, seed), export=True)
-        train.train_and_evaluate(
-            training,
-            stop,
-            announce=False,
-            features=store,
-            role=arm_role(config, arm),
-            manifest=manifest,
-        )
+        _train(config, training, arm, stop, store, manifest)
 
 
 def _costs(config: analysis_config.CompareConfig, manifest, split: str, runs) -> dict:
