@@ -124,6 +124,27 @@ def test_the_verdict_names_the_views_set_that_won_and_never_credits_the_ladder()
     assert "## What each family adds" in markdown
 
 
+def test_the_original_beside_a_view_is_named_the_original_not_the_ladder():
+    total = 200
+    scores = _scores(
+        {
+            "baseline": [_right(100, total)],
+            "family[ladder]": [_right(100, total)],
+            "family[original,object]": [_right(130, total)],
+            "family[ladder,object]": [_right(110, total)],
+        }
+    )
+    result = comparison.summarise(scores, 0.9, "test", VIEW_ARMS)
+    assert result["winner"]["arm"] == "family[original,object]"
+    assert result["winner"]["families"] == ["original", "object"]
+    sentence = comparison_render.verdict(result)
+    assert sentence.startswith(
+        "compare: family[original,object] (branches: original, object) wins: it beats the "
+        "baseline (the original alone) by +15.00 points"
+    )
+    assert "ladder" not in sentence.split(" wins:")[0]
+
+
 def test_a_ladder_only_comparison_keeps_its_question_and_credits_the_ladder():
     arms = {
         "baseline": ("concat", ["original"]),

@@ -149,6 +149,15 @@ def question(arm_branches: dict) -> str:
     return LADDER_QUESTION if families <= {branches_lib.LADDER} else BRANCHES_QUESTION
 
 
+def named_families(names) -> list[str]:
+    """The families a branch set holds, as the verdict names them: the ladder only where the set
+    holds a JPEG re-encoding, so that the original beside a view is named the original."""
+    kinds = list(dict.fromkeys(branches_lib.family(name) for name in names))
+    if branches_lib.LADDER in kinds and all(branches_lib.quality(name) is None for name in names):
+        kinds[kinds.index(branches_lib.LADDER)] = branches_lib.ORIGINAL
+    return kinds
+
+
 def winner(arms: dict, versus: dict) -> dict | None:
     """The arm of the highest mean top-1 besides the baseline, its branches, families and its
     difference to the baseline."""
@@ -159,7 +168,7 @@ def winner(arms: dict, versus: dict) -> dict | None:
     return {
         "arm": best,
         "branches": names,
-        "families": list(dict.fromkeys(branches_lib.family(name) for name in names)),
+        "families": named_families(names),
         **{key: versus[best][key] for key in ("difference_mean", "ci95", "p_value")},
     }
 

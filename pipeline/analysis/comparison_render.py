@@ -38,8 +38,7 @@ def _what(result: dict, arm: str) -> str:
     names = result["arms"][arm].get("branches")
     if not names or _ladder_only(result, arm):
         return arm
-    families = dict.fromkeys(branches_lib.family(name) for name in names)
-    return f"{arm} (branches: {', '.join(families)})"
+    return f"{arm} (branches: {', '.join(comparison.named_families(names))})"
 
 
 def verdict(result: dict) -> str:
