@@ -12,7 +12,7 @@ Prints each arm's test top-1 under each and the wall time of each, with their ra
 writes every number.
 
 Run from the project root (records of pool, e.g. make-tfrecords --nodes pool; the SGD compare is
-the slow part: tens of minutes on 2 cores for imagenette-mini):
+the slow part: about 7 minutes on 2 cores for imagenette-mini):
   PYTHONPATH=. python tools/benchmarks/bench_compare.py --records R --out-dir /tmp/bench_compare \\
       --branches ladder --seeds 3
 """
