@@ -328,11 +328,7 @@ def markdown(result: dict) -> str:
         )
         lines.append(
             f"| {size} | {row['reconstruction_loss']:.6f} | "
-            + " | ".join(
-                f"{100 * row[f'{split}_top{k}']:.2f}"
-                for split in ("validation", "test")
-                for k in metrics.TOP_KS
-            )
+            + metrics.percent_cells(row)
             + " |"
         )
     return "\n".join(lines) + "\n"

@@ -73,11 +73,7 @@ def markdown(result: dict, source: dict, config: analysis_config.PruneConfig) ->
         lines.append(
             f"| {index}{marker} | {cycle['neurons']} | {cycle['flops']:,} | "
             f"{cycle['multiply_adds']:,} | "
-            + " | ".join(
-                f"{100 * cycle[f'{split}_top{k}']:.2f}"
-                for split in ("validation", "test")
-                for k in metrics.TOP_KS
-            )
+            + metrics.percent_cells(cycle)
             + " |"
         )
     return "\n".join(lines) + "\n"

@@ -28,3 +28,9 @@ def top_k_accuracy(scores, labels, ks=TOP_KS) -> dict:
     scores."""
     label_ranks = ranks(scores, labels).numpy()
     return {f"top{k}": float(np.mean(label_ranks <= k)) for k in ks}
+
+
+def percent_cells(row: dict, splits=("validation", "test")) -> str:
+    """A result row's top-k accuracies ("<split>_top<k>" keys, every split and TOP_KS) as Markdown
+    table cells in percent, " | "-joined."""
+    return " | ".join(f"{100 * row[f'{split}_top{k}']:.2f}" for split in splits for k in TOP_KS)
