@@ -31,6 +31,13 @@ class Interrupted(Exception):
         return 128 + self.signal_number  # the shell's convention for "ended by this signal"
 
 
+def stop_if_requested(stop, where: str) -> None:
+    """At a safe point between units of work (a stage, a run, an arm): a stop requested since the
+    last one ends the job here, whatever the unit (a solved stage never looks at the stop)."""
+    if stop is not None and stop.requested:
+        raise Interrupted(f"stopped on {stop.signal_name} {where}", stop.signal_number)
+
+
 class StopRequests:
     """While active, the first SIGINT/SIGTERM only sets `signal_number`; the job polls it at safe
     points.

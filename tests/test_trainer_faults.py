@@ -135,9 +135,9 @@ def test_a_stopped_stage_resumes_to_the_same_result_as_an_unbroken_one(records, 
         export=False,
     )
     with pytest.raises(interrupt.Interrupted) as stopped:
-        train.train_and_evaluate(
-            config, _StopAfter(checks=4)
-        )  # stops after step 5, between evaluations
+        # One check by the run before the stage, then one per step: stops after step 5, between
+        # evaluations.
+        train.train_and_evaluate(config, _StopAfter(checks=5))
     assert stopped.value.exit_status == 128 + signal.SIGTERM
     assert "stopped on SIGTERM after step 5 of stage0_pool, its resume point saved" in str(
         stopped.value

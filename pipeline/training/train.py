@@ -193,6 +193,7 @@ def _train(
     for stage in setup.schedule:
         if results.stage(stage.node) is not None:
             continue
+        interrupt.stop_if_requested(stop, f"before {stage.name}, the stages before it saved")
         if stage.solved:
             outcome = solved.solve(
                 setup, stage, setup.stage_features(stage.node), logs.stage_writers(stage, setup)
