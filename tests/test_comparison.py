@@ -145,6 +145,30 @@ def test_the_original_beside_a_view_is_named_the_original_not_the_ladder():
     assert "ladder" not in sentence.split(" wins:")[0]
 
 
+def test_adding_the_original_alone_to_a_view_is_credited_to_the_original():
+    arms = {
+        "baseline": ("concat", ["original"]),
+        "shared[object]": ("shared", ["object"]),
+        "shared[original,object]": ("shared", ["original", "object"]),
+        "shared[original]": ("shared", ["original"]),
+    }
+    scores = _scores(
+        {
+            "baseline": [_right(100, 200)],
+            "shared[object]": [_right(110, 200)],
+            "shared[original,object]": [_right(120, 200)],
+            "shared[original]": [_right(130, 200)],
+        }
+    )
+    result = comparison.summarise(scores, 0.9, "test", arms)
+    rows = {(row["added"], row["to"]) for row in result["ablation"]}
+    assert ("original", "object") in rows and not any(added == "ladder" for added, _ in rows)
+    # An arm of the original alone is not the ladder: the verdict names its branches.
+    assert comparison_render.verdict(result).startswith(
+        "compare: shared[original] (branches: original) wins"
+    )
+
+
 def test_a_ladder_only_comparison_keeps_its_question_and_credits_the_ladder():
     arms = {
         "baseline": ("concat", ["original"]),

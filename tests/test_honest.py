@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipeline import interrupt
 from pipeline.analysis import compare
 from pipeline.analysis import evaluate
 from pipeline.analysis import predictions as predictions_lib
@@ -345,3 +346,46 @@ def test_a_top1_tie_improves_only_at_a_clearly_lower_loss():
     assert not plateau.improves(
         {"top1": 0.5, "loss": 1.0 - 1e-6}, 0.5, 1.0
     )  # float noise is no improvement
+
+
+class _Requested:
+    """A stop request already made (a SIGINT during the previous unit of work)."""
+
+    requested = True
+    signal_name = "SIGINT"
+    signal_number = 2
+
+
+def test_a_stop_requested_before_a_solved_stage_stops_the_run_there_and_a_rerun_resumes(
+    records, tmp_path
+):
+    """A solved stage never looks at the stop request: the run checks it between stages."""
+    config = _config(records, tmp_path / "run", recipe="converged")
+    with pytest.raises(interrupt.Interrupted, match="stopped on SIGINT before"):
+        train.train_and_evaluate(config, _Requested())
+    results = train.train_and_evaluate(config)
+    assert [stage.ended_by for stage in results.stages] == ["solved"]
+
+
+def test_a_stop_requested_during_compare_stops_before_the_next_arm(records, tmp_path):
+    rule = dataclasses.replace(analysis_config.compare_training(), progress=False)
+    config = analysis_config.CompareConfig(
+        records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
+    )
+    with pytest.raises(interrupt.Interrupted, match="stopped on SIGINT before baseline seed 0"):
+        compare.compare(config, _Requested())
+    assert not os.path.exists(os.path.join(config.out_dir, "comparison.json"))
+
+
+def test_when_only_some_arms_fit_the_solver_every_arm_trains_by_sgd(records, tmp_path):
+    manifest = manifest_lib.Manifest.read(records)
+    one, eleven = (solved.memory_needed(manifest, "pool", count) for count in (1, 11))
+    rule = dataclasses.replace(
+        analysis_config.compare_training(), solver_memory_mb=(one + eleven) / 2 / solved.MIB
+    )
+    config = analysis_config.CompareConfig(
+        records_dir=records, out_dir=str(tmp_path / "out"), fusions=("shared",), training=rule
+    )
+    assert compare.one_rule(config, manifest).training.solver == "sgd"
+    roomy = dataclasses.replace(config, training=dataclasses.replace(rule, solver_memory_mb=1e6))
+    assert compare.one_rule(roomy, manifest) == roomy

@@ -304,3 +304,22 @@ def test_folds_choose_on_every_labelled_image_then_train_on_all_of_them(features
     stage = results.stages[0]
     assert stage.ended_by == "replay" and stage.best_top1 is None
     assert "3-fold" in results.selection and results.summary()
+
+
+def test_held_out_images_in_two_folds_keep_equal_weights_instead_of_failing():
+    """With two folds present, a fold's learner would have no rows to learn on (it leaves out its
+    own fold and stops on the other)."""
+    rng = np.random.default_rng(0)
+    count, classes = 4, 3
+    probabilities = rng.dirichlet(np.ones(classes), size=(count, 2))
+    held_out = stacking.HeldOut(
+        np.zeros((count, 2, 4), np.float32),
+        np.log(probabilities).astype(np.float32),
+        rng.integers(0, classes, count),
+        np.array([0, 3, 0, 3]),
+        "made up",
+    )
+    gate = fusion_lib.combiner("gated", 2, stacked=True)
+    gate(held_out.features[:1], held_out.log_probabilities[:1])
+    outcome = stacking.fit(gate, held_out)
+    assert outcome["kept"].startswith("equal weights") and outcome["folds"] == 2

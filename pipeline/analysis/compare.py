@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 
 from pipeline import branches as branches_lib
+from pipeline import interrupt
 from pipeline.analysis import comparison
 from pipeline.analysis import comparison_render
 from pipeline.analysis import evaluate
@@ -115,6 +116,29 @@ def seeds_of(
     return 1 if deterministic else config.training.seeds
 
 
+def one_rule(
+    config: analysis_config.CompareConfig, manifest: manifest_lib.Manifest
+) -> analysis_config.CompareConfig:
+    """The config by which every arm trains its first stage the same way: when the solver would
+    take some arms' and not others' (the widest arms' features over --solver-memory-mb), every
+    arm trains it by SGD, so that no arm is compared at its exact optimum against SGD."""
+    solves = {
+        arm: train.solves_first_stage(
+            prepare_lib.resolve_stages(arm_training(config, arm, 0).resolved(), manifest), manifest
+        )
+        for arm in arms(config)
+    }
+    if len(set(solves.values())) < 2:
+        return config
+    print(
+        f"compare: the solver would take the first stage of "
+        f"{', '.join(arm for arm, solved_arm in solves.items() if solved_arm)} but not of "
+        f"{', '.join(arm for arm, solved_arm in solves.items() if not solved_arm)} (over "
+        f"--solver-memory-mb {config.training.solver_memory_mb:g}): every arm trains it by SGD"
+    )
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, solver="sgd"))
+
+
 def _features(config: analysis_config.CompareConfig, manifest: manifest_lib.Manifest) -> dict:
     """{node: its records in memory}: the first stage's node, when every split of it fits the
     rule's memory budget (--solver-memory-mb), read once for every arm and seed."""
@@ -137,6 +161,7 @@ def compare(
     shape: pipeline.analysis.comparison). manifest: the records' manifest, when the caller has read
     it (the demo's job made it)."""
     manifest = manifest or manifest_lib.Manifest.read(config.records_dir)
+    config = one_rule(config, manifest)
     split = evaluation_split(manifest)
     sets = _branch_sets(config, manifest)
     store = _features(config, manifest)
@@ -146,6 +171,7 @@ def compare(
     arm_branches = {}
     with tqdm.tqdm(runs, unit="run", desc="compare", disable=not config.training.progress) as bar:
         for arm, seed in bar:
+            interrupt.stop_if_requested(stop, f"before {arm} seed {seed}, the runs before it kept")
             bar.set_postfix(arm=arm, seed=seed)
             training = arm_training(config, arm, seed)
             results = _train(config, training, arm, stop, store, manifest)
@@ -158,7 +184,7 @@ def compare(
                 refitted.add(
                     arm,
                     _predictions(refit, manifest, store, split, refit_results, arm == BASELINE),
-                    results,
+                    refit_results,
                 )
             if arm == BASELINE:
                 oracle.append(_oracle(predictions))
@@ -234,6 +260,7 @@ def _export(config: analysis_config.CompareConfig, runs, stop, store, manifest) 
     for arm, seed in tqdm.tqdm(
         runs, unit="export", desc="export", disable=not config.training.progress
     ):
+        interrupt.stop_if_requested(stop, f"before exporting {arm} seed {seed}")
         training = dataclasses.replace(arm_training(config, arm, seed), export=True)
         _train(config, training, arm, stop, store, manifest)
 

@@ -193,7 +193,7 @@ def ablation(scores: Scores, arm_branches: dict) -> list[dict]:
             added = [name for name in names if name not in other_names]
             if not set(other_names) < set(names):
                 continue
-            families = {branches_lib.family(name) for name in added}
+            families = set(named_families(added))
             if len(families) != 1:
                 continue
             rows.append(

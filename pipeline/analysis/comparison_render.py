@@ -29,7 +29,7 @@ def _ladder_only(result: dict, arm: str) -> bool:
     names = result["arms"][arm].get("branches")
     if names is None:  # made before arms named their branches: the ladder's question
         return result.get("question", comparison.LADDER_QUESTION) == comparison.LADDER_QUESTION
-    return {branches_lib.family(name) for name in names} <= {branches_lib.LADDER}
+    return comparison.named_families(names) == [branches_lib.LADDER]
 
 
 def _what(result: dict, arm: str) -> str:

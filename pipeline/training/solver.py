@@ -80,10 +80,10 @@ class Basis:
     @classmethod
     def of(cls, rows: np.ndarray) -> "Basis":
         """A basis spanning `rows` [N, D] (every row any later fit will train on)."""
-        rows = np.asarray(rows, np.float64)
-        count, width = rows.shape
+        count, width = np.shape(rows)
         if count >= width:
             return cls(None)
+        rows = np.asarray(rows, np.float64)
         gram = rows @ rows.T
         values, vectors = np.linalg.eigh(gram)
         keep = values > RANK_TOLERANCE * max(values.max(initial=0.0), 1e-300)

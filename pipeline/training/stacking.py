@@ -97,7 +97,7 @@ def fit(combiner: keras.layers.Layer, held_out: HeldOut, seed: int = 0) -> dict:
     count = len(held_out.labels)
     present = sorted(set(held_out.folds.tolist()))
     outcome = {"images": int(count), "source": held_out.source, "folds": len(present)}
-    if len(present) < 2:
+    if len(present) < 3:  # each fold learns on the others but one, and checks on that one
         combiner.set_weights(_equal_weights(_copy(combiner, held_out, seed)))
         return {**outcome, "kept": "equal weights (too few images to learn and check them)"}
     gains, learnt, equal = [], [], []  # per image left out: equal weights' loss minus learnt's
